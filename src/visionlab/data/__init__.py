@@ -1,0 +1,37 @@
+"""Datasets (Fashion-MNIST, MiniPlaces, ImageFolder, CIFAR-10), transforms and fetching."""
+
+from visionlab.data.datasets import (
+    FASHION_MNIST_CLASSES,
+    DataBundle,
+    ImageListDataset,
+    ListEntry,
+    TensorImageDataset,
+    load_dataset,
+    parse_list_file,
+    parse_spec,
+    read_cifar10,
+    read_idx,
+    verify_images,
+)
+from visionlab.data.fetch import DatasetError, default_data_root, fetch_fashion_mnist, verify_fashion_mnist
+from visionlab.data.transforms import eval_transform, train_transform
+
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "DataBundle",
+    "DatasetError",
+    "ImageListDataset",
+    "ListEntry",
+    "TensorImageDataset",
+    "default_data_root",
+    "eval_transform",
+    "fetch_fashion_mnist",
+    "load_dataset",
+    "parse_list_file",
+    "parse_spec",
+    "read_cifar10",
+    "read_idx",
+    "train_transform",
+    "verify_fashion_mnist",
+    "verify_images",
+]

@@ -1,0 +1,426 @@
+"""Dataset readers for the on-disk formats visionlab understands, and the one-string dataset spec.
+
+Spec strings (the command line's ``--data``, or ``main.py DATA``)::
+
+    fashion-mnist            the embedded default (fetched into the data root when missing)
+    miniplaces:PATH          PATH/train.txt, PATH/val.txt (lines "relative/path.jpg LABEL") under PATH/images/
+    folder:PATH              PATH/train/<class>/*, PATH/val/<class>/* (torchvision ImageFolder layout)
+    cifar10:PATH             CIFAR-10 python batches (data_batch_1..5, test_batch, batches.meta)
+    PATH                     auto-detected among the three above
+
+Every reader validates what it can before training starts: a malformed list line, a label outside
+``[0, num_classes)``, a path escaping the image root, a missing or undecodable image, an empty split -> a
+:class:`DatasetError` that names the file and line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from visionlab.data.fetch import DatasetError, default_data_root, fetch_fashion_mnist, fashion_mnist_dir
+from visionlab.data.transforms import eval_transform, to_float_transform, train_transform
+
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "DataBundle",
+    "ImageListDataset",
+    "ListEntry",
+    "TensorImageDataset",
+    "load_dataset",
+    "parse_list_file",
+    "parse_spec",
+    "read_cifar10",
+    "read_idx",
+]
+
+Transform = Callable[[Any], torch.Tensor]
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
+MINIPLACES_CLASSES = 100
+
+
+# --------------------------------------------------------------------------------------------- datasets
+class TensorImageDataset(Dataset):
+    """Images held in memory as a ``uint8`` tensor ``(N, C, H, W)`` with integer labels ``(N,)``."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Transform) -> None:
+        if images.dim() != 4 or images.dtype != torch.uint8 or len(images) != len(labels):
+            raise ValueError(f"expected uint8 (N, C, H, W) images and N labels, got {tuple(images.shape)}")
+        self.images, self.labels, self.transform = images, labels.long(), transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.images[index]), int(self.labels[index])
+
+
+@dataclass(frozen=True)
+class ListEntry:
+    """One image of a split: its path, label (-1 when unlabeled) and where it was listed (file, line)."""
+
+    path: Path
+    label: int
+    source: str
+
+
+class ImageListDataset(Dataset):
+    """Images decoded from files on demand (PIL), for MiniPlaces lists and ImageFolder trees."""
+
+    def __init__(self, entries: Sequence[ListEntry], transform: Transform) -> None:
+        self.entries, self.transform = list(entries), transform
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        entry = self.entries[index]
+        try:
+            with Image.open(entry.path) as img:
+                img = img.convert("RGB")
+        except (OSError, UnidentifiedImageError) as exc:
+            raise DatasetError(f"{entry.source}: cannot decode image {entry.path} ({exc})") from exc
+        return self.transform(img), entry.label
+
+
+# --------------------------------------------------------------------------------------------- readers
+def read_idx(path: str | Path) -> torch.Tensor:
+    """Read an IDX file (``.gz`` or raw) of unsigned bytes into a ``uint8`` tensor of its stored shape."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as exc:
+        raise DatasetError(f"{path}: unreadable ({exc})") from exc
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise DatasetError(f"{path}: not an IDX file (bad magic number)")
+    if data[2] != 0x08:
+        raise DatasetError(f"{path}: IDX element type 0x{data[2]:02x} unsupported (only unsigned byte 0x08)")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DatasetError(f"{path}: truncated IDX header")
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    expected = int(np.prod(shape)) if shape else 0
+    if len(data) - header != expected:
+        raise DatasetError(f"{path}: IDX header says shape {shape} ({expected} bytes) but holds {len(data) - header}")
+    array = np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+    return torch.from_numpy(array.copy())
+
+
+def _safe_join(root: Path, rel: str, source: str) -> Path:
+    if rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):
+        raise DatasetError(f"{source}: absolute path {rel!r} not allowed (paths are relative to {root})")
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise DatasetError(f"{source}: path {rel!r} escapes the image root {root}")
+    return path
+
+
+def parse_list_file(
+    list_path: str | Path, image_root: str | Path, num_classes: int, *, labeled: bool = True
+) -> list[ListEntry]:
+    """Parse a MiniPlaces list: one ``relative/path.jpg LABEL`` per line (``relative/path.jpg`` alone when
+    ``labeled`` is False), paths resolved under ``image_root``. CRLF and blank lines are tolerated; anything
+    else malformed raises :class:`DatasetError` naming ``file:line``."""
+    list_path, image_root = Path(list_path), Path(image_root)
+    if not list_path.is_file():
+        raise DatasetError(f"{list_path}: list file missing")
+    try:
+        text = list_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{list_path}: unreadable ({exc})") from exc
+    entries = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        source = f"{list_path}:{number}"
+        fields = line.split()
+        if labeled:
+            if len(fields) != 2:
+                raise DatasetError(f"{source}: expected 'relative/path.jpg LABEL', got {line!r}")
+            try:
+                label = int(fields[1])
+            except ValueError:
+                raise DatasetError(f"{source}: label {fields[1]!r} is not an integer") from None
+            if not 0 <= label < num_classes:
+                raise DatasetError(f"{source}: label {label} outside [0, {num_classes})")
+        else:
+            if len(fields) not in (1, 2):
+                raise DatasetError(f"{source}: expected 'relative/path.jpg', got {line!r}")
+            label = -1
+        path = _safe_join(image_root, fields[0], source)
+        if not path.is_file():
+            raise DatasetError(f"{source}: image {path} does not exist")
+        entries.append(ListEntry(path, label, source))
+    if not entries:
+        raise DatasetError(f"{list_path}: the split is empty")
+    return entries
+
+
+def _check_header(entry: ListEntry) -> str | None:
+    try:
+        with Image.open(entry.path) as img:
+            img.verify()
+    except Exception as exc:  # PIL raises many types for corrupt data
+        return f"{entry.source}: unreadable or corrupt image {entry.path} ({exc.__class__.__name__}: {exc})"
+    return None
+
+
+def verify_images(entries: Sequence[ListEntry], workers: int = 8) -> None:
+    """Open every image and check its structure (PIL ``verify``: header and chunk checksums, no full decode)
+    so a corrupt file is reported, with its list line, before the first training step."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for problem in pool.map(_check_header, entries, chunksize=64):
+            if problem is not None:
+                raise DatasetError(problem)
+
+
+def read_cifar10(root: str | Path) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor], list[str]]:
+    """Read CIFAR-10 python batches: ``((train_x, train_y), (test_x, test_y), class_names)``, images as
+    ``uint8 (N, 3, 32, 32)``."""
+    root = Path(root)
+
+    def load(name: str) -> dict:
+        path = root / name
+        if not path.is_file():
+            raise DatasetError(f"{path}: missing CIFAR-10 batch")
+        try:
+            with open(path, "rb") as f:
+                return pickle.load(f, encoding="bytes")
+        except Exception as exc:
+            raise DatasetError(f"{path}: not a CIFAR-10 python batch ({exc})") from exc
+
+    def split(names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        for name in names:
+            batch = load(name)
+            data, labels = batch.get(b"data"), batch.get(b"labels")
+            if data is None or labels is None or len(data) != len(labels) or np.asarray(data).shape[1:] != (3072,):
+                raise DatasetError(f"{root / name}: expected b'data' (N, 3072) uint8 and N b'labels'")
+            if min(labels) < 0 or max(labels) >= 10:
+                raise DatasetError(f"{root / name}: label outside [0, 10)")
+            xs.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(labels, dtype=np.int64))
+        return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+
+    meta = load("batches.meta") if (root / "batches.meta").is_file() else {}
+    names = [n.decode() for n in meta.get(b"label_names", [])] or [str(i) for i in range(10)]
+    return split([f"data_batch_{i}" for i in range(1, 6)]), split(["test_batch"]), names
+
+
+# --------------------------------------------------------------------------------------------- bundles
+@dataclass
+class DataBundle:
+    """A dataset ready for the engine: splits of ``(float pixels in [0,1] (C, H, W), label)`` plus metadata."""
+
+    kind: str
+    root: str
+    train: Dataset
+    val: Dataset
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: list[str]
+    recipe: str
+    test: Dataset | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``"kind:PATH"`` / ``"fashion-mnist"`` / bare ``PATH`` -> ``(kind, path)``; bare paths are detected."""
+    if spec in ("fashion-mnist", "fashionmnist", "fmnist"):
+        return "fashion-mnist", ""
+    for kind in ("miniplaces", "folder", "cifar10", "fashion-mnist"):
+        if spec.startswith(kind + ":"):
+            return kind, spec[len(kind) + 1 :]
+    path = Path(spec)
+    if not path.exists():
+        raise DatasetError(
+            f"dataset {spec!r}: no such directory (use fashion-mnist, miniplaces:PATH, folder:PATH or cifar10:PATH)"
+        )
+    if (path / "train.txt").is_file():
+        return "miniplaces", spec
+    if (path / "data_batch_1").is_file() or (path / "cifar-10-batches-py" / "data_batch_1").is_file():
+        return "cifar10", spec
+    if (path / "train").is_dir() and (path / "val").is_dir():
+        return "folder", spec
+    if (path / "train-images-idx3-ubyte.gz").is_file():
+        return "fashion-mnist", spec
+    raise DatasetError(
+        f"{path}: cannot tell the dataset format (expected train.txt + val.txt [MiniPlaces], train/ + val/ "
+        "class folders [ImageFolder], CIFAR-10 python batches, or Fashion-MNIST IDX files)"
+    )
+
+
+def _fashion_mnist(path: str, data_root: Path | None) -> DataBundle:
+    directory = Path(path) if path else fashion_mnist_dir(data_root)
+    if not path:
+        directory = fetch_fashion_mnist(data_root)
+    x_train = read_idx(directory / "train-images-idx3-ubyte.gz").unsqueeze(1)
+    y_train = read_idx(directory / "train-labels-idx1-ubyte.gz")
+    x_test = read_idx(directory / "t10k-images-idx3-ubyte.gz").unsqueeze(1)
+    y_test = read_idx(directory / "t10k-labels-idx1-ubyte.gz")
+    for x, y, name in ((x_train, y_train, "train"), (x_test, y_test, "t10k")):
+        if len(x) != len(y):
+            raise DatasetError(f"{directory}: {name} has {len(x)} images but {len(y)} labels")
+        if len(y) == 0:
+            raise DatasetError(f"{directory}: the {name} split is empty")
+        if int(y.max()) >= 10:
+            raise DatasetError(f"{directory}/{name}-labels-idx1-ubyte.gz: label {int(y.max())} outside [0, 10)")
+    size = x_train.shape[-1]
+    return DataBundle(
+        kind="fashion-mnist", root=str(directory),
+        train=TensorImageDataset(x_train, y_train, train_transform("small", size)),
+        val=TensorImageDataset(x_test, y_test, to_float_transform()),
+        num_classes=10, in_channels=1, image_size=size, mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD,
+        class_names=list(FASHION_MNIST_CLASSES), recipe="small",
+    )  # fmt: skip
+
+
+def _cifar10(path: str) -> DataBundle:
+    root = Path(path)
+    if (root / "cifar-10-batches-py").is_dir():
+        root = root / "cifar-10-batches-py"
+    (x_train, y_train), (x_test, y_test), names = read_cifar10(root)
+    return DataBundle(
+        kind="cifar10", root=str(root),
+        train=TensorImageDataset(x_train, y_train, train_transform("small", 32)),
+        val=TensorImageDataset(x_test, y_test, to_float_transform()),
+        num_classes=10, in_channels=3, image_size=32, mean=CIFAR10_MEAN, std=CIFAR10_STD,
+        class_names=names, recipe="small",
+    )  # fmt: skip
+
+
+def _miniplaces_class_names(root: Path, entries: Sequence[ListEntry]) -> list[str]:
+    names = [""] * MINIPLACES_CLASSES
+    categories = root / "categories.txt"
+    if categories.is_file():
+        for number, raw in enumerate(categories.read_text(encoding="utf-8").splitlines(), start=1):
+            fields = raw.split()
+            if not fields:
+                continue
+            if len(fields) != 2 or not fields[1].lstrip("-").isdigit():
+                raise DatasetError(f"{categories}:{number}: expected '/a/abbey 0', got {raw.strip()!r}")
+            label = int(fields[1])
+            if not 0 <= label < MINIPLACES_CLASSES:
+                raise DatasetError(f"{categories}:{number}: label {label} outside [0, {MINIPLACES_CLASSES})")
+            names[label] = fields[0].strip("/").split("/", 1)[-1] if "/" in fields[0].strip("/") else fields[0]
+    else:  # the class folder of the train paths: train/a/abbey/00000001.jpg -> "abbey"
+        for entry in entries:
+            if not names[entry.label]:
+                names[entry.label] = entry.path.parent.name
+    return [name or str(i) for i, name in enumerate(names)]
+
+
+def _miniplaces(path: str, image_size: int, check_images: bool) -> DataBundle:
+    root = Path(path)
+    images = root / "images"
+    train = parse_list_file(root / "train.txt", images, MINIPLACES_CLASSES)
+    val = parse_list_file(root / "val.txt", images, MINIPLACES_CLASSES)
+    test_entries = None
+    if (root / "test.txt").is_file():
+        test_entries = parse_list_file(root / "test.txt", images, MINIPLACES_CLASSES, labeled=False)
+    elif (images / "test").is_dir():
+        test_entries = _folder_images(images / "test", -1)
+    if check_images:
+        verify_images(train + val + (test_entries or []))
+    return DataBundle(
+        kind="miniplaces", root=str(root),
+        train=ImageListDataset(train, train_transform("miniplaces", image_size)),
+        val=ImageListDataset(val, eval_transform("miniplaces", image_size)),
+        test=ImageListDataset(test_entries, eval_transform("miniplaces", image_size)) if test_entries else None,
+        num_classes=MINIPLACES_CLASSES, in_channels=3, image_size=image_size,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, class_names=_miniplaces_class_names(root, train),
+        recipe="miniplaces",
+    )  # fmt: skip
+
+
+def _folder_images(directory: Path, label: int) -> list[ListEntry]:
+    files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    return [ListEntry(p, label, str(p)) for p in files]
+
+
+def _folder(path: str, image_size: int, check_images: bool) -> DataBundle:
+    root = Path(path)
+    splits = {}
+    classes: list[str] | None = None
+    for split in ("train", "val"):
+        directory = root / split
+        if not directory.is_dir():
+            raise DatasetError(f"{directory}: missing (ImageFolder layout needs train/ and val/ class folders)")
+        found = sorted(d.name for d in directory.iterdir() if d.is_dir())
+        if not found:
+            raise DatasetError(f"{directory}: no class folders")
+        if classes is None:
+            classes = found
+        unknown = sorted(set(found) - set(classes))
+        if unknown:
+            raise DatasetError(f"{directory}: class folders {unknown} do not exist in {root / 'train'}")
+        entries = [e for i, c in enumerate(classes) for e in _folder_images(directory / c, i)]
+        if not entries:
+            raise DatasetError(f"{directory}: the split is empty")
+        splits[split] = entries
+    assert classes is not None
+    if check_images:
+        verify_images(splits["train"] + splits["val"])
+    return DataBundle(
+        kind="folder", root=str(root),
+        train=ImageListDataset(splits["train"], train_transform("miniplaces", image_size)),
+        val=ImageListDataset(splits["val"], eval_transform("miniplaces", image_size)),
+        num_classes=len(classes), in_channels=3, image_size=image_size,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, class_names=classes, recipe="miniplaces",
+    )  # fmt: skip
+
+
+def load_dataset(
+    spec: str,
+    *,
+    data_root: str | Path | None = None,
+    image_size: int | None = None,
+    check_images: bool = True,
+) -> DataBundle:
+    """Load the dataset a spec string names (see the module docstring), validated.
+
+    Args:
+        spec: ``fashion-mnist`` | ``miniplaces:PATH`` | ``folder:PATH`` | ``cifar10:PATH`` | ``PATH``.
+        data_root: where ``fashion-mnist`` lives / is fetched to (default ``$VISIONLAB_DATA`` or ``./data``).
+        image_size: model input side for file-based datasets (default 128); fixed by the data otherwise.
+        check_images: verify every image file before training (PIL ``verify``; costs ~1 s per 10k files).
+    """
+    kind, path = parse_spec(spec)
+    root = Path(data_root) if data_root is not None else default_data_root()
+    if kind == "fashion-mnist":
+        bundle = _fashion_mnist(path, root)
+    elif kind == "cifar10":
+        bundle = _cifar10(path)
+    elif kind == "miniplaces":
+        bundle = _miniplaces(path, image_size or 128, check_images)
+    else:
+        bundle = _folder(path, image_size or 128, check_images)
+    if image_size is not None and kind in ("fashion-mnist", "cifar10") and image_size != bundle.image_size:
+        raise DatasetError(f"--image-size {image_size}: {kind} images are {bundle.image_size}x{bundle.image_size}")
+    return bundle

@@ -1,0 +1,151 @@
+"""Training and evaluation transforms (torchvision.transforms.v2). Every pipeline ends in float32 pixels in
+[0, 1]; normalization happens inside the model (:class:`visionlab.models.Normalize`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2 import functional as TF
+
+__all__ = [
+    "RandomChannelScale",
+    "RandomInterpolationResize",
+    "RandomRotateCrop",
+    "eval_transform",
+    "inscribed_rect",
+    "to_float_transform",
+    "train_transform",
+]
+
+
+def inscribed_rect(w: float, h: float, angle_rad: float) -> tuple[float, float]:
+    """Width and height of the largest axis-aligned rectangle inside a ``w x h`` rectangle rotated by
+    ``angle_rad`` about its centre (so the crop holds no padding)."""
+    if w <= 0 or h <= 0:
+        return 0.0, 0.0
+    long_side, short_side = (w, h) if w >= h else (h, w)
+    sin_a, cos_a = abs(math.sin(angle_rad)), abs(math.cos(angle_rad))
+    if short_side <= 2.0 * sin_a * cos_a * long_side or abs(sin_a - cos_a) < 1e-10:
+        # Half-constrained: two crop corners touch the longer sides.
+        x = 0.5 * short_side
+        return (x / sin_a, x / cos_a) if w >= h else (x / cos_a, x / sin_a)
+    cos_2a = cos_a * cos_a - sin_a * sin_a
+    return (w * cos_a - h * sin_a) / cos_2a, (h * cos_a - w * sin_a) / cos_2a
+
+
+class RandomInterpolationResize(v2.Transform):
+    """Resize the shorter side to ``size`` with an interpolation drawn at random per image (bilinear or
+    bicubic), so the network does not overfit one resampling kernel."""
+
+    def __init__(self, size: int, modes: tuple[InterpolationMode, ...] = (
+        InterpolationMode.BILINEAR,
+        InterpolationMode.BICUBIC,
+    )) -> None:
+        super().__init__()
+        self.size, self.modes = size, modes
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return {"mode": self.modes[int(torch.randint(len(self.modes), ()))]}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return TF.resize(inpt, [self.size], interpolation=params["mode"], antialias=True)
+
+
+class RandomRotateCrop(v2.Transform):
+    """Rotate by an angle uniform in ``[-degrees, degrees]`` and crop the largest inscribed rectangle, so no
+    black corners enter the image."""
+
+    def __init__(self, degrees: float) -> None:
+        super().__init__()
+        self.degrees = degrees
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        angle = float(torch.empty(()).uniform_(-self.degrees, self.degrees))
+        return {"angle": angle}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        h, w = v2.query_size([inpt])
+        angle = params["angle"]
+        cw, ch = inscribed_rect(w, h, math.radians(angle))
+        rotated = TF.rotate(inpt, angle, interpolation=InterpolationMode.BILINEAR)
+        return TF.center_crop(rotated, [max(1, int(ch)), max(1, int(cw))])
+
+
+class RandomChannelScale(v2.Transform):
+    """Multiply each channel by a factor uniform in ``[1 - amount, 1 + amount]`` (float images in [0, 1],
+    clamped back into range): a cheap colour jitter."""
+
+    def __init__(self, amount: float) -> None:
+        super().__init__()
+        self.amount = amount
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not inpt.is_floating_point():
+            raise TypeError("RandomChannelScale expects float pixels in [0, 1]; put it after ToDtype")
+        scale = torch.empty(inpt.shape[-3], 1, 1).uniform_(1 - self.amount, 1 + self.amount)
+        return (inpt * scale.to(inpt.dtype)).clamp_(0.0, 1.0)
+
+
+_TO_FLOAT = v2.ToDtype(torch.float32, scale=True)
+
+
+def train_transform(recipe: str, image_size: int) -> v2.Compose:
+    """Training augmentation.
+
+    ``"miniplaces"`` (the original recipe, also used for ImageFolder trees): shorter side to
+    ``image_size * 9/8`` (144 for 128) with a random interpolation, horizontal flip, rotation ±15° cropped to
+    the inscribed rectangle, random-sized crop to ``image_size`` (area 0.25-1, aspect 0.8-1.2), per-channel
+    colour scaling ±15%. ``"small"`` (Fashion-MNIST, CIFAR-10: images already at model size): 2-pixel
+    (1/14 of the side) padded random crop and horizontal flip.
+    """
+    if recipe == "miniplaces":
+        return v2.Compose([
+            v2.ToImage(),
+            v2.RGB(),
+            RandomInterpolationResize(image_size * 9 // 8),
+            v2.RandomHorizontalFlip(),
+            RandomRotateCrop(15.0),
+            v2.RandomResizedCrop(image_size, scale=(0.25, 1.0), ratio=(0.8, 1.2), antialias=True),
+            _TO_FLOAT,
+            RandomChannelScale(0.15),
+        ])
+    if recipe == "small":
+        pad = max(1, image_size // 14)
+        return v2.Compose([
+            v2.ToImage(),
+            v2.RandomCrop(image_size, padding=pad),
+            v2.RandomHorizontalFlip(),
+            _TO_FLOAT,
+        ])
+    raise ValueError(f"unknown transform recipe {recipe!r}")
+
+
+def eval_transform(recipe: str, image_size: int, in_channels: int = 3) -> v2.Compose:
+    """Evaluation: ``"miniplaces"`` resizes the shorter side to ``image_size * 9/8`` then centre-crops
+    ``image_size``; ``"small"`` resizes to ``image_size`` only when needed (arbitrary images in ``predict``)."""
+    to_channels = [v2.RGB()] if in_channels == 3 else [v2.Grayscale(1)]
+    if recipe == "miniplaces":
+        return v2.Compose([
+            v2.ToImage(),
+            *to_channels,
+            v2.Resize(image_size * 9 // 8, antialias=True),
+            v2.CenterCrop(image_size),
+            _TO_FLOAT,
+        ])
+    if recipe == "small":
+        return v2.Compose([
+            v2.ToImage(),
+            *to_channels,
+            v2.Resize((image_size, image_size), antialias=True),
+            _TO_FLOAT,
+        ])
+    raise ValueError(f"unknown transform recipe {recipe!r}")
+
+
+def to_float_transform() -> v2.Compose:
+    """uint8 image tensor -> float32 in [0, 1], nothing else (evaluation of in-memory datasets)."""
+    return v2.Compose([v2.ToImage(), _TO_FLOAT])

@@ -1,0 +1,91 @@
+"""Checkpoints: one schema, one owner, atomic writes, ``weights_only`` loads.
+
+Schema (every value is a tensor, number, string, list or dict, so ``torch.load(weights_only=True)`` accepts it)::
+
+    {"format": 1, "model": state_dict, "config": TrainConfig as dict, "model_args": build_model kwargs,
+     "epoch": last finished epoch (0-based), "step": global step, "best_top1": float,
+     "optimizer": ..., "scheduler": ..., "scaler": ..., "rng": {...}}    # the last four: checkpoint.pth.tar only
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["CheckpointError", "capture_rng", "load_checkpoint", "restore_rng", "save_checkpoint"]
+
+FORMAT = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, truncated or not a visionlab checkpoint; the message names the file."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same directory, fsync'd, then
+    ``os.replace``d over the target. A crash at any moment leaves either the old or the new file, whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({exc.__class__.__name__}: {exc})") from exc
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise CheckpointError(f"{path}: not a visionlab checkpoint (no 'model'/'config' entries)")
+    if state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {state.get('format')!r}, expected {FORMAT}")
+    return state
+
+
+def capture_rng(loader_generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Every random state the training loop draws from, as weights_only-safe values."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": [*list(random.getstate()[1]), random.getstate()[2]],
+        "python_version": random.getstate()[0],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if loader_generator is not None:
+        state["loader"] = loader_generator.get_state()
+    return state
+
+
+def restore_rng(state: dict[str, Any], loader_generator: torch.Generator | None = None) -> None:
+    """Inverse of :func:`capture_rng`."""
+    torch.set_rng_state(state["torch"])
+    internal = state["python"]
+    random.setstate((state["python_version"], tuple(internal[:-1]), internal[-1]))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if loader_generator is not None and "loader" in state:
+        loader_generator.set_state(state["loader"])

@@ -1,0 +1,95 @@
+"""Accuracy, running averages and the run directory's metric logs (metrics.jsonl + TensorBoard)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["MetricsLog", "RunningStats", "read_metrics", "topk_correct"]
+
+
+@torch.no_grad()
+def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[torch.Tensor]:
+    """Number of samples whose target is among the top-k logits, for each k (k capped at the class count).
+    Returns 0-dim tensors on the logits' device, so no host sync happens here."""
+    maxk = min(max(ks), logits.shape[1])
+    pred = logits.topk(maxk, dim=1).indices
+    hit = pred.eq(target.unsqueeze(1))
+    return [hit[:, : min(k, maxk)].any(dim=1).sum() for k in ks]
+
+
+class RunningStats:
+    """Sums of loss and top-1/top-5 hits over an epoch, kept on the device until read."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.top1 = torch.zeros((), dtype=torch.int64, device=device)
+        self.top5 = torch.zeros((), dtype=torch.int64, device=device)
+        self.n = 0
+
+    def update(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> None:
+        batch = target.shape[0]
+        c1, c5 = topk_correct(logits, target)
+        self.loss += loss.detach().double() * batch
+        self.top1 += c1
+        self.top5 += c5
+        self.n += batch
+
+    def summary(self) -> dict[str, float]:
+        n = max(self.n, 1)
+        return {
+            "loss": self.loss.item() / n,
+            "top1": 100.0 * self.top1.item() / n,
+            "top5": 100.0 * self.top5.item() / n,
+            "n": self.n,
+        }
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Records of ``run_dir/metrics.jsonl`` (a missing file reads as none); a bad line names file and line."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not JSON ({exc})") from exc
+    return records
+
+
+class MetricsLog:
+    """Appends records to ``metrics.jsonl`` and scalars to TensorBoard in one place.
+
+    On resume the records after the resumed epoch (from the interrupted, replayed epoch) are dropped first, so
+    the file reads as if the run had never stopped.
+    """
+
+    def __init__(self, run_dir: Path, keep_through_epoch: int | None = None, tensorboard: bool = True) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        if keep_through_epoch is not None and self.path.exists():
+            kept = [r for r in read_metrics(run_dir) if r.get("epoch", -1) <= keep_through_epoch]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        elif keep_through_epoch is None:
+            self.path.write_text("", encoding="utf-8")
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+    def write(self, record: dict[str, Any], step: int, scalars: dict[str, float]) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for name, value in scalars.items():
+                self.writer.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,373 @@
+"""The training engine: one explicit loop, short functions, exact resume.
+
+Exact resume: the data order and augmentation come from one ``torch.Generator`` owned by the trainer (the
+sampler's permutation and the worker seeds are drawn from it), and its state and the global RNG states are
+checkpointed at each epoch end. Resuming restores them, so the replayed epochs draw the same numbers as an
+uninterrupted run; with ``deterministic=True`` on CPU the final weights are bit-for-bit identical.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from visionlab.data import DataBundle, load_dataset
+from visionlab.engine.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from visionlab.engine.config import TrainConfig
+from visionlab.engine.metrics import MetricsLog, RunningStats
+from visionlab.engine.schedule import WarmupCosine
+from visionlab.models import build_model
+
+__all__ = [
+    "ClassificationTask",
+    "Trainer",
+    "TrainingDiverged",
+    "build_optimizer",
+    "evaluate",
+    "make_loader",
+    "model_from_checkpoint",
+    "select_device",
+]
+
+CHECKPOINT, BEST = "checkpoint.pth.tar", "model_best.pth.tar"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left untouched."""
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``"auto"`` -> ``cuda`` when available else ``cpu``; anything else is passed to ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available (use --gpu -1 or --device cpu)")
+    return device
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if not enabled:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
+
+
+@dataclass
+class ClassificationTask:
+    """Forward + loss in one object, so a different objective (adversarial training) swaps in here."""
+
+    criterion: nn.Module
+
+    def __call__(
+        self, model: nn.Module, images: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(images)
+        return self.criterion(logits, target), logits
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW. With ``wd_exclude_norm_bias`` no weight decay is applied to biases, norm
+    weights (all 1-d parameters) or position embeddings."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = cfg.wd_exclude_norm_bias and (p.ndim <= 1 or name.endswith("pos_embed"))
+        (no_decay if skip else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    raise ValueError(f"--optimizer must be sgd or adamw, got {cfg.optimizer!r}")
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    train: bool,
+    workers: int,
+    device: torch.device,
+    generator: torch.Generator | None = None,
+) -> DataLoader:
+    """A DataLoader; training shuffles with ``generator`` and drops a ragged last batch. Workers are not
+    persistent: each epoch's workers are seeded from ``generator``, which is what makes resume exact."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train,
+        drop_last=train and len(dataset) > batch_size,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        generator=generator,
+    )
+
+
+def _limit(dataset: Dataset, n: int | None) -> Dataset:
+    return dataset if n is None or n >= len(dataset) else Subset(dataset, range(n))
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    *,
+    tta: bool = False,
+    amp: bool = False,
+    channels_last: bool = False,
+    progress: bool = False,
+    desc: str = "eval",
+) -> dict[str, float]:
+    """Mean cross-entropy, top-1 and top-5 (%) over ``loader``. ``tta`` averages the logits of each image
+    and its horizontal mirror. The model's train/eval mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    stats = RunningStats(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for images, target in tqdm(loader, desc=desc, disable=not progress, leave=False, file=sys.stderr):
+        images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
+        target = target.to(device, non_blocking=True)
+        with _autocast(device, amp):
+            logits = model(images)
+            if tta:
+                logits = 0.5 * (logits + model(images.flip(-1)))
+        stats.update(F.cross_entropy(logits.float(), target), logits, target)
+    model.train(was_training)
+    return stats.summary()
+
+
+def model_from_checkpoint(state: dict[str, Any], device: torch.device | str = "cpu") -> nn.Module:
+    """Rebuild the model from the checkpoint's stored arguments and load its weights."""
+    args = dict(state["model_args"])
+    model = build_model(args.pop("name"), **args)
+    model.load_state_dict(state["model"])
+    return model.to(device)
+
+
+class Trainer:
+    """Trains ``cfg.model`` on ``cfg.data``; :meth:`fit` runs the epochs.
+
+    Args:
+        cfg: the run's configuration (for a full resume, the checkpoint's configuration with run-time fields
+            such as ``epochs`` or ``workers`` overridden by the caller).
+        resume: a checkpoint path. A ``checkpoint.pth.tar`` (with optimizer state) continues the run exactly;
+            a ``model_best.pth.tar`` (weights only) starts a new run from its weights (fine-tuning).
+        bundle: an already loaded dataset (tests, benchmarks); loaded from ``cfg.data`` otherwise.
+    """
+
+    def __init__(self, cfg: TrainConfig, *, resume: str | Path | None = None, bundle: DataBundle | None = None) -> None:
+        self.cfg = cfg
+        self.device = select_device(cfg.device)
+        state = load_checkpoint(resume) if resume else None
+        self.full_resume = state is not None and "optimizer" in state
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        torch.manual_seed(cfg.seed)
+        self.bundle = bundle or load_dataset(
+            cfg.data, data_root=cfg.data_root, image_size=cfg.image_size, check_images=cfg.check_images
+        )
+        b = self.bundle
+        if state is not None:
+            self.model_args = dict(state["model_args"])
+            if self.model_args["num_classes"] != b.num_classes:
+                raise ValueError(
+                    f"{resume}: the model has {self.model_args['num_classes']} classes "
+                    f"but {cfg.data} has {b.num_classes}"
+                )
+        else:
+            self.model_args = dict(
+                name=cfg.model, num_classes=b.num_classes, in_channels=b.in_channels, image_size=b.image_size,
+                mean=list(b.mean), std=list(b.std), conv=cfg.conv, **cfg.model_kwargs,
+            )  # fmt: skip
+        args = dict(self.model_args)
+        self.model = build_model(args.pop("name"), **args)
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model.to(self.device, memory_format=self.memory_format)
+
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.train_loader = make_loader(
+            _limit(b.train, cfg.limit_train), cfg.batch_size, train=True, workers=cfg.workers,
+            device=self.device, generator=self.generator,
+        )  # fmt: skip
+        self.val_loader = make_loader(
+            _limit(b.val, cfg.limit_val), cfg.batch_size, train=False, workers=cfg.workers, device=self.device
+        )
+        steps_per_epoch = len(self.train_loader)
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler = WarmupCosine(self.optimizer, round(cfg.warmup * steps_per_epoch), cfg.epochs * steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp and self.device.type == "cuda")
+        self.task = ClassificationTask(nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing))
+
+        self.start_epoch, self.step, self.best_top1 = cfg.start_epoch, cfg.start_epoch * steps_per_epoch, 0.0
+        if self.start_epoch and not self.full_resume:
+            for _ in range(self.step):  # --start-epoch: the schedule begins where that epoch would be
+                self.scheduler.step()
+        if self.full_resume:
+            assert state is not None
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.start_epoch, self.step, self.best_top1 = (
+                state["epoch"] + 1,
+                state["step"],
+                state["best_top1"],
+            )
+            restore_rng(state["rng"], self.generator)
+
+        if cfg.out:
+            self.run_dir = Path(cfg.out)
+        elif self.full_resume:
+            self.run_dir = Path(resume).parent
+        else:
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            self.run_dir = Path("runs") / f"{cfg.model}-{b.kind}-{stamp}"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+        self.log = MetricsLog(
+            self.run_dir, keep_through_epoch=self.start_epoch - 1 if self.full_resume else None,
+            tensorboard=cfg.tensorboard,
+        )  # fmt: skip
+        if state is not None and not self.full_resume:
+            self._say(f"fine-tuning from the weights of {resume} (no optimizer state in it)")
+        elif self.full_resume:
+            self._say(f"resuming {resume} at epoch {self.start_epoch + 1} (step {self.step})")
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def _say(self, msg: str) -> None:
+        print(f"[visionlab] {msg}", file=sys.stderr, flush=True)
+
+    def _state(self, epoch: int, full: bool) -> dict[str, Any]:
+        state = {
+            "model": self.model.state_dict(), "config": self.cfg.to_dict(), "model_args": self.model_args,
+            "class_names": list(self.bundle.class_names), "data_kind": self.bundle.kind, "recipe": self.bundle.recipe,
+            "epoch": epoch, "step": self.step, "best_top1": self.best_top1,
+        }  # fmt: skip
+        if full:
+            state.update(
+                optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+                scaler=self.scaler.state_dict(), rng=capture_rng(self.generator),
+            )  # fmt: skip
+        return state
+
+    def _diverged(self, epoch: int, detail: str) -> TrainingDiverged:
+        last = self.run_dir / CHECKPOINT
+        keep = f"the last good checkpoint {last} is untouched" if last.exists() else "no checkpoint was written"
+        return TrainingDiverged(
+            f"loss is {detail} at epoch {epoch + 1}, step {self.step}; stopping ({keep}). "
+            "Lower --lr, raise --warmup or keep --clip-grad on."
+        )
+
+    # ------------------------------------------------------------------------------------------ loop
+    def train_one_epoch(self, epoch: int) -> dict[str, float]:
+        cfg, model = self.cfg, self.model
+        model.train()
+        stats = RunningStats(self.device)
+        bar = tqdm(
+            self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
+            leave=False, file=sys.stderr, dynamic_ncols=True,
+        )  # fmt: skip
+        seen, tick = 0, time.perf_counter()
+        for i, (images, target) in enumerate(bar):
+            images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+            target = target.to(self.device, non_blocking=True)
+            with _autocast(self.device, cfg.amp):
+                loss, logits = self.task(model, images, target)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if cfg.clip_grad > 0:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            self.step += 1
+            stats.update(loss, logits, target)
+            seen += target.shape[0]
+            if (i + 1) % cfg.print_freq == 0:
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise self._diverged(epoch, str(value))
+                rate = seen / (time.perf_counter() - tick)
+                lr = self.optimizer.param_groups[0]["lr"]
+                running = stats.summary()
+                bar.set_postfix(loss=f"{value:.3f}", top1=f"{running['top1']:.1f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
+                self.log.write(
+                    {"type": "step", "epoch": epoch, "step": self.step, "lr": lr, "loss": value,
+                     "top1": running["top1"], "images_per_s": rate},
+                    self.step, {"train/loss": value, "train/lr": lr},
+                )  # fmt: skip
+        bar.close()
+        summary = stats.summary()
+        if not math.isfinite(summary["loss"]):
+            raise self._diverged(epoch, str(summary["loss"]))
+        return summary
+
+    def fit(self) -> dict[str, Any]:
+        """Train from ``start_epoch`` to ``cfg.epochs``; returns the last epoch record (with ``run_dir``)."""
+        cfg = self.cfg
+        record: dict[str, Any] = {}
+        self._say(
+            f"training {cfg.model} ({self.model_args.get('conv', 'native')} conv) on {self.bundle.kind}: "
+            f"{len(self.train_loader.dataset)} train / {len(self.val_loader.dataset)} val images, "
+            f"{self.device}, run directory {self.run_dir}"
+        )
+        try:
+            for epoch in range(self.start_epoch, cfg.epochs):
+                start = time.perf_counter()
+                train = self.train_one_epoch(epoch)
+                val = evaluate(
+                    self.model, self.val_loader, self.device, tta=cfg.tta, amp=cfg.amp,
+                    channels_last=cfg.channels_last, progress=cfg.progress,
+                )  # fmt: skip
+                is_best = val["top1"] > self.best_top1 or (epoch == self.start_epoch and not self.best_top1)
+                self.best_top1 = max(self.best_top1, val["top1"])
+                record = {
+                    "type": "epoch", "epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
+                    "train_loss": train["loss"], "train_top1": train["top1"], "train_top5": train["top5"],
+                    "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
+                    "seconds": time.perf_counter() - start, "step": self.step,
+                }  # fmt: skip
+                save_checkpoint(self._state(epoch, full=True), self.run_dir / CHECKPOINT)
+                if is_best:
+                    save_checkpoint(self._state(epoch, full=False), self.run_dir / BEST)
+                self.log.write(
+                    record, epoch + 1,
+                    {"val/top1": val["top1"], "val/top5": val["top5"], "val/loss": val["loss"],
+                     "train/top1": train["top1"], "train/top5": train["top5"], "train/epoch_loss": train["loss"]},
+                )  # fmt: skip
+                self._plot()
+                self._say(
+                    f"epoch {epoch + 1}/{cfg.epochs}: train loss {train['loss']:.4f} top-1 {train['top1']:.2f} | "
+                    f"val loss {val['loss']:.4f} top-1 {val['top1']:.2f} top-5 {val['top5']:.2f} | "
+                    f"{record['seconds']:.0f}s"
+                )
+        finally:
+            self.log.close()
+        record["run_dir"] = str(self.run_dir)
+        record["best_top1"] = self.best_top1
+        return record
+
+    def _plot(self) -> None:
+        from visionlab.report import plot_runs
+
+        plot_runs([self.run_dir], self.run_dir / "curves.png", labels=[self.run_dir.name])

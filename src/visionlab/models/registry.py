@@ -1,0 +1,116 @@
+"""Model registry: every architecture is built by name from plain, checkpoint-storable arguments.
+
+A checkpoint stores ``(name, kwargs)`` and :func:`build_model` rebuilds the exact network from them, so no
+pickled module ever needs to be loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from visionlab.models.normalize import Normalize
+
+__all__ = ["CONV_TYPES", "ImageClassifier", "build_model", "list_models", "register_model", "resolve_conv"]
+
+CONV_TYPES = ("native", "custom")
+
+
+@dataclass(frozen=True)
+class _Entry:
+    builder: Callable[..., nn.Module]
+    takes_conv: bool
+    summary: str
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_model(name: str, *, takes_conv: bool = False) -> Callable[[Callable[..., nn.Module]], Callable]:
+    """Register ``builder(num_classes, in_channels, image_size, [conv_layer,] **kwargs) -> nn.Module``.
+
+    ``takes_conv`` says whether the builder accepts ``conv_layer`` (an ``nn.Conv2d``-compatible constructor),
+    so ``--use-custom-conv`` can swap every convolution of the network.
+    """
+
+    def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        doc = (builder.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = _Entry(builder, takes_conv, doc[0] if doc else "")
+        return builder
+
+    return decorate
+
+
+def list_models() -> dict[str, str]:
+    """Registered model names with a one-line summary each."""
+    return {name: entry.summary for name, entry in sorted(_REGISTRY.items())}
+
+
+def resolve_conv(conv: str) -> Callable[..., nn.Module]:
+    """``"native"`` -> ``nn.Conv2d``; ``"custom"`` -> the unfold/fold :class:`visionlab.ops.CustomConv2d`."""
+    if conv == "native":
+        return nn.Conv2d
+    if conv == "custom":
+        try:
+            from visionlab.ops import CustomConv2d
+        except ImportError as exc:  # pragma: no cover - present once the custom conv has landed
+            raise NotImplementedError("the custom convolution is not available yet") from exc
+        return CustomConv2d
+    raise ValueError(f"conv must be one of {CONV_TYPES}, got {conv!r}")
+
+
+class ImageClassifier(nn.Module):
+    """``Normalize`` followed by a backbone: takes pixels in [0, 1], returns logits ``(N, num_classes)``."""
+
+    def __init__(self, normalize: Normalize, net: nn.Module) -> None:
+        super().__init__()
+        self.normalize = normalize
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
+
+
+def build_model(
+    name: str,
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    image_size: int = 128,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    conv: str = "native",
+    **kwargs: Any,
+) -> ImageClassifier:
+    """Build a registered model with ``Normalize(mean, std)`` as its first layer.
+
+    Args:
+        name: a key of :func:`list_models`.
+        num_classes: classifier outputs.
+        in_channels: image channels.
+        image_size: square input side in pixels (models with a fixed token grid need it).
+        mean, std: per-channel pixel statistics of the training set; default 0.5 / 0.5 per channel.
+        conv: ``"native"`` or ``"custom"``; only for models registered with ``takes_conv``.
+        **kwargs: architecture options of the model.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    entry = _REGISTRY[name]
+    if conv not in CONV_TYPES:
+        raise ValueError(f"conv must be one of {CONV_TYPES}, got {conv!r}")
+    if entry.takes_conv:
+        kwargs["conv_layer"] = resolve_conv(conv)
+    elif conv != "native":
+        raise ValueError(f"model {name!r} does not take a convolution type (conv={conv!r})")
+    net = entry.builder(num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
+    mean = [0.5] * in_channels if mean is None else list(mean)
+    std = [0.5] * in_channels if std is None else list(std)
+    if len(mean) != in_channels:
+        raise ValueError(f"mean/std have {len(mean)} channels but the model takes {in_channels}")
+    return ImageClassifier(Normalize(mean, std), net)

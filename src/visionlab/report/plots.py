@@ -1,0 +1,52 @@
+"""Training curves from ``metrics.jsonl``: one run (``curves.png``) or several side by side (``compare``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from visionlab.engine.metrics import read_metrics
+
+__all__ = ["plot_runs"]
+
+
+def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[str] | None = None) -> Path:
+    """Plot loss (train, val), top-1 / top-5 (train, val) and learning rate against epoch for each run into
+    one figure with three panels; runs are told apart by colour, train/val by line style. Returns ``out``."""
+    labels = list(labels) if labels else [Path(d).name for d in run_dirs]
+    if len(labels) != len(run_dirs):
+        raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
+    fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(16, 4.5))
+    for i, (run_dir, label) in enumerate(zip(run_dirs, labels, strict=True)):
+        epochs = [r for r in read_metrics(run_dir) if r.get("type") == "epoch"]
+        if not epochs:
+            raise ValueError(f"{run_dir}: no epoch records in metrics.jsonl")
+        x = [r["epoch"] + 1 for r in epochs]
+        color = f"C{i}"
+        ax_loss.plot(x, [r["train_loss"] for r in epochs], color=color, ls="--", label=f"{label} train")
+        ax_loss.plot(x, [r["val_loss"] for r in epochs], color=color, label=f"{label} val")
+        ax_acc.plot(x, [r["train_top1"] for r in epochs], color=color, ls="--", label=f"{label} train top-1")
+        ax_acc.plot(x, [r["val_top1"] for r in epochs], color=color, label=f"{label} val top-1")
+        ax_acc.plot(x, [r["val_top5"] for r in epochs], color=color, ls=":", label=f"{label} val top-5")
+        ax_lr.plot(x, [r["lr"] for r in epochs], color=color, label=label)
+    for ax, title, ylabel in (
+        (ax_loss, "loss", "cross-entropy"),
+        (ax_acc, "accuracy", "%"),
+        (ax_lr, "learning rate (end of epoch)", "lr"),
+    ):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
