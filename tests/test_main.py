@@ -1,0 +1,66 @@
+"""``main.py``: every flag of the original, its defaults, and its translation to ``visionlab``."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("visionlab_main_py", ROOT / "main.py")
+main_py = importlib.util.module_from_spec(spec)
+sys.modules["visionlab_main_py"] = main_py
+spec.loader.exec_module(main_py)
+
+
+def test_original_defaults() -> None:
+    args = main_py.build_parser().parse_args(["../data"])
+    assert (args.workers, args.epochs, args.warmup, args.clip_grad, args.start_epoch) == (4, 90, 5, 1.0, 0)
+    assert (args.batch_size, args.lr, args.momentum, args.weight_decay, args.print_freq) == (256, 0.1, 0.9, 1e-4, 10)
+    assert (args.resume, args.evaluate, args.attack, args.vis, args.gpu) == ("", False, False, False, 0)
+    assert not (args.use_custom_conv or args.use_vit or args.use_resnet18)
+
+
+def test_translation_to_visionlab_train() -> None:
+    args = main_py.build_parser().parse_args(
+        ["../data", "--epochs", "3", "-b", "32", "--lr", "0.01", "--wd", "0.05", "--use-custom-conv", "--gpu", "-1",
+         "--resume", "ck.pth.tar", "-j", "2", "--warmup", "1", "--clip-grad", "0", "--start-epoch", "1", "-p", "5"]
+    )  # fmt: skip
+    argv = main_py.translate(args)
+    assert argv[0] == "train"
+    assert "--use-custom-conv" in argv
+    expected = {
+        "--data": "../data", "--device": "cpu", "--resume": "ck.pth.tar", "--epochs": "3", "-b": "32", "--lr": "0.01",
+        "--wd": "0.05", "-j": "2", "--warmup": "1", "--clip-grad": "0.0", "--start-epoch": "1", "-p": "5",
+    }  # fmt: skip
+    for flag, value in expected.items():
+        assert argv[argv.index(flag) + 1] == value, flag
+
+
+def test_evaluate_translates_to_eval_and_needs_resume() -> None:
+    args = main_py.build_parser().parse_args(["../data", "-e", "--resume", "m.pth.tar", "--gpu", "-1"])
+    assert main_py.translate(args)[:3] == ["eval", "--resume", "m.pth.tar"]
+    with pytest.raises(SystemExit, match="needs --resume"):
+        main_py.translate(main_py.build_parser().parse_args(["../data", "-e"]))
+
+
+@pytest.mark.parametrize(
+    ("flag", "what"), [("-a", "adversarial"), ("-v", "visualization"), ("--use-resnet18", "ResNet")]
+)
+def test_later_capabilities_fail_loudly(flag: str, what: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main_py.main(["../data", flag]) == 2
+    err = capsys.readouterr().err
+    assert "not available yet" in err and what in err
+
+
+def test_main_py_trains_one_epoch_then_evaluates(
+    tiny_fmnist: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    argv = [tiny_fmnist, "--epochs", "1", "-b", "32", "--lr", "0.01", "--gpu", "-1", "-j", "0", "--out", str(run)]
+    assert main_py.main(argv) == 0
+    assert (run / "model_best.pth.tar").is_file()
+    assert main_py.main([tiny_fmnist, "-e", "--resume", str(run / "model_best.pth.tar"), "--gpu", "-1", "-j", "0"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("* Acc@1")
