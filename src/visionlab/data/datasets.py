@@ -294,7 +294,7 @@ def _fashion_mnist(path: str, data_root: Path | None) -> DataBundle:
     size = x_train.shape[-1]
     return DataBundle(
         kind="fashion-mnist", root=str(directory),
-        train=TensorImageDataset(x_train, y_train, train_transform("small", size)),
+        train=TensorImageDataset(x_train, y_train, train_transform("flip", size)),
         val=TensorImageDataset(x_test, y_test, to_float_transform()),
         num_classes=10, in_channels=1, image_size=size, mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD,
         class_names=list(FASHION_MNIST_CLASSES), recipe="small",
