@@ -12,12 +12,14 @@ from visionlab.models.registry import (
     resolve_conv,
 )
 from visionlab.models.simplenet import SimpleNet
+from visionlab.models.vit import VisionTransformer
 
 __all__ = [
     "CONV_TYPES",
     "ImageClassifier",
     "Normalize",
     "SimpleNet",
+    "VisionTransformer",
     "build_model",
     "list_models",
     "register_model",
@@ -30,3 +32,21 @@ def _simplenet(num_classes: int, in_channels: int, image_size: int, conv_layer: 
     """The original course SimpleNet (7 convs, no normalization layers)."""
     del image_size  # fully convolutional + global pool: any size >= 32 works
     return SimpleNet(num_classes=num_classes, in_channels=in_channels, conv_layer=conv_layer)
+
+
+# Per input size: the original MiniPlaces configuration at 128 px; small-image configurations sized so a
+# Fashion-MNIST run fits a CPU budget (patch 4 -> 7x7 tokens; window 4 pads the grid to 8x8, 2x2 windows).
+_VIT_CONFIGS: dict[int, dict] = {
+    128: dict(patch_size=16, embed_dim=192, depth=4, num_heads=4, window_size=4, window_block_indexes=(0, 2)),
+    32: dict(patch_size=4, embed_dim=192, depth=4, num_heads=4, window_size=4, window_block_indexes=(0, 2)),
+    28: dict(patch_size=4, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0, window_size=4,
+             window_block_indexes=(0, 2), drop_path_rate=0.05),
+}  # fmt: skip
+
+
+@register_model("vit")
+def _vit(num_classes: int, in_channels: int, image_size: int, **kwargs) -> nn.Module:
+    """Vision Transformer (patch embedding, window + global attention, absolute position embedding)."""
+    config = dict(_VIT_CONFIGS.get(image_size, _VIT_CONFIGS[128]))
+    config.update(kwargs)
+    return VisionTransformer(img_size=image_size, in_chans=in_channels, num_classes=num_classes, **config)

@@ -1,0 +1,238 @@
+"""Vision Transformer: the original course ``SimpleViT`` for MiniPlaces, built from small modules.
+
+Patch embedding (a strided conv) -> learned absolute position embedding -> pre-norm blocks, some attending
+within non-overlapping windows of the token grid (ViTDet-style, grids the window does not divide are padded),
+the others globally -> mean over tokens -> LayerNorm -> linear head. Attention runs on
+``F.scaled_dot_product_attention``. Tokens stay laid out as a grid ``(B, Gh, Gw, C)`` between blocks, so window
+partitioning is a reshape, not a gather.
+
+Defaults are the original: image 128, patch 16 (8x8 tokens), width 192, depth 4, 4 heads, MLP ratio 4, qkv bias,
+drop path rising linearly to 0.1, window 4 on blocks 0 and 2, global attention on blocks 1 and 3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "Attention",
+    "Block",
+    "DropPath",
+    "Mlp",
+    "PatchEmbed",
+    "VisionTransformer",
+    "window_partition",
+    "window_unpartition",
+]
+
+
+def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``(B, H, W, C)`` -> ``(B * nW, window, window, C)`` non-overlapping windows, zero-padding H and W up to
+    multiples of ``window``; also returns the padded ``(Hp, Wp)`` for :func:`window_unpartition`."""
+    b, h, w, c = x.shape
+    pad_h, pad_w = (window - h % window) % window, (window - w % window) % window
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    hp, wp = h + pad_h, w + pad_w
+    x = x.view(b, hp // window, window, wp // window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, window, c), (hp, wp)
+
+
+def window_unpartition(
+    windows: torch.Tensor, window: int, padded: tuple[int, int], size: tuple[int, int]
+) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: windows -> ``(B, H, W, C)``, cropping the padding away."""
+    hp, wp = padded
+    h, w = size
+    b = windows.shape[0] // ((hp // window) * (wp // window))
+    x = windows.view(b, hp // window, wp // window, window, window, -1)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
+    return x[:, :h, :w, :].contiguous() if (hp, wp) != (h, w) else x
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping ``patch x patch`` patches linearly embedded: ``(B, C, H, W)`` -> ``(B, H/p, W/p, dim)``."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over ``(B, N, dim)`` tokens with one fused qkv projection."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(d)) v, (B, heads, N, d)
+        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+
+
+class Mlp(nn.Module):
+    """Linear -> GELU -> Linear."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: in training, zero a sample's residual branch with probability ``p`` and scale the
+    kept ones by ``1 / (1 - p)``; the identity in eval."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1.0 - self.p)
+        return x * keep / (1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block on a token grid ``(B, H, W, C)``; ``window_size > 0`` restricts attention
+    to non-overlapping windows of that many tokens per side."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 drop_path: float = 0.0, window_size: int = 0) -> None:  # fmt: skip
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads, qkv_bias)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.window_size = window_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        y = self.norm1(x)
+        if self.window_size > 0:
+            ws = self.window_size
+            y, padded = window_partition(y, ws)
+            y = self.attn(y.view(-1, ws * ws, c)).view(-1, ws, ws, c)
+            y = window_unpartition(y, ws, padded, (h, w))
+        else:
+            y = self.attn(y.reshape(b, h * w, c)).view(b, h, w, c)
+        x = x + self.drop_path(y)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class VisionTransformer(nn.Module):
+    """ViT with window + global attention and a learned absolute position embedding.
+
+    Args:
+        img_size: input side in pixels; must be a multiple of ``patch_size``.
+        patch_size: side of the square patches (16 -> 8x8 tokens at 128 px).
+        in_chans, num_classes: input channels and classifier outputs.
+        embed_dim, depth, num_heads, mlp_ratio, qkv_bias: transformer width, blocks, heads, MLP expansion.
+        drop_path_rate: stochastic depth of the last block; block i gets ``rate * i / (depth - 1)``.
+        window_size: tokens per window side for the blocks in ``window_block_indexes`` (0: all global).
+        use_abs_pos: add the learned position embedding (truncated normal, std 0.02).
+
+    Shapes: ``(B, in_chans, img_size, img_size)`` -> logits ``(B, num_classes)``; :meth:`forward_features`
+    returns the token grid ``(B, img_size / patch, img_size / patch, embed_dim)``.
+    """
+
+    def __init__(
+        self,
+        img_size: int = 128,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        num_classes: int = 100,
+        embed_dim: int = 192,
+        depth: int = 4,
+        num_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path_rate: float = 0.1,
+        window_size: int = 4,
+        window_block_indexes: Sequence[int] = (0, 2),
+        use_abs_pos: bool = True,
+    ) -> None:
+        super().__init__()
+        if img_size % patch_size:
+            raise ValueError(f"image size {img_size} is not a multiple of the patch size {patch_size}")
+        self.img_size, self.patch_size, self.grid = img_size, patch_size, img_size // patch_size
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid, self.grid, embed_dim)) if use_abs_pos else None
+        rates = [drop_path_rate * i / max(1, depth - 1) for i in range(depth)]
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, rates[i], window_size if i in window_block_indexes else 0)
+            for i in range(depth)
+        )
+        self.norm = nn.LayerNorm(embed_dim)
+        self.head = nn.Linear(embed_dim, num_classes)
+        self.num_classes = num_classes
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        if self.pos_embed is not None:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        key = prefix + "pos_embed"
+        if self.pos_embed is not None and key in state_dict and state_dict[key].shape != self.pos_embed.shape:
+            theirs = tuple(state_dict[key].shape[1:3])
+            raise ValueError(
+                f"checkpoint position embedding is for a {theirs[0]}x{theirs[1]} token grid, this model has "
+                f"{self.grid}x{self.grid} (image {self.img_size}, patch {self.patch_size}); train or build it at "
+                "the checkpoint's image size"
+            )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != (self.img_size, self.img_size):
+            raise ValueError(
+                f"VisionTransformer was built for {self.img_size}x{self.img_size} images, got "
+                f"{x.shape[-2]}x{x.shape[-1]}"
+            )
+        x = self.patch_embed(x)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(x.mean(dim=(1, 2))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.head = nn.Linear(self.head.in_features, num_classes)
+        self.num_classes = num_classes
