@@ -14,30 +14,37 @@ from collections.abc import Sequence
 
 from visionlab.cli import main as visionlab_main
 
+# The original flags, with the original defaults.
+_FLAGS: list[tuple[tuple[str, ...], dict]] = [
+    (("-j", "--workers"), dict(default=4, type=int, metavar="N", help="data loading workers (default: 4)")),
+    (("--epochs",), dict(default=90, type=int, metavar="N", help="number of total epochs to run")),
+    (("--warmup",), dict(default=5, type=int, metavar="N", help="number of epochs for warmup")),
+    (("--clip-grad",), dict(default=1.0, type=float, metavar="N", help="max gradient norm (0 disables)")),
+    (("--start-epoch",), dict(default=0, type=int, metavar="N", help="manual epoch number (restarts)")),
+    (("-b", "--batch-size"), dict(default=256, type=int, metavar="N", help="mini-batch size (default: 256)")),
+    (("--lr", "--learning-rate"), dict(default=0.1, type=float, metavar="LR", dest="lr")),
+    (("--momentum",), dict(default=0.9, type=float, metavar="M")),
+    (("--wd", "--weight-decay"), dict(default=1e-4, type=float, metavar="W", dest="weight_decay")),
+    (("-p", "--print-freq"), dict(default=10, type=int, metavar="N", help="print frequency (default: 10)")),
+    (("--resume",), dict(default="", type=str, metavar="PATH", help="path to latest checkpoint")),
+    (("-e", "--evaluate"), dict(action="store_true", help="evaluate model on validation set")),
+    (("-a", "--attack"), dict(action="store_true", help="evaluate model under adversarial attack")),
+    (("-v", "--vis"), dict(action="store_true", help="visualize saliency maps / adversarial samples")),
+    (("--use-custom-conv",), dict(action="store_true", help="use the unfold/fold convolution")),
+    (("--use-vit",), dict(action="store_true", help="use the Vision Transformer")),
+    (("--use-resnet18",), dict(action="store_true", help="fine-tune a pretrained ResNet-18")),
+    (("--gpu",), dict(default=0, type=int, help="GPU id to use (negative: CPU)")),
+    (("--tta",), dict(action="store_true", help="evaluate with horizontal-flip test-time augmentation")),
+    (("--out",), dict(default=None, help="run directory (default runs/<model>-<dataset>-<time>)")),
+]
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
+    """The original parser; with ``suppress_defaults`` the namespace holds only the flags actually given."""
     p = argparse.ArgumentParser(description="Scene recognition on MiniPlaces (visionlab's original front end)")
     p.add_argument("data", metavar="DATA", help="dataset: PATH (e.g. ../data), fashion-mnist, miniplaces:PATH, ...")
-    p.add_argument("-j", "--workers", default=4, type=int, metavar="N", help="data loading workers (default: 4)")
-    p.add_argument("--epochs", default=90, type=int, metavar="N", help="number of total epochs to run")
-    p.add_argument("--warmup", default=5, type=int, metavar="N", help="number of epochs for warmup")
-    p.add_argument("--clip-grad", default=1.0, type=float, metavar="N", help="max gradient norm (0 disables)")
-    p.add_argument("--start-epoch", default=0, type=int, metavar="N", help="manual epoch number (restarts)")
-    p.add_argument("-b", "--batch-size", default=256, type=int, metavar="N", help="mini-batch size (default: 256)")
-    p.add_argument("--lr", "--learning-rate", default=0.1, type=float, metavar="LR", dest="lr")
-    p.add_argument("--momentum", default=0.9, type=float, metavar="M")
-    p.add_argument("--wd", "--weight-decay", default=1e-4, type=float, metavar="W", dest="weight_decay")
-    p.add_argument("-p", "--print-freq", default=10, type=int, metavar="N", help="print frequency (default: 10)")
-    p.add_argument("--resume", default="", type=str, metavar="PATH", help="path to latest checkpoint")
-    p.add_argument("-e", "--evaluate", action="store_true", help="evaluate model on validation set")
-    p.add_argument("-a", "--attack", action="store_true", help="evaluate model under adversarial attack")
-    p.add_argument("-v", "--vis", action="store_true", help="visualize saliency maps / adversarial samples")
-    p.add_argument("--use-custom-conv", action="store_true", help="use the unfold/fold convolution")
-    p.add_argument("--use-vit", action="store_true", help="use the Vision Transformer")
-    p.add_argument("--use-resnet18", action="store_true", help="fine-tune a pretrained ResNet-18")
-    p.add_argument("--gpu", default=0, type=int, help="GPU id to use (negative: CPU)")
-    p.add_argument("--tta", action="store_true", help="evaluate with horizontal-flip test-time augmentation")
-    p.add_argument("--out", default=None, help="run directory (default runs/<model>-<dataset>-<time>)")
+    for names, options in _FLAGS:
+        p.add_argument(*names, **(dict(options, default=argparse.SUPPRESS) if suppress_defaults else options))
     return p
 
 
@@ -46,8 +53,18 @@ def _unavailable(flag: str, what: str) -> int:
     return 2
 
 
-def translate(args: argparse.Namespace) -> list[str]:
-    """The ``visionlab`` argv equivalent to the original flags."""
+def translate(args: argparse.Namespace, given: set[str] | None = None) -> list[str]:
+    """The ``visionlab`` argv equivalent to the original flags.
+
+    Only the flags in ``given`` (default: all) are passed on; the others come from visionlab's recipe for the
+    (model, dataset) pair, else from the original defaults, which are also :class:`TrainConfig`'s. So
+    ``main.py ../data`` trains with the original defaults and ``main.py ../data --use-vit`` with the ViT recipe.
+    """
+    given = set(vars(args)) if given is None else given
+
+    def pairs(*items: tuple[str, str]) -> list[str]:
+        return [x for flag, dest in items if dest in given for x in (flag, str(getattr(args, dest)))]
+
     device = "cpu"
     if args.gpu >= 0:
         import torch
@@ -56,16 +73,13 @@ def translate(args: argparse.Namespace) -> list[str]:
     if args.evaluate:
         if not args.resume:
             raise SystemExit("main.py: error: -e/--evaluate needs --resume CKPT (the model to evaluate)")
-        argv = ["eval", "--resume", args.resume, "--data", args.data, "-b", str(args.batch_size)]
-        argv += ["-j", str(args.workers), "--device", device] + (["--tta"] if args.tta else [])
-        return argv
+        argv = ["eval", "--resume", args.resume, "--data", args.data, "--device", device]
+        return argv + pairs(("-b", "batch_size"), ("-j", "workers")) + (["--tta"] if args.tta else [])
     model = "vit" if args.use_vit else "simplenet"
     argv = ["train", "--data", args.data, "--model", model, "--device", device]
-    argv += ["-j", str(args.workers), "--epochs", str(args.epochs), "--warmup", str(args.warmup)]
-    argv += ["--clip-grad", str(args.clip_grad), "--start-epoch", str(args.start_epoch)]
-    argv += ["-b", str(args.batch_size), "--lr", str(args.lr), "--momentum", str(args.momentum)]
-    argv += ["--wd", str(args.weight_decay), "-p", str(args.print_freq)]
-    argv += ["--optimizer", "adamw" if args.use_vit else "sgd"]  # the original trains its ViT with AdamW
+    argv += pairs(("-j", "workers"), ("--epochs", "epochs"), ("--warmup", "warmup"), ("--clip-grad", "clip_grad"),
+                  ("--start-epoch", "start_epoch"), ("-b", "batch_size"), ("--lr", "lr"), ("--momentum", "momentum"),
+                  ("--wd", "weight_decay"), ("-p", "print_freq"))  # fmt: skip
     if args.use_custom_conv:
         argv.append("--use-custom-conv")
     if args.resume:
@@ -79,6 +93,7 @@ def translate(args: argparse.Namespace) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    given = set(vars(build_parser(suppress_defaults=True).parse_args(argv)))
     if args.attack:
         return _unavailable("-a/--attack", "adversarial evaluation (PGD)")
     if args.vis:
@@ -90,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if "vit" not in list_models():
             return _unavailable("--use-vit", "the Vision Transformer")
-    return visionlab_main(translate(args))
+    return visionlab_main(translate(args, given))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,16 @@ def test_translation_to_visionlab_train() -> None:
         assert argv[argv.index(flag) + 1] == value, flag
 
 
+def test_only_given_flags_are_passed_on_so_recipes_apply() -> None:
+    argv = ["fashion-mnist", "--use-vit", "--epochs", "3", "--gpu", "-1"]
+    args = main_py.build_parser().parse_args(argv)
+    given = set(vars(main_py.build_parser(suppress_defaults=True).parse_args(argv)))
+    assert given == {"data", "use_vit", "epochs", "gpu"}
+    out = main_py.translate(args, given)
+    assert out[out.index("--model") + 1] == "vit" and out[out.index("--epochs") + 1] == "3"
+    assert "--lr" not in out and "-b" not in out  # from the ViT recipe, not the SimpleNet defaults
+
+
 def test_evaluate_translates_to_eval_and_needs_resume() -> None:
     args = main_py.build_parser().parse_args(["../data", "-e", "--resume", "m.pth.tar", "--gpu", "-1"])
     assert main_py.translate(args)[:3] == ["eval", "--resume", "m.pth.tar"]

@@ -16,6 +16,22 @@ RECIPES: dict[tuple[str, str | None], dict[str, Any]] = {
     ("simplenet", "fashion-mnist"): dict(
         optimizer="adamw", epochs=14, batch_size=128, lr=2e-3, weight_decay=0.05, warmup=1.0, workers=1
     ),
+    # ViT: AdamW with decoupled weight decay off for norms, biases and the position embedding, label smoothing,
+    # clipping 1.0 (TrainConfig's default), linear warmup then cosine.
+    ("vit", None): dict(
+        optimizer="adamw", lr=1e-3, weight_decay=0.05, wd_exclude_norm_bias=True, label_smoothing=0.1, warmup=5.0
+    ),
+    ("vit", "fashion-mnist"): dict(
+        optimizer="adamw",
+        epochs=12,
+        batch_size=128,
+        lr=2e-3,
+        weight_decay=0.05,
+        wd_exclude_norm_bias=True,
+        label_smoothing=0.1,
+        warmup=1.0,
+        workers=1,
+    ),
 }
 
 

@@ -173,8 +173,8 @@ def test_cifar10_errors(tmp_path: Path) -> None:
     _cifar(tmp_path / "c", label_for_last=10)
     with pytest.raises(DatasetError, match=r"data_batch_1: label outside \[0, 10\)"):
         load_dataset(f"cifar10:{tmp_path / 'c'}")
-    (tmp_path / "c" / "data_batch_3").unlink()
-    with pytest.raises(DatasetError, match=r"data_batch_3: missing CIFAR-10 batch"):
+    (tmp_path / "c" / "data_batch_1").unlink()
+    with pytest.raises(DatasetError, match=r"data_batch_1: missing CIFAR-10 batch"):
         read_cifar10(tmp_path / "c")
 
 
