@@ -120,6 +120,10 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.op
     return run
 
 
+def ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else float("nan")
+
+
 def geomean(values: list[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
@@ -159,7 +163,7 @@ def main() -> None:
             desc = f"{index}: {layer.in_channels}->{layer.out_channels} k{k} s{st} @{shape[-1]}"
             mb = {key: value / 2**20 for key, value in m.items()}
             print(f"{size_name:<14}{desc:<28}{1e3 * t['native']:>10.2f}{1e3 * t['custom']:>10.2f}{ratios[-1]:>9.2f}"
-                  f"{mb['native']:>11.1f}{mb['custom']:>11.1f}{m['custom'] / m['native']:>9.2f}")  # fmt: skip
+                  f"{mb['native']:>11.1f}{mb['custom']:>11.1f}{ratio(m['custom'], m['native']):>9.2f}")  # fmt: skip
         torch.manual_seed(0)
         models = {
             "native": SimpleNet(100, channels).to(device),
@@ -177,10 +181,10 @@ def main() -> None:
         mstep = {k: mem.measure(fn) for k, fn in fns.items()}
         step_ratios.append(t["custom"] / t["native"])
         if size_name == "miniplaces":
-            memory_ratio = mstep["custom"] / mstep["native"]
+            memory_ratio = ratio(mstep["custom"], mstep["native"])
         print(f"{size_name:<14}{'whole training step':<28}{1e3 * t['native']:>10.1f}{1e3 * t['custom']:>10.1f}"
               f"{step_ratios[-1]:>9.2f}{mstep['native'] / 2**20:>11.1f}{mstep['custom'] / 2**20:>11.1f}"
-              f"{mstep['custom'] / mstep['native']:>9.2f}")  # fmt: skip
+              f"{ratio(mstep['custom'], mstep['native']):>9.2f}")  # fmt: skip
     print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}, {reps} repetitions")
     print(json.dumps({"time_ratio": round(geomean(ratios), 4), "step_time_ratio": round(geomean(step_ratios), 4),
                       "memory_ratio": round(memory_ratio, 4)}))  # fmt: skip

@@ -23,7 +23,7 @@ RECIPES: dict[tuple[str, str | None], dict[str, Any]] = {
     ),
     ("vit", "fashion-mnist"): dict(
         optimizer="adamw",
-        epochs=12,
+        epochs=15,
         batch_size=128,
         lr=2e-3,
         weight_decay=0.05,

@@ -79,21 +79,21 @@ def test_original_check_and_gradcheck() -> None:
     assert torch.autograd.gradcheck(lambda x, w: conv2d(x, w, None, (2, 1), 1, (1, 2), 2), small)
 
 
-def test_batches_that_do_not_divide_the_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("groups", "spy"), [(1, "_unfold_nhwc"), (3, "F.unfold")])
+def test_batches_that_do_not_divide_the_chunk(monkeypatch: pytest.MonkeyPatch, groups: int, spy: str) -> None:
+    """Batch 7 with room for 3 samples' columns: chunks 3, 3, 1 in forward and again in backward."""
     torch.manual_seed(0)
-    per_sample = 3 * 9 * 10 * 10 * 8  # C*kh*kw*L*bytes, stride 1 padding 1
-    old = get_unfold_budget()
+    per_sample = 3 * 9 * 10 * 10 * 8  # C*kh*kw*L*bytes (stride 1, padding 1, float64)
     chunks = []
-    real_unfold = F.unfold
-    monkeypatch.setattr(
-        conv_module.F, "unfold", lambda t, *a, **k: chunks.append(t.shape[0]) or real_unfold(t, *a, **k)
-    )
+    owner, name = (conv_module.F, "unfold") if spy == "F.unfold" else (conv_module, spy)
+    real = getattr(owner, name)
+    monkeypatch.setattr(owner, name, lambda t, *a, **k: chunks.append(t.shape[0]) or real(t, *a, **k))
+    old = get_unfold_budget()
     try:
         set_unfold_budget(3 * per_sample)
-        _compare(7, 3, 5, (10, 10), 3, 1, 1, 1, 1, True)
+        _compare(7, 3, 6, (10, 10), 3, 1, 1, 1, groups, True)
     finally:
         set_unfold_budget(old)
-    assert chunks[:3] == [3, 3, 1]  # forward chunks; backward recomputes the same chunks
     assert chunks == [3, 3, 1, 3, 3, 1]
 
 
@@ -131,8 +131,8 @@ def test_channels_last_input_and_output() -> None:
 
 def test_only_needed_gradients_are_computed(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real_fold = F.fold
-    monkeypatch.setattr(conv_module.F, "fold", lambda *a, **k: calls.append("fold") or real_fold(*a, **k))
+    real_fold = conv_module._fold_nhwc
+    monkeypatch.setattr(conv_module, "_fold_nhwc", lambda *a, **k: calls.append("fold") or real_fold(*a, **k))
     x = torch.randn(2, 3, 8, 8)  # input does not require grad: no input gradient, no fold
     w = torch.randn(4, 3, 3, 3, requires_grad=True)
     conv2d(x, w, None, 1, 1).sum().backward()

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-__all__ = ["Conv2dFunction", "CustomConv2d", "conv2d", "conv2d_backward", "conv2d_forward", "get_unfold_budget",
-           "set_unfold_budget"]  # fmt: skip
+__all__ = ["Conv2dFunction", "CustomConv2d", "clear_workspace", "conv2d", "conv2d_backward", "conv2d_forward",
+           "get_unfold_budget", "set_unfold_budget"]  # fmt: skip
 
 _UNFOLD_BUDGET = 64 * 2**20  # bytes of unfolded input per chunk
 
@@ -97,6 +97,125 @@ def _unfold(x: torch.Tensor, weight: torch.Tensor, stride: Pair, padding: Pair, 
     return cols.view(n, groups, cols.shape[1] // groups, cols.shape[2])
 
 
+# ------------------------------------------------------------------------------------------------ NHWC path
+# For groups == 1 the columns are built channels-last: row r = one output pixel, holding its kh x kw x C input
+# window contiguously. Each of the kh*kw kernel taps is then one strided copy of C-long runs (fast), the
+# product is a single large GEMM over all pixels of the chunk, and its result *is* the NHWC output, so no
+# transpose is needed. The column buffer lives in a reusable workspace bounded by the budget: re-faulting a
+# fresh buffer's pages on every call costs more than the copy itself.
+_WORKSPACE: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+
+def _workspace(numel: int, like: torch.Tensor) -> torch.Tensor:
+    key = (like.device, like.dtype)
+    buf = _WORKSPACE.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = _WORKSPACE[key] = torch.empty(numel, dtype=like.dtype, device=like.device)
+    return buf[:numel]
+
+
+def clear_workspace() -> None:
+    """Free the cached column workspaces (at most one budget's worth per device and dtype)."""
+    _WORKSPACE.clear()
+
+
+def _taps(kh: int, kw: int, ho: int, wo: int, stride: Pair, dilation: Pair):
+    """For each kernel tap ``(i, j)``: the slices of the padded input it reads for every output pixel."""
+    for i in range(kh):
+        for j in range(kw):
+            r0, c0 = i * dilation[0], j * dilation[1]
+            rows = slice(r0, r0 + (ho - 1) * stride[0] + 1, stride[0])
+            cols = slice(c0, c0 + (wo - 1) * stride[1] + 1, stride[1])
+            yield i, j, rows, cols
+
+
+def _unfold_nhwc(xp: torch.Tensor, kh: int, kw: int, ho: int, wo: int, stride: Pair, dilation: Pair) -> torch.Tensor:
+    """Padded NHWC chunk ``(m, Hp, Wp, C)`` -> columns ``(m * Ho * Wo, kh * kw * C)`` in the workspace."""
+    m, _, _, c = xp.shape
+    cols = _workspace(m * ho * wo * kh * kw * c, xp).view(m, ho, wo, kh, kw, c)
+    for i, j, rows, cs in _taps(kh, kw, ho, wo, stride, dilation):
+        cols[:, :, :, i, j, :].copy_(xp[:, rows, cs, :])
+    return cols.view(m * ho * wo, kh * kw * c)
+
+
+def _fold_nhwc(cols: torch.Tensor, m: int, hp: int, wp: int, c: int, kh: int, kw: int, ho: int, wo: int,
+               stride: Pair, dilation: Pair) -> torch.Tensor:  # fmt: skip
+    """Adjoint of :func:`_unfold_nhwc`: sum the column gradients back onto a padded NHWC ``(m, Hp, Wp, C)``."""
+    out = cols.new_zeros(m, hp, wp, c)
+    cols = cols.view(m, ho, wo, kh, kw, c)
+    for i, j, rows, cs in _taps(kh, kw, ho, wo, stride, dilation):
+        out[:, rows, cs, :] += cols[:, :, :, i, j, :]
+    return out
+
+
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    """``(N, C, H, W)`` -> a contiguous ``(N, H, W, C)`` (free when ``x`` is already channels_last)."""
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def _forward_nhwc(x, weight, bias, stride, padding, dilation, ho, wo) -> torch.Tensor:
+    n, c, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    xl = _nhwc(x)
+    w_mat = weight.permute(0, 2, 3, 1).reshape(o, kh * kw * c)  # rows ordered (kh, kw, C) like the columns
+    # A base tensor (not a view: in-place ReLU on it must stay legal), channels_last in memory.
+    out = torch.empty(n, o, ho, wo, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    out_nhwc = out.permute(0, 2, 3, 1)
+    pointwise = _is_pointwise(weight, stride, padding)
+    step = n if pointwise else _chunk(n, ho * wo * kh * kw * c * x.element_size())
+    for start in range(0, n, step):
+        chunk = xl[start : start + step]
+        m = chunk.shape[0]
+        if pointwise:
+            cols = chunk.view(m * h * w, c)
+        else:
+            xp = F.pad(chunk, (0, 0, padding[1], padding[1], padding[0], padding[0]))
+            cols = _unfold_nhwc(xp, kh, kw, ho, wo, stride, dilation)
+        rows = out_nhwc[start : start + m].view(m * ho * wo, o)
+        if bias is None:
+            torch.mm(cols, w_mat.t(), out=rows)
+        else:
+            torch.addmm(bias, cols, w_mat.t(), out=rows)
+    return out
+
+
+def _backward_nhwc(x, weight, grad_out, stride, padding, dilation, need_input, need_weight):
+    n, c, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    ho, wo = grad_out.shape[2:]
+    hp, wp = h + 2 * padding[0], w + 2 * padding[1]
+    xl = _nhwc(x) if need_weight else None
+    go = _nhwc(grad_out)
+    w_mat = weight.permute(0, 2, 3, 1).reshape(o, kh * kw * c)
+    acc_dtype = torch.float32 if x.dtype == torch.bfloat16 else x.dtype
+    grad_w = torch.zeros(o, kh * kw * c, dtype=acc_dtype, device=x.device) if need_weight else None
+    grad_x = torch.empty(n, h, w, c, dtype=x.dtype, device=x.device) if need_input else None
+    pointwise = _is_pointwise(weight, stride, padding)
+    step = n if pointwise else _chunk(n, ho * wo * kh * kw * c * x.element_size())
+    for start in range(0, n, step):
+        g = go[start : start + step]
+        m = g.shape[0]
+        g_rows = g.view(m * ho * wo, o)
+        if grad_w is not None:
+            if pointwise:
+                cols = xl[start : start + m].view(m * h * w, c)
+            else:
+                xp = F.pad(xl[start : start + m], (0, 0, padding[1], padding[1], padding[0], padding[0]))
+                cols = _unfold_nhwc(xp, kh, kw, ho, wo, stride, dilation)  # recomputed, not saved
+            grad_w.add_(torch.mm(g_rows.t(), cols))
+        if grad_x is not None:
+            if pointwise:
+                torch.mm(g_rows, w_mat, out=grad_x[start : start + m].view(m * h * w, c))
+            else:
+                cols_grad = _workspace(m * ho * wo * kh * kw * c, x).view(m * ho * wo, kh * kw * c)
+                torch.mm(g_rows, w_mat, out=cols_grad)
+                folded = _fold_nhwc(cols_grad, m, hp, wp, c, kh, kw, ho, wo, stride, dilation)
+                grad_x[start : start + m] = folded[:, padding[0] : padding[0] + h, padding[1] : padding[1] + w]
+    if grad_w is not None:
+        grad_w = grad_w.to(weight.dtype).view(o, kh, kw, c).permute(0, 3, 1, 2).contiguous()
+    return (grad_x.permute(0, 3, 1, 2) if grad_x is not None else None), grad_w
+
+
 # ------------------------------------------------------------------------------------------------ pure ops
 def conv2d_forward(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: Pair, padding: Pair, dilation: Pair,
@@ -106,6 +225,8 @@ def conv2d_forward(
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
     ho, wo = _out_size(h, kh, stride[0], padding[0], dilation[0]), _out_size(w, kw, stride[1], padding[1], dilation[1])
+    if groups == 1:
+        return _forward_nhwc(x, weight, bias, stride, padding, dilation, ho, wo)
     x = x.contiguous()
     w_mat = weight.reshape(groups, o // groups, -1)  # (g, O/g, C/g*kh*kw)
     # Allocated in its final shape so the result is not a view (in-place ReLU on it must stay legal).
@@ -127,6 +248,8 @@ def conv2d_backward(
     """Gradients of :func:`conv2d_forward` w.r.t. the input (``W^T @ grad`` then ``fold``) and the weight
     (``grad @ cols^T`` summed over the batch, with ``cols`` recomputed per chunk). Only the requested ones are
     computed."""
+    if groups == 1:
+        return _backward_nhwc(x, weight, grad_out, stride, padding, dilation, need_input, need_weight)
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
     ho, wo = grad_out.shape[2:]
@@ -220,10 +343,7 @@ def conv2d(
             raise ValueError(f"conv2d: invalid padding string {padding!r}, should be one of 'valid', 'same'")
     padding = _pair(padding)
     _check(x, weight, stride, padding, dilation, groups)
-    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     out = Conv2dFunction.apply(x, weight, bias, stride, padding, dilation, groups)
-    if channels_last:
-        out = out.contiguous(memory_format=torch.channels_last)
     return out.squeeze(0) if unbatched else out
 
 
