@@ -1,4 +1,4 @@
-"""Vision Transformer pieces against hand-written references."""
+"""Vision Transformer pieces against hand-written references, plus the registered configurations end to end."""
 
 from __future__ import annotations
 
@@ -12,6 +12,13 @@ from visionlab.models import build_model
 from visionlab.models.vit import Attention, Block, DropPath, VisionTransformer, window_partition, window_unpartition
 
 
+def tiny_vit(**kwargs) -> VisionTransformer:
+    """A 28 px, 7x7-token ViT small enough for float64 and many calls."""
+    config = dict(img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=32, depth=2, num_heads=2,
+                  window_size=4, window_block_indexes=(0,))  # fmt: skip
+    return VisionTransformer(**{**config, **kwargs})
+
+
 @pytest.mark.parametrize(("h", "w", "window"), [(8, 8, 4), (7, 7, 4), (5, 9, 3), (3, 3, 4)])
 def test_window_partition_round_trip_with_padding(h: int, w: int, window: int) -> None:
     x = torch.randn(2, h, w, 6)
@@ -19,28 +26,51 @@ def test_window_partition_round_trip_with_padding(h: int, w: int, window: int) -
     assert padded == (math.ceil(h / window) * window, math.ceil(w / window) * window)
     assert windows.shape == (2 * (padded[0] // window) * (padded[1] // window), window, window, 6)
     assert torch.equal(windows[0, : min(h, window), : min(w, window)], x[0, :window, :window])  # first window
+    right = padded[1] // window - 1  # windows run row-major, so the top-right window of image 0 is windows[right]
+    assert torch.equal(windows[right, : min(h, window), : w - right * window], x[0, :window, right * window :])
     assert torch.equal(window_unpartition(windows, window, padded, (h, w)), x)
     if padded != (h, w):  # the padding is zeros
         assert windows[-1, -1, -1].abs().sum() == 0
 
 
-def test_attention_equals_naive_softmax() -> None:
+def test_attention_equals_naive_softmax_by_hand() -> None:
     torch.manual_seed(0)
-    attn = Attention(dim=12, num_heads=3).double()
-    x = torch.randn(2, 5, 12, dtype=torch.float64)
-    q, k, v = attn.qkv(x).view(2, 5, 3, 3, 4).permute(2, 0, 3, 1, 4)
-    weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(4), dim=-1)
-    expected = attn.proj((weights @ v).transpose(1, 2).reshape(2, 5, 12))
+    dim, heads, n = 12, 3, 5
+    d = dim // heads
+    attn = Attention(dim=dim, num_heads=heads).double()
+    torch.nn.init.normal_(attn.qkv.bias)  # nonzero biases, so their layout is checked too
+    x = torch.randn(2, n, dim, dtype=torch.float64)
+    w, bias = attn.qkv.weight, attn.qkv.bias  # rows: [q (heads x d), k (heads x d), v (heads x d)]
+    heads_out = []
+    for h in range(heads):
+        rows = [slice(part * dim + h * d, part * dim + (h + 1) * d) for part in range(3)]
+        q, k, v = (x @ w[r].T + bias[r] for r in rows)
+        scores = torch.einsum("bnd,bmd->bnm", q, k) / math.sqrt(d)
+        heads_out.append(torch.softmax(scores, dim=-1) @ v)
+    expected = torch.cat(heads_out, dim=-1) @ attn.proj.weight.T + attn.proj.bias
     torch.testing.assert_close(attn(x), expected, atol=1e-12, rtol=0)
 
 
-def test_window_covering_the_grid_equals_global_attention() -> None:
+@pytest.mark.parametrize("window", [8, 10])
+def test_window_covering_the_grid_equals_global_attention(window: int) -> None:
     torch.manual_seed(0)
     global_block = Block(16, 4, window_size=0).eval()
-    window_block = Block(16, 4, window_size=8).eval()
+    window_block = Block(16, 4, window_size=window).eval()
     window_block.load_state_dict(global_block.state_dict())
-    x = torch.randn(2, 8, 8, 16)  # one 8x8 window holds the whole grid
+    x = torch.randn(2, 8, 8, 16)
     torch.testing.assert_close(window_block(x), global_block(x), atol=1e-6, rtol=1e-6)
+
+
+def test_window_attention_stays_inside_its_window() -> None:
+    torch.manual_seed(0)
+    block = Block(16, 4, window_size=4).double().eval()
+    x = torch.randn(1, 7, 7, 16, dtype=torch.float64)  # padded to 8x8: windows rows/cols [0:4] and [4:7]
+    x2 = x.clone()
+    x2[0, 5, 6] += 1.0  # a token of the bottom-right (3x3, padded) window
+    changed = (block(x2) - block(x)).abs().sum(-1)[0] > 0
+    expected = torch.zeros(7, 7, dtype=torch.bool)
+    expected[4:, 4:] = True
+    assert torch.equal(changed, expected)
 
 
 def test_drop_path_is_identity_in_eval_and_drops_samples_in_training() -> None:
@@ -50,14 +80,27 @@ def test_drop_path_is_identity_in_eval_and_drops_samples_in_training() -> None:
     assert torch.equal(dp.eval()(x), x)
     y = dp.train()(x)
     kept = y[:, 0] != 0
-    assert 350 < int(kept.sum()) < 650  # about half the samples dropped
-    assert torch.allclose(y[kept], torch.full_like(y[kept], 2.0))  # the kept ones are rescaled by 1/(1-p)
-    model = VisionTransformer(img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=32, depth=2,
-                              num_heads=2, drop_path_rate=0.5).eval()  # fmt: skip
-    img = torch.rand(2, 1, 28, 28)
+    assert 350 < int(kept.sum()) < 650  # about half the samples dropped, whole samples at a time
+    assert torch.equal(y[kept], torch.full_like(y[kept], 2.0))  # the kept ones are rescaled by 1/(1-p)
+    assert torch.equal(y[~kept], torch.zeros_like(y[~kept]))
+
+    model = tiny_vit(drop_path_rate=0.5).eval()
+    assert [b.drop_path.p for b in model.blocks] == [0.0, 0.5]  # linear in the block index
+    img = torch.rand(8, 1, 28, 28)
     assert torch.equal(model(img), model(img))
     model.train()
-    assert model.blocks[1].drop_path.p == 0.5 and model.blocks[0].drop_path.p == 0.0
+    assert not torch.equal(model(img), model(img))
+
+
+@pytest.mark.parametrize(("image_size", "channels"), [(28, 1), (32, 3), (128, 3)])
+def test_every_parameter_gets_a_gradient_and_no_nan(image_size: int, channels: int) -> None:
+    torch.manual_seed(0)
+    model = build_model("vit", num_classes=10, in_channels=channels, image_size=image_size)
+    out = model(torch.randn(4, channels, image_size, image_size) * 10)
+    assert out.shape == (4, 10) and torch.isfinite(out).all()
+    F.cross_entropy(out, torch.arange(4)).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
 
 def test_original_default_configuration() -> None:
@@ -69,27 +112,56 @@ def test_original_default_configuration() -> None:
     assert all(b.attn.num_heads == 4 and b.mlp.fc1.out_features == 768 for b in vit.blocks)
     assert vit.blocks[0].attn.qkv.bias is not None
     assert 0.015 < float(vit.pos_embed.detach().std()) < 0.025
-    out = model(torch.rand(2, 3, 128, 128))
+    assert 0.018 < float(vit.blocks[0].mlp.fc1.weight.detach().std()) < 0.022
+    assert not vit.blocks[0].mlp.fc1.bias.any() and torch.equal(vit.norm.weight, torch.ones(192))
+    out = model.eval()(torch.rand(2, 3, 128, 128))
     assert out.shape == (2, 100) and torch.isfinite(out).all()
 
 
-def test_every_parameter_gets_a_gradient_and_no_nan() -> None:
+def test_fashion_mnist_configuration() -> None:
+    model = build_model("vit", num_classes=10, in_channels=1, image_size=28).eval()
+    vit = model.net
+    assert (vit.grid, [b.window_size for b in vit.blocks]) == (7, [4, 0, 4, 0, 4, 0])  # 7x7 tokens, padded windows
+    out = model(torch.rand(2, 1, 28, 28))
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+    assert vit.forward_features(torch.rand(2, 1, 28, 28)).shape == (2, 7, 7, vit.num_features)
+
+
+def test_matches_timm_with_the_same_weights() -> None:
+    timm_vit = pytest.importorskip("timm.models.vision_transformer")
     torch.manual_seed(0)
-    model = build_model("vit", num_classes=10, in_channels=1, image_size=28)
-    out = model(torch.randn(4, 1, 28, 28) * 10)
-    assert torch.isfinite(out).all()
-    F.cross_entropy(out, torch.arange(4)).backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+    ours = tiny_vit(window_size=0, window_block_indexes=(), drop_path_rate=0.0).double().eval()
+    theirs = timm_vit.VisionTransformer(img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=32,
+                                        depth=2, num_heads=2, class_token=False, global_pool="avg",
+                                        norm_layer=torch.nn.LayerNorm).double().eval()  # fmt: skip
+    state = {("fc_norm." + k[5:] if k.startswith("norm.") else k): v for k, v in ours.state_dict().items()}
+    state["pos_embed"] = state["pos_embed"].flatten(1, 2)  # (1, G, G, C) grid -> (1, G*G, C) sequence
+    theirs.load_state_dict(state)
+    x = torch.rand(3, 1, 28, 28, dtype=torch.float64)
+    torch.testing.assert_close(ours(x), theirs(x), atol=1e-10, rtol=0)
+
+
+def test_classifier_reset_and_pre_logits() -> None:
+    model = tiny_vit().eval()
+    assert model.get_classifier() is model.head
+    model.reset_classifier(3)
+    img = torch.rand(2, 1, 28, 28)
+    assert model(img).shape == (2, 3) and model.num_classes == 3
+    features = model.forward_head(model.forward_features(img), pre_logits=True)
+    assert features.shape == (2, 32)
+    model.reset_classifier(0)
+    torch.testing.assert_close(model(img), features)
 
 
 def test_wrong_sizes_give_clear_errors() -> None:
     with pytest.raises(ValueError, match="not a multiple of the patch size"):
         VisionTransformer(img_size=30, patch_size=4)
+    with pytest.raises(ValueError, match=r"window_block_indexes \(0, 2\) must lie in \[0, depth=2\)"):
+        VisionTransformer(depth=2)
     model = build_model("vit", num_classes=10, in_channels=1, image_size=28)
     with pytest.raises(ValueError, match="built for 28x28 images, got 32x32"):
         model(torch.rand(1, 1, 32, 32))
     other = build_model("vit", num_classes=10, in_channels=1, image_size=32, patch_size=4, embed_dim=128,
-                        mlp_ratio=2.0)  # fmt: skip
-    with pytest.raises(ValueError, match="8x8 token grid, this model has 7x7"):
+                        depth=6, mlp_ratio=2.0, window_block_indexes=())  # fmt: skip
+    with pytest.raises(ValueError, match=r"8x8 token grid .* this model has 7x7"):
         model.load_state_dict(other.state_dict())

@@ -15,12 +15,17 @@ from visionlab.ops import conv as conv_module
 
 
 @pytest.fixture
-def tiny_budget():
-    """Force chunking: a budget of a few samples' columns."""
+def budget():
+    """Set the unfold budget for one test (restored afterwards)."""
     old = get_unfold_budget()
-    set_unfold_budget(3000)
-    yield
+    yield set_unfold_budget
     set_unfold_budget(old)
+
+
+@pytest.fixture
+def tiny_budget(budget):
+    """Force chunking: room for one or two samples' columns."""
+    budget(3000)
 
 
 def _compare(n, c, o, hw, kernel, stride, padding, dilation, groups, bias, dtype=torch.float64, atol=1e-10):
@@ -40,15 +45,16 @@ def _compare(n, c, o, hw, kernel, stride, padding, dilation, groups, bias, dtype
         torch.testing.assert_close(g_ours, g_ref, atol=atol, rtol=0)
 
 
+@pytest.mark.parametrize("channels", [4, 16])  # 16 channels and groups=1: the channels-last path
 @pytest.mark.parametrize("stride", [1, 2, (2, 1)])
 @pytest.mark.parametrize("padding", [0, 1, (2, 0)])
 @pytest.mark.parametrize("dilation", [1, (2, 1)])
 @pytest.mark.parametrize(
     ("groups", "kernel", "bias"), [(1, 3, True), (2, (3, 2), False), (4, 1, True), (1, (1, 5), False)]
 )
-def test_matches_conv2d_grid(stride, padding, dilation, groups, kernel, bias, tiny_budget) -> None:
+def test_matches_conv2d_grid(channels, stride, padding, dilation, groups, kernel, bias, tiny_budget) -> None:
     torch.manual_seed(0)
-    _compare(3, 4, 8, (7, 6), kernel, stride, padding, dilation, groups, bias)
+    _compare(3, channels, 8, (7, 6), kernel, stride, padding, dilation, groups, bias)
 
 
 def test_matches_conv2d_random_configurations() -> None:
@@ -56,7 +62,7 @@ def test_matches_conv2d_random_configurations() -> None:
     torch.manual_seed(0)
     for _ in range(25):
         groups = rng.choice([1, 1, 2, 3])
-        c, o = groups * rng.randint(1, 3), groups * rng.randint(1, 3)
+        c, o = groups * rng.choice([1, 2, 3, 17]), groups * rng.randint(1, 3)
         kernel = (rng.randint(1, 4), rng.randint(1, 4))
         dilation = (rng.randint(1, 2), rng.randint(1, 2))
         padding = (rng.randint(0, 2), rng.randint(0, 2))
@@ -75,81 +81,143 @@ def test_original_check_and_gradcheck() -> None:
     # 10k inputs: fast mode checks random projections of the Jacobian instead of every column.
     assert torch.autograd.gradcheck(lambda *t: conv2d(*t, 2, 3), (x, w, b), eps=1e-4, atol=1e-5, fast_mode=True)
     small = (torch.randn(3, 4, 6, 5, dtype=torch.float64, requires_grad=True),
-             torch.randn(6, 2, 3, 2, dtype=torch.float64, requires_grad=True))  # fmt: skip
-    assert torch.autograd.gradcheck(lambda x, w: conv2d(x, w, None, (2, 1), 1, (1, 2), 2), small)
+             torch.randn(6, 2, 3, 2, dtype=torch.float64, requires_grad=True),
+             torch.randn(6, dtype=torch.float64, requires_grad=True))  # fmt: skip
+    assert torch.autograd.gradcheck(lambda x, w, b: conv2d(x, w, b, (2, 1), 1, (1, 2), 2), small, eps=1e-4, atol=1e-5)
+    pointwise = (torch.randn(2, 4, 3, 3, dtype=torch.float64, requires_grad=True),
+                 torch.randn(5, 4, 1, 1, dtype=torch.float64, requires_grad=True))  # fmt: skip
+    assert torch.autograd.gradcheck(conv2d, pointwise, eps=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize(("groups", "spy"), [(1, "_unfold_nhwc"), (3, "F.unfold")])
-def test_batches_that_do_not_divide_the_chunk(monkeypatch: pytest.MonkeyPatch, groups: int, spy: str) -> None:
-    """Batch 7 with room for 3 samples' columns: chunks 3, 3, 1 in forward and again in backward."""
+@pytest.mark.parametrize("kernel", [3, 1])
+@pytest.mark.parametrize(("channels", "groups"), [(6, 1), (6, 3), (18, 1)])
+def test_batches_that_do_not_divide_the_chunk(monkeypatch, budget, kernel: int, channels: int, groups: int) -> None:
+    """Batch 7 with room for 3 samples' columns: chunks 3, 3, 1 in forward (none for 1x1 kernels, which need no
+    unfold) and again in backward, whose weight gradient unfolds the input once more."""
     torch.manual_seed(0)
-    per_sample = 3 * 9 * 10 * 10 * 8  # C*kh*kw*L*bytes (stride 1, padding 1, float64)
     chunks = []
-    owner, name = (conv_module.F, "unfold") if spy == "F.unfold" else (conv_module, spy)
-    real = getattr(owner, name)
-    monkeypatch.setattr(owner, name, lambda t, *a, **k: chunks.append(t.shape[0]) or real(t, *a, **k))
-    old = get_unfold_budget()
-    try:
-        set_unfold_budget(3 * per_sample)
-        _compare(7, 3, 6, (10, 10), 3, 1, 1, 1, groups, True)
-    finally:
-        set_unfold_budget(old)
-    assert chunks == [3, 3, 1, 3, 3, 1]
+    real = conv_module._unfold
+    monkeypatch.setattr(conv_module, "_unfold", lambda t, *a, **k: chunks.append(t.shape[0]) or real(t, *a, **k))
+    budget(3 * channels * kernel * kernel * 10 * 10 * 8)  # 3 samples of C*kh*kw*L float64 columns
+    _compare(7, channels, 6, (10, 10), kernel, 1, kernel // 2, 1, groups, True)
+    assert chunks == ([3, 3, 1] if kernel > 1 else []) + [3, 3, 1]
 
 
-@pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-4), (torch.bfloat16, 5e-2)])
-def test_low_precision_within_tolerance(dtype: torch.dtype, tol: float) -> None:
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "dilation"),
+    [((3, 3), (1, 1), (1, 1), (1, 1)), ((3, 2), (2, 1), (0, 2), (2, 1)), ((7, 7), (2, 2), (3, 3), (1, 1)),
+     ((1, 1), (1, 1), (0, 0), (1, 1)), ((1, 1), (2, 2), (1, 0), (1, 1))],
+)  # fmt: skip
+def test_unfold_and_fold_equal_torch_and_are_adjoint(kernel, stride, padding, dilation) -> None:
+    """The strided-view unfold/fold are exactly ``F.unfold``/``F.fold``, in both column layouts."""
     torch.manual_seed(0)
-    x64 = torch.randn(4, 6, 11, 11, dtype=torch.float64)
-    w64 = torch.randn(8, 3, 3, 3, dtype=torch.float64) / 5
+    x = torch.randn(3, 4, 11, 9, dtype=torch.float64)
+    ref = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)
+    unfold = conv_module._unfold
+    torch.testing.assert_close(unfold(x, kernel, stride, padding, dilation, "sample"), ref, atol=0, rtol=0)
+    k = ref.shape[1]
+    channel = unfold(x, kernel, stride, padding, dilation, "channel")
+    torch.testing.assert_close(channel, ref.transpose(0, 1).reshape(k, -1), atol=0, rtol=0)
+    pixel = unfold(x.contiguous(memory_format=torch.channels_last), kernel, stride, padding, dilation, "pixel")
+    by_tap = ref.view(3, 4, kernel[0] * kernel[1], -1).permute(0, 3, 2, 1)  # rows ordered (kh, kw, C)
+    torch.testing.assert_close(pixel, by_tap.reshape(-1, k), atol=0, rtol=0)
+    cols = torch.randn_like(ref)
+    ho = (11 + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    ref_fold = F.fold(cols, (11, 9), kernel, dilation=dilation, padding=padding, stride=stride)
+    six = cols.view(3, 4, *kernel, ho, -1)
+    for layout in (six, six.permute(0, 4, 5, 2, 3, 1).contiguous().permute(0, 5, 3, 4, 1, 2)):  # C-first, C-last
+        folded = conv_module._fold(layout, (11, 9), kernel, stride, padding, dilation)
+        torch.testing.assert_close(folded, ref_fold, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize(("kernel", "groups"), [(3, 1), (3, 2), (1, 2)])
+def test_low_precision_within_tolerance(dtype: torch.dtype, tol: float, kernel: int, groups: int) -> None:
+    torch.manual_seed(0)
+    x64 = torch.randn(4, 16, 11, 11, dtype=torch.float64)
+    w64 = torch.randn(8, 16 // groups, kernel, kernel, dtype=torch.float64) / 5
     b64 = torch.randn(8, dtype=torch.float64)
     x, w, b = (t.to(dtype).requires_grad_() for t in (x64, w64, b64))
-    out = conv2d(x, w, b, 1, 1, 1, 2)
+    out = conv2d(x, w, b, 1, kernel // 2, 1, groups)
     assert out.dtype == dtype
-    ref = F.conv2d(x64, w64, b64, 1, 1, 1, 2)
-    scale = ref.abs().max()
-    assert ((out.double() - ref).abs().max() / scale) < tol
-    out.sum().backward()
-    xr, wr = x64.clone().requires_grad_(), w64.clone().requires_grad_()
-    F.conv2d(xr, wr, b64, 1, 1, 1, 2).sum().backward()
-    assert ((x.grad.double() - xr.grad).abs().max() / xr.grad.abs().max()) < tol
-    assert ((w.grad.double() - wr.grad).abs().max() / wr.grad.abs().max()) < tol
+    # Reference: float64 on the inputs as rounded to `dtype`, so only the op's own rounding is measured.
+    xr, wr, br = (t.detach().double().requires_grad_() for t in (x, w, b))
+    ref = F.conv2d(xr, wr, br, 1, kernel // 2, 1, groups)
+    grad = torch.randn_like(ref)
+    assert (out.double() - ref).abs().max() / ref.abs().max() < tol
+    ours = torch.autograd.grad(out, (x, w, b), grad.to(dtype))
+    for g_ours, g_ref in zip(ours, torch.autograd.grad(ref, (xr, wr, br), grad), strict=True):
+        assert g_ours.dtype == dtype
+        assert (g_ours.double() - g_ref).abs().max() / g_ref.abs().max() < tol
 
 
-def test_channels_last_input_and_output() -> None:
+@pytest.mark.parametrize("kernel", [3, 1])
+@pytest.mark.parametrize("channels", [4, 16])
+def test_channels_last_input_gives_channels_last_output(kernel: int, channels: int) -> None:
     torch.manual_seed(0)
-    x = torch.randn(2, 4, 9, 9).to(memory_format=torch.channels_last).requires_grad_()
-    w = torch.randn(6, 4, 3, 3, requires_grad=True)
-    out = conv2d(x, w, None, 1, 1)
-    assert out.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(out, F.conv2d(x, w, None, 1, 1), atol=1e-5, rtol=1e-5)
-    out.sum().backward()
-    xr = x.detach().clone().requires_grad_()
-    F.conv2d(xr, w.detach(), None, 1, 1).sum().backward()
-    torch.testing.assert_close(x.grad, xr.grad, atol=1e-5, rtol=1e-5)
+    x = torch.randn(2, channels, 9, 9, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(6, channels, kernel, kernel, dtype=torch.float64, requires_grad=True)
+    out = conv2d(x, w, None, 1, kernel // 2)
+    ref = F.conv2d(x, w, None, 1, kernel // 2)
+    assert out.is_contiguous(memory_format=torch.channels_last) and ref.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
+    grad = torch.randn_like(ref).contiguous(memory_format=torch.channels_last)
+    for g_ours, g_ref in zip(
+        torch.autograd.grad(out, (x, w), grad), torch.autograd.grad(ref, (x, w), grad), strict=True
+    ):
+        torch.testing.assert_close(g_ours, g_ref, atol=1e-12, rtol=0)
+    contiguous = conv2d(x.detach().contiguous(), w, None, 1, kernel // 2)
+    assert contiguous.is_contiguous()
+    contiguous.backward(grad)
+    assert w.grad.is_contiguous()
 
 
-def test_only_needed_gradients_are_computed(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("kernel", [3, 1])
+@pytest.mark.parametrize("channels", [3, 16])
+def test_only_needed_gradients_are_computed(monkeypatch, kernel: int, channels: int) -> None:
     calls = []
-    real_fold = conv_module._fold_nhwc
-    monkeypatch.setattr(conv_module, "_fold_nhwc", lambda *a, **k: calls.append("fold") or real_fold(*a, **k))
-    x = torch.randn(2, 3, 8, 8)  # input does not require grad: no input gradient, no fold
-    w = torch.randn(4, 3, 3, 3, requires_grad=True)
-    conv2d(x, w, None, 1, 1).sum().backward()
-    assert calls == [] and w.grad is not None and x.grad is None
+    for name in ("_fold", "_unfold"):
+        real = getattr(conv_module, name)
+        monkeypatch.setattr(
+            conv_module, name, lambda *a, real=real, name=name, **k: calls.append(name) or real(*a, **k)
+        )
+    torch.manual_seed(0)
+    x = torch.randn(2, channels, 8, 8)  # the input does not require grad: no input gradient, no fold
+    w = torch.randn(4, channels, kernel, kernel, requires_grad=True)
+    out = conv2d(x, w, None, 1, kernel // 2)
+    calls.clear()
+    out.sum().backward()
+    assert "_fold" not in calls and "_unfold" in calls and w.grad is not None and x.grad is None
     x.requires_grad_()
-    w2 = torch.randn(4, 3, 3, 3)  # weight frozen: input gradient only
-    conv2d(x, w2, None, 1, 1).sum().backward()
-    assert calls == ["fold"] and x.grad is not None and w2.grad is None
+    w2 = torch.randn(4, channels, kernel, kernel)  # weight frozen: input gradient only, no unfold in backward
+    out = conv2d(x, w2, None, 1, kernel // 2)
+    assert out.grad_fn.saved_tensors[0] is None  # the input is not even kept
+    calls.clear()
+    out.sum().backward()
+    assert "_unfold" not in calls and x.grad is not None and w2.grad is None
+    assert calls == (["_fold"] if kernel > 1 else [])  # a 1x1 kernel's fold is the identity
 
 
+def test_backward_keeps_only_input_and_weight() -> None:
+    """No unfolded buffer survives between forward and backward: only the input and the weight are saved."""
+    x = torch.randn(2, 3, 16, 16, requires_grad=True)
+    w = torch.randn(8, 3, 3, 3, requires_grad=True)
+    b = torch.randn(8, requires_grad=True)
+    saved = conv2d(x, w, b, 1, 1).grad_fn.saved_tensors
+    assert [t.shape for t in saved] == [x.shape, w.shape]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # F.conv2d's own warning
 def test_unbatched_and_padding_strings() -> None:
     torch.manual_seed(0)
-    w = torch.randn(5, 3, 4, 3)
-    x = torch.randn(3, 10, 9)
-    torch.testing.assert_close(conv2d(x, w), F.conv2d(x, w), atol=1e-5, rtol=1e-5)
+    w = torch.randn(5, 3, 4, 3, dtype=torch.float64)
+    x = torch.randn(3, 10, 9, dtype=torch.float64)
+    torch.testing.assert_close(conv2d(x, w), F.conv2d(x, w), atol=1e-12, rtol=0)
     for mode in ("same", "valid"):
-        torch.testing.assert_close(conv2d(x, w, padding=mode), F.conv2d(x, w, padding=mode), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(conv2d(x, w, padding=mode), F.conv2d(x, w, padding=mode), atol=1e-12, rtol=0)
+        torch.testing.assert_close(
+            conv2d(x, w, padding=mode, dilation=2), F.conv2d(x, w, padding=mode, dilation=2), atol=1e-12, rtol=0
+        )
 
 
 def test_custom_conv2d_is_a_drop_in_for_nn_conv2d() -> None:
@@ -160,12 +228,15 @@ def test_custom_conv2d_is_a_drop_in_for_nn_conv2d() -> None:
     custom.load_state_dict(native.state_dict())
     x = torch.randn(3, 4, 10, 10)
     torch.testing.assert_close(custom(x), native(x), atol=1e-5, rtol=1e-5)
-    torch.manual_seed(1)
-    custom2 = CustomConv2d(4, 6, 3, padding=1, padding_mode="reflect")
-    native2 = nn.Conv2d(4, 6, 3, padding=1, padding_mode="reflect")
-    native2.load_state_dict(custom2.state_dict())
-    torch.testing.assert_close(custom2(x), native2(x), atol=1e-5, rtol=1e-5)
-    # same initialisation distribution: same RNG draws as nn.Conv2d
+    native.load_state_dict(CustomConv2d(4, 6, (3, 2), stride=2, padding=1, groups=2).state_dict())  # and back
+    for kwargs in ({"padding": 1, "padding_mode": "reflect"}, {"padding": "same"}, {"padding": "same", "bias": False},
+                   {"padding": "same", "padding_mode": "circular", "dilation": 2}):  # fmt: skip
+        torch.manual_seed(1)
+        custom2 = CustomConv2d(4, 6, 3, **kwargs)
+        native2 = nn.Conv2d(4, 6, 3, **kwargs)
+        native2.load_state_dict(custom2.state_dict())
+        torch.testing.assert_close(custom2(x), native2(x), atol=1e-5, rtol=1e-5)
+    # same initialisation: the same RNG draws as nn.Conv2d
     torch.manual_seed(3)
     a = nn.Conv2d(8, 16, 3)
     torch.manual_seed(3)
@@ -176,24 +247,46 @@ def test_custom_conv2d_is_a_drop_in_for_nn_conv2d() -> None:
 @pytest.mark.parametrize(
     ("x_shape", "w_shape", "kwargs", "message"),
     [
-        ((2, 5, 8, 8), (4, 3, 3, 3), {}, "expected input.* to have 3 channels, but got 5"),
+        ((2, 5, 8, 8), (4, 3, 3, 3), {}, r"expected input\[2, 5, 8, 8\] to have 3 channels, but got 5"),
         ((2, 4, 8, 8), (6, 2, 3, 3), {"groups": 3}, "expected input.* to have 6 channels, but got 4"),
         ((2, 4, 8, 8), (5, 2, 3, 3), {"groups": 2}, r"out_channels \(5\) must be divisible by groups \(2\)"),
-        ((2, 3, 4, 4), (4, 3, 7, 7), {"padding": 1}, "Kernel size can't be greater than actual input size"),
+        ((2, 3, 4, 4), (4, 3, 7, 7), {"padding": 1}, r"input size per channel: \(6 x 6\). Kernel size: \(7 x 7\)"),
         ((3, 4, 4), (4, 3, 7, 7), {}, "Kernel size can't be greater"),
-        ((8, 8), (4, 3, 3, 3), {}, "expected 3-D .* or 4-D .* input"),
+        ((8, 8), (4, 3, 3, 3), {}, r"expected 3-D .* or 4-D .* input, got input of size \[8, 8\]"),
         ((1, 2, 3, 8, 8), (4, 3, 3, 3), {}, "expected 3-D .* or 4-D .* input"),
+        ((2, 3, 8, 8), (4, 3, 3), {}, r"weight must be 4-D .* got size \[4, 3, 3\]"),
     ],
-)
+)  # fmt: skip
 def test_invalid_arguments_raise_clear_errors(x_shape, w_shape, kwargs, message) -> None:
     with pytest.raises(RuntimeError, match=message):
         conv2d(torch.randn(*x_shape), torch.randn(*w_shape), **kwargs)
+
+
+def test_invalid_values_raise_clear_errors() -> None:
+    x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
+    with pytest.raises(RuntimeError, match=r"input \(torch.float32, cpu\) and weight \(torch.float64, cpu\)"):
+        conv2d(x, w.double())
+    with pytest.raises(RuntimeError, match=r"bias of size \[3\] does not match 4 output channels"):
+        conv2d(x, w, torch.randn(3))
+    with pytest.raises(ValueError, match="stride"):
+        conv2d(x, w, stride=0)
+    with pytest.raises(ValueError, match="padding='same' is not supported for strided"):
+        conv2d(x, w, padding="same", stride=2)
+    with pytest.raises(ValueError, match="invalid padding string 'full'"):
+        conv2d(x, w, padding="full")
+    with pytest.raises(ValueError, match="unfold budget must be a positive"):
+        set_unfold_budget(0)
+    out = conv2d(x.requires_grad_(), w)
+    (grad_x,) = torch.autograd.grad(out, x, torch.ones_like(out, requires_grad=True), create_graph=True)
+    with pytest.raises(RuntimeError, match="twice"):  # the hand-written backward is not differentiable
+        grad_x.sum().backward()
 
 
 def test_simplenet_same_loss_over_20_sgd_steps_with_either_conv() -> None:
     torch.manual_seed(0)
     native = SimpleNet(num_classes=10, in_channels=3).double()
     custom = SimpleNet(num_classes=10, in_channels=3, conv_layer=CustomConv2d).double()
+    assert sum(isinstance(m, CustomConv2d) for m in custom.modules()) == 7
     custom.load_state_dict(native.state_dict())
     data = [(torch.rand(4, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (4,))) for _ in range(20)]
     losses = {}
@@ -208,3 +301,5 @@ def test_simplenet_same_loss_over_20_sgd_steps_with_either_conv() -> None:
             losses[name].append(loss.item())
     assert losses["native"][-1] != losses["native"][0]  # it trained
     torch.testing.assert_close(torch.tensor(losses["custom"]), torch.tensor(losses["native"]), rtol=1e-10, atol=0)
+    for p_custom, p_native in zip(custom.parameters(), native.parameters(), strict=True):
+        torch.testing.assert_close(p_custom, p_native, rtol=1e-9, atol=1e-12)

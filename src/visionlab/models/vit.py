@@ -45,13 +45,14 @@ def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[
 def window_unpartition(
     windows: torch.Tensor, window: int, padded: tuple[int, int], size: tuple[int, int]
 ) -> torch.Tensor:
-    """Inverse of :func:`window_partition`: windows -> ``(B, H, W, C)``, cropping the padding away."""
+    """Inverse of :func:`window_partition`: windows -> ``(B, H, W, C)``, cropping the padding away (a strided
+    view when there was padding; the residual add that follows makes it contiguous without an extra copy)."""
     hp, wp = padded
     h, w = size
     b = windows.shape[0] // ((hp // window) * (wp // window))
     x = windows.view(b, hp // window, wp // window, window, window, -1)
     x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
-    return x[:, :h, :w, :].contiguous() if (hp, wp) != (h, w) else x
+    return x[:, :h, :w, :]
 
 
 class PatchEmbed(nn.Module):
@@ -62,7 +63,9 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).permute(0, 2, 3, 1)
+        # One copy here: a permuted (NCHW-strided) grid would otherwise propagate through every residual add,
+        # and each LayerNorm (forward and backward) would copy it again (~4% of a training step; timm pays it).
+        return self.proj(x).permute(0, 2, 3, 1).contiguous()
 
 
 class Attention(nn.Module):
@@ -106,7 +109,7 @@ class DropPath(nn.Module):
         if not self.training or self.p == 0.0:
             return x
         keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1.0 - self.p)
-        return x * keep / (1.0 - self.p)
+        return x * keep.div_(1.0 - self.p)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -114,7 +117,12 @@ class DropPath(nn.Module):
 
 class Block(nn.Module):
     """Pre-norm transformer block on a token grid ``(B, H, W, C)``; ``window_size > 0`` restricts attention
-    to non-overlapping windows of that many tokens per side."""
+    to non-overlapping windows of that many tokens per side.
+
+    As in ViTDet, a grid the window does not divide is zero-padded after ``norm1``; the padded positions take
+    part in attention as keys (their keys are the qkv bias) and are cropped from the output. A window that
+    covers the whole grid is global attention (no padding).
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  drop_path: float = 0.0, window_size: int = 0) -> None:  # fmt: skip
@@ -129,7 +137,7 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
         y = self.norm1(x)
-        if self.window_size > 0:
+        if self.window_size > 0 and (h > self.window_size or w > self.window_size):
             ws = self.window_size
             y, padded = window_partition(y, ws)
             y = self.attn(y.view(-1, ws * ws, c)).view(-1, ws, ws, c)
@@ -150,10 +158,17 @@ class VisionTransformer(nn.Module):
         embed_dim, depth, num_heads, mlp_ratio, qkv_bias: transformer width, blocks, heads, MLP expansion.
         drop_path_rate: stochastic depth of the last block; block i gets ``rate * i / (depth - 1)``.
         window_size: tokens per window side for the blocks in ``window_block_indexes`` (0: all global).
+        window_block_indexes: blocks that attend within windows; the others attend globally.
         use_abs_pos: add the learned position embedding (truncated normal, std 0.02).
 
-    Shapes: ``(B, in_chans, img_size, img_size)`` -> logits ``(B, num_classes)``; :meth:`forward_features`
-    returns the token grid ``(B, img_size / patch, img_size / patch, embed_dim)``.
+    Shapes: ``(B, in_chans, img_size, img_size)`` -> logits ``(B, num_classes)``. The token grid is
+    ``G = img_size / patch_size`` per side; ``pos_embed`` is ``(1, G, G, embed_dim)``.
+
+    Example::
+
+        >>> model = VisionTransformer(img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=64)
+        >>> model(torch.rand(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
     """
 
     def __init__(
@@ -175,7 +190,10 @@ class VisionTransformer(nn.Module):
         super().__init__()
         if img_size % patch_size:
             raise ValueError(f"image size {img_size} is not a multiple of the patch size {patch_size}")
+        if any(not 0 <= i < depth for i in window_block_indexes):
+            raise ValueError(f"window_block_indexes {tuple(window_block_indexes)} must lie in [0, depth={depth})")
         self.img_size, self.patch_size, self.grid = img_size, patch_size, img_size // patch_size
+        self.num_classes, self.num_features = num_classes, embed_dim
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid, self.grid, embed_dim)) if use_abs_pos else None
         rates = [drop_path_rate * i / max(1, depth - 1) for i in range(depth)]
@@ -183,39 +201,35 @@ class VisionTransformer(nn.Module):
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, rates[i], window_size if i in window_block_indexes else 0)
             for i in range(depth)
         )
-        self.norm = nn.LayerNorm(embed_dim)
+        self.norm = nn.LayerNorm(embed_dim)  # after pooling (timm's ``fc_norm`` with ``global_pool="avg"``)
         self.head = nn.Linear(embed_dim, num_classes)
-        self.num_classes = num_classes
-        self._init_weights()
-
-    def _init_weights(self) -> None:
+        self.apply(_init_weights)
         if self.pos_embed is not None:
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+
+    def check_pos_embed(self, pos_embed: torch.Tensor) -> None:
+        """Raise a ``ValueError`` naming both token grids if ``pos_embed`` (from a checkpoint) does not fit."""
+        if self.pos_embed is None or pos_embed.shape == self.pos_embed.shape:
+            return
+        theirs = "x".join(map(str, pos_embed.shape[1:3])) if pos_embed.dim() == 4 else f"{tuple(pos_embed.shape)}"
+        raise ValueError(
+            f"checkpoint position embedding is for a {theirs} token grid (shape {tuple(pos_embed.shape)}), this "
+            f"model has {self.grid}x{self.grid} (image {self.img_size}, patch {self.patch_size}, shape "
+            f"{tuple(self.pos_embed.shape)}); build the model at the checkpoint's image size and patch size"
+        )
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
-        key = prefix + "pos_embed"
-        if self.pos_embed is not None and key in state_dict and state_dict[key].shape != self.pos_embed.shape:
-            theirs = tuple(state_dict[key].shape[1:3])
-            raise ValueError(
-                f"checkpoint position embedding is for a {theirs[0]}x{theirs[1]} token grid, this model has "
-                f"{self.grid}x{self.grid} (image {self.img_size}, patch {self.patch_size}); train or build it at "
-                "the checkpoint's image size"
-            )
+        if prefix + "pos_embed" in state_dict:
+            self.check_pos_embed(state_dict[prefix + "pos_embed"])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2:] != (self.img_size, self.img_size):
+        """Images ``(B, in_chans, img_size, img_size)`` -> token grid ``(B, G, G, embed_dim)``, before pooling."""
+        if x.dim() != 4 or x.shape[-2:] != (self.img_size, self.img_size):
+            got = "x".join(map(str, x.shape[-2:])) if x.dim() == 4 else "a non-(B, C, H, W) tensor"
             raise ValueError(
-                f"VisionTransformer was built for {self.img_size}x{self.img_size} images, got "
-                f"{x.shape[-2]}x{x.shape[-1]}"
+                f"VisionTransformer was built for {self.img_size}x{self.img_size} images, got {got} (input shape "
+                f"{tuple(x.shape)}); build it with img_size={x.shape[-1]} or resize the images"
             )
         x = self.patch_embed(x)
         if self.pos_embed is not None:
@@ -224,8 +238,11 @@ class VisionTransformer(nn.Module):
             x = block(x)
         return x
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.norm(x.mean(dim=(1, 2))))
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Token grid ``(B, G, G, embed_dim)`` -> mean over tokens -> LayerNorm -> logits ``(B, num_classes)``;
+        ``pre_logits=True`` returns the pooled, normalized features ``(B, embed_dim)`` instead."""
+        x = self.norm(x.mean(dim=(1, 2)))
+        return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -234,5 +251,19 @@ class VisionTransformer(nn.Module):
         return self.head
 
     def reset_classifier(self, num_classes: int) -> None:
-        self.head = nn.Linear(self.head.in_features, num_classes)
+        """A freshly initialized ``num_classes``-way head (``nn.Identity`` for 0: the model returns features)."""
         self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head.apply(_init_weights)
+
+
+def _init_weights(m: nn.Module) -> None:
+    """Truncated normal (std 0.02) Linear weights with zero biases; LayerNorm ones / zeros. The patch conv
+    keeps PyTorch's default (fan-in) init."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)

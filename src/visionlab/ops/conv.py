@@ -3,18 +3,40 @@
 Four pieces, in the order data flows through them:
 
 * :func:`conv2d_forward` / :func:`conv2d_backward` — pure tensor functions, no autograd;
-* :class:`Conv2dFunction` — a thin ``torch.autograd.Function`` that saves only the input and the weight;
+* :class:`Conv2dFunction` — a thin ``torch.autograd.Function`` that saves the weight and, only when the weight
+  needs a gradient, the input — never the unfolded buffer;
 * :func:`conv2d` — the functional form, with ``F.conv2d``'s signature;
 * :class:`CustomConv2d` — a drop-in ``nn.Conv2d`` (same constructor, parameters, initialisation, state dict).
 
-Memory. Unfolding an ``(N, C, H, W)`` input for a ``kh x kw`` kernel makes an ``(N, C*kh*kw, L)`` buffer
-(``L = Hout * Wout``), ``kh*kw`` times the input for stride 1: 1.2 GB for SimpleNet's 3x3 layer at batch 256 on
-MiniPlaces. visionlab never holds it whole: the batch is processed in chunks whose unfolded buffer fits a byte
-budget (:func:`set_unfold_budget`, 64 MiB by default), and the buffer is *not* kept between forward and
-backward. Backward keeps the input (which autograd holds anyway for the previous layer) and unfolds each chunk
-again to form the weight gradient. The trade: one extra unfold per chunk in backward (a memory-bound copy,
-cheap next to the matrix multiplies) for a peak memory that no longer grows with ``kh*kw``. 1x1 convolutions
-with stride 1 and no padding need no unfold at all and are plain matrix multiplies over channels.
+The algebra. ``unfold`` turns a ``(m, C, H, W)`` chunk into columns ``(m, C*kh*kw, L)``, one per output pixel
+(``L = Hout * Wout``). Then, per group, ``out = W @ cols``; ``grad_W = grad_out @ cols^T`` summed over the batch;
+``grad_cols = W^T @ grad_out`` and ``grad_input = fold(grad_cols)``, fold being unfold's adjoint (it sums every
+column entry back onto the input pixel it was copied from); ``grad_bias`` sums ``grad_out``.
+
+Memory. The columns are ``kh*kw / stride^2`` times the input: 0.6 GB for SimpleNet's first 3x3 layer at batch
+256 on MiniPlaces. They are never held whole: the batch is processed in chunks whose columns fit a byte budget
+(:func:`set_unfold_budget`), and they are *not* kept between forward and backward. Backward keeps the input
+(which autograd usually holds anyway, as the previous layer's output) and unfolds each chunk again for the weight
+gradient. The trade: one extra unfold per chunk in backward — a memory-bound copy costing a tenth to a fifth of
+the chunk's matrix multiplies at SimpleNet's shapes — for a peak memory of a few budgets on top of what
+``F.conv2d`` needs, independent of the batch size and of ``kh*kw``.
+
+Speed (measured on a 2-core AVX-512 CPU, see ``bench/conv.py``):
+
+* the default budget is small (8 MiB): a chunk whose columns stay in the core caches while the matrix multiply
+  reads them is faster than one huge buffer streamed through memory (and a fresh huge buffer also costs
+  page faults on every call), so *raising* the budget buys no speed on a CPU; on a GPU, where each chunk is a
+  kernel launch, a larger budget (hundreds of MiB) is the better choice;
+* unfold is one strided copy from a ``Tensor.unfold`` window view of the padded input, and fold is ``kh*kw``
+  strided in-place adds into such a view: the same maps as ``F.unfold`` / ``F.fold`` (the tests check this),
+  which are 3-10x slower on the CPU (scalar im2col/col2im loops);
+* with 16 or more input channels (and one group) the work is done channels-last: columns are rows
+  ``(m*L, kh*kw*C)`` copied in runs of C contiguous values, and the output and gradients are matrices of rows;
+  with fewer channels (the first layer) channel-first runs of ``Wout`` values are the longer ones, forward
+  writes ``W @ cols`` straight into the output and backward lays the columns out ``(C*kh*kw, m*L)``. Either
+  way each product is one large matrix multiply per chunk (per group);
+* 1x1, stride-1, unpadded convolutions need no unfold: forward and input gradient are single batched matrix
+  multiplies over channels for the whole batch.
 """
 
 from __future__ import annotations
@@ -22,25 +44,31 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 
-__all__ = ["Conv2dFunction", "CustomConv2d", "clear_workspace", "conv2d", "conv2d_backward", "conv2d_forward",
-           "get_unfold_budget", "set_unfold_budget"]  # fmt: skip
-
-_UNFOLD_BUDGET = 64 * 2**20  # bytes of unfolded input per chunk
+__all__ = ["Conv2dFunction", "CustomConv2d", "conv2d", "conv2d_backward", "conv2d_forward", "get_unfold_budget",
+           "set_unfold_budget"]  # fmt: skip
 
 Pair = tuple[int, int]
 
+_UNFOLD_BUDGET = 8 * 2**20  # bytes of unfolded columns per chunk; see the module docstring for why it is small
+
 
 def set_unfold_budget(nbytes: int) -> None:
-    """Set the most bytes an unfolded chunk may take (default 64 MiB); at least one sample is always unfolded."""
+    """Set the most bytes one chunk's unfolded columns may take (default 8 MiB).
+
+    At least one sample is always unfolded, whatever the budget. Backward holds about two such buffers at once
+    (the columns and their gradient).
+    """
     global _UNFOLD_BUDGET
-    if nbytes <= 0:
-        raise ValueError(f"unfold budget must be positive, got {nbytes}")
+    if int(nbytes) <= 0:
+        raise ValueError(f"unfold budget must be a positive number of bytes, got {nbytes}")
     _UNFOLD_BUDGET = int(nbytes)
 
 
 def get_unfold_budget() -> int:
+    """The current per-chunk budget for unfolded columns, in bytes."""
     return _UNFOLD_BUDGET
 
 
@@ -49,15 +77,16 @@ def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
-def _check(x: torch.Tensor, weight: torch.Tensor, stride: Pair, padding: Pair, dilation: Pair, groups: int) -> None:
-    """Raise errors as specific as ``F.conv2d``'s for shapes it would reject."""
-    if weight.dim() != 4:
-        raise RuntimeError(
-            f"conv2d: weight must be 4-D (out_channels, in_channels/groups, kh, kw), got {weight.dim()}-D"
-        )
+def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: Pair, padding: Pair,
+           dilation: Pair, groups: int) -> None:  # fmt: skip
+    """Raise errors as specific as ``F.conv2d``'s for the arguments it would reject."""
     if x.dim() != 4:
         raise RuntimeError(
             f"conv2d: expected 3-D (unbatched) or 4-D (batched) input, got input of size {list(x.shape)}"
+        )
+    if weight.dim() != 4:
+        raise RuntimeError(
+            f"conv2d: weight must be 4-D (out_channels, in_channels/groups, kh, kw), got size {list(weight.shape)}"
         )
     if groups <= 0:
         raise ValueError(f"conv2d: groups must be a positive integer, got {groups}")
@@ -68,6 +97,14 @@ def _check(x: torch.Tensor, weight: torch.Tensor, stride: Pair, padding: Pair, d
             f"conv2d: given groups={groups}, weight of size {list(weight.shape)}, expected input{list(x.shape)} "
             f"to have {weight.shape[1] * groups} channels, but got {x.shape[1]} channels instead"
         )
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise RuntimeError(f"conv2d: bias of size {list(bias.shape)} does not match {weight.shape[0]} output channels")
+    for t, name in ((weight, "weight"), (bias, "bias")):
+        if t is not None and (t.dtype != x.dtype or t.device != x.device):
+            raise RuntimeError(
+                f"conv2d: input ({x.dtype}, {x.device}) and {name} ({t.dtype}, {t.device}) must have the same "
+                "dtype and device"
+            )
     if min(stride) <= 0 or min(dilation) <= 0 or min(padding) < 0:
         raise ValueError(f"conv2d: stride {stride} and dilation {dilation} must be positive, padding {padding} >= 0")
     kh, kw = weight.shape[2:]
@@ -80,140 +117,97 @@ def _check(x: torch.Tensor, weight: torch.Tensor, stride: Pair, padding: Pair, d
         )
 
 
-def _is_pointwise(weight: torch.Tensor, stride: Pair, padding: Pair) -> bool:
-    return weight.shape[2:] == (1, 1) and stride == (1, 1) and padding == (0, 0)
+def _is_pointwise(kernel: Pair, stride: Pair, padding: Pair) -> bool:
+    return kernel == (1, 1) and stride == (1, 1) and padding == (0, 0)
+
+
+def _pixel_major(channels: int, groups: int, kernel: Pair, stride: Pair, padding: Pair) -> bool:
+    """Whether to work channels-last: unfold and fold then copy runs of C contiguous values (fast when a run
+    fills a cache line), where channel-first copies runs of ``Wout`` values, short on small feature maps."""
+    return groups == 1 and channels >= 16 and not _is_pointwise(kernel, stride, padding)
 
 
 def _chunk(n: int, per_sample_bytes: int) -> int:
+    """Samples per chunk: as many as fit the budget, at least one."""
     return max(1, min(n, _UNFOLD_BUDGET // max(1, per_sample_bytes)))
 
 
-def _unfold(x: torch.Tensor, weight: torch.Tensor, stride: Pair, padding: Pair, dilation: Pair, groups: int):
-    """``x`` chunk -> ``(n, groups, C/groups * kh * kw, L)`` columns (a view for 1x1 stride-1 kernels)."""
-    n = x.shape[0]
-    if _is_pointwise(weight, stride, padding):
-        return x.reshape(n, groups, x.shape[1] // groups, -1)
-    cols = F.unfold(x, weight.shape[2:], dilation=dilation, padding=padding, stride=stride)
-    return cols.view(n, groups, cols.shape[1] // groups, cols.shape[2])
+def _windows(xp: torch.Tensor, kernel: Pair, stride: Pair, dilation: Pair) -> torch.Tensor:
+    """A padded ``(m, C, Hp, Wp)`` -> the view ``(m, C, kh, kw, Hout, Wout)`` of every kernel tap's input pixel.
+
+    A view, not a copy, whatever ``xp``'s memory format: writing through it writes into ``xp`` (which is how
+    :func:`_fold` works).
+    """
+    (kh, kw), (dh, dw) = kernel, dilation
+    win = xp.unfold(2, dh * (kh - 1) + 1, stride[0]).unfold(3, dw * (kw - 1) + 1, stride[1])
+    return win[..., ::dh, ::dw].permute(0, 1, 4, 5, 2, 3)
 
 
-# ------------------------------------------------------------------------------------------------ NHWC path
-# For groups == 1 the columns are built channels-last: row r = one output pixel, holding its kh x kw x C input
-# window contiguously. Each of the kh*kw kernel taps is then one strided copy of C-long runs (fast), the
-# product is a single large GEMM over all pixels of the chunk, and its result *is* the NHWC output, so no
-# transpose is needed. The column buffer lives in a reusable workspace bounded by the budget: re-faulting a
-# fresh buffer's pages on every call costs more than the copy itself.
-_WORKSPACE: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+def _unfold(x: torch.Tensor, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair, layout: str):
+    """Chunk ``(m, C, H, W)`` -> its columns, as one strided copy, in one of three layouts:
+
+    * ``"sample"``: ``(m, C*kh*kw, L)``, exactly ``F.unfold``;
+    * ``"channel"``: ``(C*kh*kw, m*L)``, the same transposed so a chunk is one matrix;
+    * ``"pixel"``: ``(m*L, kh*kw*C)``, one row per output pixel, ordered like a channels_last weight.
+
+    For ``"pixel"`` the chunk is first padded into a channels-last copy, so the columns copy C-long runs.
+    """
+    m, c = x.shape[:2]
+    if _is_pointwise(kernel, stride, padding) and layout != "pixel":
+        cols = x.reshape(m, c, -1)  # a view for contiguous input
+        return cols.transpose(0, 1).reshape(c, -1) if layout == "channel" else cols
+    if layout == "pixel":  # pad (m, H, W, C) rows: one copy, which is channels_last seen as (m, C, Hp, Wp)
+        xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, padding[1], padding[1], padding[0], padding[0]))
+        xp = xp.contiguous().permute(0, 3, 1, 2)
+    elif padding != (0, 0):
+        xp = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+    else:
+        xp = x
+    win = _windows(xp, kernel, stride, dilation)  # (m, C, kh, kw, Ho, Wo)
+    k = c * kernel[0] * kernel[1]
+    if layout == "pixel":
+        return win.permute(0, 4, 5, 2, 3, 1).reshape(-1, k)
+    if layout == "channel":
+        return win.permute(1, 2, 3, 0, 4, 5).reshape(k, -1)
+    return win.reshape(m, k, -1)
 
 
-def _workspace(numel: int, like: torch.Tensor) -> torch.Tensor:
-    key = (like.device, like.dtype)
-    buf = _WORKSPACE.get(key)
-    if buf is None or buf.numel() < numel:
-        buf = _WORKSPACE[key] = torch.empty(numel, dtype=like.dtype, device=like.device)
-    return buf[:numel]
+def _fold(cols: torch.Tensor, size: tuple[int, int], kernel: Pair, stride: Pair, padding: Pair,
+          dilation: Pair) -> torch.Tensor:  # fmt: skip
+    """Adjoint of :func:`_unfold`: ``(m, C, kh, kw, Hout, Wout)`` (any strides) -> ``(m, C, H, W)``.
 
-
-def clear_workspace() -> None:
-    """Free the cached column workspaces (at most one budget's worth per device and dtype)."""
-    _WORKSPACE.clear()
-
-
-def _taps(kh: int, kw: int, ho: int, wo: int, stride: Pair, dilation: Pair):
-    """For each kernel tap ``(i, j)``: the slices of the padded input it reads for every output pixel."""
+    Equal to ``F.fold``: each tap's column gradients are added onto the pixels that tap read, ``kh*kw``
+    strided in-place adds into a zero-initialised padded buffer (channels_last when ``cols`` has C innermost).
+    """
+    m, c, kh, kw = cols.shape[:4]
+    h, w = size
+    fmt = torch.channels_last if cols.stride(1) == 1 and c > 1 else torch.contiguous_format
+    out = torch.empty(m, c, h + 2 * padding[0], w + 2 * padding[1], dtype=cols.dtype, device=cols.device,
+                      memory_format=fmt).zero_()  # fmt: skip
+    win = _windows(out, kernel, stride, dilation)
     for i in range(kh):
         for j in range(kw):
-            r0, c0 = i * dilation[0], j * dilation[1]
-            rows = slice(r0, r0 + (ho - 1) * stride[0] + 1, stride[0])
-            cols = slice(c0, c0 + (wo - 1) * stride[1] + 1, stride[1])
-            yield i, j, rows, cols
+            win[:, :, i, j] += cols[:, :, i, j]  # within one tap no two outputs read the same pixel
+    return out[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + w]
 
 
-def _unfold_nhwc(xp: torch.Tensor, kh: int, kw: int, ho: int, wo: int, stride: Pair, dilation: Pair) -> torch.Tensor:
-    """Padded NHWC chunk ``(m, Hp, Wp, C)`` -> columns ``(m * Ho * Wo, kh * kw * C)`` in the workspace."""
-    m, _, _, c = xp.shape
-    cols = _workspace(m * ho * wo * kh * kw * c, xp).view(m, ho, wo, kh, kw, c)
-    for i, j, rows, cs in _taps(kh, kw, ho, wo, stride, dilation):
-        cols[:, :, :, i, j, :].copy_(xp[:, rows, cs, :])
-    return cols.view(m * ho * wo, kh * kw * c)
+def _format(like: torch.Tensor) -> torch.memory_format:
+    """The memory format ``F.conv2d`` gives results for input ``like``: channels_last if ``like`` is (and is not
+    also plainly contiguous), else contiguous."""
+    if not like.is_contiguous() and like.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
-def _fold_nhwc(cols: torch.Tensor, m: int, hp: int, wp: int, c: int, kh: int, kw: int, ho: int, wo: int,
-               stride: Pair, dilation: Pair) -> torch.Tensor:  # fmt: skip
-    """Adjoint of :func:`_unfold_nhwc`: sum the column gradients back onto a padded NHWC ``(m, Hp, Wp, C)``."""
-    out = cols.new_zeros(m, hp, wp, c)
-    cols = cols.view(m, ho, wo, kh, kw, c)
-    for i, j, rows, cs in _taps(kh, kw, ho, wo, stride, dilation):
-        out[:, rows, cs, :] += cols[:, :, :, i, j, :]
-    return out
+def _follow_format(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``t`` in ``like``'s memory format (see :func:`_format`); no copy when it already is."""
+    return t.contiguous(memory_format=_format(like))
 
 
-def _nhwc(x: torch.Tensor) -> torch.Tensor:
-    """``(N, C, H, W)`` -> a contiguous ``(N, H, W, C)`` (free when ``x`` is already channels_last)."""
-    return x.permute(0, 2, 3, 1).contiguous()
-
-
-def _forward_nhwc(x, weight, bias, stride, padding, dilation, ho, wo) -> torch.Tensor:
-    n, c, h, w = x.shape
-    o, _, kh, kw = weight.shape
-    xl = _nhwc(x)
-    w_mat = weight.permute(0, 2, 3, 1).reshape(o, kh * kw * c)  # rows ordered (kh, kw, C) like the columns
-    # A base tensor (not a view: in-place ReLU on it must stay legal), channels_last in memory.
-    out = torch.empty(n, o, ho, wo, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
-    out_nhwc = out.permute(0, 2, 3, 1)
-    pointwise = _is_pointwise(weight, stride, padding)
-    step = n if pointwise else _chunk(n, ho * wo * kh * kw * c * x.element_size())
-    for start in range(0, n, step):
-        chunk = xl[start : start + step]
-        m = chunk.shape[0]
-        if pointwise:
-            cols = chunk.view(m * h * w, c)
-        else:
-            xp = F.pad(chunk, (0, 0, padding[1], padding[1], padding[0], padding[0]))
-            cols = _unfold_nhwc(xp, kh, kw, ho, wo, stride, dilation)
-        rows = out_nhwc[start : start + m].view(m * ho * wo, o)
-        if bias is None:
-            torch.mm(cols, w_mat.t(), out=rows)
-        else:
-            torch.addmm(bias, cols, w_mat.t(), out=rows)
-    return out
-
-
-def _backward_nhwc(x, weight, grad_out, stride, padding, dilation, need_input, need_weight):
-    n, c, h, w = x.shape
-    o, _, kh, kw = weight.shape
-    ho, wo = grad_out.shape[2:]
-    hp, wp = h + 2 * padding[0], w + 2 * padding[1]
-    xl = _nhwc(x) if need_weight else None
-    go = _nhwc(grad_out)
-    w_mat = weight.permute(0, 2, 3, 1).reshape(o, kh * kw * c)
-    acc_dtype = torch.float32 if x.dtype == torch.bfloat16 else x.dtype
-    grad_w = torch.zeros(o, kh * kw * c, dtype=acc_dtype, device=x.device) if need_weight else None
-    grad_x = torch.empty(n, h, w, c, dtype=x.dtype, device=x.device) if need_input else None
-    pointwise = _is_pointwise(weight, stride, padding)
-    step = n if pointwise else _chunk(n, ho * wo * kh * kw * c * x.element_size())
-    for start in range(0, n, step):
-        g = go[start : start + step]
-        m = g.shape[0]
-        g_rows = g.view(m * ho * wo, o)
-        if grad_w is not None:
-            if pointwise:
-                cols = xl[start : start + m].view(m * h * w, c)
-            else:
-                xp = F.pad(xl[start : start + m], (0, 0, padding[1], padding[1], padding[0], padding[0]))
-                cols = _unfold_nhwc(xp, kh, kw, ho, wo, stride, dilation)  # recomputed, not saved
-            grad_w.add_(torch.mm(g_rows.t(), cols))
-        if grad_x is not None:
-            if pointwise:
-                torch.mm(g_rows, w_mat, out=grad_x[start : start + m].view(m * h * w, c))
-            else:
-                cols_grad = _workspace(m * ho * wo * kh * kw * c, x).view(m * ho * wo, kh * kw * c)
-                torch.mm(g_rows, w_mat, out=cols_grad)
-                folded = _fold_nhwc(cols_grad, m, hp, wp, c, kh, kw, ho, wo, stride, dilation)
-                grad_x[start : start + m] = folded[:, padding[0] : padding[0] + h, padding[1] : padding[1] + w]
-    if grad_w is not None:
-        grad_w = grad_w.to(weight.dtype).view(o, kh, kw, c).permute(0, 3, 1, 2).contiguous()
-    return (grad_x.permute(0, 3, 1, 2) if grad_x is not None else None), grad_w
+def _accumulator(weight: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Zeros for the weight gradient, summed over chunks in float32 when the weights are bfloat16/float16."""
+    acc = torch.float32 if weight.dtype in (torch.bfloat16, torch.float16) else weight.dtype
+    return torch.zeros(shape, dtype=acc, device=weight.device)
 
 
 # ------------------------------------------------------------------------------------------------ pure ops
@@ -221,85 +215,123 @@ def conv2d_forward(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: Pair, padding: Pair, dilation: Pair,
     groups: int,
 ) -> torch.Tensor:  # fmt: skip
-    """``out[n, o] = sum_k W[o, k] * cols[n, k] (+ b[o])`` chunk by chunk; returns ``(N, O, Hout, Wout)``."""
+    """``out[n, g] = W[g] @ cols[n, g] (+ b)``, chunk by chunk; ``(N, C, H, W)`` -> ``(N, O, Hout, Wout)``."""
     n, c, h, w = x.shape
-    o, _, kh, kw = weight.shape
+    o, cg, kh, kw = weight.shape
+    kernel, g, og = (kh, kw), groups, o // groups
     ho, wo = _out_size(h, kh, stride[0], padding[0], dilation[0]), _out_size(w, kw, stride[1], padding[1], dilation[1])
-    if groups == 1:
-        return _forward_nhwc(x, weight, bias, stride, padding, dilation, ho, wo)
-    x = x.contiguous()
-    w_mat = weight.reshape(groups, o // groups, -1)  # (g, O/g, C/g*kh*kw)
-    # Allocated in its final shape so the result is not a view (in-place ReLU on it must stay legal).
-    out = torch.empty(n, o, ho, wo, dtype=x.dtype, device=x.device)
+    # `out` is a fresh base tensor in its final shape, written chunk by chunk (in-place ReLU on it stays legal).
+    if _is_pointwise(kernel, stride, padding):  # no unfold: one batched matrix multiply over channels
+        out = torch.empty(n, o, h, w, dtype=x.dtype, device=x.device)
+        res = out.view(n, g, og, h * w)
+        torch.matmul(weight.reshape(g, og, cg), x.reshape(n, g, cg, h * w), out=res)
+        if bias is not None:
+            res += bias.view(g, og, 1)
+        return _follow_format(out, x)
     step = _chunk(n, c * kh * kw * ho * wo * x.element_size())
+    if _pixel_major(c, g, kernel, stride, padding):
+        w_rows = weight.permute(0, 2, 3, 1).reshape(o, kh * kw * c)  # (O, kh*kw*C), like the columns
+        out = torch.empty(n, o, ho, wo, dtype=x.dtype, device=x.device, memory_format=_format(x))
+        for start in range(0, n, step):
+            cols = _unfold(x[start : start + step], kernel, stride, padding, dilation, "pixel")
+            res = torch.mm(cols, w_rows.t()) if bias is None else torch.addmm(bias, cols, w_rows.t())
+            out[start : start + step] = res.view(-1, ho, wo, o).permute(0, 3, 1, 2)  # rows -> out's format
+        return out
+    w_mat = weight.reshape(g, og, cg * kh * kw)
+    out = torch.empty(n, o, ho, wo, dtype=x.dtype, device=x.device)
     for start in range(0, n, step):
-        cols = _unfold(x[start : start + step], weight, stride, padding, dilation, groups)
-        res = out[start : start + step].view(cols.shape[0], groups, o // groups, ho * wo)
+        chunk = x[start : start + step]
+        m = chunk.shape[0]
+        cols = _unfold(chunk, kernel, stride, padding, dilation, "sample").view(m, g, -1, ho * wo)
+        res = out[start : start + m].view(m, g, og, ho * wo)
         torch.matmul(w_mat, cols, out=res)
-    if bias is not None:
-        out += bias.view(1, o, 1, 1)
-    return out
+        if bias is not None:
+            res += bias.view(g, og, 1)
+    return _follow_format(out, x)
 
 
 def conv2d_backward(
-    x: torch.Tensor, weight: torch.Tensor, grad_out: torch.Tensor, stride: Pair, padding: Pair, dilation: Pair,
-    groups: int, need_input: bool, need_weight: bool,
+    x: torch.Tensor | None, weight: torch.Tensor, grad_out: torch.Tensor, stride: Pair, padding: Pair,
+    dilation: Pair, groups: int, need_input: bool, need_weight: bool, input_shape: torch.Size | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # fmt: skip
-    """Gradients of :func:`conv2d_forward` w.r.t. the input (``W^T @ grad`` then ``fold``) and the weight
-    (``grad @ cols^T`` summed over the batch, with ``cols`` recomputed per chunk). Only the requested ones are
-    computed."""
-    if groups == 1:
-        return _backward_nhwc(x, weight, grad_out, stride, padding, dilation, need_input, need_weight)
-    n, c, h, w = x.shape
-    o, _, kh, kw = weight.shape
+    """Gradients of :func:`conv2d_forward` w.r.t. the input (``W^T @ grad`` then fold) and the weight
+    (``grad @ cols^T`` summed over the batch, ``cols`` unfolded again per chunk). Only the requested ones are
+    computed; ``x`` may be None when the weight gradient is not (then ``input_shape`` gives its shape and the
+    input gradient follows ``grad_out``'s memory format)."""
+    n, c, h, w = x.shape if x is not None else input_shape
+    o, cg, kh, kw = weight.shape
+    kernel, g, og, kg = (kh, kw), groups, o // groups, cg * kh * kw
     ho, wo = grad_out.shape[2:]
-    g, og = groups, o // groups
-    x = x.contiguous()
-    go = grad_out.contiguous().view(n, g, og, ho * wo)
-    w_mat = weight.reshape(g, og, -1)
-    grad_x = torch.empty_like(x) if need_input else None
-    grad_w = torch.zeros(g, og, w_mat.shape[2], dtype=torch.float32 if x.dtype == torch.bfloat16 else x.dtype,
-                         device=x.device) if need_weight else None  # fmt: skip
-    pointwise = _is_pointwise(weight, stride, padding)
-    step = _chunk(n, c * kh * kw * ho * wo * x.element_size())
-    for start in range(0, n, step):
-        go_chunk = go[start : start + step]
-        m = go_chunk.shape[0]
+    like = x if x is not None else grad_out  # the memory format the input gradient follows
+    step = _chunk(n, c * kh * kw * ho * wo * like.element_size())  # the same chunks as forward
+    grad_x = grad_w = None
+    if _pixel_major(c, g, kernel, stride, padding):
+        w_rows = weight.permute(0, 2, 3, 1).reshape(o, kh * kw * c)
+        grad_w = _accumulator(weight, (o, kh * kw * c)) if need_weight else None
+        if need_input:
+            grad_x = torch.empty(n, c, h, w, dtype=like.dtype, device=like.device, memory_format=_format(like))
+        for start in range(0, n, step):
+            g_rows = grad_out[start : start + step].permute(0, 2, 3, 1).reshape(-1, o)  # (m*L, O)
+            m = g_rows.shape[0] // (ho * wo)
+            if need_weight:  # columns recomputed per chunk, never kept
+                grad_w += g_rows.t() @ _unfold(x[start : start + m], kernel, stride, padding, dilation, "pixel")
+            if need_input:
+                grad_cols = (g_rows @ w_rows).view(m, ho, wo, kh, kw, c).permute(0, 5, 3, 4, 1, 2)
+                grad_x[start : start + m] = _fold(grad_cols, (h, w), kernel, stride, padding, dilation)
         if grad_w is not None:
-            cols = _unfold(x[start : start + step], weight, stride, padding, dilation, groups)
-            # sum_m (O/g, L) @ (L, K) == one (O/g, m*L) @ (m*L, K) GEMM per group: a big, fast GEMM at the
-            # cost of one copy of the chunk's columns (still within 2x the budget).
-            lhs = go_chunk.permute(1, 2, 0, 3).reshape(g, og, m * ho * wo)
-            rhs = cols.permute(1, 0, 3, 2).reshape(g, m * ho * wo, -1)
-            grad_w += torch.matmul(lhs, rhs).to(grad_w.dtype)
-        if grad_x is not None:
-            cols_grad = torch.matmul(w_mat.transpose(1, 2), go_chunk)  # (m, g, C/g*kh*kw, L)
-            if pointwise:
-                grad_x[start : start + step] = cols_grad.view(m, c, h, w)
-            else:
-                grad_x[start : start + step] = F.fold(
-                    cols_grad.view(m, -1, ho * wo), (h, w), (kh, kw), dilation=dilation, padding=padding, stride=stride
-                )
-    return grad_x, (grad_w.view_as(weight).to(weight.dtype) if grad_w is not None else None)
+            grad_w = grad_w.view(o, kh, kw, c).permute(0, 3, 1, 2)
+    else:
+        go = grad_out.contiguous().view(n, g, og, ho * wo)
+        w_mat = weight.reshape(g, og, kg)
+        if need_input and _is_pointwise(kernel, stride, padding):  # fold is the identity: one batched matmul
+            grad_x = torch.matmul(w_mat.transpose(1, 2), go).view(n, c, h, w)
+            need_input = False
+        elif need_input:
+            grad_x = torch.empty(n, c, h, w, dtype=like.dtype, device=like.device)
+        grad_w = _accumulator(weight, (g, og, kg)) if need_weight else None
+        for start in range(0, n, step) if need_input or need_weight else ():
+            m = min(step, n - start)
+            # The chunk's grad_out channel-major, (g, O/g, m*L): each product below is one matrix multiply.
+            g_rows = go[start : start + m].permute(1, 2, 0, 3).reshape(g, og, m * ho * wo)
+            if need_weight:  # columns recomputed per chunk, never kept
+                cols = _unfold(x[start : start + m], kernel, stride, padding, dilation, "channel")
+                grad_w += torch.bmm(g_rows, cols.view(g, kg, -1).transpose(1, 2))
+            if need_input:
+                grad_cols = torch.bmm(w_mat.transpose(1, 2), g_rows).view(c, kh, kw, m, ho, wo)
+                grad_x[start : start + m] = _fold(grad_cols.permute(3, 0, 1, 2, 4, 5), (h, w), kernel, stride,
+                                                  padding, dilation)  # fmt: skip
+    if grad_x is not None:
+        grad_x = _follow_format(grad_x, like)
+    if grad_w is not None:
+        grad_w = grad_w.to(weight.dtype).reshape(o, cg, kh, kw).contiguous()
+    return grad_x, grad_w
 
 
 # ------------------------------------------------------------------------------------------------ autograd
 class Conv2dFunction(torch.autograd.Function):
-    """Autograd wrapper: saves the input and weight only (never the unfolded buffer)."""
+    """Autograd wrapper: saves the input (only if the weight needs a gradient) and the weight, never the
+    unfolded buffer. Not twice differentiable."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups):  # type: ignore[override]
-        ctx.save_for_backward(x, weight)
+        # The input only for the weight gradient; the weight (a parameter, alive anyway) for shapes and W^T.
+        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, weight)
         ctx.conf = (stride, padding, dilation, groups)
+        ctx.input_shape = x.shape
         ctx.has_bias = bias is not None
         return conv2d_forward(x, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):  # type: ignore[override]
         x, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_x, grad_w = conv2d_backward(x, weight, grad_out, *ctx.conf, need_input=need_x, need_weight=need_w)
-        grad_b = grad_out.sum(dim=(0, 2, 3)) if need_b and ctx.has_bias else None
+        grad_x = grad_w = grad_b = None
+        if need_x or need_w:
+            grad_x, grad_w = conv2d_backward(x, weight, grad_out, *ctx.conf, need_input=need_x,
+                                             need_weight=need_w, input_shape=ctx.input_shape)  # fmt: skip
+        if need_b and ctx.has_bias:
+            grad_b = grad_out.sum(dim=(0, 2, 3))
         return grad_x, grad_w, grad_b, None, None, None, None
 
 
@@ -322,6 +354,11 @@ def conv2d(
         groups: split input and output channels into this many independent convolutions.
 
     Returns ``(N, O, Hout, Wout)`` with ``Hout = (H + 2 p - d (kh - 1) - 1) // s + 1``.
+
+    Example::
+
+        >>> conv2d(torch.randn(2, 3, 12, 12), torch.randn(64, 3, 7, 7), stride=2, padding=3).shape
+        torch.Size([2, 64, 6, 6])
     """
     stride, dilation = _pair(stride), _pair(dilation)
     unbatched = x.dim() == 3
@@ -333,8 +370,8 @@ def conv2d(
         elif padding == "same":
             if stride != (1, 1):
                 raise ValueError("conv2d: padding='same' is not supported for strided convolutions")
-            total = [dilation[i] * (weight.shape[2 + i] - 1) for i in range(2)]
-            if total[0] % 2 or total[1] % 2:  # asymmetric: pad the extra pixel on the bottom/right, as PyTorch
+            total = [dilation[i] * (weight.shape[2 + i] - 1) for i in range(2)] if weight.dim() == 4 else [0, 0]
+            if total[0] % 2 or total[1] % 2:  # asymmetric: the extra pixel goes bottom/right, as in PyTorch
                 x = F.pad(x, (total[1] // 2, total[1] - total[1] // 2, total[0] // 2, total[0] - total[0] // 2))
                 padding = (0, 0)
             else:
@@ -342,7 +379,7 @@ def conv2d(
         else:
             raise ValueError(f"conv2d: invalid padding string {padding!r}, should be one of 'valid', 'same'")
     padding = _pair(padding)
-    _check(x, weight, stride, padding, dilation, groups)
+    _check(x, weight, bias, stride, padding, dilation, groups)
     out = Conv2dFunction.apply(x, weight, bias, stride, padding, dilation, groups)
     return out.squeeze(0) if unbatched else out
 
@@ -352,6 +389,12 @@ class CustomConv2d(nn.Conv2d):
 
     Same constructor, parameter names and initialisation as ``nn.Conv2d``; state dicts load both ways.
     Non-zero ``padding_mode``s pad explicitly first, exactly as ``nn.Conv2d`` does.
+
+    Example::
+
+        >>> conv = CustomConv2d(3, 64, kernel_size=7, stride=2, padding=3)
+        >>> conv(torch.randn(2, 3, 12, 12)).shape
+        torch.Size([2, 64, 6, 6])
     """
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -1,0 +1,184 @@
+"""Transforms: the inscribed rectangle by hand, the recipes' shapes, ranges and determinism, and the eval recipe
+against torchvision's functional ops."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as TF
+
+from visionlab.data.transforms import (
+    RandomChannelScale,
+    RandomRotateCrop,
+    eval_transform,
+    inscribed_rect,
+    to_float_transform,
+    train_transform,
+)
+
+
+def random_pil(width: int, height: int, seed: int = 0, mode: str = "RGB") -> Image.Image:
+    shape = (height, width, 3) if mode == "RGB" else (height, width)
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8), mode=mode)
+
+
+# --------------------------------------------------------------------------------------------- inscribed_rect
+@pytest.mark.parametrize(
+    ("w", "h", "degrees", "expected"),
+    [
+        (40, 30, 0, (40, 30)),
+        (30, 40, 0, (30, 40)),
+        (40, 30, 180, (40, 30)),
+        (10, 10, 45, (10 / math.sqrt(2), 10 / math.sqrt(2))),
+        (10, 10, -45, (10 / math.sqrt(2), 10 / math.sqrt(2))),
+        (10, 10, 135, (10 / math.sqrt(2), 10 / math.sqrt(2))),
+        # square at 30 deg: all four corners touch, side = s / (cos a + sin a) = 20 / (sqrt(3) + 1)
+        (10, 10, 30, (20 / (math.sqrt(3) + 1), 20 / (math.sqrt(3) + 1))),
+        # long thin 100x10 at 30 deg (half-constrained): height 10 spans 5/sin, 5/cos of the crop
+        (100, 10, 30, (5 / 0.5, 5 / math.cos(math.radians(30)))),
+        (10, 100, 30, (5 / math.cos(math.radians(30)), 5 / 0.5)),
+        (0, 10, 10, (0, 0)),
+    ],
+)
+def test_inscribed_rect_by_hand(w: float, h: float, degrees: float, expected: tuple[float, float]) -> None:
+    assert inscribed_rect(w, h, math.radians(degrees)) == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize(("w", "h", "degrees"), [(144, 192, 15), (192, 144, -10), (180, 144, 7.3), (100, 10, 30)])
+def test_inscribed_rect_fits_and_touches(w: float, h: float, degrees: float) -> None:
+    """Every corner of the crop, expressed in the rotated image's own frame, lies inside the image, and at least
+    one touches its border (so the crop is not needlessly small)."""
+    a = math.radians(degrees)
+    cw, ch = inscribed_rect(w, h, a)
+    assert cw > 0 and ch > 0
+    worst = 0.0
+    for sx in (-1, 1):
+        for sy in (-1, 1):
+            x, y = sx * cw / 2, sy * ch / 2
+            u, v = x * math.cos(a) + y * math.sin(a), -x * math.sin(a) + y * math.cos(a)
+            worst = max(worst, abs(u) / (w / 2), abs(v) / (h / 2))
+    assert worst == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("angle", [15.0, -15.0, 7.3])
+def test_rotate_crop_has_no_padding(angle: float) -> None:
+    white = tv_tensors.Image(torch.full((3, 80, 100), 255, dtype=torch.uint8))
+    out = RandomRotateCrop(15.0).transform(white, {"angle": angle})
+    cw, ch = inscribed_rect(100, 80, math.radians(angle))
+    assert out.shape == (3, int(ch), int(cw))
+    assert int(out.min()) > 127  # no pixel is mostly black fill (only bilinear blending at the very edge)
+
+
+# --------------------------------------------------------------------------------------------- recipes
+@pytest.mark.parametrize("size", [(200, 150), (150, 200), (20, 16)])
+def test_miniplaces_train_recipe_shape_range_and_seeding(size: tuple[int, int]) -> None:
+    image = random_pil(*size)
+    train = train_transform("miniplaces", 128)
+    torch.manual_seed(5)
+    a = train(image)
+    assert a.dtype == torch.float32 and a.shape == (3, 128, 128)
+    assert a.min() >= 0.0 and a.max() <= 1.0
+    torch.manual_seed(5)
+    assert torch.equal(a, train(image))
+    torch.manual_seed(6)
+    assert not torch.equal(a, train(image))
+
+
+def test_miniplaces_train_recipe_other_size_and_grayscale_input() -> None:
+    torch.manual_seed(0)
+    assert train_transform("miniplaces", 64)(random_pil(90, 70)).shape == (3, 64, 64)
+    assert train_transform("miniplaces", 128)(random_pil(90, 70, mode="L")).shape == (3, 128, 128)
+
+
+@pytest.mark.parametrize(
+    ("size", "image_size"), [((200, 150), 128), ((150, 200), 128), ((20, 16), 128), ((90, 70), 64)]
+)
+def test_eval_recipe_is_resize_then_center_crop(size: tuple[int, int], image_size: int) -> None:
+    image = random_pil(*size)
+    resized = TF.resize(TF.pil_to_tensor(image), [image_size * 9 // 8], antialias=True)  # shorter side -> 144
+    assert min(resized.shape[-2:]) == image_size * 9 // 8
+    expected = TF.center_crop(resized, [image_size, image_size]).float() / 255
+    out = eval_transform("miniplaces", image_size)(image)
+    assert out.dtype == torch.float32 and out.shape == (3, image_size, image_size)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+    assert torch.equal(out, eval_transform("miniplaces", image_size)(image))
+
+
+def test_eval_recipe_channels() -> None:
+    assert eval_transform("miniplaces", 128)(random_pil(30, 20, mode="L")).shape == (3, 128, 128)
+    gray = eval_transform("small", 28, in_channels=1)(random_pil(50, 40))
+    assert gray.shape == (1, 28, 28) and gray.dtype == torch.float32
+    same = torch.arange(28 * 28, dtype=torch.uint8).reshape(1, 28, 28)
+    out = eval_transform("flip", 28, in_channels=1)(same)  # already 28x28: pixels pass through
+    torch.testing.assert_close(out.as_subclass(torch.Tensor), same.float() / 255, atol=1e-7, rtol=0)
+
+
+def test_small_recipe_is_a_padded_shift_and_maybe_a_flip() -> None:
+    x = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    padded = F.pad(x, (2, 2, 2, 2))  # 32 // 14 = 2 pixels of zero padding
+    for seed in range(6):
+        torch.manual_seed(seed)
+        out = train_transform("small", 32)(x)
+        assert out.dtype == torch.float32 and out.shape == (3, 32, 32)
+        pixels = (out * 255).round().to(torch.uint8)
+        candidates = [
+            crop.flip(-1) if flip else crop
+            for dy in range(5)
+            for dx in range(5)
+            for crop in [padded[:, dy : dy + 32, dx : dx + 32]]
+            for flip in (False, True)
+        ]
+        assert any(torch.equal(pixels, c) for c in candidates)
+
+
+def test_flip_recipe_and_to_float() -> None:
+    x = torch.randint(0, 256, (1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    seen = set()
+    for seed in range(8):
+        torch.manual_seed(seed)
+        out = (train_transform("flip", 28)(x) * 255).round().to(torch.uint8)
+        assert torch.equal(out, x) or torch.equal(out, x.flip(-1))
+        seen.add(torch.equal(out, x))
+    assert seen == {True, False}
+    torch.testing.assert_close(to_float_transform()(x), x.float() / 255, atol=1e-7, rtol=0)
+
+
+def test_unknown_recipe() -> None:
+    with pytest.raises(ValueError, match="unknown transform recipe 'huge'"):
+        train_transform("huge", 32)
+    with pytest.raises(ValueError, match="unknown transform recipe 'huge'"):
+        eval_transform("huge", 32)
+
+
+# --------------------------------------------------------------------------------------------- channel scale
+def test_channel_scale_factor_per_channel_within_15_percent() -> None:
+    x = torch.rand(3, 6, 5, generator=torch.Generator().manual_seed(0)) * 0.8  # no clamping below 0.8 * 1.15
+    before = x.clone()
+    torch.manual_seed(0)
+    y = RandomChannelScale(0.15)(x)
+    assert torch.equal(x, before)  # input untouched
+    factors = y / x
+    for c in range(3):
+        torch.testing.assert_close(factors[c], factors[c, 0, 0].expand(6, 5))  # one factor per channel
+    per_channel = factors[:, 0, 0]
+    assert ((per_channel >= 0.85) & (per_channel <= 1.15)).all()
+    assert len(set(per_channel.tolist())) == 3
+
+
+def test_channel_scale_keeps_range() -> None:
+    x = torch.tensor([0.0, 0.5, 0.95, 1.0]).repeat(3, 4, 1)
+    for seed in range(10):
+        torch.manual_seed(seed)
+        y = RandomChannelScale(0.15)(x)
+        assert y.min() >= 0.0 and y.max() <= 1.0 and (y[..., 0] == 0).all()
+
+
+def test_channel_scale_rejects_uint8() -> None:
+    with pytest.raises(TypeError, match="float pixels"):
+        RandomChannelScale(0.15)(torch.zeros(3, 2, 2, dtype=torch.uint8))
