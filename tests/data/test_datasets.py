@@ -524,3 +524,24 @@ def test_parse_spec_unknown_directory(tmp_path: Path, spec: str) -> None:
 def test_parse_spec_unrecognised_layout(tmp_path: Path) -> None:
     (tmp_path / "train").mkdir()  # no val/: not an ImageFolder tree
     error_of(lambda: parse_spec(str(tmp_path)), f"{tmp_path}: cannot tell the dataset format")
+
+
+def test_reader_edge_cases_name_the_file(tmp_path: Path) -> None:
+    """Empty CIFAR batch, IDX of the wrong rank, hidden folders in an ImageFolder tree."""
+    from ..conftest import make_fashion_mnist
+
+    root = make_fashion_mnist(tmp_path / "fm", n_train=4, n_test=2)
+    write_idx(root / "t10k-images-idx3-ubyte.gz", np.zeros((2, 28 * 28), dtype=np.uint8))
+    with pytest.raises(DatasetError, match=r"t10k-images-idx3-ubyte\.gz: IDX array has 2 dimensions, expected 3"):
+        load_dataset(str(root))
+    cifar = tmp_path / "c"
+    cifar.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (cifar / name).write_bytes(pickle.dumps({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}))
+    with pytest.raises(DatasetError, match=r"data_batch_1: the batch is empty"):
+        load_dataset(f"cifar10:{cifar}")
+    for split in ("train", "val"):
+        for cls in ("cat", ".ipynb_checkpoints"):
+            (tmp_path / "f" / split / cls).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(tmp_path / "f" / split / cls / "0.png")
+    assert load_dataset(f"folder:{tmp_path / 'f'}").class_names == ["cat"]

@@ -227,6 +227,8 @@ def read_cifar10(root: str | Path) -> tuple[tuple[torch.Tensor, torch.Tensor], t
             data, labels = batch.get(b"data"), batch.get(b"labels")
             if data is None or labels is None or len(data) != len(labels) or np.asarray(data).shape[1:] != (3072,):
                 raise DatasetError(f"{root / name}: expected b'data' (N, 3072) uint8 and N b'labels'")
+            if len(labels) == 0:
+                raise DatasetError(f"{root / name}: the batch is empty")
             if min(labels) < 0 or max(labels) >= 10:
                 raise DatasetError(f"{root / name}: label outside [0, 10)")
             xs.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))
@@ -284,14 +286,20 @@ def parse_spec(spec: str) -> tuple[str, str]:
     )
 
 
+def _idx(path: Path, ndim: int) -> torch.Tensor:
+    array = read_idx(path)
+    if array.dim() != ndim:
+        raise DatasetError(f"{path}: IDX array has {array.dim()} dimensions, expected {ndim}")
+    return array
+
+
 def _fashion_mnist(path: str, data_root: Path | None) -> DataBundle:
     directory = Path(path) if path else fashion_mnist_dir(data_root)
     if not path:
         directory = fetch_fashion_mnist(data_root)
-    x_train = read_idx(directory / "train-images-idx3-ubyte.gz").unsqueeze(1)
-    y_train = read_idx(directory / "train-labels-idx1-ubyte.gz")
-    x_test = read_idx(directory / "t10k-images-idx3-ubyte.gz").unsqueeze(1)
-    y_test = read_idx(directory / "t10k-labels-idx1-ubyte.gz")
+    x_train, y_train = _idx(directory / "train-images-idx3-ubyte.gz", 3), _idx(directory / "train-labels-idx1-ubyte.gz", 1)
+    x_test, y_test = _idx(directory / "t10k-images-idx3-ubyte.gz", 3), _idx(directory / "t10k-labels-idx1-ubyte.gz", 1)
+    x_train, x_test = x_train.unsqueeze(1), x_test.unsqueeze(1)
     for x, y, name in ((x_train, y_train, "train"), (x_test, y_test, "t10k")):
         if len(x) != len(y):
             raise DatasetError(
@@ -383,7 +391,7 @@ def _folder(path: str, image_size: int, check_images: bool) -> DataBundle:
         directory = root / split
         if not directory.is_dir():
             raise DatasetError(f"{directory}: missing (ImageFolder layout needs train/ and val/ class folders)")
-        found = sorted(d.name for d in directory.iterdir() if d.is_dir())
+        found = sorted(d.name for d in directory.iterdir() if d.is_dir() and not d.name.startswith("."))
         if not found:
             raise DatasetError(f"{directory}: no class folders")
         if classes is None:
