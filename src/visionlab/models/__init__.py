@@ -39,7 +39,7 @@ def _simplenet(num_classes: int, in_channels: int, image_size: int, conv_layer: 
 _VIT_CONFIGS: dict[int, dict] = {
     128: dict(patch_size=16, embed_dim=192, depth=4, num_heads=4, window_size=4, window_block_indexes=(0, 2)),
     32: dict(patch_size=4, embed_dim=192, depth=4, num_heads=4, window_size=4, window_block_indexes=(0, 2)),
-    28: dict(patch_size=4, embed_dim=128, depth=6, num_heads=4, mlp_ratio=2.0, window_size=4,
+    28: dict(patch_size=4, stem_channels=32, embed_dim=128, depth=6, num_heads=4, mlp_ratio=2.0, window_size=4,
              window_block_indexes=(0, 2, 4), drop_path_rate=0.05),
 }  # fmt: skip
 

@@ -56,11 +56,30 @@ def window_unpartition(
 
 
 class PatchEmbed(nn.Module):
-    """Non-overlapping ``patch x patch`` patches linearly embedded: ``(B, C, H, W)`` -> ``(B, H/p, W/p, dim)``."""
+    """Patches embedded by convolution: ``(B, C, H, W)`` -> token grid ``(B, H/p, W/p, dim)``.
 
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+    ``stem_channels=0`` (default): the classic ViT patch embedding, one ``p x p`` conv of stride ``p``
+    (non-overlapping patches, a linear map of each). ``stem_channels=c > 0``: a convolutional stem ("early
+    convolutions", Xiao et al., 2021) for a patch size ``p = 2^n``: ``n`` 3x3 convs of stride 2 with batch norm
+    and ReLU, widths ``c, 2c, 4c, ...``, then a 1x1 conv to ``dim``. Same token grid, but each token sees
+    overlapping, non-linearly mixed pixels -- a locality prior that ViTs otherwise have to learn from data.
+    """
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, stem_channels: int = 0) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        if stem_channels <= 0:
+            self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+            return
+        if patch_size < 2 or patch_size & (patch_size - 1):
+            raise ValueError(f"a convolutional stem needs a patch size that is a power of 2 >= 2, got {patch_size}")
+        layers: list[nn.Module] = []
+        for i in range(patch_size.bit_length() - 1):
+            width = stem_channels << i
+            layers += [nn.Conv2d(in_chans, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width)]
+            layers.append(nn.ReLU(inplace=True))
+            in_chans = width
+        layers.append(nn.Conv2d(in_chans, embed_dim, kernel_size=1))
+        self.proj = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # One copy here: a permuted (NCHW-strided) grid would otherwise propagate through every residual add,
@@ -154,6 +173,8 @@ class VisionTransformer(nn.Module):
     Args:
         img_size: input side in pixels; must be a multiple of ``patch_size``.
         patch_size: side of the square patches (16 -> 8x8 tokens at 128 px).
+        stem_channels: 0 = one strided conv per patch (classic); ``c > 0`` = a convolutional stem of width
+            ``c`` on the same token grid (see :class:`PatchEmbed`).
         in_chans, num_classes: input channels and classifier outputs.
         embed_dim, depth, num_heads, mlp_ratio, qkv_bias: transformer width, blocks, heads, MLP expansion.
         drop_path_rate: stochastic depth of the last block; block i gets ``rate * i / (depth - 1)``.
@@ -186,6 +207,7 @@ class VisionTransformer(nn.Module):
         window_size: int = 4,
         window_block_indexes: Sequence[int] = (0, 2),
         use_abs_pos: bool = True,
+        stem_channels: int = 0,
     ) -> None:
         super().__init__()
         if img_size % patch_size:
@@ -194,7 +216,7 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"window_block_indexes {tuple(window_block_indexes)} must lie in [0, depth={depth})")
         self.img_size, self.patch_size, self.grid = img_size, patch_size, img_size // patch_size
         self.num_classes, self.num_features = num_classes, embed_dim
-        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, stem_channels)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid, self.grid, embed_dim)) if use_abs_pos else None
         rates = [drop_path_rate * i / max(1, depth - 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
