@@ -29,7 +29,7 @@ from visionlab.engine.checkpoint import capture_rng, load_checkpoint, restore_rn
 from visionlab.engine.config import TrainConfig
 from visionlab.engine.metrics import MetricsLog, RunningStats
 from visionlab.engine.schedule import WarmupCosine
-from visionlab.models import build_model
+from visionlab.models import architecture_kwargs, build_model
 
 __all__ = [
     "ClassificationTask",
@@ -193,9 +193,12 @@ class Trainer:
                     f"but {cfg.data} has {b.num_classes}"
                 )
         else:
+            # The whole architecture (registered per-size defaults included), so later edits of the defaults
+            # cannot change what this checkpoint rebuilds.
             self.model_args = dict(
                 name=cfg.model, num_classes=b.num_classes, in_channels=b.in_channels, image_size=b.image_size,
-                mean=list(b.mean), std=list(b.std), conv=cfg.conv, **cfg.model_kwargs,
+                mean=list(b.mean), std=list(b.std), conv=cfg.conv,
+                **architecture_kwargs(cfg.model, b.image_size, **cfg.model_kwargs),
             )  # fmt: skip
         args = dict(self.model_args)
         self.model = build_model(args.pop("name"), **args)

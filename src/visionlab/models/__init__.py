@@ -6,6 +6,7 @@ from visionlab.models.normalize import Normalize
 from visionlab.models.registry import (
     CONV_TYPES,
     ImageClassifier,
+    architecture_kwargs,
     build_model,
     list_models,
     register_model,
@@ -20,6 +21,7 @@ __all__ = [
     "Normalize",
     "SimpleNet",
     "VisionTransformer",
+    "architecture_kwargs",
     "build_model",
     "list_models",
     "register_model",
@@ -44,9 +46,12 @@ _VIT_CONFIGS: dict[int, dict] = {
 }  # fmt: skip
 
 
-@register_model("vit")
+def _vit_defaults(image_size: int) -> dict:
+    return dict(_VIT_CONFIGS.get(image_size, _VIT_CONFIGS[128]))
+
+
+@register_model("vit", defaults=_vit_defaults)
 def _vit(num_classes: int, in_channels: int, image_size: int, **kwargs) -> nn.Module:
     """Vision Transformer (patch embedding, window + global attention, absolute position embedding)."""
-    config = dict(_VIT_CONFIGS.get(image_size, _VIT_CONFIGS[128]))
-    config.update(kwargs)
+    config = {**_vit_defaults(image_size), **kwargs}
     return VisionTransformer(img_size=image_size, in_chans=in_channels, num_classes=num_classes, **config)

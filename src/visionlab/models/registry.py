@@ -15,7 +15,15 @@ from torch import nn
 
 from visionlab.models.normalize import Normalize
 
-__all__ = ["CONV_TYPES", "ImageClassifier", "build_model", "list_models", "register_model", "resolve_conv"]
+__all__ = [
+    "CONV_TYPES",
+    "ImageClassifier",
+    "architecture_kwargs",
+    "build_model",
+    "list_models",
+    "register_model",
+    "resolve_conv",
+]
 
 CONV_TYPES = ("native", "custom")
 
@@ -25,23 +33,28 @@ class _Entry:
     builder: Callable[..., nn.Module]
     takes_conv: bool
     summary: str
+    defaults: Callable[[int], dict[str, Any]] | None
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
-def register_model(name: str, *, takes_conv: bool = False) -> Callable[[Callable[..., nn.Module]], Callable]:
+def register_model(
+    name: str, *, takes_conv: bool = False, defaults: Callable[[int], dict[str, Any]] | None = None
+) -> Callable[[Callable[..., nn.Module]], Callable]:
     """Register ``builder(num_classes, in_channels, image_size, [conv_layer,] **kwargs) -> nn.Module``.
 
     ``takes_conv`` says whether the builder accepts ``conv_layer`` (an ``nn.Conv2d``-compatible constructor),
-    so ``--use-custom-conv`` can swap every convolution of the network.
+    so ``--use-custom-conv`` can swap every convolution of the network. ``defaults(image_size)`` returns the
+    architecture options the builder uses at that size when none are given (e.g. the ViT's per-size
+    configurations); :func:`architecture_kwargs` spells them out so a checkpoint stores the whole architecture.
     """
 
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         doc = (builder.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = _Entry(builder, takes_conv, doc[0] if doc else "")
+        _REGISTRY[name] = _Entry(builder, takes_conv, doc[0] if doc else "", defaults)
         return builder
 
     return decorate
@@ -50,6 +63,19 @@ def register_model(name: str, *, takes_conv: bool = False) -> Callable[[Callable
 def list_models() -> dict[str, str]:
     """Registered model names with a one-line summary each."""
     return {name: entry.summary for name, entry in sorted(_REGISTRY.items())}
+
+
+def architecture_kwargs(name: str, image_size: int, **overrides: Any) -> dict[str, Any]:
+    """The architecture options ``name`` is built with at ``image_size``: its registered defaults for that size
+    updated by ``overrides``. Storing these (not just the overrides) in a checkpoint keeps it loadable when a
+    default configuration is edited later."""
+    return {**_entry(name).defaults(image_size), **overrides} if _entry(name).defaults else dict(overrides)
+
+
+def _entry(name: str) -> _Entry:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
 
 
 def resolve_conv(conv: str) -> Callable[..., nn.Module]:
@@ -99,9 +125,7 @@ def build_model(
         conv: ``"native"`` or ``"custom"``; only for models registered with ``takes_conv``.
         **kwargs: architecture options of the model.
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    entry = _REGISTRY[name]
+    entry = _entry(name)
     if conv not in CONV_TYPES:
         raise ValueError(f"conv must be one of {CONV_TYPES}, got {conv!r}")
     if entry.takes_conv:
