@@ -58,22 +58,12 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[
 
 
 def _lr_curve(records: list[dict], epochs: list[dict]) -> tuple[list[float], list[float]]:
-    """Learning rate against fractional epoch from the step records: a step record ``s`` of epoch ``e`` sits at
-    ``1 + e + (s - first) / (last - first)``, where ``first``/``last`` are the global steps at the end of the
-    previous epoch and of epoch ``e``; epoch ``e``'s own record sits at ``e + 1``, like the other panels. Falls
-    back to the epoch records alone when there are no step records (or the steps cannot be placed)."""
-    bounds: dict[int, tuple[int, int]] = {}
-    previous = 0
-    for r in epochs:
-        if "step" not in r:
-            return [r["epoch"] + 1 for r in epochs], [r["lr"] for r in epochs]
-        bounds[r["epoch"]] = (previous, r["step"])
-        previous = r["step"]
-    points = [(r["epoch"] + 1.0, r["lr"]) for r in epochs]
-    for r in records:
-        if r.get("type") == "step" and r.get("epoch") in bounds:
-            first, last = bounds[r["epoch"]]
-            if last > first:
-                points.append((r["epoch"] + (r["step"] - first) / (last - first), r["lr"]))
-    points.sort()
-    return [p[0] for p in points], [p[1] for p in points]
+    """Learning rate against fractional epoch. The trainer counts global steps from ``epoch * steps_per_epoch``
+    (also after ``--start-epoch`` or a resume), so a record at global step ``s`` sits at ``s / steps_per_epoch``
+    and epoch ``e``'s own record at ``e + 1``, like the other panels. Without step counts (older runs) the epoch
+    records alone are drawn."""
+    if any("step" not in r for r in epochs):
+        return [r["epoch"] + 1 for r in epochs], [r["lr"] for r in epochs]
+    steps_per_epoch = epochs[-1]["step"] / (epochs[-1]["epoch"] + 1)
+    points = sorted((r["step"] / steps_per_epoch, r["lr"]) for r in records if r.get("type") in ("step", "epoch"))
+    return [x for x, _ in points], [lr for _, lr in points]
