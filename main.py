@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from visionlab.cli import main as visionlab_main
+from visionlab.cli import not_available
 
 # The original flags, with the original defaults.
 _FLAGS: list[tuple[tuple[str, ...], dict]] = [
@@ -49,7 +50,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
 
 
 def _unavailable(flag: str, what: str) -> int:
-    print(f"main.py: error: {flag}: {what} is not available yet in this version of visionlab", file=sys.stderr)
+    print(f"main.py: error: {not_available(flag, what)}", file=sys.stderr)
     return 2
 
 
@@ -100,11 +101,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _unavailable("-v/--vis", "visualization (saliency maps, adversarial samples)")
     if args.use_resnet18:
         return _unavailable("--use-resnet18", "ResNet-18 fine-tuning")
-    if args.use_vit:
-        from visionlab.models import list_models
-
-        if "vit" not in list_models():
-            return _unavailable("--use-vit", "the Vision Transformer")
     return visionlab_main(translate(args, given))
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from visionlab.models.normalize import Normalize
+from visionlab.ops import CustomConv2d
 
 __all__ = [
     "CONV_TYPES",
@@ -69,7 +70,8 @@ def architecture_kwargs(name: str, image_size: int, **overrides: Any) -> dict[st
     """The architecture options ``name`` is built with at ``image_size``: its registered defaults for that size
     updated by ``overrides``. Storing these (not just the overrides) in a checkpoint keeps it loadable when a
     default configuration is edited later."""
-    return {**_entry(name).defaults(image_size), **overrides} if _entry(name).defaults else dict(overrides)
+    defaults = _entry(name).defaults
+    return {**(defaults(image_size) if defaults else {}), **overrides}
 
 
 def _entry(name: str) -> _Entry:
@@ -83,10 +85,6 @@ def resolve_conv(conv: str) -> Callable[..., nn.Module]:
     if conv == "native":
         return nn.Conv2d
     if conv == "custom":
-        try:
-            from visionlab.ops import CustomConv2d
-        except ImportError as exc:  # pragma: no cover - present once the custom conv has landed
-            raise NotImplementedError("the custom convolution is not available yet") from exc
         return CustomConv2d
     raise ValueError(f"conv must be one of {CONV_TYPES}, got {conv!r}")
 

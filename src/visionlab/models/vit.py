@@ -75,8 +75,8 @@ class PatchEmbed(nn.Module):
         layers: list[nn.Module] = []
         for i in range(patch_size.bit_length() - 1):
             width = stem_channels << i
-            layers += [nn.Conv2d(in_chans, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width)]
-            layers.append(nn.ReLU(inplace=True))
+            conv = nn.Conv2d(in_chans, width, kernel_size=3, stride=2, padding=1, bias=False)
+            layers += [conv, nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
             in_chans = width
         layers.append(nn.Conv2d(in_chans, embed_dim, kernel_size=1))
         self.proj = nn.Sequential(*layers)
