@@ -18,6 +18,8 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from visionlab.errors import DatasetError
+
 __all__ = [
     "FASHION_MNIST_FILES",
     "DatasetError",
@@ -26,10 +28,6 @@ __all__ = [
     "fetch_fashion_mnist",
     "verify_fashion_mnist",
 ]
-
-
-class DatasetError(ValueError):
-    """A dataset on disk is missing, malformed or inconsistent; the message names the file (and line)."""
 
 
 # file name -> SHA-256 of the decompressed IDX payload (zalandoresearch/fashion-mnist, 2017 release).

@@ -20,13 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from visionlab.errors import CheckpointError
+
 __all__ = ["CheckpointError", "capture_rng", "load_checkpoint", "restore_rng", "save_checkpoint"]
 
 FORMAT = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, truncated or not a visionlab checkpoint; the message names the file."""
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
