@@ -91,6 +91,9 @@ def train_config_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
         state = load_checkpoint(resume)
         if "optimizer" in state:  # exact resume: the stored run, with run-time fields overridable
             values = dict(state["config"])
+            # Where the run was first written is no instruction: it resumes next to the checkpoint (which may
+            # have been moved or copied) unless --out says otherwise.
+            values["out"] = None
             for key, value in given.items():
                 if key in _RUNTIME_FIELDS:
                     values[key] = value

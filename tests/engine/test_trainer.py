@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from visionlab.engine import BEST, CHECKPOINT, TrainConfig, Trainer, TrainingDiverged, load_checkpoint
+from visionlab.engine import (
+    BEST,
+    CHECKPOINT,
+    ClassificationTask,
+    TrainConfig,
+    Trainer,
+    TrainingDiverged,
+    load_checkpoint,
+)
 from visionlab.engine import trainer as trainer_module
 
 from ..conftest import make_fashion_mnist
@@ -27,32 +35,28 @@ class _Crash(Exception):
     pass
 
 
-def _crash_at_call(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
-    """Make the n-th training forward (1-based) raise, like a kill in the middle of an epoch."""
-    calls = {"n": 0}
-    original = trainer_module.ClassificationTask.__call__
+class _CrashAt(ClassificationTask):
+    """The plain objective, raising at its n-th call (1-based), like a kill in the middle of an epoch."""
 
-    def counting(self, model, images, target):
-        calls["n"] += 1
-        if calls["n"] == n:
+    def __init__(self, n: int) -> None:
+        super().__init__(torch.nn.CrossEntropyLoss())
+        self.n, self.calls = n, 0
+
+    def __call__(self, model, images, target):
+        self.calls += 1
+        if self.calls == self.n:
             raise _Crash
-        return original(self, model, images, target)
-
-    monkeypatch.setattr(trainer_module.ClassificationTask, "__call__", counting)
+        return super().__call__(model, images, target)
 
 
 @pytest.mark.parametrize("workers", [0, 1])
-def test_killed_and_resumed_run_ends_with_identical_weights(
-    tiny_fmnist: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
-) -> None:
+def test_killed_and_resumed_run_ends_with_identical_weights(tiny_fmnist: str, tmp_path: Path, workers: int) -> None:
     ref = Trainer(_cfg(tiny_fmnist, tmp_path / "ref", workers=workers))
     ref.fit()
 
     # 96 images / batch 16 = 6 steps per epoch: crash at the 4th step of epoch 2 (call 10).
-    _crash_at_call(monkeypatch, 10)
     with pytest.raises(_Crash):
-        Trainer(_cfg(tiny_fmnist, tmp_path / "run", workers=workers)).fit()
-    monkeypatch.undo()
+        Trainer(_cfg(tiny_fmnist, tmp_path / "run", workers=workers), task=_CrashAt(10)).fit()
     assert load_checkpoint(tmp_path / "run" / CHECKPOINT)["epoch"] == 0
 
     resumed = Trainer(_cfg(tiny_fmnist, tmp_path / "run", workers=workers), resume=tmp_path / "run" / CHECKPOINT)
@@ -101,16 +105,15 @@ def test_run_directory_contents_and_learning(tmp_path: Path) -> None:
 def test_nan_loss_stops_with_clear_message_and_keeps_last_checkpoint(
     tiny_fmnist: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    trainer = Trainer(_cfg(tiny_fmnist, tmp_path / "run", epochs=3))
-    calls = {"n": 0}
-    original = trainer_module.ClassificationTask.__call__
+    class NanFromCall8(ClassificationTask):  # 6 steps per epoch: the loss turns NaN at step 2 of epoch 2
+        calls = 0
 
-    def nan_in_epoch_two(self, model, images, target):
-        calls["n"] += 1
-        loss, logits = original(self, model, images, target)
-        return (loss * float("nan") if calls["n"] >= 8 else loss), logits
+        def __call__(self, model, images, target):
+            self.calls += 1
+            loss, logits = super().__call__(model, images, target)
+            return (loss * float("nan") if self.calls >= 8 else loss), logits
 
-    monkeypatch.setattr(trainer_module.ClassificationTask, "__call__", nan_in_epoch_two)
+    trainer = Trainer(_cfg(tiny_fmnist, tmp_path / "run", epochs=3), task=NanFromCall8(torch.nn.CrossEntropyLoss()))
     before = None
     with pytest.raises(TrainingDiverged, match=r"loss is nan at epoch 2.*checkpoint.*untouched"):
         original_save = trainer_module.save_checkpoint

@@ -3,10 +3,12 @@
 from visionlab.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from visionlab.engine.config import TrainConfig
 from visionlab.engine.schedule import WarmupCosine, warmup_cosine_factor
+from visionlab.engine.task import ClassificationTask, Objective, build_task
 from visionlab.engine.trainer import (
     BEST,
     CHECKPOINT,
-    ClassificationTask,
+    Callback,
+    PlotCurves,
     Trainer,
     TrainingDiverged,
     build_optimizer,
@@ -19,13 +21,17 @@ from visionlab.engine.trainer import (
 __all__ = [
     "BEST",
     "CHECKPOINT",
+    "Callback",
     "CheckpointError",
     "ClassificationTask",
+    "Objective",
+    "PlotCurves",
     "TrainConfig",
     "Trainer",
     "TrainingDiverged",
     "WarmupCosine",
     "build_optimizer",
+    "build_task",
     "evaluate",
     "load_checkpoint",
     "make_loader",

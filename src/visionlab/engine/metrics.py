@@ -70,13 +70,22 @@ class MetricsLog:
     the file reads as if the run had never stopped.
     """
 
-    def __init__(self, run_dir: Path, keep_through_epoch: int | None = None, tensorboard: bool = True) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        keep_through_epoch: int | None = None,
+        tensorboard: bool = True,
+        history_from: Path | None = None,
+    ) -> None:
+        """``keep_through_epoch`` None starts an empty log; an epoch number keeps the records through that
+        epoch, read from ``history_from`` (the directory the run is resumed from) or else from ``run_dir``."""
         self.path = run_dir / "metrics.jsonl"
-        if keep_through_epoch is not None and self.path.exists():
-            kept = [r for r in read_metrics(run_dir) if r.get("epoch", -1) <= keep_through_epoch]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-        elif keep_through_epoch is None:
+        if keep_through_epoch is None:
             self.path.write_text("", encoding="utf-8")
+        else:
+            source = history_from if history_from is not None else run_dir
+            kept = [r for r in read_metrics(source) if r.get("epoch", -1) <= keep_through_epoch]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter

@@ -12,7 +12,6 @@ import math
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,14 @@ from visionlab.engine.checkpoint import capture_rng, load_checkpoint, restore_rn
 from visionlab.engine.config import TrainConfig
 from visionlab.engine.metrics import MetricsLog, RunningStats
 from visionlab.engine.schedule import WarmupCosine
+from visionlab.engine.task import ClassificationTask, Objective, build_task
+from visionlab.errors import ConfigError
 from visionlab.models import architecture_kwargs, build_model
 
 __all__ = [
+    "Callback",
     "ClassificationTask",
+    "PlotCurves",
     "Trainer",
     "TrainingDiverged",
     "build_optimizer",
@@ -63,19 +66,6 @@ def _autocast(device: torch.device, enabled: bool):
     if not enabled:
         return nullcontext()
     return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
-
-
-@dataclass
-class ClassificationTask:
-    """Forward + loss in one object, so a different objective (adversarial training) swaps in here."""
-
-    criterion: nn.Module
-
-    def __call__(
-        self, model: nn.Module, images: torch.Tensor, target: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(images)
-        return self.criterion(logits, target), logits
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -161,21 +151,53 @@ def model_from_checkpoint(state: dict[str, Any], device: torch.device | str = "c
     return model.to(device)
 
 
+class Callback:
+    """A hook the trainer calls after every epoch (plots, reports); subclasses override what they need."""
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        """Called after the epoch's checkpoints and metrics record are written."""
+
+
+class PlotCurves(Callback):
+    """Redraws ``RUN_DIR/curves.png`` (loss, top-1/top-5, lr) from ``metrics.jsonl`` after every epoch."""
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        from visionlab.report import plot_runs
+
+        plot_runs([trainer.run_dir], trainer.run_dir / "curves.png", labels=[trainer.run_dir.name])
+
+
 class Trainer:
     """Trains ``cfg.model`` on ``cfg.data``; :meth:`fit` runs the epochs.
 
+    Construction happens in stages, each a method a subclass or a later set-up (distributed, another
+    objective) can replace: load the checkpoint, data, model, loaders, optimization, restore, run directory.
+
     Args:
         cfg: the run's configuration (for a full resume, the checkpoint's configuration with run-time fields
-            such as ``epochs`` or ``workers`` overridden by the caller).
-        resume: a checkpoint path. A ``checkpoint.pth.tar`` (with optimizer state) continues the run exactly;
-            a ``model_best.pth.tar`` (weights only) starts a new run from its weights (fine-tuning).
+            such as ``workers`` overridden by the caller; ``epochs`` may be lowered, never raised).
+        resume: a checkpoint path. A ``checkpoint.pth.tar`` (with optimizer state) continues the run exactly,
+            writing next to that checkpoint unless ``cfg.out`` names another directory; a
+            ``model_best.pth.tar`` (weights only) starts a new run from its weights (fine-tuning).
         bundle: an already loaded dataset (tests, benchmarks); loaded from ``cfg.data`` otherwise.
+        task: the training objective ``(model, images, target) -> (loss, logits)``; default
+            :func:`~visionlab.engine.task.build_task` of ``cfg`` (cross-entropy with label smoothing).
+        callbacks: called after every epoch; default ``[PlotCurves()]``.
     """
 
-    def __init__(self, cfg: TrainConfig, *, resume: str | Path | None = None, bundle: DataBundle | None = None) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        resume: str | Path | None = None,
+        bundle: DataBundle | None = None,
+        task: Objective | None = None,
+        callbacks: list[Callback] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.device = select_device(cfg.device)
-        state = load_checkpoint(resume) if resume else None
+        self.resume_path = Path(resume) if resume else None
+        state = self._load_resume_state()
         self.full_resume = state is not None and "optimizer" in state
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -184,76 +206,118 @@ class Trainer:
         self.bundle = bundle or load_dataset(
             cfg.data, data_root=cfg.data_root, image_size=cfg.image_size, check_images=cfg.check_images
         )
+        self.model_args = self._model_args(state)
+        self.model = self._build_model(state)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.train_loader, self.val_loader = self._build_loaders()
+        self.optimizer, self.scheduler, self.scaler = self._build_optimization()
+        self.task = task if task is not None else build_task(cfg)
+        self.callbacks = list(callbacks) if callbacks is not None else [PlotCurves()]
+        self.start_epoch, self.step, self.best_top1 = self._restore(state)
+        self.run_dir = self._open_run_dir()
+
+    # ------------------------------------------------------------------------------------------ stages
+    def _load_resume_state(self) -> dict[str, Any] | None:
+        """The checkpoint to resume from, refused up front (before any data is read) when the configuration
+        asks an exact resume for more epochs than its learning-rate schedule was planned for."""
+        if self.resume_path is None:
+            return None
+        state = load_checkpoint(self.resume_path)
+        planned = state["config"].get("epochs", self.cfg.epochs)
+        if "optimizer" in state and self.cfg.epochs > planned:
+            raise ConfigError(
+                f"{self.cfg.epochs} epochs asked, but {self.resume_path} belongs to a run planned for {planned}: "
+                "its learning-rate schedule ends there, so an exact resume would train the extra epochs at "
+                f"learning rate 0. To train longer, fine-tune from {self.resume_path.with_name(BEST)} "
+                "(weights only) with a new schedule",
+                field="epochs",
+            )
+        return state
+
+    def _model_args(self, state: dict[str, Any] | None) -> dict[str, Any]:
         b = self.bundle
         if state is not None:
-            self.model_args = dict(state["model_args"])
-            if self.model_args["num_classes"] != b.num_classes:
-                raise ValueError(
-                    f"{resume}: the model has {self.model_args['num_classes']} classes "
-                    f"but {cfg.data} has {b.num_classes}"
+            args = dict(state["model_args"])
+            if args["num_classes"] != b.num_classes:
+                raise ConfigError(
+                    f"{self.resume_path}: the model has {args['num_classes']} classes "
+                    f"but {self.cfg.data} has {b.num_classes}",
+                    field="data",
                 )
-        else:
-            # The whole architecture (registered per-size defaults included), so later edits of the defaults
-            # cannot change what this checkpoint rebuilds.
-            self.model_args = dict(
-                name=cfg.model, num_classes=b.num_classes, in_channels=b.in_channels, image_size=b.image_size,
-                mean=list(b.mean), std=list(b.std), conv=cfg.conv,
-                **architecture_kwargs(cfg.model, b.image_size, **cfg.model_kwargs),
-            )  # fmt: skip
-        args = dict(self.model_args)
-        self.model = build_model(args.pop("name"), **args)
-        if state is not None:
-            self.model.load_state_dict(state["model"])
-        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        self.model.to(self.device, memory_format=self.memory_format)
+            return args
+        # The whole architecture (registered per-size defaults included), so later edits of the defaults
+        # cannot change what this checkpoint rebuilds.
+        return dict(
+            name=self.cfg.model, num_classes=b.num_classes, in_channels=b.in_channels, image_size=b.image_size,
+            mean=list(b.mean), std=list(b.std), conv=self.cfg.conv,
+            **architecture_kwargs(self.cfg.model, b.image_size, **self.cfg.model_kwargs),
+        )  # fmt: skip
 
-        self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.train_loader = make_loader(
+    def _build_model(self, state: dict[str, Any] | None) -> nn.Module:
+        args = dict(self.model_args)
+        model = build_model(args.pop("name"), **args)
+        if state is not None:
+            model.load_state_dict(state["model"])
+        self.memory_format = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
+        return model.to(self.device, memory_format=self.memory_format)
+
+    def _build_loaders(self) -> tuple[DataLoader, DataLoader]:
+        cfg, b = self.cfg, self.bundle
+        train = make_loader(
             _limit(b.train, cfg.limit_train), cfg.batch_size, train=True, workers=cfg.workers,
             device=self.device, generator=self.generator,
         )  # fmt: skip
-        self.val_loader = make_loader(
-            _limit(b.val, cfg.limit_val), cfg.batch_size, train=False, workers=cfg.workers, device=self.device
-        )
-        steps_per_epoch = len(self.train_loader)
-        self.optimizer = build_optimizer(self.model, cfg)
-        self.scheduler = WarmupCosine(self.optimizer, round(cfg.warmup * steps_per_epoch), cfg.epochs * steps_per_epoch)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp and self.device.type == "cuda")
-        self.task = ClassificationTask(nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing))
+        val = make_loader(_limit(b.val, cfg.limit_val), cfg.batch_size, train=False, workers=cfg.workers,
+                          device=self.device)  # fmt: skip
+        return train, val
 
-        self.start_epoch, self.step, self.best_top1 = cfg.start_epoch, cfg.start_epoch * steps_per_epoch, 0.0
-        if self.start_epoch and not self.full_resume:
-            for _ in range(self.step):  # --start-epoch: the schedule begins where that epoch would be
-                self.scheduler.step()
+    def _build_optimization(self) -> tuple[torch.optim.Optimizer, WarmupCosine, torch.amp.GradScaler]:
+        cfg, steps_per_epoch = self.cfg, len(self.train_loader)
+        optimizer = build_optimizer(self.model, cfg)
+        scheduler = WarmupCosine(optimizer, round(cfg.warmup * steps_per_epoch), cfg.epochs * steps_per_epoch)
+        scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp and self.device.type == "cuda")
+        return optimizer, scheduler, scaler
+
+    def _restore(self, state: dict[str, Any] | None) -> tuple[int, int, float]:
+        """``(start_epoch, step, best_top1)``: the checkpoint's for a full resume; else ``cfg.start_epoch`` with
+        the schedule fast-forwarded by that many epochs' steps."""
         if self.full_resume:
             assert state is not None
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
-            self.start_epoch, self.step, self.best_top1 = (
-                state["epoch"] + 1,
-                state["step"],
-                state["best_top1"],
-            )
             restore_rng(state["rng"], self.generator)
+            return state["epoch"] + 1, state["step"], state["best_top1"]
+        step = self.cfg.start_epoch * len(self.train_loader)
+        for _ in range(step):  # --start-epoch: the schedule begins where that epoch would be
+            self.scheduler.step()
+        return self.cfg.start_epoch, step, 0.0
 
+    def _open_run_dir(self) -> Path:
+        """``cfg.out`` when given; for a full resume the checkpoint's own directory (wherever it was moved);
+        else ``runs/<model>-<dataset>-<time>``. Writes ``config.yaml`` and opens the metrics log; resuming into
+        another directory carries the earlier epochs' records over."""
+        cfg = self.cfg
         if cfg.out:
-            self.run_dir = Path(cfg.out)
+            run_dir = Path(cfg.out)
         elif self.full_resume:
-            self.run_dir = Path(resume).parent
+            assert self.resume_path is not None
+            run_dir = self.resume_path.parent
         else:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            self.run_dir = Path("runs") / f"{cfg.model}-{b.kind}-{stamp}"
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+            run_dir = Path("runs") / f"{cfg.model}-{self.bundle.kind}-{stamp}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+        history = self.resume_path.parent if self.full_resume and self.resume_path is not None else None
         self.log = MetricsLog(
-            self.run_dir, keep_through_epoch=self.start_epoch - 1 if self.full_resume else None,
-            tensorboard=cfg.tensorboard,
+            run_dir, keep_through_epoch=self.start_epoch - 1 if self.full_resume else None,
+            tensorboard=cfg.tensorboard, history_from=history,
         )  # fmt: skip
-        if state is not None and not self.full_resume:
-            self._say(f"fine-tuning from the weights of {resume} (no optimizer state in it)")
+        if self.resume_path is not None and not self.full_resume:
+            self._say(f"fine-tuning from the weights of {self.resume_path} (no optimizer state in it)")
         elif self.full_resume:
-            self._say(f"resuming {resume} at epoch {self.start_epoch + 1} (step {self.step})")
+            self._say(f"resuming {self.resume_path} at epoch {self.start_epoch + 1} (step {self.step})")
+        return run_dir
 
     # ------------------------------------------------------------------------------------------ helpers
     def _say(self, msg: str) -> None:
@@ -281,9 +345,24 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------------------------------ loop
+    def _train_step(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step of the objective; returns ``(loss, logits)`` (still on the device, no sync)."""
+        with _autocast(self.device, self.cfg.amp):
+            loss, logits = self.task(self.model, images, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.clip_grad > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        return loss, logits
+
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
-        cfg, model = self.cfg, self.model
-        model.train()
+        cfg = self.cfg
+        self.model.train()
         stats = RunningStats(self.device)
         bar = tqdm(
             self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
@@ -293,17 +372,7 @@ class Trainer:
         for i, (images, target) in enumerate(bar):
             images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
             target = target.to(self.device, non_blocking=True)
-            with _autocast(self.device, cfg.amp):
-                loss, logits = self.task(model, images, target)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if cfg.clip_grad > 0:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            self.step += 1
+            loss, logits = self._train_step(images, target)
             stats.update(loss, logits, target)
             seen += target.shape[0]
             if (i + 1) % cfg.print_freq == 0:
@@ -325,6 +394,28 @@ class Trainer:
             raise self._diverged(epoch, str(summary["loss"]))
         return summary
 
+    def _end_epoch(self, epoch: int, train: dict[str, float], val: dict[str, float], seconds: float) -> dict:
+        """Checkpoints (last always, best on a new best validation top-1), the epoch record, the callbacks."""
+        is_best = val["top1"] > self.best_top1 or (epoch == self.start_epoch and not self.best_top1)
+        self.best_top1 = max(self.best_top1, val["top1"])
+        record = {
+            "type": "epoch", "epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": train["loss"], "train_top1": train["top1"], "train_top5": train["top5"],
+            "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
+            "seconds": seconds, "step": self.step,
+        }  # fmt: skip
+        save_checkpoint(self._state(epoch, full=True), self.run_dir / CHECKPOINT)
+        if is_best:
+            save_checkpoint(self._state(epoch, full=False), self.run_dir / BEST)
+        self.log.write(
+            record, epoch + 1,
+            {"val/top1": val["top1"], "val/top5": val["top5"], "val/loss": val["loss"],
+             "train/top1": train["top1"], "train/top5": train["top5"], "train/epoch_loss": train["loss"]},
+        )  # fmt: skip
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, record)
+        return record
+
     def fit(self) -> dict[str, Any]:
         """Train from ``start_epoch`` to ``cfg.epochs``; returns the last epoch record (with ``run_dir``)."""
         cfg = self.cfg
@@ -342,23 +433,7 @@ class Trainer:
                     self.model, self.val_loader, self.device, tta=cfg.tta, amp=cfg.amp,
                     channels_last=cfg.channels_last, progress=cfg.progress,
                 )  # fmt: skip
-                is_best = val["top1"] > self.best_top1 or (epoch == self.start_epoch and not self.best_top1)
-                self.best_top1 = max(self.best_top1, val["top1"])
-                record = {
-                    "type": "epoch", "epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
-                    "train_loss": train["loss"], "train_top1": train["top1"], "train_top5": train["top5"],
-                    "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
-                    "seconds": time.perf_counter() - start, "step": self.step,
-                }  # fmt: skip
-                save_checkpoint(self._state(epoch, full=True), self.run_dir / CHECKPOINT)
-                if is_best:
-                    save_checkpoint(self._state(epoch, full=False), self.run_dir / BEST)
-                self.log.write(
-                    record, epoch + 1,
-                    {"val/top1": val["top1"], "val/top5": val["top5"], "val/loss": val["loss"],
-                     "train/top1": train["top1"], "train/top5": train["top5"], "train/epoch_loss": train["loss"]},
-                )  # fmt: skip
-                self._plot()
+                record = self._end_epoch(epoch, train, val, time.perf_counter() - start)
                 self._say(
                     f"epoch {epoch + 1}/{cfg.epochs}: train loss {train['loss']:.4f} top-1 {train['top1']:.2f} | "
                     f"val loss {val['loss']:.4f} top-1 {val['top1']:.2f} top-5 {val['top5']:.2f} | "
@@ -369,8 +444,3 @@ class Trainer:
         record["run_dir"] = str(self.run_dir)
         record["best_top1"] = self.best_top1
         return record
-
-    def _plot(self) -> None:
-        from visionlab.report import plot_runs
-
-        plot_runs([self.run_dir], self.run_dir / "curves.png", labels=[self.run_dir.name])
