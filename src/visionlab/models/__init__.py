@@ -2,6 +2,7 @@
 
 from torch import nn
 
+from visionlab.models.improved import ImprovedNet
 from visionlab.models.normalize import Normalize
 from visionlab.models.registry import (
     CONV_TYPES,
@@ -18,6 +19,7 @@ from visionlab.models.vit import VisionTransformer
 __all__ = [
     "CONV_TYPES",
     "ImageClassifier",
+    "ImprovedNet",
     "Normalize",
     "SimpleNet",
     "VisionTransformer",
@@ -55,3 +57,23 @@ def _vit(num_classes: int, in_channels: int, image_size: int, **kwargs) -> nn.Mo
     """Vision Transformer (patch embedding, window + global attention, absolute position embedding)."""
     config = {**_vit_defaults(image_size), **kwargs}
     return VisionTransformer(img_size=image_size, in_chans=in_channels, num_classes=num_classes, **config)
+
+
+# Per input size: full resolution for small images (stages at 28/14/7 or 32/16/8); MiniPlaces 128 px is cut 4x
+# in the stem so the four stages see 32, 16, 8, 4, as ResNet-18 does at 224 px.
+_IMPROVED_CONFIGS: dict[int, dict] = {
+    128: dict(widths=(64, 128, 256, 512), depths=(2, 2, 2, 2), stem_stride=2, drop_path_rate=0.05, dropout=0.1),
+    32: dict(widths=(64, 128, 256), depths=(1, 1, 1), stem_stride=1),
+    28: dict(widths=(32, 64, 128), depths=(1, 1, 1), stem_stride=1),
+}
+
+
+def _improved_defaults(image_size: int) -> dict:
+    return dict(_IMPROVED_CONFIGS.get(image_size, _IMPROVED_CONFIGS[128]))
+
+
+@register_model("improved", takes_conv=True, defaults=_improved_defaults)
+def _improved(num_classes: int, in_channels: int, image_size: int, conv_layer: type[nn.Module], **kwargs) -> nn.Module:
+    """Batch-norm residual CNN (SimpleNet improved: BN, residual stages, zero-init blocks)."""
+    config = {**_improved_defaults(image_size), **kwargs}
+    return ImprovedNet(num_classes=num_classes, in_channels=in_channels, conv_layer=conv_layer, **config)

@@ -1,0 +1,125 @@
+"""ImprovedNet: the course's "design your own network" answer — SimpleNet with batch norm and residual depth.
+
+stem (3x3 conv -> BN -> ReLU, strided + max-pooled for large inputs) -> stages of pre-activation-free basic
+residual blocks (two 3x3 convs with BN, a 1x1 strided projection where the shape changes; the last BN of each
+block starts at zero so every block starts as the identity, which is what lets a deep stack train in a few
+epochs) -> global average pool -> dropout -> linear. Optional stochastic depth on the residual branches.
+
+Every convolution is built with ``conv_layer``, so ``--use-custom-conv`` swaps in the unfold/fold conv as for
+SimpleNet. Per input size (registry defaults): 28/32 px keep full resolution in the stem (stages at 28, 14, 7);
+128 px (MiniPlaces) downsample 4x in the stem (conv 3x3/2 + max pool) so the stages see 32x32, as ResNet does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from visionlab.models.layers import DropPath
+
+__all__ = ["BasicBlock", "ImprovedNet"]
+
+ConvLayer = Callable[..., nn.Module]
+
+
+class BasicBlock(nn.Module):
+    """``relu(shortcut(x) + drop_path(bn2(conv2(relu(bn1(conv1(x)))))))``; 3x3 convs, stride on ``conv1``."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, conv_layer: ConvLayer, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.conv1 = conv_layer(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = conv_layer(c_out, c_out, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        nn.init.zeros_(self.bn2.weight)  # the block starts as the identity on its shortcut (Goyal et al. 2017)
+        self.relu = nn.ReLU(inplace=True)
+        self.drop_path = DropPath(drop_path)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                conv_layer(c_in, c_out, kernel_size=1, stride=stride, padding=0, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(self.shortcut(x) + self.drop_path(out))
+
+
+class ImprovedNet(nn.Module):
+    """A batch-norm residual CNN for small (28-32 px) and MiniPlaces-size (128 px) images.
+
+    Args:
+        num_classes: classifier outputs.
+        in_channels: image channels.
+        widths: channels of each stage; every stage after the first halves the resolution.
+        depths: residual blocks per stage.
+        stem_stride: 1 keeps full resolution; 2 adds a stride-2 stem conv and a 3x3/2 max pool (4x down).
+        drop_path_rate: stochastic depth, rising linearly from 0 to this over the blocks.
+        dropout: before the classifier.
+        conv_layer: constructor with ``nn.Conv2d``'s signature (:class:`visionlab.ops.CustomConv2d` plugs in).
+
+    Shapes: ``(N, in_channels, H, W)`` -> ``(N, num_classes)``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 100,
+        in_channels: int = 3,
+        widths: Sequence[int] = (32, 64, 128),
+        depths: Sequence[int] = (1, 1, 1),
+        stem_stride: int = 1,
+        drop_path_rate: float = 0.0,
+        dropout: float = 0.0,
+        conv_layer: ConvLayer = nn.Conv2d,
+    ) -> None:
+        super().__init__()
+        if len(widths) != len(depths) or not widths or min(depths) < 1 or min(widths) < 1:
+            raise ValueError(f"widths {tuple(widths)} and depths {tuple(depths)}: one positive entry per stage")
+        if stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
+        stem: list[nn.Module] = [
+            conv_layer(in_channels, widths[0], kernel_size=3, stride=stem_stride, padding=1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        ]
+        if stem_stride == 2:
+            stem.append(nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+        self.stem = nn.Sequential(*stem)
+        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        blocks, c_in = [], widths[0]
+        for stage, (width, depth) in enumerate(zip(widths, depths, strict=True)):
+            for i in range(depth):
+                stride = 2 if stage > 0 and i == 0 else 1
+                blocks.append(BasicBlock(c_in, width, stride, conv_layer, rates[len(blocks)]))
+                c_in = width
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(c_in, num_classes)
+        self.num_classes = num_classes
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():  # batch norm keeps its own init (blocks zero their last one)
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.dropout(torch.flatten(self.pool(x), 1))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.fc = nn.Linear(self.fc.in_features, num_classes)
+        self.num_classes = num_classes
