@@ -103,6 +103,19 @@ def test_default_target_is_the_prediction_and_labels_change_the_map() -> None:
     torch.testing.assert_close(saliency(model, x[1:2]), default[1:2])
 
 
+def test_works_under_no_grad_and_inference_mode() -> None:
+    model = _linear_model()
+    x = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    expected = saliency(model, x)
+    with torch.no_grad():
+        assert torch.equal(saliency(model, x), expected)
+    with torch.inference_mode():
+        inference_x = x.clone()
+        assert torch.equal(saliency(model, inference_x), expected)
+        assert torch.equal(saliency(model, inference_x, smoothgrad_samples=2, noise_std=0.0), expected)
+    assert torch.equal(saliency(model, inference_x), expected)  # an inference tensor, outside the mode
+
+
 def _frozen_train_mode_cnn() -> tuple[nn.Module, dict[str, bool], dict[str, torch.Tensor]]:
     model = _cnn()
     model[3].eval()  # a mixed state: one submodule in eval mode, the rest training

@@ -72,6 +72,7 @@ def saliency(
     example's map depends on that example alone and nothing is learned. The call has no side effect on the
     model or the input: every submodule's train/eval flag is restored (also when it raises); parameters'
     ``requires_grad`` and ``.grad``, buffers, and ``images``' ``requires_grad`` / ``.grad`` are never touched.
+    Gradients are switched on inside, so it may be called under ``torch.no_grad()`` or ``torch.inference_mode()``.
     The gradient is per example (a summed, not averaged, loss), so a map does not depend on the batch size;
     the course's mean-reduced loss divided every map by N, which its mean-relative overlay threshold cancels.
     """
@@ -109,10 +110,12 @@ def _input_gradient(model: nn.Module, images: Tensor, target: Tensor | None) -> 
     """Gradient of ``Σ_i CE(model(x)_i, target_i)`` w.r.t. a fresh leaf copy ``x`` of ``images``.
 
     ``torch.autograd.grad`` returns the gradient instead of accumulating ``.grad`` anywhere, so neither the
-    parameters' nor the caller's tensors change; it also skips the parameters' gradients.
+    parameters' nor the caller's tensors change; it also skips the parameters' gradients. Gradients are
+    switched on here, so a caller's ``torch.no_grad()`` or ``torch.inference_mode()`` does not get in the way
+    (cloning outside inference mode turns an inference tensor into an ordinary one).
     """
-    x = images.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
+    with torch.inference_mode(False), torch.enable_grad():  # also when called under no_grad / inference_mode
+        x = images.detach().clone().requires_grad_(True)
         logits = model(x)
         if logits.dim() != 2:
             raise ValueError(f"saliency: the model must return logits (N, K), got {tuple(logits.shape)}")
@@ -120,6 +123,7 @@ def _input_gradient(model: nn.Module, images: Tensor, target: Tensor | None) -> 
             target = logits.detach().argmax(dim=1)
         else:
             _check_classes(target, logits.shape[1])
+            target = target.clone()  # an ordinary tensor even if made under inference mode
         loss = F.cross_entropy(logits, target, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x)
     return grad
