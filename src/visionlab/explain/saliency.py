@@ -74,7 +74,8 @@ def saliency(
     ``requires_grad`` and ``.grad``, buffers, and ``images``' ``requires_grad`` / ``.grad`` are never touched.
     Gradients are switched on inside, so it may be called under ``torch.no_grad()`` or ``torch.inference_mode()``.
     The gradient is per example (a summed, not averaged, loss), so a map does not depend on the batch size;
-    the course's mean-reduced loss divided every map by N, which its mean-relative overlay threshold cancels.
+    a mean-reduced loss (``nn.CrossEntropyLoss``'s default) would divide every map by N, a scale the
+    mean-relative threshold of :func:`~visionlab.explain.red_overlay` cancels, so the overlays are the same.
     """
     _check_options(images, reduce, smoothgrad_samples, noise_std, batch_size)
     target = _check_target(target, images)
