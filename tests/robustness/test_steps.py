@@ -105,6 +105,8 @@ def test_bad_settings_raise_config_error_naming_the_field(kwargs: dict, field: s
 
 def test_l2_radius_may_exceed_one_and_channel_count_is_checked_on_use() -> None:
     assert L2Step(3.0, 0.5).eps == 3.0  # an L2 radius in pixels can be > 1 (ImageNet uses 3.0)
-    with pytest.raises(ConfigError) as info:
-        LinfStep((0.1, 0.1), 0.01).project(batch(), batch())
+    threat = LinfStep((0.1, 0.1), 0.01)
+    threat.project(batch(channels=2), batch(channels=2))  # cached for 2 channels...
+    with pytest.raises(ConfigError) as info:  # ...and still checked for 3
+        threat.project(batch(), batch())
     assert info.value.field == "eps" and "3 channels" in str(info.value)

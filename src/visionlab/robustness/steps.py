@@ -73,7 +73,7 @@ class Step:
     def _values(self, like: torch.Tensor, *values: float | tuple[float, ...]) -> tuple:
         """The given settings as Python floats or ``(1, C, 1, 1)`` tensors on ``like``'s device and dtype,
         cached so that a loop makes no host-to-device copy per step."""
-        key = (like.device, like.dtype, *values)
+        key = (like.device, like.dtype, like.shape[1], *values)
         if key not in self._cache:
             for name, v in (("eps", self.eps), ("step", self.step_size)):
                 if isinstance(v, tuple) and len(v) != like.shape[1]:
