@@ -31,7 +31,9 @@ def test_pgd_stays_in_the_ball_and_pixel_range_and_lowers_accuracy(norm: str) ->
     y = predicted(model, x)
     eps = (0.02, 0.04, 0.08) if norm == "linf" else 0.3
     step = tuple(e / 4 for e in eps) if norm == "linf" else 0.1
+    original = x.clone()
     adv = PGD(model, eps, step, steps=8, norm=norm, generator=torch.Generator().manual_seed(0))(x, y)
+    assert torch.equal(x, original) and not x.requires_grad  # the caller's images are left alone
     delta = adv - x
     if norm == "linf":
         assert torch.all(delta.abs().amax(dim=(0, 2, 3)) <= torch.tensor(eps, dtype=x.dtype) + 1e-15)
