@@ -1,0 +1,54 @@
+"""Adversarial robustness: threat models, attacks, robust evaluation and adversarial training objectives.
+
+Everything works on pixels in [0, 1] (every visionlab model normalizes inside), so every ``eps`` and step size
+is in pixel units. ``steps`` holds the threat models (L∞ / L2 balls), ``attacks`` PGD, FGSM, the course's
+original attack and an AutoAttack wrapper, ``evaluate`` robust accuracy and sweeps, ``training`` the adversarial
+training objectives (drop-in replacements for :class:`visionlab.engine.ClassificationTask`).
+"""
+
+from visionlab.robustness.attacks import (
+    FGSM,
+    PGD,
+    Attack,
+    AutoAttack,
+    ascend,
+    attack_context,
+    check_images,
+    original_attack,
+)
+from visionlab.robustness.evaluate import (
+    SWEEP_COLUMNS,
+    plot_accuracy_vs_eps,
+    plot_accuracy_vs_steps,
+    robust_evaluate,
+    sweep,
+    write_sweep,
+)
+from visionlab.robustness.steps import L2Step, LinfStep, Radius, Step, make_step
+from visionlab.robustness.training import FGSMRSTraining, PGDTraining, TRADESTraining, robust_accuracy_on_batch
+
+__all__ = [
+    "FGSM",
+    "PGD",
+    "SWEEP_COLUMNS",
+    "Attack",
+    "AutoAttack",
+    "FGSMRSTraining",
+    "L2Step",
+    "LinfStep",
+    "PGDTraining",
+    "Radius",
+    "Step",
+    "TRADESTraining",
+    "ascend",
+    "attack_context",
+    "check_images",
+    "make_step",
+    "original_attack",
+    "plot_accuracy_vs_eps",
+    "plot_accuracy_vs_steps",
+    "robust_accuracy_on_batch",
+    "robust_evaluate",
+    "sweep",
+    "write_sweep",
+]

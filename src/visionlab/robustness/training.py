@@ -1,0 +1,245 @@
+"""Adversarial training objectives, drop-in replacements for :class:`visionlab.engine.ClassificationTask`.
+
+Each objective is called like the task, ``objective(model, images, target) -> (loss, logits)``, with the model
+in train mode and images in [0, 1] (pixel units for every ``eps``). Each one first crafts adversarial examples
+with every submodule in eval mode and the parameters frozen (:func:`~visionlab.robustness.attacks.attack_context`:
+no batch-norm statistic moves, no parameter ``.grad`` is touched, every mode is restored), then computes the
+loss with the model back in train mode; only these train-mode forwards update batch-norm statistics, in the
+order clean, then adversarial. The adversary always maximises plain cross-entropy (or TRADES' KL); ``criterion``
+(e.g. with label smoothing) is the training loss only.
+
+References: Madry et al. 2018 (PGD adversarial training); Wong, Rice & Kolter 2020, "Fast is better than free:
+Revisiting adversarial training" (FGSM with random start); Zhang et al. 2019, "Theoretically Principled
+Trade-off between Robustness and Accuracy" (TRADES).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from visionlab.errors import ConfigError
+from visionlab.robustness.attacks import Attack, _count, ascend, attack_context, check_images, full_precision
+from visionlab.robustness.steps import Radius, Step, _draw, make_step
+
+__all__ = ["FGSMRSTraining", "PGDTraining", "TRADESTraining", "robust_accuracy_on_batch"]
+
+
+def _scale(radius: Radius, factor: float) -> Radius:
+    if isinstance(radius, int | float):
+        return factor * radius
+    if isinstance(radius, torch.Tensor):
+        return factor * radius.double()
+    return tuple(factor * r for r in radius)
+
+
+def _weight(value: float, name: str, *, at_most: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"must be a finite number >= 0, got {value!r}", field=name)
+    if at_most is not None and value > at_most:
+        raise ConfigError(f"must be in [0, {at_most:g}], got {value!r}", field=name)
+    return float(value)
+
+
+def _mixed_loss(
+    model: nn.Module, criterion: nn.Module, images: torch.Tensor, adv: torch.Tensor | None, target: torch.Tensor,
+    mix: float,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """``mix * criterion(clean) + (1 - mix) * criterion(adv)`` with train-mode forwards (clean first), skipping
+    the forward whose weight is 0. Returns the adversarial logits, or the clean ones when ``mix == 1``."""
+    if mix == 1.0:
+        logits = model(images)
+        return criterion(logits, target), logits
+    if mix == 0.0:
+        logits = model(adv)
+        return criterion(logits, target), logits
+    clean = model(images)
+    logits = model(adv)
+    return mix * criterion(clean, target) + (1.0 - mix) * criterion(logits, target), logits
+
+
+class _Adversarial:
+    """Shared by PGD and FGSM-RS training: the threat model, the one-time input check and the eval-mode attack."""
+
+    threat: Step
+    steps: int
+    generator: torch.Generator | None
+    _checked: bool
+
+    def _check(self, images: torch.Tensor, target: torch.Tensor) -> None:
+        if not self._checked:  # once: the range check syncs with the device
+            check_images(images, target)
+            self._checked = True
+
+    random_start: bool
+
+    def adversarial(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The adversarial examples the loss trains on (eval mode, parameters frozen, modes restored), detached."""
+        with attack_context(model):
+            start = self.threat.random_init(images, self.generator) if self.random_start else images
+            adv = ascend(
+                model, self.threat, images, start, self.steps, lambda z: F.cross_entropy(full_precision(z), target)
+            )
+        return adv
+
+
+@dataclass
+class PGDTraining(_Adversarial):
+    """PGD adversarial training (Madry et al. 2018): train on PGD examples of the current model.
+
+    ``loss = mix * criterion(model(x), y) + (1 - mix) * criterion(model(x_adv), y)`` where ``x_adv`` is
+    ``steps``-step PGD (random start, maximising cross-entropy) in the ``eps``-ball. ``mix = 0`` is Madry's
+    objective; the course blended 50/50 (``mix = 0.5``). Returned logits: those of ``x_adv`` (so running
+    top-1 is the training robust accuracy), or of ``x`` when ``mix == 1`` (then no attack runs at all).
+
+    Args:
+        eps: radius in pixel units, scalar or per channel.
+        steps: PGD iterations.
+        step: step size in pixel units; default ``2.5 * eps / steps``.
+        norm: ``"linf"`` or ``"l2"``.
+        mix: weight of the clean loss, in [0, 1].
+        criterion: training loss on logits (e.g. ``nn.CrossEntropyLoss(label_smoothing=0.1)``).
+        random_start: start PGD at a uniform random point of the ball.
+        generator: RNG of the random start (the global RNG when ``None``).
+    """
+
+    eps: Radius
+    steps: int = 10
+    step: Radius | None = None
+    norm: str = "linf"
+    mix: float = 0.0
+    criterion: nn.Module = field(default_factory=nn.CrossEntropyLoss)
+    random_start: bool = True
+    generator: torch.Generator | None = None
+    _checked: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.steps = _count(self.steps, "steps")
+        step = _scale(self.eps, 2.5 / self.steps) if self.step is None else self.step
+        self.threat = make_step(self.norm, self.eps, step)
+        self.mix = _weight(self.mix, "mix", at_most=1.0)
+
+    def __call__(
+        self, model: nn.Module, images: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(images, target)
+        adv = None if self.mix == 1.0 else self.adversarial(model, images, target)
+        return _mixed_loss(model, self.criterion, images, adv, target, self.mix)
+
+
+@dataclass
+class FGSMRSTraining(_Adversarial):
+    """FGSM adversarial training with random start (Wong et al. 2020, "Fast is better than free"), L∞.
+
+    ``x_adv = clamp(x + clamp(d + step * sign(grad), -eps, eps), 0, 1)`` with ``d`` uniform in ``[-eps, eps]``
+    (``x + d`` clamped to [0, 1]) and ``step = 1.25 * eps`` by default; loss, ``mix`` and returned logits as for
+    :class:`PGDTraining`. Watch for catastrophic overfitting (PGD accuracy on training batches collapsing while
+    FGSM accuracy rises): :func:`robust_accuracy_on_batch` measures it.
+
+    Args:
+        eps: radius in pixel units, scalar or per channel.
+        step: step size in pixel units; default ``1.25 * eps``.
+        mix, criterion, generator: as for :class:`PGDTraining`.
+    """
+
+    eps: Radius
+    step: Radius | None = None
+    mix: float = 0.0
+    criterion: nn.Module = field(default_factory=nn.CrossEntropyLoss)
+    generator: torch.Generator | None = None
+    _checked: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.steps, self.random_start = 1, True
+        self.threat = make_step("linf", self.eps, _scale(self.eps, 1.25) if self.step is None else self.step)
+        self.mix = _weight(self.mix, "mix", at_most=1.0)
+
+    def __call__(
+        self, model: nn.Module, images: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(images, target)
+        adv = None if self.mix == 1.0 else self.adversarial(model, images, target)
+        return _mixed_loss(model, self.criterion, images, adv, target, self.mix)
+
+
+@dataclass
+class TRADESTraining(_Adversarial):
+    """TRADES (Zhang et al. 2019): ``criterion(f(x), y) + beta * KL(p(x) || p(x_adv))``, batch mean.
+
+    ``p = softmax(f)``; the KL is the official implementation's ``KLDivLoss(log p(x_adv), p(x))``, i.e.
+    ``sum_k p_k(x) (log p_k(x) - log p_k(x_adv))``, with gradients through both terms. ``x_adv`` maximises the
+    same KL (summed) by ``steps``-step PGD from ``x + init_std * N(0, 1)`` (projected into the ball), the clean
+    probabilities computed once in eval mode. The train-mode forwards are ``f(x)`` then ``f(x_adv)``. Returned
+    logits: the clean ones ``f(x)`` (the examples of the cross-entropy term). ``beta = 0`` is plain training on
+    clean images (no attack runs). There is no ``mix``: ``beta`` is TRADES' trade-off between the two terms.
+
+    Args:
+        eps: radius in pixel units, scalar or per channel.
+        beta: weight of the KL term (6 in the paper for CIFAR-10).
+        steps: PGD iterations.
+        step: step size in pixel units; default ``2.5 * eps / steps``.
+        norm: ``"linf"`` or ``"l2"``.
+        init_std: standard deviation of the random start (0.001 in the official code).
+        criterion: loss of the clean term.
+        generator: RNG of the random start.
+    """
+
+    eps: Radius
+    beta: float = 6.0
+    steps: int = 10
+    step: Radius | None = None
+    norm: str = "linf"
+    init_std: float = 0.001
+    criterion: nn.Module = field(default_factory=nn.CrossEntropyLoss)
+    generator: torch.Generator | None = None
+    _checked: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.steps = _count(self.steps, "steps")
+        step = _scale(self.eps, 2.5 / self.steps) if self.step is None else self.step
+        self.threat = make_step(self.norm, self.eps, step)
+        self.beta = _weight(self.beta, "beta")
+        self.init_std = _weight(self.init_std, "init_std")
+
+    def adversarial(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        """TRADES' adversarial examples for ``images`` (eval mode, parameters frozen), detached. ``target`` is
+        unused (the adversary needs no labels); it is accepted for the common signature."""
+        with attack_context(model):
+            with torch.no_grad():
+                p_clean = F.softmax(full_precision(model(images)), dim=1)
+            noise = _draw(images, self.generator, normal=True).mul_(self.init_std)
+            start = self.threat.project(images + noise, images)
+
+            def kl(logits: torch.Tensor) -> torch.Tensor:
+                return F.kl_div(F.log_softmax(full_precision(logits), dim=1), p_clean, reduction="sum")
+
+            return ascend(model, self.threat, images, start, self.steps, kl)
+
+    def __call__(
+        self, model: nn.Module, images: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(images, target)
+        if self.beta == 0.0:
+            logits = model(images)
+            return self.criterion(logits, target), logits
+        adv = self.adversarial(model, images, target)
+        clean = model(images)
+        robust = model(adv)
+        kl = F.kl_div(
+            F.log_softmax(full_precision(robust), dim=1), F.softmax(full_precision(clean), dim=1), reduction="batchmean"
+        )
+        return self.criterion(clean, target) + self.beta * kl, clean
+
+
+def robust_accuracy_on_batch(model: nn.Module, images: torch.Tensor, target: torch.Tensor, attack: Attack) -> float:
+    """Top-1 accuracy (%) of ``model`` on ``attack``'s examples for one batch, model in eval mode, every mode and
+    flag restored. Meant for a catastrophic-overfitting check during FGSM training (Wong et al. 2020): a PGD
+    accuracy on a training batch that collapses towards 0 while training continues signals it."""
+    adv = attack(images, target)
+    with attack_context(model), torch.no_grad():
+        correct = (model(adv).argmax(dim=1) == target).sum()
+    return 100.0 * correct.item() / max(target.shape[0], 1)

@@ -1,0 +1,280 @@
+"""PGD / FGSM / original attack / AutoAttack: invariants, closed forms, torchattacks equality, model state."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchattacks
+from torch import nn
+
+from visionlab.errors import ConfigError
+from visionlab.models import ImageClassifier, Normalize
+from visionlab.robustness.attacks import FGSM, PGD, Attack, AutoAttack, original_attack
+
+from .conftest import STD, batch, predicted, tiny_model
+
+# Same operations in the same order as torchattacks, so the results are identical in practice; 1e-12 (pixel
+# units, float64) only leaves room for another reduction order inside a kernel and is far below one step, so a
+# single flipped gradient sign (a 2 * step difference) would fail.
+EXACT = dict(rtol=0.0, atol=1e-12)
+
+
+def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (model(images).argmax(1) == labels).double().mean().item()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_pgd_stays_in_the_ball_and_pixel_range_and_lowers_accuracy(norm: str) -> None:
+    model, x = tiny_model(), batch(16)
+    y = predicted(model, x)
+    eps = (0.02, 0.04, 0.08) if norm == "linf" else 0.3
+    step = tuple(e / 4 for e in eps) if norm == "linf" else 0.1
+    original = x.clone()
+    adv = PGD(model, eps, step, steps=8, norm=norm, generator=torch.Generator().manual_seed(0))(x, y)
+    assert torch.equal(x, original) and not x.requires_grad  # the caller's images are left alone
+    delta = adv - x
+    if norm == "linf":
+        assert torch.all(delta.abs().amax(dim=(0, 2, 3)) <= torch.tensor(eps, dtype=x.dtype) + 1e-15)
+    else:
+        assert torch.all(delta.flatten(1).norm(dim=1) <= 0.3 + 1e-12)
+    assert adv.min() >= 0 and adv.max() <= 1 and not adv.requires_grad
+    assert _accuracy(model, adv, y) < _accuracy(model, x, y) == 1.0
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_zero_eps_changes_nothing(norm: str) -> None:
+    model, x = tiny_model(), batch()
+    adv = PGD(model, 0.0, 0.01, steps=3, norm=norm, restarts=2, generator=torch.Generator().manual_seed(0))(
+        x, predicted(model, x)
+    )
+    assert torch.equal(adv, x)
+
+
+def _loss_and_fooled(model: nn.Module, adv: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        logits = model(adv)
+    return F.cross_entropy(logits, y, reduction="none"), logits.argmax(1) != y
+
+
+def test_restarts_are_never_worse_than_the_first_run_with_the_same_seed() -> None:
+    model, x = tiny_model(), batch(32)
+    y = predicted(model, x)
+    single = PGD(model, 0.03, 0.01, steps=3, generator=torch.Generator().manual_seed(7))(x, y)
+    multi = PGD(model, 0.03, 0.01, steps=3, restarts=4, generator=torch.Generator().manual_seed(7))(x, y)
+    loss1, fooled1 = _loss_and_fooled(model, single, y)
+    loss4, fooled4 = _loss_and_fooled(model, multi, y)
+    assert torch.all(fooled4 | ~fooled1)  # fooled once, fooled still
+    assert torch.all(fooled4 | (loss4 >= loss1))  # otherwise the highest loss
+    assert 0 < fooled1.sum() < fooled4.sum() < 32  # the test exercises both cases
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_linf_pgd_equals_torchattacks(targeted: bool) -> None:
+    model, x = tiny_model(), batch(16)
+    y = predicted(model, x)  # so the least-likely class is never the true one (torchattacks excludes it)
+    ours = PGD(model, 0.05, 0.01, steps=7, random_start=False, targeted="least-likely" if targeted else None)
+    theirs = torchattacks.PGD(model, eps=0.05, alpha=0.01, steps=7, random_start=False)
+    if targeted:
+        theirs.set_mode_targeted_least_likely(quiet=True)
+    expected = theirs(x, y)
+    assert not torch.equal(expected, x)
+    torch.testing.assert_close(ours(x, y), expected, **EXACT)
+
+
+def test_l2_pgd_equals_torchattacks_pgdl2() -> None:
+    model, x = tiny_model(), batch(16)
+    y = predicted(model, x)
+    expected = torchattacks.PGDL2(model, eps=0.4, alpha=0.1, steps=6, random_start=False)(x, y)
+    torch.testing.assert_close(PGD(model, 0.4, 0.1, steps=6, norm="l2", random_start=False)(x, y), expected, **EXACT)
+
+
+def _course_attack_by_hand(model: ImageClassifier, x: torch.Tensor, clamp: bool) -> torch.Tensor:
+    """The course's loop in normalized space: least-likely target, 10 steps of 0.01, radius 0.1; ``clamp``
+    additionally keeps z inside the image of [0, 1]."""
+    mean, std = model.normalize.mean.double(), model.normalize.std.double()
+    z0 = (x - mean) / std
+    with torch.no_grad():
+        target = model.net(z0).argmin(dim=1)
+    z = z0.clone()
+    for _ in range(10):
+        z.requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model.net(z), target), z)
+        z = z.detach() - 0.01 * grad.sign()
+        z = torch.min(torch.max(z, z0 - 0.1), z0 + 0.1)
+        if clamp:
+            z = torch.min(torch.max(z, -mean / std), (1 - mean) / std)
+    return z * std + mean
+
+
+@pytest.mark.parametrize(("lo", "hi", "clamp"), [(0.3, 0.7, False), (0.0, 1.0, True)])
+def test_original_attack_equals_the_normalized_space_loop(lo: float, hi: float, clamp: bool) -> None:
+    model, x = tiny_model(), batch(16, lo=lo, hi=hi)
+    attack = original_attack(model)
+    assert attack.threat.eps == pytest.approx(tuple(0.1 * s for s in STD))
+    adv = attack(x, predicted(model, x))
+    torch.testing.assert_close(adv, _course_attack_by_hand(model, x, clamp), **EXACT)
+    reach = (adv - x).abs().amax(dim=(0, 2, 3))  # 10 steps of 0.01 * std reach the radius 0.1 * std
+    torch.testing.assert_close(reach, torch.tensor(attack.threat.eps, dtype=x.dtype), rtol=0, atol=1e-12)
+
+
+def _linear_model(w: torch.Tensor) -> ImageClassifier:
+    """logits = (w.x, -w.x) on pixels (identity normalization), float64."""
+    linear = nn.Linear(w.numel(), 2, bias=False).double()
+    with torch.no_grad():
+        linear.weight.copy_(torch.stack([w.flatten(), -w.flatten()]))
+    return ImageClassifier(Normalize([0.0], [1.0]), nn.Sequential(nn.Flatten(), linear)).double().eval()
+
+
+W = torch.tensor([[1.0, -2.0, 0.0], [0.5, -0.25, 3.0], [0.0, 1.0, -1.0]], dtype=torch.float64).view(1, 1, 3, 3)
+
+
+def test_fgsm_and_pgd_on_a_linear_model_match_the_closed_form() -> None:
+    # Label 0: d CE / d x = -(1 - p0) * 2w, so ascent moves each pixel by -sign(w) (w = 0: not at all).
+    model = _linear_model(W)
+    x = torch.tensor([0.5, 0.95, 0.5, 0.02, 0.5, 0.5, 0.5, 0.5, 0.5], dtype=torch.float64).view(1, 1, 3, 3)
+    y = torch.tensor([0])
+    eps = 0.125
+    corner = (x - eps * W.sign()).clamp(0, 1)  # the box corner against w, cut by [0, 1]
+    torch.testing.assert_close(FGSM(model, eps)(x, y), corner, rtol=0, atol=1e-15)
+    pgd = PGD(model, eps, 0.03, steps=5, random_start=False)  # 5 * 0.03 > eps: reaches the corner
+    torch.testing.assert_close(pgd(x, y), corner, rtol=0, atol=1e-15)
+    short = PGD(model, eps, 0.03, steps=2, random_start=False)(x, y)  # 2 steps: 0.06 along -sign(w)
+    torch.testing.assert_close(short, (x - 0.06 * W.sign()).clamp(0, 1), rtol=0, atol=1e-15)
+    # L2: the ascent direction is -w / |w|; from the middle of the box PGD ends at x - eps * w / |w|.
+    mid = torch.full_like(x, 0.5)
+    l2 = PGD(model, 0.2, 0.1, steps=4, norm="l2", random_start=False)(mid, y)
+    torch.testing.assert_close(l2, mid - 0.2 * W / W.norm(), rtol=0, atol=1e-12)
+
+
+def test_early_stop_returns_first_fooling_iterate_and_never_raises_robust_accuracy() -> None:
+    model, x = tiny_model(), batch(32)
+    y = predicted(model, x)
+    full = PGD(model, 0.04, 0.01, steps=10, random_start=False)(x, y)
+    early_attack = PGD(model, 0.04, 0.01, steps=10, random_start=False, early_stop=True)
+    early = early_attack(x, y)
+    _, fooled_full = _loss_and_fooled(model, full, y)
+    loss_early, fooled_early = _loss_and_fooled(model, early, y)
+    assert torch.all(fooled_early | ~fooled_full)  # robust set can only shrink
+    assert 0 < fooled_early.sum() < 32
+    torch.testing.assert_close(early[~fooled_early], full[~fooled_early], **EXACT)  # never fooled: same path
+    loss_full, _ = _loss_and_fooled(model, full, y)
+    assert loss_early[fooled_early].sum() < loss_full[fooled_early].sum()  # barely adversarial
+    assert early_attack.settings()["early_stop"] is True and "early_stop=True" in repr(early_attack)
+
+
+def test_targets_from_tensor_and_callable_agree() -> None:
+    model, x = tiny_model(), batch()
+    y = predicted(model, x)
+    targets = (y + 1) % 5
+    a = PGD(model, 0.1, 0.02, steps=5, random_start=False, targeted=targets)(x, y)
+    b = PGD(model, 0.1, 0.02, steps=5, random_start=False, targeted=lambda images, labels: (labels + 1) % 5)(x, y)
+    assert torch.equal(a, b)
+    with torch.no_grad():
+        assert (model(a).argmax(1) == targets).double().mean() > (model(x).argmax(1) == targets).double().mean()
+
+
+class _BackwardFGSM(Attack):
+    """FGSM written with ``loss.backward()`` (as torchattacks' FAB does): it would accumulate into the
+    parameters' ``.grad`` if the base class left ``requires_grad`` on."""
+
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        x = images.clone().requires_grad_(True)
+        F.cross_entropy(self.model(x), labels).backward()
+        return (images + 0.05 * x.grad.sign()).clamp(0, 1)
+
+
+def _mixed_state_model() -> nn.Module:
+    model = tiny_model(bn=True, dropout=True)
+    model.train()
+    with torch.no_grad():  # non-trivial statistics
+        model(batch(16, seed=9))
+    return model
+
+
+@pytest.mark.parametrize("entry", ["train", "eval"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: PGD(m, 0.05, 0.01, steps=3, restarts=2, early_stop=True, generator=torch.Generator().manual_seed(0)),
+        lambda m: PGD(m, 0.3, 0.1, steps=2, norm="l2"),
+        lambda m: FGSM(m, 0.05),
+        original_attack,
+        lambda m: AutoAttack(m, eps=0.5, n_classes=5, seed=0),
+        _BackwardFGSM,
+    ],
+    ids=["pgd-linf", "pgd-l2", "fgsm", "original", "autoattack", "backward"],
+)
+def test_attacks_leave_model_state_untouched(entry: str, make) -> None:
+    model = _mixed_state_model()
+    model.train(entry == "train")
+    model.net[1].train(entry != "train")  # the BatchNorm in the other mode than its parent
+    params = list(model.parameters())
+    params[0].requires_grad_(False)
+    params[1].grad = torch.randn_like(params[1])
+    grads = {i: (p.grad, p.grad.clone()) for i, p in enumerate(params) if p.grad is not None}
+    modes = [m.training for m in model.modules()]
+    flags = [p.requires_grad for p in params]
+    buffers = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+    x = batch(4)
+    adv = make(model)(x, torch.tensor([0, 1, 2, 3]))
+    assert [m.training for m in model.modules()] == modes
+    assert [p.requires_grad for p in params] == flags
+    assert all(params[i].grad is g and torch.equal(g, copy) for i, (g, copy) in grads.items())
+    assert all(p.grad is None for i, p in enumerate(params) if i not in grads)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in buffers.items())
+    assert adv.grad_fn is None and not adv.requires_grad and adv.shape == x.shape
+
+
+def test_inputs_are_checked() -> None:
+    model, x = tiny_model(), batch()
+    attack = FGSM(model, 0.1)
+    with pytest.raises(ValueError, match=r"pixels in \[0, 1\]"):
+        attack((x - 0.5) / 0.25, torch.zeros(8, dtype=torch.long))
+    with pytest.raises(ValueError, match="labels"):
+        attack(x, torch.zeros(7, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        (dict(eps=-0.1, step=0.01), "eps"),
+        (dict(eps=2.0, step=0.01), "eps"),
+        (dict(eps=0.1, step=0.01, steps=0), "steps"),
+        (dict(eps=0.1, step=0.01, norm="linf2"), "norm"),
+        (dict(eps=0.1, step=0.01, targeted="most-likely"), "targeted"),
+        (dict(eps=0.1, step=0.01, restarts=0), "restarts"),
+        (dict(eps=0.1, step=0.01, restarts=3, random_start=False), "restarts"),
+        (dict(eps=0.1, step=0.01, loss="dlr"), "loss"),
+    ],
+)
+def test_bad_pgd_settings_raise_config_error(kwargs: dict, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        PGD(tiny_model(), **kwargs)
+    assert info.value.field == field
+
+
+def test_autoattack_refuses_per_channel_eps_and_repr_shows_settings() -> None:
+    with pytest.raises(ConfigError, match="scalar") as info:
+        AutoAttack(tiny_model(), eps=[0.1, 0.1, 0.1])
+    assert info.value.field == "eps"
+    with pytest.raises(ConfigError):
+        AutoAttack(tiny_model(), eps=0.1, version="plus")
+    assert repr(AutoAttack(tiny_model(), eps=0.1, norm="l2", n_classes=5, seed=3)) == (
+        "AutoAttack(norm='l2', eps=0.1, version='standard', n_classes=5, seed=3)"
+    )
+    assert repr(PGD(tiny_model(), (0.1, 0.2, 0.3), 0.01, steps=5, targeted="least-likely")) == (
+        "PGD(norm='linf', eps=[0.1, 0.2, 0.3], step=0.01, steps=5, random_start=True, restarts=1, "
+        "targeted='least-likely', early_stop=False, loss='ce')"
+    )
+
+
+def test_autoattack_fools_a_tiny_model_and_keeps_the_global_rng() -> None:
+    model, x = tiny_model(), batch(4)
+    y = predicted(model, x)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    adv = AutoAttack(model, eps=0.3, n_classes=5, seed=0)(x, y)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert (adv - x).abs().max() <= 0.3 + 1e-12 and _accuracy(model, adv, y) == 0.0

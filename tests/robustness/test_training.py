@@ -1,0 +1,173 @@
+"""Adversarial training objectives: losses equal hand computations, BN statistics move only in the loss's
+train-mode forwards, settings are validated, and an objective plugs into the Trainer as its task."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from visionlab.engine import TrainConfig, Trainer
+from visionlab.errors import ConfigError
+from visionlab.robustness.attacks import PGD
+from visionlab.robustness.training import FGSMRSTraining, PGDTraining, TRADESTraining, robust_accuracy_on_batch
+
+from .conftest import batch, predicted, tiny_model
+
+EPS_C = (0.02, 0.03, 0.04)
+
+
+def _bn_model() -> nn.Module:
+    model = tiny_model(bn=True)
+    model.train()
+    return model
+
+
+def _bn_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+
+
+def _assert_same_bn(a: nn.Module, b: nn.Module, forwards: int) -> None:
+    sa, sb = _bn_state(a), _bn_state(b)
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert int(sa["net.1.num_batches_tracked"]) == forwards
+
+
+def test_mix_one_is_plain_clean_loss_with_label_smoothing() -> None:
+    model, x = _bn_model(), batch()
+    y = torch.arange(8) % 5
+    manual = copy.deepcopy(model)
+    loss, logits = PGDTraining(0.03, steps=2, mix=1.0, criterion=nn.CrossEntropyLoss(label_smoothing=0.1))(model, x, y)
+    expected_logits = manual(x)
+    torch.testing.assert_close(logits, expected_logits, rtol=0, atol=0)
+    torch.testing.assert_close(loss, F.cross_entropy(expected_logits, y, label_smoothing=0.1), rtol=0, atol=0)
+    _assert_same_bn(model, manual, forwards=1)  # no attack ran
+
+
+def test_pgd_training_equals_a_manual_run_and_updates_bn_only_in_train_forwards() -> None:
+    model, x = _bn_model(), batch()
+    y = torch.arange(8) % 5
+    manual = copy.deepcopy(model)
+    objective = PGDTraining(EPS_C, steps=3, mix=0.25, generator=torch.Generator().manual_seed(0))
+    loss, logits = objective(model, x, y)
+    assert model.training and all(m.training for m in model.modules())
+
+    step = tuple(2.5 * e / 3 for e in EPS_C)  # the default step
+    adv = PGD(manual, EPS_C, step, steps=3, generator=torch.Generator().manual_seed(0))(x, y)  # eval mode inside
+    clean, robust = manual(x), manual(adv)  # train mode: two BN updates, clean first
+    expected = 0.25 * F.cross_entropy(clean, y) + 0.75 * F.cross_entropy(robust, y)
+    torch.testing.assert_close(loss, expected, rtol=0, atol=1e-14)
+    torch.testing.assert_close(logits, robust, rtol=0, atol=1e-14)  # logits of the adversarial examples
+    _assert_same_bn(model, manual, forwards=2)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_fgsm_rs_example_is_the_wong_et_al_step_and_stays_in_the_ball() -> None:
+    model, x = _bn_model(), batch()
+    y = torch.arange(8) % 5
+    adv = FGSMRSTraining(EPS_C, generator=torch.Generator().manual_seed(3)).adversarial(model, x, y)
+    eps = torch.tensor(EPS_C, dtype=x.dtype).view(1, 3, 1, 1)
+    gen = torch.Generator().manual_seed(3)
+    start = (x + (2 * torch.rand(x.shape, generator=gen, dtype=x.dtype) - 1) * eps).clamp(0, 1)
+    start.requires_grad_(True)
+    model.eval()
+    (grad,) = torch.autograd.grad(F.cross_entropy(model(start), y), start)
+    model.train()
+    expected = (x + (start.detach() + 1.25 * eps * grad.sign() - x).clamp(-eps, eps)).clamp(0, 1)
+    torch.testing.assert_close(adv, expected, rtol=0, atol=1e-15)
+    assert torch.all((adv - x).abs().amax(dim=(0, 2, 3)) <= eps.flatten() + 1e-15)
+    assert adv.min() >= 0 and adv.max() <= 1
+
+
+def test_trades_beta_zero_is_clean_cross_entropy() -> None:
+    model, x = _bn_model(), batch()
+    y = torch.arange(8) % 5
+    manual = copy.deepcopy(model)
+    loss, logits = TRADESTraining(0.03, beta=0.0)(model, x, y)
+    expected = manual(x)
+    torch.testing.assert_close(loss, F.cross_entropy(expected, y), rtol=0, atol=0)
+    torch.testing.assert_close(logits, expected, rtol=0, atol=0)
+    _assert_same_bn(model, manual, forwards=1)
+
+
+def _trades_adversary_by_hand(model: nn.Module, x: torch.Tensor, eps: float, step: float, steps: int, seed: int):
+    """TRADES' official attack loop: x + 0.001 N(0, 1), then signed steps up KL(p(x) || p(x_adv)) (summed)."""
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        p_clean = F.softmax(model(x), dim=1)
+    x_adv = (x + (0.001 * torch.randn(x.shape, generator=gen, dtype=x.dtype)).clamp(-eps, eps)).clamp(0, 1)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        kl = F.kl_div(F.log_softmax(model(x_adv), dim=1), p_clean, reduction="sum")
+        (grad,) = torch.autograd.grad(kl, x_adv)
+        x_adv = torch.min(torch.max(x_adv.detach() + step * grad.sign(), x - eps), x + eps).clamp(0, 1)
+    model.train()
+    return x_adv
+
+
+def test_trades_loss_equals_a_hand_computation() -> None:
+    model, x = _bn_model(), batch()
+    y = torch.arange(8) % 5
+    manual = copy.deepcopy(model)
+    loss, logits = TRADESTraining(0.03, beta=6.0, steps=3, step=0.01, generator=torch.Generator().manual_seed(5))(
+        model, x, y
+    )
+    adv = _trades_adversary_by_hand(manual, x, 0.03, 0.01, 3, seed=5)
+    clean, robust = manual(x), manual(adv)
+    p = F.softmax(clean, dim=1)
+    kl = (p * (p.log() - F.log_softmax(robust, dim=1))).sum(dim=1).mean()
+    assert kl > 0
+    torch.testing.assert_close(loss, F.cross_entropy(clean, y) + 6.0 * kl, rtol=0, atol=1e-12)
+    torch.testing.assert_close(logits, clean, rtol=0, atol=0)  # logits of the clean examples
+    _assert_same_bn(model, manual, forwards=2)
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: PGDTraining(-0.1), "eps"),
+        (lambda: PGDTraining(1.5), "eps"),
+        (lambda: PGDTraining(0.1, steps=0), "steps"),
+        (lambda: PGDTraining(0.1, norm="l1"), "norm"),
+        (lambda: PGDTraining(0.1, mix=1.5), "mix"),
+        (lambda: FGSMRSTraining(-0.03), "eps"),
+        (lambda: FGSMRSTraining(0.03, mix=-0.1), "mix"),
+        (lambda: TRADESTraining(0.03, beta=-1.0), "beta"),
+        (lambda: TRADESTraining(0.03, steps=0), "steps"),
+        (lambda: TRADESTraining(2.0), "eps"),
+    ],
+)
+def test_bad_training_settings_raise_config_error(make, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        make()
+    assert info.value.field == field
+
+
+def test_robust_accuracy_on_batch() -> None:
+    model, x = _bn_model(), batch(16)
+    model.eval()
+    y = predicted(model, x)
+    y[:4] = (y[:4] + 1) % 5
+    model.train()
+    before = _bn_state(model)
+    assert robust_accuracy_on_batch(model, x, y, PGD(model, 0.0, 0.01, steps=1)) == 75.0
+    assert robust_accuracy_on_batch(model, x, y, PGD(model, 0.1, 0.03, steps=5)) < 75.0
+    assert model.training and all(torch.equal(v, _bn_state(model)[k]) for k, v in before.items())
+
+
+def test_an_objective_plugs_into_the_trainer(tiny_fmnist: str, tmp_path: Path) -> None:
+    cfg = TrainConfig(
+        data=tiny_fmnist, out=str(tmp_path), epochs=1, batch_size=16, limit_train=32, workers=0, progress=False,
+        tensorboard=False, print_freq=1,
+    )  # fmt: skip
+    trainer = Trainer(cfg)
+    trainer.task = PGDTraining(0.1, steps=2, mix=0.5)
+    summary = trainer.train_one_epoch(0)
+    trainer.log.close()
+    assert summary["n"] == 32 and summary["loss"] > 0
