@@ -200,6 +200,26 @@ def test_training_objective_is_the_label_smoothed_cross_entropy(tmp_path: Path) 
     assert expected - (_cross_entropy(z, 0) + _cross_entropy(z, 1)) / 2 < -0.1  # not the unsmoothed loss
 
 
+# ------------------------------------------------------------------------------------------------ clipping
+@pytest.mark.parametrize("clip", [0.0, 0.05])
+def test_an_sgd_step_uses_the_clipped_gradient(tmp_path: Path, clip: float) -> None:
+    """One step of plain SGD (no momentum, weight decay or warmup) on one batch: w1 = w0 - lr * s * g, with g the
+    batch's gradient and s = min(1, clip / |g|) for the global L2 norm |g|; --clip-grad 0 leaves g alone."""
+    bundle = _bundle([*range(10), *range(6)], list(range(10)))  # 16 images: one batch
+    trainer = _trainer(tmp_path / "run", bundle, epochs=1, lr=0.1, momentum=0.0, weight_decay=0.0, warmup=0.0,
+                       clip_grad=clip)  # fmt: skip
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    loss, _ = trainer.task(trainer.model, *bundle.train.tensors)
+    grads = torch.autograd.grad(loss, list(trainer.model.parameters()))
+    norm = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads))
+    scale = min(1.0, clip / norm) if clip else 1.0
+    assert scale < 0.5 if clip else norm > 0.1  # clipping bites, or would have
+    trainer.fit()
+    # The loader shuffles the batch, so the loop's gradient differs from g by float32 rounding of a reordered sum.
+    for p, p0, g in zip(trainer.model.parameters(), before, grads, strict=True):
+        torch.testing.assert_close(p.detach(), p0 - 0.1 * scale * g, rtol=1e-5, atol=1e-7)
+
+
 # ------------------------------------------------------------------------------------------------ --start-epoch
 # The fast-forward steps the scheduler before any optimizer step, on purpose; PyTorch warns about that order.
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`")
