@@ -217,8 +217,10 @@ def test_attacks_leave_model_state_untouched(entry: str, make) -> None:
     modes = [m.training for m in model.modules()]
     flags = [p.requires_grad for p in params]
     buffers = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+    weights = [(p.data_ptr(), p.stride()) for p in params]  # the NHWC swap puts the very same tensors back
     x = batch(4)
     adv = make(model)(x, torch.tensor([0, 1, 2, 3]))
+    assert [(p.data_ptr(), p.stride()) for p in params] == weights
     assert [m.training for m in model.modules()] == modes
     assert [p.requires_grad for p in params] == flags
     assert all(params[i].grad is g and torch.equal(g, copy) for i, (g, copy) in grads.items())
@@ -278,3 +280,18 @@ def test_autoattack_fools_a_tiny_model_and_keeps_the_global_rng() -> None:
     adv = AutoAttack(model, eps=0.3, n_classes=5, seed=0)(x, y)
     assert torch.equal(torch.get_rng_state(), before)
     assert (adv - x).abs().max() <= 0.3 + 1e-12 and _accuracy(model, adv, y) == 0.0
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_channels_last_attack_equals_the_nchw_one_and_returns_the_input_layout(layout: str) -> None:
+    """On the CPU attacks run NHWC by default (oneDNN is faster there); the result is the NCHW one up to the
+    rounding of other conv kernels, and comes back in the caller's layout."""
+    model = tiny_model(channels=3)
+    x = batch(8)
+    if layout == "nhwc":
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = predicted(model, x)
+    nhwc = PGD(model, 0.05, 0.01, steps=5, random_start=False)(x, y)
+    nchw = PGD(model, 0.05, 0.01, steps=5, random_start=False, channels_last=False)(x, y)
+    torch.testing.assert_close(nhwc, nchw, rtol=0, atol=1e-12)
+    assert nhwc.is_contiguous() == (layout == "nchw") and nchw.is_contiguous() == (layout == "nchw")

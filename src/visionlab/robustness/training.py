@@ -23,7 +23,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from visionlab.errors import ConfigError
-from visionlab.robustness.attacks import Attack, _count, ascend, attack_context, check_images, full_precision
+from visionlab.robustness.attacks import (
+    Attack,
+    _count,
+    ascend,
+    attack_context,
+    attack_layout,
+    check_images,
+    full_precision,
+    match_layout,
+    to_layout,
+)
 from visionlab.robustness.steps import Radius, Step, _draw, make_step
 
 __all__ = ["FGSMRSTraining", "PGDTraining", "TRADESTraining", "robust_accuracy_on_batch"]
@@ -79,12 +89,12 @@ class _Adversarial:
 
     def adversarial(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The adversarial examples the loss trains on (eval mode, parameters frozen, modes restored), detached."""
-        with attack_context(model):
-            start = self.threat.random_init(images, self.generator) if self.random_start else images
-            adv = ascend(
-                model, self.threat, images, start, self.steps, lambda z: F.cross_entropy(full_precision(z), target)
-            )
-        return adv
+        nhwc = attack_layout(images, None)
+        x = to_layout(images, nhwc)
+        with attack_context(model, channels_last=nhwc):
+            start = self.threat.random_init(x, self.generator) if self.random_start else x
+            adv = ascend(model, self.threat, x, start, self.steps, lambda z: F.cross_entropy(full_precision(z), target))
+        return match_layout(adv, images)
 
 
 @dataclass
@@ -208,16 +218,18 @@ class TRADESTraining(_Adversarial):
     def adversarial(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         """TRADES' adversarial examples for ``images`` (eval mode, parameters frozen), detached. ``target`` is
         unused (the adversary needs no labels); it is accepted for the common signature."""
-        with attack_context(model):
+        nhwc = attack_layout(images, None)
+        x = to_layout(images, nhwc)
+        with attack_context(model, channels_last=nhwc):
             with torch.no_grad():
-                p_clean = F.softmax(full_precision(model(images)), dim=1)
-            noise = _draw(images, self.generator, normal=True).mul_(self.init_std)
-            start = self.threat.project(images + noise, images)
+                p_clean = F.softmax(full_precision(model(x)), dim=1)
+            noise = _draw(x, self.generator, normal=True).mul_(self.init_std)
+            start = self.threat.project(x + noise, x)
 
             def kl(logits: torch.Tensor) -> torch.Tensor:
                 return F.kl_div(F.log_softmax(full_precision(logits), dim=1), p_clean, reduction="sum")
 
-            return ascend(model, self.threat, images, start, self.steps, kl)
+            return match_layout(ascend(model, self.threat, x, start, self.steps, kl), images)
 
     def __call__(
         self, model: nn.Module, images: torch.Tensor, target: torch.Tensor
