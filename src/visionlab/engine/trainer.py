@@ -29,6 +29,7 @@ from visionlab.engine.checkpoint import capture_rng, load_checkpoint, restore_rn
 from visionlab.engine.config import TrainConfig
 from visionlab.engine.metrics import MetricsLog, RunningStats
 from visionlab.engine.schedule import WarmupCosine
+from visionlab.errors import ConfigError
 from visionlab.models import architecture_kwargs, build_model
 
 __all__ = [
@@ -55,7 +56,10 @@ def select_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available (use --gpu -1 or --device cpu)")
+        raise ConfigError(f"{name!r} requested but CUDA is not available here (use cpu or auto)", field="device")
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.type == "cuda" and (device.index or 0) >= count:
+        raise ConfigError(f"{name!r} requested but CUDA has devices cuda:0 to cuda:{count - 1}", field="device")
     return device
 
 
@@ -94,7 +98,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
-    raise ValueError(f"--optimizer must be sgd or adamw, got {cfg.optimizer!r}")
+    raise ConfigError(f"must be sgd or adamw, got {cfg.optimizer!r}", field="optimizer")
 
 
 def make_loader(
@@ -173,7 +177,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainConfig, *, resume: str | Path | None = None, bundle: DataBundle | None = None) -> None:
-        self.cfg = cfg
+        self.cfg = cfg.validate()
         self.device = select_device(cfg.device)
         state = load_checkpoint(resume) if resume else None
         self.full_resume = state is not None and "optimizer" in state

@@ -11,6 +11,7 @@ from visionlab.models.registry import (
     list_models,
     register_model,
     resolve_conv,
+    takes_conv,
 )
 from visionlab.models.simplenet import SimpleNet
 from visionlab.models.vit import VisionTransformer
@@ -26,6 +27,7 @@ __all__ = [
     "list_models",
     "register_model",
     "resolve_conv",
+    "takes_conv",
 ]
 
 
