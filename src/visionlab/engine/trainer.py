@@ -25,11 +25,11 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from visionlab.data import DataBundle, load_dataset
-from visionlab.engine.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from visionlab.engine.checkpoint import CheckpointError, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from visionlab.engine.config import TrainConfig
 from visionlab.engine.metrics import MetricsLog, RunningStats
 from visionlab.engine.schedule import WarmupCosine
-from visionlab.errors import ConfigError
+from visionlab.errors import ConfigError, UserError
 from visionlab.models import architecture_kwargs, build_model
 
 __all__ = [
@@ -160,8 +160,11 @@ def evaluate(
 def model_from_checkpoint(state: dict[str, Any], device: torch.device | str = "cpu") -> nn.Module:
     """Rebuild the model from the checkpoint's stored arguments and load its weights."""
     args = dict(state["model_args"])
-    model = build_model(args.pop("name"), **args)
-    model.load_state_dict(state["model"])
+    try:
+        model = build_model(args.pop("name"), **args)
+        model.load_state_dict(state["model"])
+    except (UserError, RuntimeError, ValueError, TypeError) as exc:  # the checkpoint's values, not our code
+        raise CheckpointError(f"the checkpoint's model cannot be rebuilt from its stored arguments ({exc})") from exc
     return model.to(device)
 
 
