@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from visionlab.data import DataBundle, load_dataset
+from visionlab.data import DataBundle, DatasetError, load_dataset
 from visionlab.engine.checkpoint import CheckpointError, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from visionlab.engine.config import TrainConfig
 from visionlab.engine.metrics import MetricsLog, RunningStats
@@ -47,7 +48,21 @@ CHECKPOINT, BEST = "checkpoint.pth.tar", "model_best.pth.tar"
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is left untouched."""
+    """The loss became NaN or infinite; the last good checkpoint is left untouched.
+
+    ``detail`` says where and what was kept; :meth:`advice` names the config fields to change, under the names a
+    caller passes (the command line passes its flags).
+    """
+
+    ADVICE_FIELDS = ("lr", "warmup", "clip_grad")
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(f"{detail}. {self.advice()}")
+
+    def advice(self, names: Mapping[str, str] | None = None) -> str:
+        lr, warmup, clip = ((names or {}).get(f, f) for f in self.ADVICE_FIELDS)
+        return f"Lower {lr}, raise {warmup} or keep {clip} above 0."
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -195,9 +210,15 @@ class Trainer:
         if state is not None:
             self.model_args = dict(state["model_args"])
             if self.model_args["num_classes"] != b.num_classes:
-                raise ValueError(
-                    f"{resume}: the model has {self.model_args['num_classes']} classes "
-                    f"but {cfg.data} has {b.num_classes}"
+                raise DatasetError(
+                    f"{cfg.data}: {b.num_classes} classes, but the checkpoint {resume} predicts "
+                    f"{self.model_args['num_classes']}"
+                )
+            expects = (self.model_args["in_channels"], self.model_args["image_size"])
+            if expects != (b.in_channels, b.image_size):
+                raise DatasetError(
+                    f"{cfg.data}: {b.in_channels}-channel {b.image_size}x{b.image_size} images, but the checkpoint "
+                    f"{resume} takes {expects[0]}-channel {expects[1]}x{expects[1]} images"
                 )
         else:
             # The whole architecture (registered per-size defaults included), so later edits of the defaults
@@ -282,10 +303,7 @@ class Trainer:
     def _diverged(self, epoch: int, detail: str) -> TrainingDiverged:
         last = self.run_dir / CHECKPOINT
         keep = f"the last good checkpoint {last} is untouched" if last.exists() else "no checkpoint was written"
-        return TrainingDiverged(
-            f"loss is {detail} at epoch {epoch + 1}, step {self.step}; stopping ({keep}). "
-            "Lower --lr, raise --warmup or keep --clip-grad on."
-        )
+        return TrainingDiverged(f"loss is {detail} at epoch {epoch + 1}, step {self.step}; stopping ({keep})")
 
     # ------------------------------------------------------------------------------------------ loop
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
