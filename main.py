@@ -12,8 +12,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from visionlab.cli import FIELD_FLAGS, CLIError, format_user_error, not_available
 from visionlab.cli import main as visionlab_main
-from visionlab.cli import not_available
+from visionlab.errors import ConfigError, UserError
 
 # The original flags, with the original defaults.
 _FLAGS: list[tuple[tuple[str, ...], dict]] = [
@@ -40,6 +41,11 @@ _FLAGS: list[tuple[tuple[str, ...], dict]] = [
 ]
 
 
+# The TrainConfig fields this front end sets through flags spelled differently from visionlab's (DATA is positional,
+# the device comes from --gpu), for its error messages.
+_FIELD_FLAGS = {**FIELD_FLAGS, "data": "DATA", "lr": "--lr/--learning-rate", "device": "--gpu", "gpu": "--gpu"}
+
+
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     """The original parser; with ``suppress_defaults`` the namespace holds only the flags actually given."""
     p = argparse.ArgumentParser(description="Scene recognition on MiniPlaces (visionlab's original front end)")
@@ -54,6 +60,21 @@ def _unavailable(flag: str, what: str) -> int:
     return 2
 
 
+def _device(gpu: int) -> str:
+    """``--gpu N``: ``cuda:N`` when CUDA is available, else the CPU (as the original); negative: the CPU. With CUDA,
+    N must name a visible GPU."""
+    if gpu < 0:
+        return "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    count = torch.cuda.device_count()
+    if gpu >= count:
+        raise ConfigError(f"must be in [0, {count}) (the visible GPUs) or negative for the CPU, got {gpu}", field="gpu")
+    return f"cuda:{gpu}"
+
+
 def translate(args: argparse.Namespace, given: set[str] | None = None) -> list[str]:
     """The ``visionlab`` argv equivalent to the original flags.
 
@@ -66,14 +87,10 @@ def translate(args: argparse.Namespace, given: set[str] | None = None) -> list[s
     def pairs(*items: tuple[str, str]) -> list[str]:
         return [x for flag, dest in items if dest in given for x in (flag, str(getattr(args, dest)))]
 
-    device = "cpu"
-    if args.gpu >= 0:
-        import torch
-
-        device = f"cuda:{args.gpu}" if torch.cuda.is_available() else "cpu"
+    device = _device(args.gpu)
     if args.evaluate:
         if not args.resume:
-            raise SystemExit("main.py: error: -e/--evaluate needs --resume CKPT (the model to evaluate)")
+            raise CLIError("-e/--evaluate needs --resume CKPT (the model to evaluate)")
         argv = ["eval", "--resume", args.resume, "--data", args.data, "--device", device]
         return argv + pairs(("-b", "batch_size"), ("-j", "workers")) + (["--tta"] if args.tta else [])
     model = "vit" if args.use_vit else "simplenet"
@@ -101,7 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _unavailable("-v/--vis", "visualization (saliency maps, adversarial samples)")
     if args.use_resnet18:
         return _unavailable("--use-resnet18", "ResNet-18 fine-tuning")
-    return visionlab_main(translate(args, given))
+    try:
+        argv_out = translate(args, given)
+    except UserError as exc:
+        print(f"main.py: error: {format_user_error(exc, _FIELD_FLAGS)}", file=sys.stderr)
+        return 2
+    return visionlab_main(argv_out, prog="main.py", flags=_FIELD_FLAGS)
 
 
 if __name__ == "__main__":

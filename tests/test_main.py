@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from visionlab.errors import UserError
+
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("visionlab_main_py", ROOT / "main.py")
 main_py = importlib.util.module_from_spec(spec)
@@ -52,7 +54,7 @@ def test_only_given_flags_are_passed_on_so_recipes_apply() -> None:
 def test_evaluate_translates_to_eval_and_needs_resume() -> None:
     args = main_py.build_parser().parse_args(["../data", "-e", "--resume", "m.pth.tar", "--gpu", "-1"])
     assert main_py.translate(args)[:3] == ["eval", "--resume", "m.pth.tar"]
-    with pytest.raises(SystemExit, match="needs --resume"):
+    with pytest.raises(UserError, match="needs --resume"):
         main_py.translate(main_py.build_parser().parse_args(["../data", "-e"]))
 
 

@@ -7,13 +7,26 @@ original course defaults (:class:`visionlab.engine.TrainConfig`).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["build_parser", "main", "not_available", "train_config_from_args"]
+from visionlab.errors import ConfigError, UserError
+
+__all__ = [
+    "FIELD_FLAGS",
+    "CLIError",
+    "build_parser",
+    "format_user_error",
+    "main",
+    "not_available",
+    "run",
+    "train_config_from_args",
+]
 
 # argparse dest -> TrainConfig field, for the training flags that map one to one.
 _TRAIN_FIELDS = (
@@ -23,10 +36,26 @@ _TRAIN_FIELDS = (
 )  # fmt: skip
 # Fields a full resume may change: they do not alter the arithmetic of the run.
 _RUNTIME_FIELDS = ("epochs", "workers", "out", "print_freq", "device", "data_root", "progress", "tensorboard")
+# Dataset kinds read from image files, decoded at the model's input size (the others fix their own size).
+_FILE_KINDS = ("miniplaces", "folder")
+
+# The one field -> flag table: a ConfigError about a TrainConfig field (or a command's option) is shown as
+# "FLAG: message". Library messages speak of fields; only this table knows the flags. main.py overrides the few it
+# spells differently.
+FIELD_FLAGS: dict[str, str] = {
+    "data": "--data", "data_root": "--data-root", "image_size": "--image-size", "limit_train": "--limit-train",
+    "limit_val": "--limit-val", "workers": "-j/--workers", "check_images": "--no-check-images", "model": "--model",
+    "conv": "--use-custom-conv", "epochs": "--epochs", "start_epoch": "--start-epoch", "batch_size": "-b/--batch-size",
+    "optimizer": "--optimizer", "lr": "--lr", "momentum": "--momentum", "weight_decay": "--wd/--weight-decay",
+    "warmup": "--warmup", "clip_grad": "--clip-grad", "label_smoothing": "--label-smoothing", "tta": "--tta",
+    "seed": "--seed", "device": "--device", "amp": "--amp", "channels_last": "--channels-last", "out": "--out",
+    "print_freq": "-p/--print-freq", "tensorboard": "--no-tensorboard", "progress": "--no-progress",
+    "resume": "--resume", "topk": "--topk", "split": "--split", "labels": "--labels",
+}  # fmt: skip
 
 
-class CLIError(Exception):
-    """A user error: printed as ``visionlab: error: ...`` with exit status 2."""
+class CLIError(UserError):
+    """A command-line usage error (a missing path, flags that do not go together): one line, exit status 2."""
 
 
 def not_available(flag: str, what: str) -> CLIError:
@@ -71,9 +100,14 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def train_config_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
-    """Resolve flags + recipe + defaults into a TrainConfig; returns ``(config, resume_path)``."""
+    """Resolve flags + recipe + defaults into a TrainConfig; returns ``(config, resume_path)``.
+
+    Every flag given is checked against its field's range first, before the checkpoint or any data is read
+    (also a flag an exact resume then ignores); the caller validates the resolved config as a whole.
+    """
     from visionlab.data import parse_spec
-    from visionlab.engine import TrainConfig, load_checkpoint
+    from visionlab.engine import TrainConfig
+    from visionlab.engine.config import check_field
     from visionlab.recipes import recipe_for
 
     given = {f: getattr(args, f) for f in _TRAIN_FIELDS if getattr(args, f, None) is not None}
@@ -85,45 +119,73 @@ def train_config_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
         given["progress"] = False
     if getattr(args, "no_tensorboard", False):
         given["tensorboard"] = False
+    for key, value in given.items():
+        check_field(key, value)
 
     resume = getattr(args, "resume", None)
-    if resume:
-        state = load_checkpoint(resume)
-        if "optimizer" in state:  # exact resume: the stored run, with run-time fields overridable
-            values = dict(state["config"])
-            # Where the run was first written is no instruction: it resumes next to the checkpoint (which may
-            # have been moved or copied) unless --out says otherwise.
-            values["out"] = None
-            for key, value in given.items():
-                if key in _RUNTIME_FIELDS:
-                    values[key] = value
-                elif values.get(key) != value:
-                    print(
-                        f"[visionlab] note: ignoring --{key.replace('_', '-')} {value}: an exact resume keeps the "
-                        f"checkpoint's {values.get(key)!r} (fine-tune from model_best.pth.tar to change it)",
-                        file=sys.stderr,
-                    )
-            return TrainConfig.from_dict(values), resume
-        # fine-tuning: the architecture comes from the checkpoint, the rest from the flags
+    state = _load_model_checkpoint(resume) if resume else None
+    if state is not None and "optimizer" in state:  # exact resume: the stored run, run-time fields overridable
+        return _exact_resume_config(state, given), resume
+    if state is not None:  # fine-tuning: the architecture comes from the checkpoint, the rest from the flags
         given.setdefault("model", state["model_args"]["name"])
         given.setdefault("conv", state["model_args"].get("conv", "native"))
         given.setdefault("data", state["config"]["data"])
 
     data = given.get("data", TrainConfig.data)
     kind, _ = parse_spec(data) if data != "fashion-mnist" else ("fashion-mnist", "")
+    if state is not None and kind in _FILE_KINDS:
+        given.setdefault("image_size", state["model_args"]["image_size"])  # decode at the size the model takes
     values = recipe_for(given.get("model", TrainConfig.model), kind)
     values.update(given)
     return TrainConfig(**values), resume
 
 
+def _exact_resume_config(state: dict[str, Any], given: dict[str, Any]) -> Any:
+    """The checkpoint's config with the run-time fields of ``given`` applied; other flags are ignored loudly."""
+    from visionlab.engine import TrainConfig
+
+    values = dict(state["config"])
+    # Where the run was first written is no instruction: it resumes next to the checkpoint (which may have been
+    # moved or copied) unless --out says otherwise.
+    values["out"] = None
+    for key, value in given.items():
+        if key in _RUNTIME_FIELDS:
+            values[key] = value
+        elif values.get(key) != value:
+            print(
+                f"[visionlab] note: ignoring --{key.replace('_', '-')} {value}: an exact resume keeps the "
+                f"checkpoint's {values.get(key)!r} (fine-tune from model_best.pth.tar to change it)",
+                file=sys.stderr,
+            )
+    return TrainConfig.from_dict(values)
+
+
+def _load_model_checkpoint(path: str) -> dict[str, Any]:
+    """:func:`~visionlab.engine.load_checkpoint`, also requiring the stored architecture (``model_args``)."""
+    from visionlab.engine import CheckpointError, load_checkpoint
+
+    state = load_checkpoint(path)
+    model_args = state.get("model_args")
+    if not isinstance(model_args, dict) or not {"name", "num_classes", "in_channels", "image_size"} <= set(model_args):
+        raise CheckpointError(f"{path}: no model architecture stored (model_args); not a visionlab model checkpoint")
+    return state
+
+
+def _check_options(args: argparse.Namespace, *names: str) -> None:
+    """Check command options that share a TrainConfig field's meaning (``batch_size``, ``workers``, ...)."""
+    from visionlab.engine.config import check_field
+
+    for name in names:
+        value = getattr(args, name)
+        check_field(name, "auto" if name == "device" and value is None else value)
+
+
 # ------------------------------------------------------------------------------------------------ commands
 def cmd_train(args: argparse.Namespace) -> int:
     from visionlab.engine import Trainer
-    from visionlab.models import list_models
 
     cfg, resume = train_config_from_args(args)
-    if cfg.model not in list_models():
-        raise CLIError(f"--model {cfg.model}: unknown model; available: {', '.join(list_models())}")
+    cfg.validate()  # the whole configuration, before any data is read or a run directory written
     result = Trainer(cfg, resume=resume).fit()
     if "val_top1" in result:
         print(f"* Acc@1 {result['val_top1']:.3f} Acc@5 {result['val_top5']:.3f} (best Acc@1 {result['best_top1']:.3f})")
@@ -133,36 +195,48 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_loader(state: dict[str, Any], args: argparse.Namespace):
-    from visionlab.data import load_dataset
-    from visionlab.engine import make_loader, select_device
-    from visionlab.engine.trainer import _limit
+def _eval_data(state: dict[str, Any], args: argparse.Namespace):
+    """The dataset to evaluate, its validation images fed to the model as it takes them.
 
-    stored = state["config"]
+    Data that does not fit the checkpoint (an RGB folder for a grayscale 28-px model, 28-px Fashion-MNIST for a
+    32-px RGB model) is converted as ``predict`` converts any image: to the model's channels and size with the
+    checkpoint's evaluation transform. A different number of classes cannot be converted and is an error.
+    """
+    from visionlab.data import DatasetError, eval_transform, load_dataset, parse_spec
+
+    stored, margs = state["config"], state["model_args"]
     data = args.data or stored["data"]
+    kind, _ = parse_spec(data)
     bundle = load_dataset(
         data,
         data_root=args.data_root or stored.get("data_root"),
-        image_size=state["model_args"]["image_size"] if not data.startswith(("fashion-mnist", "cifar10")) else None,
+        image_size=margs["image_size"] if kind in _FILE_KINDS else None,
         check_images=not args.no_check_images,
     )
-    device = select_device(args.device or "auto")
-    loader = make_loader(
-        _limit(bundle.val, args.limit_val), args.batch_size, train=False, workers=args.workers, device=device
-    )
-    return bundle, loader, device
+    if bundle.num_classes != margs["num_classes"]:
+        raise DatasetError(f"{data}: {bundle.num_classes} classes, but {args.resume} predicts {margs['num_classes']}")
+    has, takes = (bundle.in_channels, bundle.image_size), (margs["in_channels"], margs["image_size"])
+    if has != takes:
+        print(
+            f"[visionlab] note: {data} has {has[0]}-channel {has[1]}x{has[1]} images, the checkpoint takes "
+            f"{takes[0]}-channel {takes[1]}x{takes[1]}: converting them (as predict does)",
+            file=sys.stderr,
+        )
+        bundle.val.transform = eval_transform(state.get("recipe", "miniplaces"), takes[1], takes[0])
+    return bundle
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from visionlab.engine import evaluate, load_checkpoint, model_from_checkpoint
+    from visionlab.engine import evaluate, make_loader, model_from_checkpoint, select_device
+    from visionlab.engine.trainer import _limit
 
-    state = load_checkpoint(args.resume)
-    bundle, loader, device = _eval_loader(state, args)
-    if bundle.num_classes != state["model_args"]["num_classes"]:
-        raise CLIError(
-            f"--data {args.data}: {bundle.num_classes} classes, but {args.resume} predicts "
-            f"{state['model_args']['num_classes']}"
-        )
+    _check_options(args, "batch_size", "workers", "limit_val", "device")
+    state = _load_model_checkpoint(args.resume)
+    device = select_device(args.device or "auto")
+    bundle = _eval_data(state, args)
+    loader = make_loader(
+        _limit(bundle.val, args.limit_val), args.batch_size, train=False, workers=args.workers, device=device
+    )
     model = model_from_checkpoint(state, device)
     stats = evaluate(model, loader, device, tta=args.tta, progress=not args.no_progress)
     if args.json:
@@ -189,26 +263,40 @@ def _image_paths(items: Sequence[str]) -> list[Path]:
     return paths
 
 
+def _predict_paths(args: argparse.Namespace) -> list[Path]:
+    """The image files to classify: the IMAGE arguments, or the image files of a dataset split."""
+    from visionlab.data import load_dataset, parse_spec
+
+    if not args.data:
+        return _image_paths(args.images)
+    if args.images:
+        raise CLIError("predict: give IMAGE paths or --data SPEC, not both")
+    kind, _ = parse_spec(args.data)
+    if kind not in _FILE_KINDS:
+        raise CLIError(f"--data {args.data}: {kind} keeps its images in arrays, not files; use eval")
+    bundle = load_dataset(args.data)
+    split = bundle.test if args.split == "test" else bundle.val
+    if split is None:
+        raise CLIError(f"--data {args.data}: no test split (test.txt or images/test/); try --split val")
+    return [e.path for e in split.entries]
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image, UnidentifiedImageError
 
-    from visionlab.data import DatasetError, eval_transform, load_dataset
-    from visionlab.engine import load_checkpoint, model_from_checkpoint, select_device
+    from visionlab.data import DatasetError, eval_transform
+    from visionlab.engine import model_from_checkpoint, select_device
+    from visionlab.engine.config import Range
 
-    state = load_checkpoint(args.resume)
+    _check_options(args, "batch_size", "device")
+    Range(1, integer=True).check("topk", args.topk)
+    state = _load_model_checkpoint(args.resume)
     device = select_device(args.device or "auto")
     model = model_from_checkpoint(state, device).eval()
     names = state.get("class_names") or [str(i) for i in range(state["model_args"]["num_classes"])]
     margs = state["model_args"]
-    if args.data:
-        bundle = load_dataset(args.data, image_size=margs["image_size"] if margs["image_size"] != 28 else None)
-        split = bundle.test if args.split == "test" else bundle.val
-        if split is None:
-            raise CLIError(f"--data {args.data}: no test split (test.txt or images/test/)")
-        paths = [e.path for e in split.entries]
-    else:
-        paths = _image_paths(args.images)
+    paths = _predict_paths(args)
     transform = eval_transform(state.get("recipe", "miniplaces"), margs["image_size"], margs["in_channels"])
     k = min(args.topk, len(names))
     for start in range(0, len(paths), args.batch_size):
@@ -319,27 +407,67 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(func, args: argparse.Namespace, prog: str = "visionlab") -> int:
-    """Run a command, turning user errors (bad data, bad checkpoint, bad flags) into one clear line."""
-    from visionlab.data import DatasetError
-    from visionlab.engine import CheckpointError, TrainingDiverged
+def format_user_error(exc: UserError, flags: Mapping[str, str] = FIELD_FLAGS) -> str:
+    """The one line a user error prints: the message, led by the flag when a :class:`ConfigError` names a field
+    that ``flags`` maps (``--label-smoothing: must be a number in [0, 1), got 2.0``)."""
+    message = exc.message if isinstance(exc, ConfigError) else str(exc)
+    if "Original Traceback" in message:  # re-raised by a DataLoader worker: keep the original message only
+        message = message.rstrip().splitlines()[-1].partition(": ")[2] or message
+    if isinstance(exc, ConfigError) and exc.field:
+        return f"{flags[exc.field]}: {message}" if exc.field in flags else f"{exc.field}: {message}"
+    return message
+
+
+# OSErrors that are about the machine or the paths given (permissions, a full or read-only disk, a file where a
+# directory should be), not about visionlab's code.
+_ENVIRONMENT_ERRNOS = {
+    errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.EISDIR,
+    errno.ENAMETOOLONG,
+}  # fmt: skip
+
+
+def run(
+    func: Callable[[argparse.Namespace], int],
+    args: argparse.Namespace,
+    prog: str = "visionlab",
+    flags: Mapping[str, str] = FIELD_FLAGS,
+) -> int:
+    """Run a command. A :class:`~visionlab.errors.UserError` (bad data, checkpoint or flag) prints one line and
+    exits 2; a diverged run exits 3; Ctrl-C exits 130. Anything else is a bug in visionlab: its traceback is
+    printed with a request to report it, and the exit status is 1."""
+    from visionlab.engine import TrainingDiverged
 
     try:
         return func(args)
-    except (CLIError, DatasetError, CheckpointError, NotImplementedError, ValueError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+    except UserError as exc:
+        print(f"{prog}: error: {format_user_error(exc, flags)}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:
-        print(f"{prog}: training diverged: {exc}", file=sys.stderr)
+        print(f"{prog}: training diverged: {exc.detail}. {exc.advice(flags)}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; the last checkpoint written is intact", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            return _internal_error(prog)
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        print(f"{prog}: error: {where}{exc.strerror}", file=sys.stderr)
+        return 2
+    except Exception:
+        return _internal_error(prog)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _internal_error(prog: str) -> int:
+    traceback.print_exc()
+    print(f"{prog}: internal error (a bug in visionlab): please report it with the traceback above", file=sys.stderr)
+    return 1
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "visionlab", flags: Mapping[str, str] = FIELD_FLAGS) -> int:
+    """Parse ``argv`` and run the command; ``prog`` and ``flags`` let ``main.py`` speak in its own flags."""
     args = build_parser().parse_args(argv)
-    return run(args.func, args)
+    return run(args.func, args, prog, flags)
 
 
 if __name__ == "__main__":

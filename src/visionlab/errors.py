@@ -27,7 +27,7 @@ class ConfigError(UserError, ValueError):
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
-        self.field = field
+        self.message, self.field = message, field
 
     def __str__(self) -> str:
         message = super().__str__()

@@ -442,5 +442,6 @@ def load_dataset(
     else:
         bundle = _folder(path, image_size or 128, check_images)
     if image_size is not None and kind in ("fashion-mnist", "cifar10") and image_size != bundle.image_size:
-        raise DatasetError(f"--image-size {image_size}: {kind} images are {bundle.image_size}x{bundle.image_size}")
+        size = bundle.image_size
+        raise DatasetError(f"{kind} images are {size}x{size}: image size {image_size} requested (leave it unset)")
     return bundle

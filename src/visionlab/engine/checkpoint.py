@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -45,19 +45,66 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``."""
+    """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``.
+
+    Raises :class:`CheckpointError` for a missing, unreadable, truncated or corrupt file, for a file holding
+    anything but plain values (refused unread: unpickling it could execute code), and for a PyTorch file that
+    is not a visionlab checkpoint. The messages never suggest turning the ``weights_only`` protection off.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as exc:
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({exc.__class__.__name__}: {exc})") from exc
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({exc.strerror or exc})") from exc
+    except pickle.UnpicklingError as exc:
+        raise _unpickling_error(path, exc) from None
+    except Exception as exc:  # a parser of an untrusted file: whatever it raises, the file is at fault
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_first_sentence(exc)})") from exc
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not a visionlab checkpoint (no 'model'/'config' entries)")
     if state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: checkpoint format {state.get('format')!r}, expected {FORMAT}")
     return state
+
+
+# Pickle opcodes that import or call something: what the weights_only unpickler exists to refuse.
+_CODE_OPCODES = {ord(c): name for c, name in (
+    ("c", "GLOBAL"), ("\x93", "STACK_GLOBAL"), ("i", "INST"), ("o", "OBJ"), ("R", "REDUCE"), ("b", "BUILD"),
+    ("\x81", "NEWOBJ"), ("\x92", "NEWOBJ_EX"), ("\x82", "EXT1"), ("\x83", "EXT2"), ("\x84", "EXT4"),
+)}  # fmt: skip
+
+
+def _unpickling_error(path: Path, exc: pickle.UnpicklingError) -> CheckpointError:
+    """Tell a file refused for what it holds (a global such as ``os.system``, a call, a code-executing opcode)
+    from one that is merely corrupt. PyTorch's own text (which suggests ``weights_only=False``, the one thing a
+    user must not do with an untrusted file) is dropped; only the offending name is kept."""
+    text = str(exc)
+    name = re.search(r"GLOBAL ([\w.]+)", text)
+    operand = re.search(r"Unsupported operand (\d+)", text)
+    if name:
+        what = f"it references {name.group(1)}"
+    elif operand and int(operand.group(1)) in _CODE_OPCODES:
+        what = f"it uses the pickle opcode {_CODE_OPCODES[int(operand.group(1))]}"
+    elif re.search(r"call reduce for|create new object|Can only build", text):
+        what = "it constructs objects other than tensors"
+    else:
+        detail = "unreadable pickle data" if "Weights only load failed" in text else _first_sentence(exc)
+        return CheckpointError(f"{path}: truncated or corrupt checkpoint ({detail})")
+    return CheckpointError(
+        f"{path}: not a plain visionlab checkpoint: refused because loading it could execute code ({what}); "
+        "a visionlab checkpoint holds only tensors, numbers, strings, lists and dicts"
+    )
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """``Type: first sentence`` of an exception (PyTorch appends paragraphs of advice)."""
+    text = str(exc).strip().split("\n", 1)[0]
+    text = text.split(". ", 1)[0].rstrip(".")
+    kind = exc.__class__.__name__
+    kind = f"{exc.__class__.__module__}.{kind}" if kind == "error" else kind  # struct.error, zlib.error
+    return f"{kind}: {text}" if text else kind
 
 
 def capture_rng(loader_generator: torch.Generator | None = None) -> dict[str, Any]:

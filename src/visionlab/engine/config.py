@@ -1,11 +1,187 @@
-"""The typed configuration of a training run, saved with every run (``config.yaml``) and checkpoint."""
+"""The typed configuration of a training run, saved with every run (``config.yaml``) and checkpoint, and the
+allowed range of every field.
+
+:meth:`TrainConfig.validate` checks the whole configuration at once, before any data is read, and raises a
+:class:`~visionlab.errors.ConfigError` naming the field and its allowed range; the command line maps the field
+onto its flag. :func:`check_field` applies one field's rule to a lone value (the ``eval`` and ``predict``
+options that share a field's meaning, such as ``batch_size``).
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-__all__ = ["TrainConfig"]
+import torch
+
+from visionlab.errors import ConfigError
+
+__all__ = ["OPTIMIZERS", "Range", "TrainConfig", "check_field"]
+
+OPTIMIZERS = ("sgd", "adamw")
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+# Dataset kinds whose images have one fixed side (the spec prefixes and aliases of ``visionlab.data``).
+_FIXED_SIZES = {"fashion-mnist": 28, "fashionmnist": 28, "fmnist": 28, "cifar10": 32}
+
+
+@dataclass(frozen=True)
+class Range:
+    """An allowed interval for a number: ``[low, high]``, either end open or absent.
+
+    Args:
+        low, high: the bounds (None: unbounded on that side).
+        low_open, high_open: exclude the bound itself (``lr > 0``, ``momentum < 1``).
+        integer: only ``int`` values (``bool`` excluded); otherwise any finite ``int`` or ``float``.
+        optional: ``None`` is allowed too (e.g. ``limit_train``: no limit).
+        text: how to say the range when the bounds read badly (``"an integer in [0, 2^64)"``).
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+    optional: bool = False
+    text: str | None = None
+
+    def __str__(self) -> str:
+        if self.text:
+            return self.text
+        kind = "an integer" if self.integer else "a number"
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"{kind} in {left}{_num(self.low)}, {_num(self.high)}{right}"
+        if self.low is not None:
+            return f"{kind} {'>' if self.low_open else '>='} {_num(self.low)}"
+        if self.high is not None:
+            return f"{kind} {'<' if self.high_open else '<='} {_num(self.high)}"
+        return kind
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is of the right type and inside the range."""
+        if value is None:
+            return self.optional
+        if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):
+            return False
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def check(self, name: str, value: Any) -> None:
+        """Raise :class:`ConfigError` (``field=name``) unless :meth:`contains` ``value``."""
+        if not self.contains(value):
+            raise ConfigError(f"must be {self}, got {value!r}", field=name)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _one_of(choices: Callable[[], tuple[str, ...]], what: str = "") -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        allowed = choices()
+        if value not in allowed:
+            head, tail = (f"unknown {what} {value!r}: ", "") if what else ("", f", got {value!r}")
+            raise ConfigError(f"{head}must be one of {', '.join(allowed)}{tail}", field=name)
+
+    return check
+
+
+def _flag(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"must be true or false, got {value!r}", field=name)
+
+
+def _text(optional: bool) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        if (value is None and optional) or (isinstance(value, str) and value):
+            return
+        raise ConfigError(f"must be a non-empty string{' or unset' if optional else ''}, got {value!r}", field=name)
+
+    return check
+
+
+def _device(name: str, value: Any) -> None:
+    """``auto``, or a device string of a supported type (``cpu``, ``cuda``, ``cuda:N``, ``mps``). Whether that
+    device exists is checked when it is selected (:func:`visionlab.engine.select_device`)."""
+    if value == "auto":
+        return
+    try:
+        ok = isinstance(value, str) and torch.device(value).type in DEVICE_TYPES
+    except (RuntimeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"must be auto, cpu, cuda, cuda:N or mps, got {value!r}", field=name)
+
+
+def _mapping(name: str, value: Any) -> None:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ConfigError(f"must be a mapping of option names to values, got {value!r}", field=name)
+
+
+def _models() -> tuple[str, ...]:
+    from visionlab.models import list_models
+
+    return tuple(list_models())
+
+
+def _convs() -> tuple[str, ...]:
+    from visionlab.models import CONV_TYPES
+
+    return CONV_TYPES
+
+
+def _rule(kind: Range | Callable[[str, Any], None]) -> Callable[[str, Any], None]:
+    return kind.check if isinstance(kind, Range) else kind
+
+
+# field -> its rule. Every TrainConfig field has one (a test keeps them in step).
+_RULES: dict[str, Callable[[str, Any], None]] = {
+    name: _rule(kind)
+    for name, kind in {
+        "data": _text(optional=False),
+        "data_root": _text(optional=True),
+        "image_size": Range(8, 4096, integer=True, optional=True),
+        "limit_train": Range(1, integer=True, optional=True),
+        "limit_val": Range(1, integer=True, optional=True),
+        "workers": Range(0, integer=True),
+        "check_images": _flag,
+        "model": _one_of(_models, "model"),
+        "conv": _one_of(_convs),
+        "model_kwargs": _mapping,
+        "epochs": Range(1, integer=True),
+        "start_epoch": Range(0, integer=True),
+        "batch_size": Range(1, integer=True),
+        "optimizer": _one_of(lambda: OPTIMIZERS),
+        "lr": Range(0, low_open=True),
+        "momentum": Range(0, 1, high_open=True),
+        "weight_decay": Range(0),
+        "wd_exclude_norm_bias": _flag,
+        "warmup": Range(0),
+        "clip_grad": Range(0),
+        "label_smoothing": Range(0, 1, high_open=True),
+        "tta": _flag,
+        "seed": Range(0, 2**64 - 1, integer=True, text="an integer in [0, 2^64)"),
+        "device": _device,
+        "amp": _flag,
+        "channels_last": _flag,
+        "deterministic": _flag,
+        "out": _text(optional=True),
+        "print_freq": Range(1, integer=True),
+        "tensorboard": _flag,
+        "progress": _flag,
+    }.items()
+}
+
+
+def check_field(name: str, value: Any) -> None:
+    """Check ``value`` against the rule of :class:`TrainConfig` field ``name``; raise :class:`ConfigError`
+    (with ``field=name``) saying the allowed range when it is outside it."""
+    _RULES[name](name, value)
 
 
 @dataclass
@@ -59,5 +235,43 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown config keys {unknown}")
+            raise ConfigError(f"unknown config keys {unknown} (written by a newer visionlab?)")
         return cls(**values)
+
+    def validate(self) -> TrainConfig:
+        """Check every field's type and range, then the fields that constrain each other; return ``self``.
+
+        Reads no data: it runs before a dataset is loaded or a run directory is written, so a bad value costs
+        nothing. Raises :class:`ConfigError` naming the first field at fault and its allowed range.
+        """
+        for f in fields(self):
+            check_field(f.name, getattr(self, f.name))
+        if self.start_epoch >= self.epochs:
+            raise ConfigError(
+                f"must be in [0, epochs) = [0, {self.epochs}), got {self.start_epoch}", field="start_epoch"
+            )
+        self._check_architecture()
+        return self
+
+    def _check_architecture(self) -> None:
+        """The model takes the convolution type and, when ``image_size`` is set, that size: the data kinds with
+        a fixed side must have it, and the network must be buildable at it (built on the ``meta`` device, so
+        nothing is allocated)."""
+        from visionlab.models import architecture_kwargs, build_model, takes_conv
+
+        if self.conv != "native" and not takes_conv(self.model):
+            raise ConfigError(
+                f"model {self.model!r} takes no convolution type: must be native, got {self.conv!r}", field="conv"
+            )
+        if self.image_size is None:
+            return
+        kind = self.data.split(":", 1)[0]
+        fixed = _FIXED_SIZES.get(kind)
+        if fixed is not None and self.image_size != fixed:
+            raise ConfigError(
+                f"{kind} images are {fixed}x{fixed}: must be {fixed} or unset, got {self.image_size}",
+                field="image_size",
+            )
+        kwargs = architecture_kwargs(self.model, self.image_size, **self.model_kwargs)
+        with torch.device("meta"):
+            build_model(self.model, num_classes=2, image_size=self.image_size, conv=self.conv, **kwargs)

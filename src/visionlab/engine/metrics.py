@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from visionlab.errors import UserError
+
 __all__ = ["MetricsLog", "RunningStats", "read_metrics", "topk_correct"]
 
 
@@ -59,7 +61,7 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not JSON ({exc})") from exc
+                raise UserError(f"{path}:{number}: not JSON ({exc})") from exc
     return records
 
 

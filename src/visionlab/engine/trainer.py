@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Mapping
 from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
@@ -23,13 +24,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from visionlab.data import DataBundle, load_dataset
-from visionlab.engine.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from visionlab.data import DataBundle, DatasetError, load_dataset
+from visionlab.engine.checkpoint import CheckpointError, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from visionlab.engine.config import TrainConfig
 from visionlab.engine.metrics import MetricsLog, RunningStats
 from visionlab.engine.schedule import WarmupCosine
 from visionlab.engine.task import ClassificationTask, Objective, build_task
-from visionlab.errors import ConfigError
+from visionlab.errors import ConfigError, UserError
 from visionlab.models import architecture_kwargs, build_model
 
 __all__ = [
@@ -49,7 +50,21 @@ CHECKPOINT, BEST = "checkpoint.pth.tar", "model_best.pth.tar"
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is left untouched."""
+    """The loss became NaN or infinite; the last good checkpoint is left untouched.
+
+    ``detail`` says where and what was kept; :meth:`advice` names the config fields to change, under the names a
+    caller passes (the command line passes its flags).
+    """
+
+    ADVICE_FIELDS = ("lr", "warmup", "clip_grad")
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(f"{detail}. {self.advice()}")
+
+    def advice(self, names: Mapping[str, str] | None = None) -> str:
+        lr, warmup, clip = ((names or {}).get(f, f) for f in self.ADVICE_FIELDS)
+        return f"Lower {lr}, raise {warmup} or keep {clip} above 0."
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -58,7 +73,10 @@ def select_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available (use --gpu -1 or --device cpu)")
+        raise ConfigError(f"{name!r} requested but CUDA is not available here (use cpu or auto)", field="device")
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.type == "cuda" and (device.index or 0) >= count:
+        raise ConfigError(f"{name!r} requested but CUDA has devices cuda:0 to cuda:{count - 1}", field="device")
     return device
 
 
@@ -84,7 +102,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
-    raise ValueError(f"--optimizer must be sgd or adamw, got {cfg.optimizer!r}")
+    raise ConfigError(f"must be sgd or adamw, got {cfg.optimizer!r}", field="optimizer")
 
 
 def make_loader(
@@ -146,8 +164,11 @@ def evaluate(
 def model_from_checkpoint(state: dict[str, Any], device: torch.device | str = "cpu") -> nn.Module:
     """Rebuild the model from the checkpoint's stored arguments and load its weights."""
     args = dict(state["model_args"])
-    model = build_model(args.pop("name"), **args)
-    model.load_state_dict(state["model"])
+    try:
+        model = build_model(args.pop("name"), **args)
+        model.load_state_dict(state["model"])
+    except (UserError, RuntimeError, ValueError, TypeError) as exc:  # the checkpoint's values, not our code
+        raise CheckpointError(f"the checkpoint's model cannot be rebuilt from its stored arguments ({exc})") from exc
     return model.to(device)
 
 
@@ -194,7 +215,7 @@ class Trainer:
         task: Objective | None = None,
         callbacks: list[Callback] | None = None,
     ) -> None:
-        self.cfg = cfg
+        self.cfg = cfg.validate()
         self.device = select_device(cfg.device)
         self.resume_path = Path(resume) if resume else None
         state = self._load_resume_state()
@@ -239,10 +260,15 @@ class Trainer:
         if state is not None:
             args = dict(state["model_args"])
             if args["num_classes"] != b.num_classes:
-                raise ConfigError(
-                    f"{self.resume_path}: the model has {args['num_classes']} classes "
-                    f"but {self.cfg.data} has {b.num_classes}",
-                    field="data",
+                raise DatasetError(
+                    f"{self.cfg.data}: {b.num_classes} classes, but the checkpoint {self.resume_path} predicts "
+                    f"{args['num_classes']}"
+                )
+            expects = (args["in_channels"], args["image_size"])
+            if expects != (b.in_channels, b.image_size):
+                raise DatasetError(
+                    f"{self.cfg.data}: {b.in_channels}-channel {b.image_size}x{b.image_size} images, but the "
+                    f"checkpoint {self.resume_path} takes {expects[0]}-channel {expects[1]}x{expects[1]} images"
                 )
             return args
         # The whole architecture (registered per-size defaults included), so later edits of the defaults
@@ -339,10 +365,7 @@ class Trainer:
     def _diverged(self, epoch: int, detail: str) -> TrainingDiverged:
         last = self.run_dir / CHECKPOINT
         keep = f"the last good checkpoint {last} is untouched" if last.exists() else "no checkpoint was written"
-        return TrainingDiverged(
-            f"loss is {detail} at epoch {epoch + 1}, step {self.step}; stopping ({keep}). "
-            "Lower --lr, raise --warmup or keep --clip-grad on."
-        )
+        return TrainingDiverged(f"loss is {detail} at epoch {epoch + 1}, step {self.step}; stopping ({keep})")
 
     # ------------------------------------------------------------------------------------------ loop
     def _train_step(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

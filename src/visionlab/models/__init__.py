@@ -12,6 +12,7 @@ from visionlab.models.registry import (
     list_models,
     register_model,
     resolve_conv,
+    takes_conv,
 )
 from visionlab.models.simplenet import SimpleNet
 from visionlab.models.vit import VisionTransformer
@@ -28,6 +29,7 @@ __all__ = [
     "list_models",
     "register_model",
     "resolve_conv",
+    "takes_conv",
 ]
 
 

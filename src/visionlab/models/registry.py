@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from visionlab.errors import ConfigError
 from visionlab.models.normalize import Normalize
 from visionlab.ops import CustomConv2d
 
@@ -24,6 +25,7 @@ __all__ = [
     "list_models",
     "register_model",
     "resolve_conv",
+    "takes_conv",
 ]
 
 CONV_TYPES = ("native", "custom")
@@ -76,8 +78,13 @@ def architecture_kwargs(name: str, image_size: int, **overrides: Any) -> dict[st
 
 def _entry(name: str) -> _Entry:
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}", field="model")
     return _REGISTRY[name]
+
+
+def takes_conv(name: str) -> bool:
+    """Whether model ``name`` builds its convolutions with a chosen type (``conv="custom"`` is allowed)."""
+    return _entry(name).takes_conv
 
 
 def resolve_conv(conv: str) -> Callable[..., nn.Module]:
@@ -86,7 +93,7 @@ def resolve_conv(conv: str) -> Callable[..., nn.Module]:
         return nn.Conv2d
     if conv == "custom":
         return CustomConv2d
-    raise ValueError(f"conv must be one of {CONV_TYPES}, got {conv!r}")
+    raise ConfigError(f"conv must be one of {CONV_TYPES}, got {conv!r}", field="conv")
 
 
 class ImageClassifier(nn.Module):
@@ -125,11 +132,11 @@ def build_model(
     """
     entry = _entry(name)
     if conv not in CONV_TYPES:
-        raise ValueError(f"conv must be one of {CONV_TYPES}, got {conv!r}")
+        raise ConfigError(f"conv must be one of {CONV_TYPES}, got {conv!r}", field="conv")
     if entry.takes_conv:
         kwargs["conv_layer"] = resolve_conv(conv)
     elif conv != "native":
-        raise ValueError(f"model {name!r} does not take a convolution type (conv={conv!r})")
+        raise ConfigError(f"model {name!r} does not take a convolution type (conv={conv!r})", field="conv")
     net = entry.builder(num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
     mean = [0.5] * in_channels if mean is None else list(mean)
     std = [0.5] * in_channels if std is None else list(std)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from visionlab.errors import ConfigError
 from visionlab.models.layers import DropPath
 
 __all__ = [
@@ -73,7 +74,10 @@ class PatchEmbed(nn.Module):
             self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
             return
         if patch_size < 2 or patch_size & (patch_size - 1):
-            raise ValueError(f"a convolutional stem needs a patch size that is a power of 2 >= 2, got {patch_size}")
+            raise ConfigError(
+                f"a convolutional stem needs a patch size that is a power of 2 >= 2, got {patch_size}",
+                field="model_kwargs",
+            )
         layers: list[nn.Module] = []
         for i in range(patch_size.bit_length() - 1):
             width = stem_channels << i
@@ -95,7 +99,7 @@ class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"embed dim {dim} is not divisible by num_heads {num_heads}")
+            raise ConfigError(f"embed dim {dim} is not divisible by num_heads {num_heads}", field="model_kwargs")
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
@@ -195,9 +199,14 @@ class VisionTransformer(nn.Module):
     ) -> None:
         super().__init__()
         if img_size % patch_size:
-            raise ValueError(f"image size {img_size} is not a multiple of the patch size {patch_size}")
+            raise ConfigError(
+                f"image size {img_size} is not a multiple of the patch size {patch_size}", field="image_size"
+            )
         if any(not 0 <= i < depth for i in window_block_indexes):
-            raise ValueError(f"window_block_indexes {tuple(window_block_indexes)} must lie in [0, depth={depth})")
+            raise ConfigError(
+                f"window_block_indexes {tuple(window_block_indexes)} must lie in [0, depth={depth})",
+                field="model_kwargs",
+            )
         self.img_size, self.patch_size, self.grid = img_size, patch_size, img_size // patch_size
         self.num_classes, self.num_features = num_classes, embed_dim
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, stem_channels)

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
 from visionlab.engine.metrics import read_metrics
+from visionlab.errors import ConfigError, UserError
 
 __all__ = ["plot_runs"]
 
@@ -23,13 +24,13 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[
     epoch. Returns ``out``."""
     labels = list(labels) if labels else [Path(d).name for d in run_dirs]
     if len(labels) != len(run_dirs):
-        raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
+        raise ConfigError(f"{len(labels)} labels for {len(run_dirs)} runs", field="labels")
     fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(16, 4.5))
     for i, (run_dir, label) in enumerate(zip(run_dirs, labels, strict=True)):
         records = read_metrics(run_dir)
         epochs = [r for r in records if r.get("type") == "epoch"]
         if not epochs:
-            raise ValueError(f"{run_dir}: no epoch records in metrics.jsonl")
+            raise UserError(f"{run_dir}: no epoch records in metrics.jsonl (no epoch finished yet)")
         x = [r["epoch"] + 1 for r in epochs]
         color = f"C{i}"
         ax_loss.plot(x, [r["train_loss"] for r in epochs], color=color, ls="--", label=f"{label} train")
