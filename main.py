@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """The original course entry point, flag for flag: ``python main.py DATA [--resume CKPT] [-e|-a] [-v] ...``.
 
-It translates the original flags (with the original defaults) into a ``visionlab train`` or ``visionlab eval``
-command line, so there is one implementation behind both front ends. DATA is any visionlab dataset spec; a
+It translates the original flags (with the original defaults) into ``visionlab train``, ``eval``, ``attack``
+(``-a``: the course's PGD attack; ``-a -v`` adds the image grids) or ``eval`` + ``saliency`` (``-e -v``) command
+lines, so there is one implementation behind both front ends. DATA is any visionlab dataset spec; a
 bare path is auto-detected (MiniPlaces ``train.txt``/``val.txt``, ImageFolder, CIFAR-10, Fashion-MNIST).
 """
 
@@ -88,11 +89,19 @@ def translate(args: argparse.Namespace, given: set[str] | None = None) -> list[s
         return [x for flag, dest in items if dest in given for x in (flag, str(getattr(args, dest)))]
 
     device = _device(args.gpu)
+    out = ["--out", args.out] if args.out else []
+    if args.attack:  # the course's attack: PGD-10 towards the least-likely class in the 0.1-std ball
+        if not args.resume:
+            raise CLIError("-a/--attack needs --resume CKPT (the model to attack)")
+        argv = ["attack", "--resume", args.resume, "--data", args.data, "--device", device, "--attack", "original"]
+        return argv + pairs(("-b", "batch_size")) + (["--vis"] if args.vis else []) + out
     if args.evaluate:
         if not args.resume:
             raise CLIError("-e/--evaluate needs --resume CKPT (the model to evaluate)")
         argv = ["eval", "--resume", args.resume, "--data", args.data, "--device", device]
         return argv + pairs(("-b", "batch_size"), ("-j", "workers")) + (["--tta"] if args.tta else [])
+    if args.vis:
+        raise CLIError("-v/--vis needs -e (saliency maps of the evaluated model) or -a (adversarial samples)")
     model = "vit" if args.use_vit else "simplenet"
     argv = ["train", "--data", args.data, "--model", model, "--device", device]
     argv += pairs(("-j", "workers"), ("--epochs", "epochs"), ("--warmup", "warmup"), ("--clip-grad", "clip_grad"),
@@ -109,21 +118,30 @@ def translate(args: argparse.Namespace, given: set[str] | None = None) -> list[s
     return argv
 
 
+def follow_ups(args: argparse.Namespace) -> list[list[str]]:
+    """Commands run after :func:`translate`'s when it succeeds: ``-e -v`` draws the saliency maps (the original's
+    ``Image/Image_Atten``) of the evaluated model."""
+    if args.evaluate and args.vis and not args.attack:
+        out = ["--out", args.out] if args.out else []
+        return [["saliency", "--resume", args.resume, "--data", args.data, "--device", _device(args.gpu), *out]]
+    return []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     given = set(vars(build_parser(suppress_defaults=True).parse_args(argv)))
-    if args.attack:
-        return _unavailable("-a/--attack", "adversarial evaluation (PGD)")
-    if args.vis:
-        return _unavailable("-v/--vis", "visualization (saliency maps, adversarial samples)")
     if args.use_resnet18:
         return _unavailable("--use-resnet18", "ResNet-18 fine-tuning")
     try:
-        argv_out = translate(args, given)
+        commands = [translate(args, given), *follow_ups(args)]
     except UserError as exc:
         print(f"main.py: error: {format_user_error(exc, _FIELD_FLAGS)}", file=sys.stderr)
         return 2
-    return visionlab_main(argv_out, prog="main.py", flags=_FIELD_FLAGS)
+    for command in commands:
+        status = visionlab_main(command, prog="main.py", flags=_FIELD_FLAGS)
+        if status != 0:
+            return status
+    return 0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ labelled with the model's own predictions (clean accuracy 100%, so every example
 alternate (ours, torchattacks, ours with early stop, ours in NCHW, then the reverse order) and the medians are
 compared; the results of ours and torchattacks are compared on every batch.
 
-    python bench/attack.py            # 7 rounds of 4 batches of 128
+    python bench/attack.py            # 7 rounds of 4 batches of 128, SimpleNet
+    python bench/attack.py --model improved    # the batch-norm residual CNN
     python bench/attack.py --quick    # 3 rounds of 1 batch: checks that it works, numbers are rough
 
 Prints a table, then one JSON line {"ratio": ours / torchattacks, "early_stop_ratio": ..., ...}; the goal is
@@ -42,10 +43,10 @@ from visionlab.robustness import PGD
 EPS, STEP, STEPS = 0.1, 0.01, 10
 
 
-def fitted_simplenet(steps: int, batch_size: int, seed: int = 0) -> nn.Module:
-    """SimpleNet fitted for ``steps`` AdamW steps on noise images with a bright row at ``2 * label + 4``."""
+def fitted_model(name: str, steps: int, batch_size: int, seed: int = 0) -> nn.Module:
+    """Model ``name`` fitted for ``steps`` AdamW steps on noise images with a bright row at ``2 * label + 4``."""
     torch.manual_seed(seed)
-    model = build_model("simplenet", num_classes=10, in_channels=1, image_size=28)
+    model = build_model(name, num_classes=10, in_channels=1, image_size=28)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     model.train()
     for _ in range(steps):
@@ -76,10 +77,11 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=4, help="batches per timed round")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--fit-steps", type=int, default=60)
+    ap.add_argument("--model", default="simplenet", help="registered model, 1x28x28 (default simplenet)")
     args = ap.parse_args()
     if args.quick:
         args.batches, args.rounds, args.fit_steps = 1, 3, 20
-    model = fitted_simplenet(args.fit_steps, args.batch_size)
+    model = fitted_model(args.model, args.fit_steps, args.batch_size)
     gen = torch.Generator().manual_seed(1)
     batches = []
     for _ in range(args.batches):
@@ -120,12 +122,14 @@ def main() -> None:
     print(f"{'attack':<28}{'images/s (median)':>20}{'min':>10}{'max':>10}{'robust top-1':>15}")
     for name, r in rates.items():
         print(f"{name:<28}{med[name]:>20.1f}{min(r):>10.1f}{max(r):>10.1f}{100 * robust[name]:>14.1f}%")
-    print(f"PGD-{STEPS} L∞ eps={EPS} step={STEP}, SimpleNet 1x28x28, batch {args.batch_size}, {args.batches} batches x "
-          f"{args.rounds} rounds, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+    print(f"PGD-{STEPS} L∞ eps={EPS} step={STEP}, {args.model} 1x28x28, batch {args.batch_size}, "
+          f"{args.batches} batches x {args.rounds} rounds, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}; "
           f"cpu capability {torch.backends.cpu.get_cpu_capability()}")  # fmt: skip
     print(f"ours vs torchattacks: max |diff| {diff:.3g}, pixels differing by > 1e-6: {100 * differing:.3f}% "
           f"(NCHW ours vs torchattacks: max |diff| {nchw_diff:.3g})")  # fmt: skip
     print(json.dumps({
+        "model": args.model,
         "ratio": round(med["visionlab PGD"] / med["torchattacks PGD"], 4),
         "early_stop_ratio": round(med["visionlab PGD early stop"] / med["torchattacks PGD"], 4),
         "ours_images_per_s": round(med["visionlab PGD"], 1),

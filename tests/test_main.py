@@ -58,13 +58,26 @@ def test_evaluate_translates_to_eval_and_needs_resume() -> None:
         main_py.translate(main_py.build_parser().parse_args(["../data", "-e"]))
 
 
-@pytest.mark.parametrize(
-    ("flag", "what"), [("-a", "adversarial"), ("-v", "visualization"), ("--use-resnet18", "ResNet")]
-)
-def test_later_capabilities_fail_loudly(flag: str, what: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main_py.main(["../data", flag]) == 2
+def test_resnet18_still_fails_loudly(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main_py.main(["../data", "--use-resnet18"]) == 2
     err = capsys.readouterr().err
-    assert "not available yet" in err and what in err
+    assert "not available yet" in err and "ResNet" in err
+
+
+def test_attack_and_vis_translate_to_the_original_attack_and_saliency() -> None:
+    parse = main_py.build_parser().parse_args
+    argv = main_py.translate(parse(["d", "-a", "--resume", "m.pth", "--gpu", "-1", "-v", "-b", "64", "--out", "o"]))
+    assert argv[:3] == ["attack", "--resume", "m.pth"] and argv[argv.index("--attack") + 1] == "original"
+    assert "--vis" in argv and argv[argv.index("-b") + 1] == "64" and argv[argv.index("--out") + 1] == "o"
+    assert "--vis" not in main_py.translate(parse(["d", "-a", "--resume", "m.pth", "--gpu", "-1"]))
+    args = parse(["d", "-e", "-v", "--resume", "m.pth", "--gpu", "-1"])
+    assert main_py.translate(args)[0] == "eval"
+    assert main_py.follow_ups(args) == [["saliency", "--resume", "m.pth", "--data", "d", "--device", "cpu"]]
+    assert main_py.follow_ups(parse(["d", "-e", "--resume", "m.pth", "--gpu", "-1"])) == []
+    with pytest.raises(UserError, match="-a/--attack needs --resume"):
+        main_py.translate(parse(["d", "-a"]))
+    with pytest.raises(UserError, match=r"-v/--vis needs -e .* or -a"):
+        main_py.translate(parse(["d", "-v", "--gpu", "-1"]))
 
 
 def test_main_py_trains_one_epoch_then_evaluates(

@@ -32,7 +32,8 @@ __all__ = [
 _TRAIN_FIELDS = (
     "data", "data_root", "image_size", "limit_train", "limit_val", "workers", "model", "epochs", "start_epoch",
     "batch_size", "optimizer", "lr", "momentum", "weight_decay", "warmup", "clip_grad", "label_smoothing", "tta",
-    "seed", "device", "amp", "channels_last", "out", "print_freq",
+    "seed", "device", "amp", "channels_last", "out", "print_freq", "adv_train", "adv_eps", "adv_steps", "adv_step",
+    "adv_mix", "trades_beta", "select_by", "robust_val",
 )  # fmt: skip
 # Fields a full resume may change: they do not alter the arithmetic of the run.
 _RUNTIME_FIELDS = ("epochs", "workers", "out", "print_freq", "device", "data_root", "progress", "tensorboard")
@@ -50,7 +51,12 @@ FIELD_FLAGS: dict[str, str] = {
     "warmup": "--warmup", "clip_grad": "--clip-grad", "label_smoothing": "--label-smoothing", "tta": "--tta",
     "seed": "--seed", "device": "--device", "amp": "--amp", "channels_last": "--channels-last", "out": "--out",
     "print_freq": "-p/--print-freq", "tensorboard": "--no-tensorboard", "progress": "--no-progress",
-    "resume": "--resume", "topk": "--topk", "split": "--split", "labels": "--labels",
+    "resume": "--resume", "topk": "--topk", "split": "--split", "labels": "--labels", "adv_train": "--adv-train",
+    "adv_eps": "--adv-eps", "adv_steps": "--adv-steps", "adv_step": "--adv-step", "adv_mix": "--adv-mix",
+    "trades_beta": "--trades-beta", "select_by": "--select-by", "robust_val": "--robust-val",
+    # the analysis commands' options (visionlab.cli_analysis) and the settings of the objects they build
+    "eps": "--eps", "step": "--step", "steps": "--steps", "restarts": "--restarts", "norm": "--norm",
+    "targeted": "--targeted", "num": "--num", "smoothgrad_samples": "--smoothgrad", "noise_std": "--noise-std",
 }  # fmt: skip
 
 
@@ -86,6 +92,17 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--warmup", type=float, help="linear warmup epochs before cosine decay (default 5)")
     o.add_argument("--clip-grad", type=float, help="max gradient L2 norm, 0 disables (default 1.0)")
     o.add_argument("--label-smoothing", type=float, help="default 0")
+    a = p.add_argument_group("adversarial training (L∞, pixel units)")
+    a.add_argument("--adv-train", choices=("pgd", "fgsm-rs", "trades"),
+                   help="train on PGD (Madry), FGSM with random start (Wong et al.) or TRADES examples")  # fmt: skip
+    a.add_argument("--adv-eps", type=float, help="radius (default 0.1)")
+    a.add_argument("--adv-steps", type=int, metavar="K", help="PGD / TRADES attack steps (default 3)")
+    a.add_argument("--adv-step", type=float, help="attack step (default 2.5 eps / K; 1.25 eps for fgsm-rs)")
+    a.add_argument("--adv-mix", type=float, metavar="R", help="weight of the clean loss (default 0; original 0.5)")
+    a.add_argument("--trades-beta", type=float, metavar="B", help="TRADES' KL weight (default 6)")
+    a.add_argument("--select-by", choices=("clean", "robust"),
+                   help="model_best by clean top-1 (default) or PGD-10 top-1 on --robust-val images")  # fmt: skip
+    a.add_argument("--robust-val", type=int, metavar="N", help="validation images for PGD top-1 (default 1000)")
     r = p.add_argument_group("run")
     r.add_argument("--resume", metavar="CKPT", help="checkpoint.pth.tar (exact resume) or model_best (fine-tune)")
     r.add_argument("--out", metavar="DIR", help="run directory (default runs/<model>-<dataset>-<time>)")
@@ -404,6 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list registered models")
     p.set_defaults(func=cmd_models)
+
+    from visionlab.cli_analysis import add_analysis_commands
+
+    add_analysis_commands(sub)
     return parser
 
 

@@ -21,6 +21,8 @@ from visionlab.errors import ConfigError
 __all__ = ["OPTIMIZERS", "Range", "TrainConfig", "check_field"]
 
 OPTIMIZERS = ("sgd", "adamw")
+ADV_TRAIN = ("pgd", "fgsm-rs", "trades")
+SELECT_BY = ("clean", "robust")
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 # Dataset kinds whose images have one fixed side (the spec prefixes and aliases of ``visionlab.data``).
 _FIXED_SIZES = {"fashion-mnist": 28, "fashionmnist": 28, "fmnist": 28, "cifar10": 32}
@@ -87,6 +89,14 @@ def _one_of(choices: Callable[[], tuple[str, ...]], what: str = "") -> Callable[
         if value not in allowed:
             head, tail = (f"unknown {what} {value!r}: ", "") if what else ("", f", got {value!r}")
             raise ConfigError(f"{head}must be one of {', '.join(allowed)}{tail}", field=name)
+
+    return check
+
+
+def _optional(rule: Callable[[str, Any], None]) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        if value is not None:
+            rule(name, value)
 
     return check
 
@@ -164,6 +174,14 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
         "warmup": Range(0),
         "clip_grad": Range(0),
         "label_smoothing": Range(0, 1, high_open=True),
+        "adv_train": _optional(_one_of(lambda: ADV_TRAIN)),
+        "adv_eps": Range(0, 1, low_open=True),
+        "adv_steps": Range(1, integer=True),
+        "adv_step": Range(0, 1, low_open=True, optional=True),
+        "adv_mix": Range(0, 1),
+        "trades_beta": Range(0),
+        "select_by": _one_of(lambda: SELECT_BY),
+        "robust_val": Range(1, integer=True),
         "tta": _flag,
         "seed": Range(0, 2**64 - 1, integer=True, text="an integer in [0, 2^64)"),
         "device": _device,
@@ -213,6 +231,16 @@ class TrainConfig:
     warmup: float = 5.0
     clip_grad: float = 1.0
     label_smoothing: float = 0.0
+    # adversarial training (Madry PGD-AT, Wong et al. FGSM-RS, Zhang et al. TRADES); radii in pixel units, L∞
+    adv_train: str | None = None
+    adv_eps: float = 0.1
+    adv_steps: int = 3
+    adv_step: float | None = None  # None: 2.5 eps / steps for PGD and TRADES, 1.25 eps for FGSM-RS
+    adv_mix: float = 0.0  # weight of the clean loss (the course blended 50/50); PGD and FGSM-RS only
+    trades_beta: float = 6.0
+    # which epoch model_best keeps: best clean top-1, or best PGD-10 top-1 on the first robust_val val images
+    select_by: str = "clean"
+    robust_val: int = 1000
     # evaluation
     tta: bool = False
     # runtime

@@ -15,7 +15,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from visionlab.engine.config import TrainConfig
+from visionlab.engine.config import ADV_TRAIN, TrainConfig
+from visionlab.errors import ConfigError
 
 __all__ = ["ClassificationTask", "Objective", "build_task"]
 
@@ -42,5 +43,19 @@ class ClassificationTask:
 
 
 def build_task(cfg: TrainConfig) -> Objective:
-    """The objective ``cfg`` asks for: cross-entropy with ``cfg.label_smoothing``."""
-    return ClassificationTask(nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing))
+    """The objective ``cfg`` asks for: cross-entropy with ``cfg.label_smoothing``, on clean images or, with
+    ``cfg.adv_train``, on adversarial ones (:mod:`visionlab.robustness.training`; the smoothing applies to the
+    training loss, never to what the adversary maximises)."""
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    if cfg.adv_train is None:
+        return ClassificationTask(criterion)
+    from visionlab.robustness import FGSMRSTraining, PGDTraining, TRADESTraining
+
+    if cfg.adv_train == "pgd":
+        return PGDTraining(cfg.adv_eps, steps=cfg.adv_steps, step=cfg.adv_step, mix=cfg.adv_mix, criterion=criterion)
+    if cfg.adv_train == "fgsm-rs":
+        return FGSMRSTraining(cfg.adv_eps, step=cfg.adv_step, mix=cfg.adv_mix, criterion=criterion)
+    if cfg.adv_train == "trades":
+        return TRADESTraining(cfg.adv_eps, beta=cfg.trades_beta, steps=cfg.adv_steps, step=cfg.adv_step,
+                              criterion=criterion)  # fmt: skip
+    raise ConfigError(f"must be one of {', '.join(ADV_TRAIN)} or unset, got {cfg.adv_train!r}", field="adv_train")

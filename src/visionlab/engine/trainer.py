@@ -234,6 +234,8 @@ class Trainer:
         self.optimizer, self.scheduler, self.scaler = self._build_optimization()
         self.task = task if task is not None else build_task(cfg)
         self.callbacks = list(callbacks) if callbacks is not None else [PlotCurves()]
+        self.monitor = self._build_monitor()
+        self.best_robust_top1, self.last_robust_top1 = 0.0, None
         self.start_epoch, self.step, self.best_top1 = self._restore(state)
         self.run_dir = self._open_run_dir()
 
@@ -304,6 +306,18 @@ class Trainer:
         scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp and self.device.type == "cuda")
         return optimizer, scheduler, scaler
 
+    def _build_monitor(self) -> Any:
+        """A :class:`~visionlab.robustness.RobustMonitor` when the run trains adversarially or selects its best
+        epoch by robust accuracy, else None (no cost)."""
+        cfg = self.cfg
+        if cfg.adv_train is None and cfg.select_by != "robust":
+            return None
+        from visionlab.robustness import RobustMonitor
+
+        return RobustMonitor(
+            self.val_loader.dataset, cfg.adv_eps, n=cfg.robust_val, batch_size=cfg.batch_size, device=self.device
+        )
+
     def _restore(self, state: dict[str, Any] | None) -> tuple[int, int, float]:
         """``(start_epoch, step, best_top1)``: the checkpoint's for a full resume; else ``cfg.start_epoch`` with
         the schedule fast-forwarded by that many epochs' steps."""
@@ -313,6 +327,8 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
             restore_rng(state["rng"], self.generator)
+            self.best_robust_top1 = state.get("best_robust_top1", 0.0)
+            self.last_robust_top1 = state.get("last_robust_top1")
             return state["epoch"] + 1, state["step"], state["best_top1"]
         step = self.cfg.start_epoch * len(self.train_loader)
         for _ in range(step):  # --start-epoch: the schedule begins where that epoch would be
@@ -354,6 +370,7 @@ class Trainer:
             "model": self.model.state_dict(), "config": self.cfg.to_dict(), "model_args": self.model_args,
             "class_names": list(self.bundle.class_names), "data_kind": self.bundle.kind, "recipe": self.bundle.recipe,
             "epoch": epoch, "step": self.step, "best_top1": self.best_top1,
+            "best_robust_top1": self.best_robust_top1, "last_robust_top1": self.last_robust_top1,
         }  # fmt: skip
         if full:
             state.update(
@@ -417,27 +434,63 @@ class Trainer:
             raise self._diverged(epoch, str(summary["loss"]))
         return summary
 
-    def _end_epoch(self, epoch: int, train: dict[str, float], val: dict[str, float], seconds: float) -> dict:
-        """Checkpoints (last always, best on a new best validation top-1), the epoch record, the callbacks."""
-        is_best = val["top1"] > self.best_top1 or (epoch == self.start_epoch and not self.best_top1)
+    def _is_best(self, epoch: int, val: dict[str, float]) -> bool:
+        """Whether this epoch becomes ``model_best``: a new best of the selection metric (``cfg.select_by``:
+        clean top-1, or PGD top-1 on the monitor's validation subset); the first epoch of a run always is."""
+        first = epoch == self.start_epoch and not (self.best_top1 or self.best_robust_top1)
+        if self.cfg.select_by == "robust":
+            better = val["robust_top1"] > self.best_robust_top1
+        else:
+            better = val["top1"] > self.best_top1
         self.best_top1 = max(self.best_top1, val["top1"])
+        if "robust_top1" in val:
+            self.best_robust_top1 = max(self.best_robust_top1, val["robust_top1"])
+        return better or first
+
+    def _end_epoch(self, epoch: int, train: dict[str, float], val: dict[str, float], seconds: float) -> dict:
+        """Checkpoints (last always, best on a new best of the selection metric), the epoch record, callbacks."""
+        is_best = self._is_best(epoch, val)
         record = {
             "type": "epoch", "epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
             "train_loss": train["loss"], "train_top1": train["top1"], "train_top5": train["top5"],
             "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
             "seconds": seconds, "step": self.step,
         }  # fmt: skip
+        scalars = {
+            "val/top1": val["top1"], "val/top5": val["top5"], "val/loss": val["loss"],
+            "train/top1": train["top1"], "train/top5": train["top5"], "train/epoch_loss": train["loss"],
+        }  # fmt: skip
+        if "robust_top1" in val:
+            record["val_robust_top1"] = scalars["val/robust_top1"] = val["robust_top1"]
+            record["catastrophic_overfitting"] = val["collapsed"]
         save_checkpoint(self._state(epoch, full=True), self.run_dir / CHECKPOINT)
         if is_best:
             save_checkpoint(self._state(epoch, full=False), self.run_dir / BEST)
-        self.log.write(
-            record, epoch + 1,
-            {"val/top1": val["top1"], "val/top5": val["top5"], "val/loss": val["loss"],
-             "train/top1": train["top1"], "train/top5": train["top5"], "train/epoch_loss": train["loss"]},
-        )  # fmt: skip
+        self.log.write(record, epoch + 1, scalars)
         for callback in self.callbacks:
             callback.on_epoch_end(self, record)
         return record
+
+    def _validate(self, epoch: int) -> dict[str, Any]:
+        """Clean validation metrics, plus the monitor's PGD top-1 (and whether it collapsed) when there is one."""
+        cfg = self.cfg
+        val: dict[str, Any] = evaluate(
+            self.model, self.val_loader, self.device, tta=cfg.tta, amp=cfg.amp, channels_last=cfg.channels_last,
+            progress=cfg.progress,
+        )  # fmt: skip
+        if self.monitor is not None:
+            robust = self.monitor.measure(self.model)
+            val["robust_top1"] = robust
+            val["collapsed"] = self.monitor.collapsed(self.last_robust_top1, robust)
+            if val["collapsed"]:
+                self._say(
+                    f"WARNING: catastrophic overfitting at epoch {epoch + 1}: PGD-{self.monitor.steps} top-1 on "
+                    f"{len(self.monitor.loader.dataset)} validation images fell from {self.last_robust_top1:.2f}% to "
+                    f"{robust:.2f}% (the model learned to defeat its training attack only). model_best keeps the "
+                    "best epoch by the selection metric; multi-step PGD training (adv_train=pgd) does not do this"
+                )
+            self.last_robust_top1 = robust
+        return val
 
     def fit(self) -> dict[str, Any]:
         """Train from ``start_epoch`` to ``cfg.epochs``; returns the last epoch record (with ``run_dir``)."""
@@ -452,18 +505,18 @@ class Trainer:
             for epoch in range(self.start_epoch, cfg.epochs):
                 start = time.perf_counter()
                 train = self.train_one_epoch(epoch)
-                val = evaluate(
-                    self.model, self.val_loader, self.device, tta=cfg.tta, amp=cfg.amp,
-                    channels_last=cfg.channels_last, progress=cfg.progress,
-                )  # fmt: skip
+                val = self._validate(epoch)
                 record = self._end_epoch(epoch, train, val, time.perf_counter() - start)
+                robust = f" PGD top-1 {val['robust_top1']:.2f}" if "robust_top1" in val else ""
                 self._say(
                     f"epoch {epoch + 1}/{cfg.epochs}: train loss {train['loss']:.4f} top-1 {train['top1']:.2f} | "
-                    f"val loss {val['loss']:.4f} top-1 {val['top1']:.2f} top-5 {val['top5']:.2f} | "
+                    f"val loss {val['loss']:.4f} top-1 {val['top1']:.2f} top-5 {val['top5']:.2f}{robust} | "
                     f"{record['seconds']:.0f}s"
                 )
         finally:
             self.log.close()
         record["run_dir"] = str(self.run_dir)
         record["best_top1"] = self.best_top1
+        if self.monitor is not None:
+            record["best_robust_top1"] = self.best_robust_top1
         return record

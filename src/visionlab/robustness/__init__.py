@@ -24,6 +24,7 @@ from visionlab.robustness.evaluate import (
     sweep,
     write_sweep,
 )
+from visionlab.robustness.monitor import RobustMonitor
 from visionlab.robustness.steps import L2Step, LinfStep, Radius, Step, make_step
 from visionlab.robustness.training import FGSMRSTraining, PGDTraining, TRADESTraining, robust_accuracy_on_batch
 
@@ -38,6 +39,7 @@ __all__ = [
     "LinfStep",
     "PGDTraining",
     "Radius",
+    "RobustMonitor",
     "Step",
     "TRADESTraining",
     "ascend",

@@ -1,0 +1,244 @@
+"""The analysis commands of the command line: ``saliency``, ``attack`` and ``robustness``.
+
+Each loads a checkpoint (rebuilt from its stored architecture), takes the validation images of its dataset (or
+of ``--data``, converted to what the model takes as ``eval`` does) in pixels [0, 1], and hands them to
+:mod:`visionlab.explain` or :mod:`visionlab.robustness`. Images go to PNG files and to TensorBoard under the
+original course's tags; numbers are printed (``--json`` for one machine-readable line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["add_analysis_commands", "build_attack", "cmd_attack", "cmd_robustness", "cmd_saliency"]
+
+ATTACKS = ("pgd", "fgsm", "autoattack", "original")
+
+
+def _common(p: argparse.ArgumentParser, resume_nargs: str | None = None) -> None:
+    if resume_nargs:
+        p.add_argument("--resume", required=True, nargs=resume_nargs, metavar="CKPT", help="checkpoint(s) to load")
+    else:
+        p.add_argument("--resume", required=True, metavar="CKPT", help="checkpoint to load (best or last)")
+    p.add_argument("--data", help="dataset spec (default: the one the checkpoint was trained on)")
+    p.add_argument("--data-root", help="where fashion-mnist is kept")
+    p.add_argument("-b", "--batch-size", type=int, default=250, help="images per batch (default 250)")
+    p.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N")
+    p.add_argument("--out", metavar="DIR", help="where images and tables go (default: next to the checkpoint)")
+    p.add_argument("--no-check-images", action="store_true", help="skip verifying every image file up front")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _attack_arguments(p: argparse.ArgumentParser) -> None:
+    a = p.add_argument_group("threat model (pixel units: images in [0, 1])")
+    a.add_argument("--attack", choices=ATTACKS, default="pgd",
+                   help="pgd (default) | fgsm | autoattack (torchattacks' standard ensemble) | original (the "
+                        "course's: 10 steps of 0.01 std in the 0.1 std ball, least-likely target)")  # fmt: skip
+    a.add_argument("--norm", choices=("linf", "l2"), default="linf")
+    a.add_argument("--eps", type=float, default=0.1, help="radius (default 0.1)")
+    a.add_argument("--step", type=float, help="PGD step size (default eps / 4)")
+    a.add_argument("--steps", type=int, default=10, help="PGD iterations (default 10)")
+    a.add_argument("--restarts", type=int, default=1, help="PGD random restarts (default 1)")
+    a.add_argument("--no-random-start", action="store_true", help="start PGD at the clean images")
+    a.add_argument("--targeted", choices=("least-likely",), help="targeted PGD towards the least-likely class")
+    a.add_argument("--early-stop", action="store_true", help="PGD stops on examples already fooled (faster)")
+    a.add_argument("--seed", type=int, default=0, help="random starts (and AutoAttack) seed (default 0)")
+
+
+def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``saliency``, ``attack`` and ``robustness`` on the ``visionlab`` sub-command parser."""
+    p = sub.add_parser("saliency", help="saliency maps of validation images (red overlays, heat maps)")
+    _common(p)
+    p.add_argument("--num", type=int, default=20, help="images, the first of the split (default 20)")
+    p.add_argument("--target", choices=("predicted", "label"), default="predicted",
+                   help="explain the model's own prediction (the original) or the true label")  # fmt: skip
+    p.add_argument("--smoothgrad", type=int, default=0, metavar="N", help="SmoothGrad samples (default 0: off)")
+    p.add_argument("--noise-std", type=float, default=0.1, help="SmoothGrad noise std in pixels (default 0.1)")
+    p.set_defaults(func=cmd_saliency)
+
+    p = sub.add_parser("attack", help="clean and robust accuracy under an attack; -v saves image grids")
+    _common(p)
+    _attack_arguments(p)
+    p.add_argument("--limit-val", type=int, metavar="N", help="attack only the first N validation images")
+    p.add_argument("-v", "--vis", action="store_true", help="save original / adversarial / difference grids")
+    p.add_argument("--json", action="store_true",
+                   help='one JSON line {"clean_top1", "robust_top1", "robust_top5", "n", "attack"}')  # fmt: skip
+    p.set_defaults(func=cmd_attack)
+
+    p = sub.add_parser("robustness", help="accuracy vs eps and vs PGD steps: CSV, JSON and plots")
+    _common(p, resume_nargs="+")
+    p.add_argument("--labels", nargs="+", help="one name per checkpoint (default: run directory names)")
+    p.add_argument("--eps", dest="eps_list", type=float, nargs="+", default=[0.0, 0.025, 0.05, 0.1, 0.15, 0.2])
+    p.add_argument("--steps", dest="steps_list", type=int, nargs="+", default=[1, 2, 5, 10, 20])
+    p.add_argument("--at-eps", type=float, help="radius of the steps sweep (default: the largest --eps)")
+    p.add_argument("--at-steps", type=int, help="iterations of the eps sweep (default: the most --steps)")
+    p.add_argument("--limit-val", type=int, default=1000, metavar="N", help="first N images (default 1000)")
+    p.set_defaults(func=cmd_robustness)
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def _load(args: argparse.Namespace, resume: str) -> tuple[dict[str, Any], torch.nn.Module, Any, torch.device]:
+    """``(checkpoint, model in eval mode on the device, dataset bundle, device)``."""
+    from visionlab.cli import _check_options, _eval_data, _load_model_checkpoint
+    from visionlab.engine import model_from_checkpoint, select_device
+
+    _check_options(args, "batch_size", "device")
+    state = _load_model_checkpoint(resume)
+    device = select_device(args.device or "auto")
+    bundle = _eval_data(state, argparse.Namespace(**{**vars(args), "resume": resume}))
+    return state, model_from_checkpoint(state, device).eval(), bundle, device
+
+
+def _loader(dataset: Any, args: argparse.Namespace, limit: int | None) -> torch.utils.data.DataLoader:
+    from torch.utils.data import DataLoader, Subset
+
+    if limit is not None and limit < len(dataset):
+        dataset = Subset(dataset, range(limit))
+    return DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=0)
+
+
+def _first(dataset: Any, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` images and labels of ``dataset`` as two tensors."""
+    items = [dataset[i] for i in range(min(n, len(dataset)))]
+    return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
+
+
+def _out_dir(args: argparse.Namespace, resume: str, name: str) -> Path:
+    out = Path(args.out) if args.out else Path(resume).parent / name
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _tensorboard(out: Path, tags: dict[str, torch.Tensor]) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    from visionlab.explain import add_to_tensorboard
+
+    writer = SummaryWriter(log_dir=str(out / "tensorboard"))
+    try:
+        for tag, images in tags.items():
+            add_to_tensorboard(writer, tag, images)
+    finally:
+        writer.close()
+
+
+# ------------------------------------------------------------------------------------------------ saliency
+def cmd_saliency(args: argparse.Namespace) -> int:
+    from visionlab.engine.config import Range
+    from visionlab.explain import TAG_SALIENCY, heatmap_overlay, red_overlay, saliency, save_grid
+
+    Range(1, integer=True).check("num", args.num)
+    _, model, bundle, device = _load(args, args.resume)
+    images, labels = _first(bundle.val, args.num)
+    images, labels = images.to(device), labels.to(device)
+    maps = saliency(
+        model, images, target=labels if args.target == "label" else None, smoothgrad_samples=args.smoothgrad,
+        noise_std=args.noise_std, generator=torch.Generator().manual_seed(0), batch_size=args.batch_size,
+    )  # fmt: skip
+    out = _out_dir(args, args.resume, "saliency")
+    overlay = red_overlay(images.cpu(), maps.cpu())
+    paths = [
+        save_grid(images.cpu(), out / "images.png"),
+        save_grid(overlay, out / "saliency.png"),
+        save_grid(heatmap_overlay(images.cpu(), maps.cpu()), out / "saliency_heatmap.png"),
+    ]
+    _tensorboard(out, {TAG_SALIENCY: overlay})
+    with torch.no_grad():
+        predicted = model(images).argmax(1)
+    names = bundle.class_names
+    print(f"saliency of {len(images)} images ({args.target} class), 10 per row:")
+    print(
+        "  " + ", ".join(f"{names[int(p)]}{'' if p == y else ' (x)'}" for p, y in zip(predicted, labels, strict=True))
+    )
+    for path in paths:
+        print(f"wrote {path}")
+    print(f"TensorBoard: {out / 'tensorboard'} (tag {TAG_SALIENCY})")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ attack
+def build_attack(args: argparse.Namespace, model: torch.nn.Module, num_classes: int) -> Any:
+    """The attack the flags describe (library objects validate their own settings: ConfigError)."""
+    from visionlab.robustness import FGSM, PGD, AutoAttack, original_attack
+
+    if args.attack == "original":
+        return original_attack(model)
+    if args.attack == "fgsm":
+        return FGSM(model, args.eps)
+    if args.attack == "autoattack":
+        return AutoAttack(model, eps=args.eps, norm=args.norm, n_classes=num_classes, seed=args.seed)
+    step = args.step if args.step is not None else args.eps / 4
+    return PGD(
+        model, eps=args.eps, step=step, steps=args.steps, norm=args.norm, random_start=not args.no_random_start,
+        restarts=args.restarts, targeted=args.targeted, early_stop=args.early_stop,
+        generator=torch.Generator().manual_seed(args.seed),
+    )  # fmt: skip
+
+
+def _save_adversarial_grids(model: torch.nn.Module, attack: Any, dataset: Any, out: Path, n: int = 20) -> list[Path]:
+    from visionlab.explain import TAG_ADVERSARIAL, TAG_ORIGINAL, amplified_difference, save_grid
+
+    images, labels = _first(dataset, n)
+    device = next(model.parameters()).device
+    adv = attack(images.to(device), labels.to(device)).cpu()
+    difference = amplified_difference(images, adv)
+    _tensorboard(out, {TAG_ORIGINAL: images, TAG_ADVERSARIAL: adv, "Image/Adv_Difference": difference})
+    return [save_grid(images, out / "original.png"), save_grid(adv, out / "adversarial.png"),
+            save_grid(difference, out / "difference.png")]  # fmt: skip
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from visionlab.cli import _check_options
+    from visionlab.robustness import robust_evaluate
+
+    _check_options(args, "limit_val")
+    _, model, bundle, device = _load(args, args.resume)
+    attack = build_attack(args, model, bundle.num_classes)
+    loader = _loader(bundle.val, args, args.limit_val)
+    result = robust_evaluate(model, loader, attack, device, progress=not args.no_progress)
+    if args.vis:
+        out = _out_dir(args, args.resume, "attack")
+        for path in _save_adversarial_grids(model, attack, bundle.val, out):
+            print(f"wrote {path}", file=sys.stderr)
+    keys = ("clean_top1", "clean_top5", "robust_top1", "robust_top5", "robust_and_clean_top1", "n", "attack")
+    if args.json:
+        print(json.dumps({k: result[k] for k in keys}))
+    else:
+        print(f"{attack!r} on {result['n']} images")
+        print(f"* clean Acc@1 {result['clean_top1']:.3f} Acc@5 {result['clean_top5']:.3f}")
+        print(f"* under attack Acc@1 {result['robust_top1']:.3f} Acc@5 {result['robust_top5']:.3f}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ robustness
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from visionlab.cli import CLIError, _check_options
+    from visionlab.robustness import plot_accuracy_vs_eps, plot_accuracy_vs_steps, sweep, write_sweep
+
+    _check_options(args, "limit_val")
+    labels = args.labels or [Path(r).parent.name or Path(r).stem for r in args.resume]
+    if len(labels) != len(args.resume):
+        raise CLIError(f"--labels: {len(labels)} labels for {len(args.resume)} checkpoints")
+    rows: list[dict[str, Any]] = []
+    for resume, label in zip(args.resume, labels, strict=True):
+        _, model, bundle, device = _load(args, resume)
+        rows += sweep(
+            model, _loader(bundle.val, args, args.limit_val), device, args.eps_list, args.steps_list,
+            eps=args.at_eps, steps=args.at_steps, label=label, progress=not args.no_progress,
+        )  # fmt: skip
+    out = _out_dir(args, args.resume[0], "robustness")
+    paths = [*write_sweep(rows, out), plot_accuracy_vs_eps(rows, out / "accuracy_vs_eps.png"),
+             plot_accuracy_vs_steps(rows, out / "accuracy_vs_steps.png")]  # fmt: skip
+    print(f"{'model':<24}{'sweep':<7}{'eps':>8}{'steps':>7}{'clean top-1':>13}{'robust top-1':>14}")
+    for r in rows:
+        print(f"{r['model']:<24}{r['sweep']:<7}{r['eps']:>8.4g}{r['steps']:>7}{r['clean_top1']:>13.2f}"
+              f"{r['robust_top1']:>14.2f}")  # fmt: skip
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
