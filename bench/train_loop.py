@@ -33,10 +33,10 @@ import time
 from collections.abc import Callable
 
 import torch
+from _synthetic import synthetic_bundle
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from visionlab.data import DataBundle
 from visionlab.engine import TrainConfig, Trainer, WarmupCosine
 from visionlab.models import build_model
 
@@ -64,11 +64,7 @@ def bare_loop(data: TensorDataset, batch_size: int) -> Callable[[], None]:
 
 def trainer_loop(data: TensorDataset, batch_size: int, out: str, *, quiet: bool) -> Callable[[], None]:
     """One epoch of :meth:`Trainer.train_one_epoch` (stderr swallowed so the bar costs what it costs to draw)."""
-    x, y = data.tensors
-    bundle = DataBundle(
-        kind="synthetic", root="", train=data, val=TensorDataset(x[:256], y[:256]), num_classes=10, in_channels=1,
-        image_size=28, mean=(0.5,), std=(0.5,), class_names=[str(i) for i in range(10)], recipe="small",
-    )  # fmt: skip
+    bundle = synthetic_bundle(data, n_val=256)
     cfg = TrainConfig(
         data="synthetic", out=out, epochs=10**4, batch_size=batch_size, workers=0, lr=0.01, warmup=1.0,
         print_freq=10, deterministic=False, progress=not quiet, tensorboard=not quiet,

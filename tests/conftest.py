@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+from visionlab.engine import ClassificationTask
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -36,3 +39,21 @@ def make_fashion_mnist(root: Path, n_train: int = 96, n_test: int = 48, seed: in
 def tiny_fmnist(tmp_path: Path) -> str:
     """A dataset spec for a tiny Fashion-MNIST-format directory (96 train / 48 test images)."""
     return f"fashion-mnist:{make_fashion_mnist(tmp_path / 'fmnist')}"
+
+
+class Stop(Exception):
+    """Raised by :class:`StopAt`: a run killed in the middle of an epoch."""
+
+
+class StopAt(ClassificationTask):
+    """The plain objective, raising :class:`Stop` at its n-th call (1-based), like a kill mid-epoch."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(torch.nn.CrossEntropyLoss())
+        self.n, self.calls = n, 0
+
+    def __call__(self, model, images, target):
+        self.calls += 1
+        if self.calls == self.n:
+            raise Stop
+        return super().__call__(model, images, target)

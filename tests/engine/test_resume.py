@@ -7,29 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from visionlab.cli import main
-from visionlab.engine import BEST, CHECKPOINT, ClassificationTask, TrainConfig, Trainer, load_checkpoint
+from visionlab.engine import BEST, CHECKPOINT, TrainConfig, Trainer, load_checkpoint
 from visionlab.errors import ConfigError
 
-
-class _Stop(Exception):
-    pass
-
-
-class _StopAt(ClassificationTask):
-    """The plain objective, raising at its n-th call: an interrupted run."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__(torch.nn.CrossEntropyLoss())
-        self.n, self.calls = n, 0
-
-    def __call__(self, model, images, target):
-        self.calls += 1
-        if self.calls == self.n:
-            raise _Stop
-        return super().__call__(model, images, target)
+from ..conftest import Stop, StopAt
 
 
 def _cfg(data: str, out: str, epochs: int = 3) -> TrainConfig:
@@ -39,8 +22,8 @@ def _cfg(data: str, out: str, epochs: int = 3) -> TrainConfig:
 
 def _interrupted_run(data: str, out: str) -> None:
     """A 3-epoch run stopped in its second epoch (96 images / 16 = 6 steps per epoch): epoch 0 checkpointed."""
-    with pytest.raises(_Stop):
-        Trainer(_cfg(data, out), task=_StopAt(9)).fit()
+    with pytest.raises(Stop):
+        Trainer(_cfg(data, out), task=StopAt(9)).fit()
 
 
 def _epochs(run: Path) -> list[int]:

@@ -19,7 +19,7 @@ from visionlab.engine import (
 )
 from visionlab.engine import trainer as trainer_module
 
-from ..conftest import make_fashion_mnist
+from ..conftest import Stop, StopAt, make_fashion_mnist
 
 
 def _cfg(data: str, out: Path, **kw) -> TrainConfig:
@@ -31,32 +31,14 @@ def _cfg(data: str, out: Path, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-class _Crash(Exception):
-    pass
-
-
-class _CrashAt(ClassificationTask):
-    """The plain objective, raising at its n-th call (1-based), like a kill in the middle of an epoch."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__(torch.nn.CrossEntropyLoss())
-        self.n, self.calls = n, 0
-
-    def __call__(self, model, images, target):
-        self.calls += 1
-        if self.calls == self.n:
-            raise _Crash
-        return super().__call__(model, images, target)
-
-
 @pytest.mark.parametrize("workers", [0, 1])
 def test_killed_and_resumed_run_ends_with_identical_weights(tiny_fmnist: str, tmp_path: Path, workers: int) -> None:
     ref = Trainer(_cfg(tiny_fmnist, tmp_path / "ref", workers=workers))
     ref.fit()
 
     # 96 images / batch 16 = 6 steps per epoch: crash at the 4th step of epoch 2 (call 10).
-    with pytest.raises(_Crash):
-        Trainer(_cfg(tiny_fmnist, tmp_path / "run", workers=workers), task=_CrashAt(10)).fit()
+    with pytest.raises(Stop):
+        Trainer(_cfg(tiny_fmnist, tmp_path / "run", workers=workers), task=StopAt(10)).fit()
     assert load_checkpoint(tmp_path / "run" / CHECKPOINT)["epoch"] == 0
 
     resumed = Trainer(_cfg(tiny_fmnist, tmp_path / "run", workers=workers), resume=tmp_path / "run" / CHECKPOINT)

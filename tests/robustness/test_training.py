@@ -166,8 +166,47 @@ def test_an_objective_plugs_into_the_trainer(tiny_fmnist: str, tmp_path: Path) -
         data=tiny_fmnist, out=str(tmp_path), epochs=1, batch_size=16, limit_train=32, workers=0, progress=False,
         tensorboard=False, print_freq=1,
     )  # fmt: skip
-    trainer = Trainer(cfg)
-    trainer.task = PGDTraining(0.1, steps=2, mix=0.5)
+    trainer = Trainer(cfg, task=PGDTraining(0.1, steps=2, mix=0.5))
     summary = trainer.train_one_epoch(0)
     trainer.log.close()
     assert summary["n"] == 32 and summary["loss"] > 0
+
+
+@pytest.mark.parametrize("adv_train", ["fgsm-rs", "trades"])
+def test_adversarial_training_is_built_from_the_config_and_resumes_exactly(
+    tiny_fmnist: str, tmp_path: Path, adv_train: str
+) -> None:
+    """Random starts draw from the global RNG, which checkpoints capture: a run stopped in its second epoch and
+    resumed ends with the very same weights as an uninterrupted one."""
+    from visionlab.engine import CHECKPOINT
+
+    def cfg(out: Path) -> TrainConfig:
+        return TrainConfig(
+            data=tiny_fmnist, out=str(out), epochs=2, batch_size=16, workers=0, progress=False, tensorboard=False,
+            lr=0.01, adv_train=adv_train, adv_eps=0.1, adv_steps=2, select_by="robust", robust_val=16,
+        )  # fmt: skip
+
+    reference = Trainer(cfg(tmp_path / "ref"), callbacks=[])
+    assert isinstance(reference.task, FGSMRSTraining if adv_train == "fgsm-rs" else TRADESTraining)
+    reference.fit()
+
+    class Stop(Exception):
+        pass
+
+    stopped = Trainer(cfg(tmp_path / "run"), callbacks=[])
+    calls, task = {"n": 0}, stopped.task
+
+    def stop_in_epoch_two(model, images, target):  # 96 images / 16 = 6 steps per epoch
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise Stop
+        return task(model, images, target)
+
+    stopped.task = stop_in_epoch_two
+    with pytest.raises(Stop):
+        stopped.fit()
+    resumed = Trainer(cfg(tmp_path / "run"), resume=tmp_path / "run" / CHECKPOINT, callbacks=[])
+    resumed.fit()
+    for (name, a), b in zip(reference.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert resumed.best_robust_top1 == reference.best_robust_top1

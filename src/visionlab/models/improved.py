@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from visionlab.models.layers import DropPath
+from visionlab.models.layers import ConvClassifier, DropPath
 
 __all__ = ["BasicBlock", "ImprovedNet"]
 
@@ -48,7 +48,7 @@ class BasicBlock(nn.Module):
         return self.relu(self.shortcut(x) + self.drop_path(out))
 
 
-class ImprovedNet(nn.Module):
+class ImprovedNet(ConvClassifier):
     """A batch-norm residual CNN for small (28-32 px) and MiniPlaces-size (128 px) images.
 
     Args:
@@ -96,8 +96,7 @@ class ImprovedNet(nn.Module):
                 blocks.append(BasicBlock(c_in, width, stride, conv_layer, rates[len(blocks)]))
                 c_in = width
         self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(dropout)
+        self.head_dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(c_in, num_classes)
         self.num_classes = num_classes
         self._init_weights()
@@ -109,17 +108,3 @@ class ImprovedNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.dropout(torch.flatten(self.pool(x), 1))
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.fc.in_features, num_classes)
-        self.num_classes = num_classes

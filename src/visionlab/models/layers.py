@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["DropPath"]
+__all__ = ["ConvClassifier", "DropPath"]
 
 
 class DropPath(nn.Module):
@@ -24,3 +24,32 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+class ConvClassifier(nn.Module):
+    """Shared head API of the CNNs (timm's): ``forward_features`` (subclasses) -> ``forward_head`` (global
+    average pool, ``self.head_dropout`` if any, linear ``self.fc``), ``get_classifier`` / ``reset_classifier``
+    for fine-tuning with another number of classes."""
+
+    fc: nn.Linear
+    num_classes: int
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        dropout = getattr(self, "head_dropout", None)
+        x = dropout(x) if dropout is not None else x
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new, freshly initialised linear layer with ``num_classes`` outputs; the rest is kept."""
+        self.fc = nn.Linear(self.fc.in_features, num_classes)
+        self.num_classes = num_classes

@@ -12,12 +12,14 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from visionlab.models.layers import ConvClassifier
+
 __all__ = ["SimpleNet"]
 
 ConvLayer = Callable[..., nn.Module]
 
 
-class SimpleNet(nn.Module):
+class SimpleNet(ConvClassifier):
     """The original SimpleNet.
 
     Args:
@@ -51,7 +53,6 @@ class SimpleNet(nn.Module):
             c(128, 512, kernel_size=1, stride=1, padding=0),
             nn.ReLU(inplace=True),
         )
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(512, num_classes)
         self.num_classes = num_classes
         self._init_weights()
@@ -67,16 +68,3 @@ class SimpleNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.avgpool(x), 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.fc.in_features, num_classes)
-        self.num_classes = num_classes

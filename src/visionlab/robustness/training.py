@@ -97,8 +97,22 @@ class _Adversarial:
         return match_layout(adv, images)
 
 
+class _MixedAdversarial(_Adversarial):
+    """PGD and FGSM-RS training: ``mix * criterion(clean) + (1 - mix) * criterion(adversarial)``."""
+
+    mix: float
+    criterion: nn.Module
+
+    def __call__(
+        self, model: nn.Module, images: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(images, target)
+        adv = None if self.mix == 1.0 else self.adversarial(model, images, target)
+        return _mixed_loss(model, self.criterion, images, adv, target, self.mix)
+
+
 @dataclass
-class PGDTraining(_Adversarial):
+class PGDTraining(_MixedAdversarial):
     """PGD adversarial training (Madry et al. 2018): train on PGD examples of the current model.
 
     ``loss = mix * criterion(model(x), y) + (1 - mix) * criterion(model(x_adv), y)`` where ``x_adv`` is
@@ -133,16 +147,9 @@ class PGDTraining(_Adversarial):
         self.threat = make_step(self.norm, self.eps, step)
         self.mix = _weight(self.mix, "mix", at_most=1.0)
 
-    def __call__(
-        self, model: nn.Module, images: torch.Tensor, target: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check(images, target)
-        adv = None if self.mix == 1.0 else self.adversarial(model, images, target)
-        return _mixed_loss(model, self.criterion, images, adv, target, self.mix)
-
 
 @dataclass
-class FGSMRSTraining(_Adversarial):
+class FGSMRSTraining(_MixedAdversarial):
     """FGSM adversarial training with random start (Wong et al. 2020, "Fast is better than free"), L∞.
 
     ``x_adv = clamp(x + clamp(d + step * sign(grad), -eps, eps), 0, 1)`` with ``d`` uniform in ``[-eps, eps]``
@@ -167,13 +174,6 @@ class FGSMRSTraining(_Adversarial):
         self.steps, self.random_start = 1, True
         self.threat = make_step("linf", self.eps, _scale(self.eps, 1.25) if self.step is None else self.step)
         self.mix = _weight(self.mix, "mix", at_most=1.0)
-
-    def __call__(
-        self, model: nn.Module, images: torch.Tensor, target: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check(images, target)
-        adv = None if self.mix == 1.0 else self.adversarial(model, images, target)
-        return _mixed_loss(model, self.criterion, images, adv, target, self.mix)
 
 
 @dataclass
