@@ -55,8 +55,9 @@ FIELD_FLAGS: dict[str, str] = {
     "adv_eps": "--adv-eps", "adv_steps": "--adv-steps", "adv_step": "--adv-step", "adv_mix": "--adv-mix",
     "trades_beta": "--trades-beta", "select_by": "--select-by", "robust_val": "--robust-val",
     # the analysis commands' options (visionlab.cli_analysis) and the settings of the objects they build
-    "eps": "--eps", "step": "--step", "steps": "--steps", "restarts": "--restarts", "norm": "--norm",
-    "targeted": "--targeted", "num": "--num", "smoothgrad_samples": "--smoothgrad", "noise_std": "--noise-std",
+    "attack": "--attack", "eps": "--eps", "step": "--step", "steps": "--steps", "restarts": "--restarts",
+    "norm": "--norm", "targeted": "--targeted", "num": "--num", "smoothgrad_samples": "--smoothgrad",
+    "noise_std": "--noise-std",
 }  # fmt: skip
 
 

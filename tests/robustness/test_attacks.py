@@ -295,3 +295,15 @@ def test_channels_last_attack_equals_the_nchw_one_and_returns_the_input_layout(l
     nchw = PGD(model, 0.05, 0.01, steps=5, random_start=False, channels_last=False)(x, y)
     torch.testing.assert_close(nhwc, nchw, rtol=0, atol=1e-12)
     assert nhwc.is_contiguous() == (layout == "nchw") and nchw.is_contiguous() == (layout == "nchw")
+
+
+def test_autoattack_without_torchattacks_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torchattacks" else real(name, *a)
+    )
+    with pytest.raises(ConfigError, match=r"pip install 'visionlab\[robust\]'") as info:
+        AutoAttack(tiny_model(), eps=0.1, n_classes=5)
+    assert info.value.field == "attack"

@@ -14,6 +14,7 @@ evaluation of adversarial robustness with an ensemble of diverse parameter-free 
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -433,7 +434,8 @@ class AutoAttack(Attack):
             restores the global RNG state afterwards.
         version: only ``"standard"``.
 
-    Needs the ``torchattacks`` package (``pip install 'visionlab[dev]'``).
+    Needs the ``torchattacks`` package (``pip install 'visionlab[robust]'``); without it the constructor raises
+    a :class:`~visionlab.errors.ConfigError` saying so, before any work is done.
     """
 
     name = "AutoAttack"
@@ -443,6 +445,11 @@ class AutoAttack(Attack):
         version: str = "standard",
     ) -> None:  # fmt: skip
         super().__init__(model)
+        if importlib.util.find_spec("torchattacks") is None:
+            raise ConfigError(
+                "autoattack needs the torchattacks package, which is not installed: pip install 'visionlab[robust]'",
+                field="attack",
+            )
         if isinstance(eps, list | tuple) or (isinstance(eps, torch.Tensor) and eps.numel() != 1):
             raise ConfigError(
                 f"AutoAttack takes one scalar eps (torchattacks has no per-channel radius), got {eps!r}", field="eps"
@@ -465,10 +472,8 @@ class AutoAttack(Attack):
         }  # fmt: skip
 
     def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        try:
-            import torchattacks
-        except ImportError as exc:  # pragma: no cover - dev dependency
-            raise ImportError("AutoAttack needs torchattacks: pip install 'visionlab[dev]'") from exc
+        import torchattacks
+
         norm = {"linf": "Linf", "l2": "L2"}[self.threat.norm]
         attack = torchattacks.AutoAttack(
             self.model, norm=norm, eps=self.threat.eps, version=self.version, n_classes=self.n_classes, seed=self.seed
