@@ -68,3 +68,15 @@ def test_rng_capture_restore_survives_weights_only_load(tmp_path: Path) -> None:
     assert random.random() == expected[1]
     assert np.random.rand() == expected[2]
     assert torch.equal(torch.rand(2, generator=gen), expected[3])
+
+
+def test_checkpoint_gets_a_normal_files_permissions(tmp_path: Path) -> None:
+    """The atomic write goes through mkstemp (mode 0600); the checkpoint must end up as any file the user writes."""
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        save_checkpoint({"model": {}, "config": {}}, tmp_path / "c.pth.tar")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "c.pth.tar").stat().st_mode & 0o777 == 0o644
