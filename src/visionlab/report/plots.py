@@ -18,10 +18,10 @@ __all__ = ["plot_runs"]
 
 
 def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[str] | None = None) -> Path:
-    """Plot loss (train, val), top-1 / top-5 (train, val) and learning rate against epoch for each run into
-    one figure with three panels; runs are told apart by colour, train/val by line style. The learning rate is
-    drawn per logged step (warmup and cosine as the optimizer saw them) when the run has step records, else per
-    epoch. Returns ``out``."""
+    """Plot loss (train, val), top-1 / top-5 (train, val; validation PGD top-1 when the run measured it) and
+    learning rate against epoch for each run into one figure with three panels; runs are told apart by colour,
+    train/val by line style. The learning rate is drawn per logged step (warmup and cosine as the optimizer saw
+    them) when the run has step records, else per epoch. Returns ``out``."""
     labels = list(labels) if labels else [Path(d).name for d in run_dirs]
     if len(labels) != len(run_dirs):
         raise ConfigError(f"{len(labels)} labels for {len(run_dirs)} runs", field="labels")
@@ -38,6 +38,9 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[
         ax_acc.plot(x, [r["train_top1"] for r in epochs], color=color, ls="--", label=f"{label} train top-1")
         ax_acc.plot(x, [r["val_top1"] for r in epochs], color=color, label=f"{label} val top-1")
         ax_acc.plot(x, [r["val_top5"] for r in epochs], color=color, ls=":", label=f"{label} val top-5")
+        if all("val_robust_top1" in r for r in epochs):  # adversarial training / --select-by robust
+            robust = [r["val_robust_top1"] for r in epochs]
+            ax_acc.plot(x, robust, color=color, ls="-.", marker=".", label=f"{label} val PGD top-1")
         ax_lr.plot(*_lr_curve(records, epochs), color=color, label=label)
     for ax, title, ylabel in (
         (ax_loss, "loss", "cross-entropy"),

@@ -33,9 +33,9 @@ class RobustMonitor:
         steps: PGD iterations (default 10, step ``eps / 4``: 2.5 ε over the run, as Madry et al.).
         batch_size: images per attack batch.
         device: where the model is.
-        collapse_ratio, collapse_points: a drop to below ``collapse_ratio`` times the previous epoch's accuracy
-            *and* by more than ``collapse_points`` points is reported as catastrophic overfitting (default: it
-            halves and loses more than 10 points; a healthy run moves by a few points per epoch).
+        collapse_points: a drop of more than this many points from the previous epoch's accuracy is reported as
+            catastrophic overfitting (default 20: Wong et al.'s early-stopping rule; a healthy run moves by a few
+            points per epoch; our FGSM-RS Fashion-MNIST run fell once from 71.1% to 35.6% and recovered).
     """
 
     val: Dataset
@@ -44,8 +44,7 @@ class RobustMonitor:
     steps: int = 10
     batch_size: int = 256
     device: torch.device | str = "cpu"
-    collapse_ratio: float = 0.5
-    collapse_points: float = 10.0
+    collapse_points: float = 20.0
 
     def __post_init__(self) -> None:
         subset = Subset(self.val, range(min(self.n, len(self.val))))
@@ -58,6 +57,4 @@ class RobustMonitor:
 
     def collapsed(self, previous: float | None, now: float) -> bool:
         """Whether ``now`` (this epoch's PGD top-1) is a collapse from ``previous`` (the last epoch's)."""
-        if previous is None:
-            return False
-        return now < self.collapse_ratio * previous and previous - now > self.collapse_points
+        return previous is not None and previous - now > self.collapse_points
