@@ -1,10 +1,15 @@
-"""Shared by the bench scripts: an in-memory 1x28x28, 10-class dataset bundle for timing the trainer."""
+"""Shared by the bench scripts: an in-memory 1x28x28, 10-class dataset bundle and a timed-epoch runner."""
 
 from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable
 
 from torch.utils.data import TensorDataset
 
 from visionlab.data import DataBundle
+from visionlab.engine import Trainer
 
 
 def synthetic_bundle(data: TensorDataset, n_val: int = 256) -> DataBundle:
@@ -16,3 +21,15 @@ def synthetic_bundle(data: TensorDataset, n_val: int = 256) -> DataBundle:
         in_channels=1, image_size=28, mean=(0.5,), std=(0.5,), class_names=[str(i) for i in range(10)],
         recipe="small",
     )  # fmt: skip
+
+
+def epoch_runner(trainer: Trainer) -> Callable[[], None]:
+    """A callable running one more :meth:`Trainer.train_one_epoch` each call (stderr swallowed, so a progress bar
+    costs what it costs to draw but prints nothing)."""
+    counter = iter(range(10**9))
+
+    def epoch() -> None:
+        with contextlib.redirect_stderr(io.StringIO()):
+            trainer.train_one_epoch(next(counter))
+
+    return epoch

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import io
 import json
 import statistics
 import tempfile
@@ -27,7 +26,7 @@ import time
 from collections.abc import Callable
 
 import torch
-from _synthetic import synthetic_bundle
+from _synthetic import epoch_runner, synthetic_bundle
 from torch.utils.data import TensorDataset
 
 from visionlab.engine import TrainConfig, Trainer
@@ -45,13 +44,7 @@ def make_epoch(
     )  # fmt: skip
     trainer = Trainer(cfg, bundle=bundle, callbacks=[])
     trainer.model.load_state_dict(init)
-    counter = iter(range(10**9))
-
-    def epoch() -> None:
-        with contextlib.redirect_stderr(io.StringIO()):
-            trainer.train_one_epoch(next(counter))
-
-    return epoch
+    return epoch_runner(trainer)
 
 
 def main() -> None:

@@ -24,8 +24,6 @@ Prints a table, then one JSON line ``{"ratio": median paired trainer/bare (full 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import statistics
 import tempfile
@@ -33,7 +31,7 @@ import time
 from collections.abc import Callable
 
 import torch
-from _synthetic import synthetic_bundle
+from _synthetic import epoch_runner, synthetic_bundle
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -70,13 +68,7 @@ def trainer_loop(data: TensorDataset, batch_size: int, out: str, *, quiet: bool)
         print_freq=10, deterministic=False, progress=not quiet, tensorboard=not quiet,
     )  # fmt: skip
     trainer = Trainer(cfg, bundle=bundle, callbacks=[])
-    counter = iter(range(10**9))
-
-    def epoch() -> None:
-        with contextlib.redirect_stderr(io.StringIO()):
-            trainer.train_one_epoch(next(counter))
-
-    return epoch
+    return epoch_runner(trainer)
 
 
 def main() -> None:
