@@ -12,9 +12,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported by the commands, not by `visionlab --help`
+    import torch
 
 __all__ = ["add_analysis_commands", "build_attack", "cmd_attack", "cmd_robustness", "cmd_saliency"]
 
@@ -105,6 +106,8 @@ def _loader(dataset: Any, args: argparse.Namespace, limit: int | None) -> torch.
 
 def _first(dataset: Any, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n`` images and labels of ``dataset`` as two tensors."""
+    import torch
+
     items = [dataset[i] for i in range(min(n, len(dataset)))]
     return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
 
@@ -130,6 +133,8 @@ def _tensorboard(out: Path, tags: dict[str, torch.Tensor]) -> None:
 
 # ------------------------------------------------------------------------------------------------ saliency
 def cmd_saliency(args: argparse.Namespace) -> int:
+    import torch
+
     from visionlab.engine.config import Range
     from visionlab.explain import TAG_SALIENCY, heatmap_overlay, red_overlay, saliency, save_grid
 
@@ -165,6 +170,8 @@ def cmd_saliency(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------ attack
 def build_attack(args: argparse.Namespace, model: torch.nn.Module, num_classes: int) -> Any:
     """The attack the flags describe (library objects validate their own settings: ConfigError)."""
+    import torch
+
     from visionlab.robustness import FGSM, PGD, AutoAttack, original_attack
 
     if args.attack == "original":
