@@ -38,12 +38,15 @@ RECIPES: dict[str, dict] = {
     "pgd3-20": {"adv_train": "pgd", "adv_steps": 3, "epochs": 20},
     "trades3-8": {"adv_train": "trades", "adv_steps": 3, "trades_beta": 6.0, "epochs": 8},
     "trades2-12": {"adv_train": "trades", "adv_steps": 2, "trades_beta": 6.0, "epochs": 12},
+    "fgsm8": {"adv_train": "fgsm-rs", "epochs": 8},
+    "pgd2-8": {"adv_train": "pgd", "adv_steps": 2, "epochs": 8},
     "simplenet-fgsm15": {"adv_train": "fgsm-rs", "epochs": 15, "model": "simplenet"},
 }
 SHARED = {
     "data": "fashion-mnist", "model": "improved", "batch_size": 128, "optimizer": "sgd", "lr": 0.1,
     "momentum": 0.9, "weight_decay": 5e-4, "warmup": 1.0, "clip_grad": 0.0, "adv_eps": 0.1, "select_by": "robust",
-    "robust_val": 1000, "workers": 1, "deterministic": False, "progress": False, "tensorboard": False,
+    "robust_val": 1000, "workers": int(os.environ.get("AT_SEARCH_WORKERS", 1)),
+    "deterministic": False, "progress": False, "tensorboard": False,
     "print_freq": 10**6,
 }  # fmt: skip
 

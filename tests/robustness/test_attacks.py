@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +12,7 @@ from torch import nn
 
 from visionlab.errors import ConfigError
 from visionlab.models import ImageClassifier, Normalize
-from visionlab.robustness.attacks import FGSM, PGD, Attack, AutoAttack, original_attack
+from visionlab.robustness.attacks import FGSM, PGD, Attack, AutoAttack, attack_context, original_attack
 
 from .conftest import STD, batch, predicted, tiny_model
 
@@ -307,3 +309,19 @@ def test_autoattack_without_torchattacks_says_what_to_install(monkeypatch: pytes
     with pytest.raises(ConfigError, match=r"pip install 'visionlab\[robust\]'") as info:
         AutoAttack(tiny_model(), eps=0.1, n_classes=5)
     assert info.value.field == "attack"
+
+
+def test_attack_context_with_batch_stats_normalizes_by_the_batch_and_restores_everything() -> None:
+    model = tiny_model(bn=True).train()
+    (bn,) = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    x = batch()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with attack_context(model, batch_stats=True) as m:
+        assert bn.training and not bn.track_running_stats
+        assert not any(mod.training for mod in m.modules() if mod is not bn)
+        out = m(x)
+    reference = copy.deepcopy(model)(x)  # train mode: batch statistics, as in the training forward
+    torch.testing.assert_close(out, reference, rtol=0, atol=1e-12)
+    assert all(mod.training for mod in model.modules()) and bn.track_running_stats
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k  # running statistics and num_batches_tracked untouched

@@ -48,6 +48,24 @@ def test_mix_one_is_plain_clean_loss_with_label_smoothing() -> None:
     _assert_same_bn(model, manual, forwards=1)  # no attack ran
 
 
+def _pgd_with_batch_stats(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: torch.Tensor, steps: int, gen: torch.Generator
+) -> torch.Tensor:
+    """L∞ PGD (random start) by hand against ``model`` normalizing with the batch's statistics; a copy of the
+    model attacks, so the running statistics of ``model`` cannot move."""
+    attacker = copy.deepcopy(model).train()
+    for m in attacker.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.track_running_stats = False
+    eps = torch.tensor(EPS_C, dtype=x.dtype).view(1, 3, 1, 1)
+    adv = (x + (2 * torch.rand(x.shape, generator=gen, dtype=x.dtype) - 1) * eps).clamp(0, 1)
+    for _ in range(steps):
+        adv.requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(attacker(adv), y), adv)
+        adv = (x + (adv.detach() + step * grad.sign() - x).clamp(-eps, eps)).clamp(0, 1)
+    return adv
+
+
 def test_pgd_training_equals_a_manual_run_and_updates_bn_only_in_train_forwards() -> None:
     model, x = _bn_model(), batch()
     y = torch.arange(8) % 5
@@ -56,8 +74,8 @@ def test_pgd_training_equals_a_manual_run_and_updates_bn_only_in_train_forwards(
     loss, logits = objective(model, x, y)
     assert model.training and all(m.training for m in model.modules())
 
-    step = tuple(2.5 * e / 3 for e in EPS_C)  # the default step
-    adv = PGD(manual, EPS_C, step, steps=3, generator=torch.Generator().manual_seed(0))(x, y)  # eval mode inside
+    step = torch.tensor([2.5 * e / 3 for e in EPS_C], dtype=x.dtype).view(1, 3, 1, 1)  # the default step
+    adv = _pgd_with_batch_stats(manual, x, y, step, steps=3, gen=torch.Generator().manual_seed(0))
     clean, robust = manual(x), manual(adv)  # train mode: two BN updates, clean first
     expected = 0.25 * F.cross_entropy(clean, y) + 0.75 * F.cross_entropy(robust, y)
     torch.testing.assert_close(loss, expected, rtol=0, atol=1e-14)
@@ -75,9 +93,11 @@ def test_fgsm_rs_example_is_the_wong_et_al_step_and_stays_in_the_ball() -> None:
     gen = torch.Generator().manual_seed(3)
     start = (x + (2 * torch.rand(x.shape, generator=gen, dtype=x.dtype) - 1) * eps).clamp(0, 1)
     start.requires_grad_(True)
-    model.eval()
-    (grad,) = torch.autograd.grad(F.cross_entropy(model(start), y), start)
-    model.train()
+    attacker = copy.deepcopy(model).train()  # the training attack normalizes with the batch's statistics
+    for m in attacker.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.track_running_stats = False
+    (grad,) = torch.autograd.grad(F.cross_entropy(attacker(start), y), start)
     expected = (x + (start.detach() + 1.25 * eps * grad.sign() - x).clamp(-eps, eps)).clamp(0, 1)
     torch.testing.assert_close(adv, expected, rtol=0, atol=1e-15)
     assert torch.all((adv - x).abs().amax(dim=(0, 2, 3)) <= eps.flatten() + 1e-15)

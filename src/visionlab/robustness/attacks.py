@@ -44,7 +44,7 @@ TargetFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @contextmanager
-def attack_context(model: nn.Module, channels_last: bool = False) -> Iterator[nn.Module]:
+def attack_context(model: nn.Module, channels_last: bool = False, batch_stats: bool = False) -> Iterator[nn.Module]:
     """Run ``model`` as an attack needs it: every submodule in eval mode, every parameter with
     ``requires_grad=False``, gradients enabled. On exit each submodule's ``training`` flag and each parameter's
     ``requires_grad`` are restored exactly as they were (a mixed train/eval model stays mixed); ``.grad``
@@ -53,12 +53,22 @@ def attack_context(model: nn.Module, channels_last: bool = False) -> Iterator[nn
     ``channels_last``: run with the 4-d weights in NHWC layout (copies swapped in as ``.data`` and the very
     same original tensors swapped back on exit, so nothing of the model changes). oneDNN's CPU convolutions are
     faster on that layout: PGD-10 on SimpleNet ran at 1.22x the images/s here (2-core AVX-512 EPYC, batch 128);
-    pair it with channels-last images (:func:`attack_layout`)."""
+    pair it with channels-last images (:func:`attack_layout`).
+
+    ``batch_stats``: batch-norm layers normalize with the batch's own statistics, as in the training forward
+    (``track_running_stats`` switched off for the attack, so the running statistics still do not move); the
+    attack then targets the function being trained rather than its lagging running-statistics version, as the
+    fast-AT and PGD-AT reference implementations do. Used by adversarial training."""
     modes = [(m, m.training) for m in model.modules()]
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if batch_stats else []
+    tracking = [(m, m.track_running_stats) for m in norms]
     flags = [(p, p.requires_grad) for p in model.parameters()]
     swapped = [(p, p.data) for p in model.parameters() if channels_last and p.dim() == 4]
     try:
         model.eval()
+        for m in norms:
+            m.train()
+            m.track_running_stats = False
         for p, _ in flags:
             p.requires_grad_(False)
         for p, data in swapped:
@@ -68,6 +78,8 @@ def attack_context(model: nn.Module, channels_last: bool = False) -> Iterator[nn
     finally:
         for m, mode in modes:
             m.training = mode
+        for m, track in tracking:
+            m.track_running_stats = track
         for p, flag in flags:
             p.requires_grad_(flag)
         for p, data in swapped:

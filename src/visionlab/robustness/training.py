@@ -91,7 +91,7 @@ class _Adversarial:
         """The adversarial examples the loss trains on (eval mode, parameters frozen, modes restored), detached."""
         nhwc = attack_layout(images, None)
         x = to_layout(images, nhwc)
-        with attack_context(model, channels_last=nhwc):
+        with attack_context(model, channels_last=nhwc, batch_stats=True):
             start = self.threat.random_init(x, self.generator) if self.random_start else x
             adv = ascend(model, self.threat, x, start, self.steps, lambda z: F.cross_entropy(full_precision(z), target))
         return match_layout(adv, images)
