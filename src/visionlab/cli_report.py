@@ -27,7 +27,7 @@ def add_report_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-b", "--batch-size", type=int, default=256, help="images per batch (default 256)")
     p.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N")
     p.add_argument("--no-check-images", action="store_true", help="skip verifying every image file up front")
-    p.add_argument("--screenshot", metavar="PNG", help="also save a screenshot of the page (needs chromium)")
+    p.add_argument("--screenshot", metavar="PNG", help="also save the page's top 1280x1600 px (needs chromium)")
     p.set_defaults(func=cmd_report)
 
 
@@ -74,7 +74,7 @@ def _analyse(run: Any, checkpoint: Path, args: argparse.Namespace) -> Any:
 def _screenshot(page: Path, out: Path) -> Path:
     from visionlab.report.browser import Chromium
 
-    with Chromium() as browser:
+    with Chromium(width=1280, height=1600) as browser:
         browser.open(page)
         png = browser.screenshot()
     out.parent.mkdir(parents=True, exist_ok=True)

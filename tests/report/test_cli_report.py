@@ -100,4 +100,4 @@ def test_screenshot_option(tiny_runs: TinyRuns, tmp_path: Path) -> None:
     shot = tmp_path / "shot.png"
     assert main(["report", str(tiny_runs.custom), "-o", str(tmp_path / "r.html"), "--screenshot", str(shot)]) == 0
     with Image.open(shot) as picture:
-        assert picture.format == "PNG" and picture.size == (1280, 900)
+        assert picture.format == "PNG" and picture.size == (1280, 1600)

@@ -167,12 +167,13 @@ def _config(runs: Sequence[Run]) -> Raw:
     parts = [missing(Raw(f"{code(str(r.path / 'config.yaml'))} is missing.")) for r in runs if not r.config]
     if not keys:
         return Raw("".join(parts))
-    if len(runs) == 1:  # one column of values: two tables side by side keep the page short
-        run, half = runs[0], (len(keys) + 1) // 2
+    if len(runs) == 1:  # one column of values: up to three tables side by side keep the page short
+        run, size = runs[0], -(-len(keys) // 3)
+        chunks = [keys[i : i + size] for i in range(0, len(keys), size)]
         tables = [
-            table(["setting", "value"], [[k, _setting(run.config.get(k))] for k in part],
-                  caption=f"config.yaml ({i + 1} of 2)" if len(keys) > half else "config.yaml")
-            for i, part in enumerate((keys[:half], keys[half:])) if part
+            table(["setting", "value"], [[k, _setting(run.config.get(k))] for k in chunk],
+                  caption=f"config.yaml ({i + 1} of {len(chunks)})" if len(chunks) > 1 else "config.yaml")
+            for i, chunk in enumerate(chunks)
         ]  # fmt: skip
         return Raw("".join(parts) + '<div class="pair">' + "".join(tables) + "</div>")
     rows, classes = [], []
