@@ -101,3 +101,13 @@ def test_screenshot_option(tiny_runs: TinyRuns, tmp_path: Path) -> None:
     assert main(["report", str(tiny_runs.custom), "-o", str(tmp_path / "r.html"), "--screenshot", str(shot)]) == 0
     with Image.open(shot) as picture:
         assert picture.format == "PNG" and picture.size == (1280, 1600)
+
+
+def test_screenshot_without_chromium_is_one_line_exit_2(
+    tiny_runs: TinyRuns, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("visionlab.report.browser.find_chromium", lambda: None)
+    argv = ["report", str(tiny_runs.custom), "-o", str(tmp_path / "r.html"), "--screenshot", str(tmp_path / "s.png")]
+    assert main(argv) == 2
+    assert _one_error_line(capsys.readouterr().err).startswith("no Chromium found on PATH")
+    assert (tmp_path / "r.html").is_file() and not (tmp_path / "s.png").exists()  # the page itself was written

@@ -130,6 +130,20 @@ def test_two_runs_differing_only_in_conv_are_compared(tmp_path: Path) -> None:
     assert "seconds per epoch, custom / native" in conv
 
 
+def test_many_classes_get_a_heat_map_and_the_largest_confusions(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, "run")
+    names = [f"class{k}" for k in range(25)]
+    counts = [[5 if p == t else 0 for p in range(25)] for t in range(25)]
+    counts[3][7], counts[9][2] = 4, 1  # class3 taken for class7 4 times (44% of its 9 images), class9 for class2 once
+    found = fake_analysis(run_dir, names)
+    found.confusion = counts
+    confusion = _section(build_report([load_run(run_dir)], {run_dir: found}), "confusion")
+    assert confusion.count("<img") == 1 and 'alt="Confusion matrix heat map of 25 classes' in confusion
+    rows = re.findall(r'<tr><th scope="row">(\w+)</th><td>(\w+)</td><td class="num">(\d+)</td>', confusion)
+    assert rows == [("class3", "class7", "4"), ("class9", "class2", "1")]
+    assert "44.44" in confusion
+
+
 def test_outside_text_is_escaped(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, "<b>run&", {"model": '<script>alert("x")</script>'})
     page = build_report([load_run(run_dir)], {run_dir: fake_analysis(run_dir, ["<i>a</i>", "b&c", '"q"'])})

@@ -39,7 +39,7 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrom
 FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
     "--no-default-browser-check", "--disable-extensions", "--disable-component-update", "--disable-sync",
-    "--mute-audio", "--hide-scrollbars", "--remote-debugging-pipe",
+    "--mute-audio", "--hide-scrollbars", "--disable-dev-shm-usage", "--remote-debugging-pipe",
 )  # fmt: skip
 
 
