@@ -4,7 +4,7 @@
 ``--remote-debugging-pipe`` makes Chromium read NUL-terminated JSON commands on file descriptor 3 and write
 replies and events on descriptor 4, so no port, no WebSocket client and no WebDriver are needed. The report's
 browser test and ``visionlab report --screenshot`` use this class; Debian's ``chromium`` package provides the
-browser.
+browser. POSIX only (pipes handed over by file descriptor number).
 
 Example::
 
@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import select
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +43,13 @@ FLAGS = (
     "--no-default-browser-check", "--disable-extensions", "--disable-component-update", "--disable-sync",
     "--mute-audio", "--hide-scrollbars", "--disable-dev-shm-usage", "--remote-debugging-pipe",
 )  # fmt: skip
+
+
+# argv: READ_FD WRITE_FD BROWSER ARGS...: the browser reads commands on 3 and writes replies on 4.
+_EXEC_ON_3_AND_4 = (
+    "import os, sys; r, w = int(sys.argv[1]), int(sys.argv[2]); os.dup2(r, 3); os.dup2(w, 4); os.close(r); "
+    "os.close(w); os.execv(sys.argv[3], sys.argv[3:])"
+)
 
 
 class BrowserError(UserError):
@@ -66,7 +75,7 @@ class Chromium:
     """
 
     def __init__(self, executable: str | None = None, *, width: int = 1280, height: int = 900, timeout: float = 30):
-        self.executable = executable or find_chromium()
+        self.executable = (shutil.which(executable) or executable) if executable else find_chromium()
         if self.executable is None:
             raise BrowserError(
                 f"no Chromium found on PATH (tried {', '.join(CHROMIUM_NAMES)}); on Debian or Ubuntu: "
@@ -79,28 +88,27 @@ class Chromium:
         self._next_id = 0
         self._session: str | None = None
         self._profile = tempfile.mkdtemp(prefix="visionlab-chromium-")
+        # The browser's ends of the two pipes go to a fresh Python (no threads, so nothing can deadlock between
+        # fork and exec, unlike a preexec_fn) that puts them on descriptors 3 and 4 and execs the browser. They are
+        # first moved to descriptors >= 10, so that neither is overwritten by the other's dup2.
         to_browser, self._write = os.pipe()
         self._read, from_browser = os.pipe()
-
-        def descriptors_3_and_4() -> None:  # in the child, before exec: the protocol's two pipe ends
-            a, b = os.dup(to_browser), os.dup(from_browser)
-            os.dup2(a, 3)
-            os.dup2(b, 4)
-            os.set_inheritable(3, True)
-            os.set_inheritable(4, True)
-
+        ends = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (to_browser, from_browser)]
+        os.close(to_browser)
+        os.close(from_browser)
+        argv = [self.executable, *FLAGS, f"--user-data-dir={self._profile}", "about:blank"]
         try:
             self._process = subprocess.Popen(
-                [self.executable, *FLAGS, f"--user-data-dir={self._profile}", "about:blank"],
+                [sys.executable, "-I", "-S", "-c", _EXEC_ON_3_AND_4, *map(str, ends), *argv],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                close_fds=False, preexec_fn=descriptors_3_and_4, start_new_session=True,
+                pass_fds=ends, start_new_session=True,
             )  # fmt: skip
         except OSError as exc:
             self._cleanup()
             raise BrowserError(f"{self.executable}: cannot start ({exc})") from exc
         finally:
-            os.close(to_browser)
-            os.close(from_browser)
+            for fd in ends:
+                os.close(fd)
         try:
             target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
             self._session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
