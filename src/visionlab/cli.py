@@ -1,4 +1,5 @@
-"""``visionlab`` command line: train, eval, predict, compare, data fetch, models.
+"""``visionlab`` command line: train, eval, predict, compare, data fetch, models (saliency, attack, robustness in
+:mod:`visionlab.cli_analysis`; report in :mod:`visionlab.cli_report`).
 
 Flags left unset fall back to the recipe for the (model, dataset) pair (:mod:`visionlab.recipes`), then to the
 original course defaults (:class:`visionlab.engine.TrainConfig`).
@@ -424,8 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     from visionlab.cli_analysis import add_analysis_commands
+    from visionlab.cli_report import add_report_command
 
     add_analysis_commands(sub)
+    add_report_command(sub)
     return parser
 
 

@@ -3,7 +3,8 @@
 Each loads a checkpoint (rebuilt from its stored architecture), takes the validation images of its dataset (or
 of ``--data``, converted to what the model takes as ``eval`` does) in pixels [0, 1], and hands them to
 :mod:`visionlab.explain` or :mod:`visionlab.robustness`. Images go to PNG files and to TensorBoard under the
-original course's tags; numbers are printed (``--json`` for one machine-readable line).
+original course's tags; numbers are printed (``--json`` for one machine-readable line) and written as JSON
+(``attack/attack.json``, ``robustness/sweep.json``) beside the images, where ``visionlab report`` finds them.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit-val", type=int, metavar="N", help="attack only the first N validation images")
     p.add_argument("-v", "--vis", action="store_true", help="save original / adversarial / difference grids")
     p.add_argument("--json", action="store_true",
-                   help='one JSON line {"clean_top1", "robust_top1", "robust_top5", "n", "attack"}')  # fmt: skip
+                   help='one JSON line {"clean_top1", "robust_top1", "robust_top5", "n", "attack"} (always '
+                        "written to OUT/attack.json too)")  # fmt: skip
     p.set_defaults(func=cmd_attack)
 
     p = sub.add_parser("robustness", help="accuracy vs eps and vs PGD steps: CSV, JSON and plots")
@@ -209,11 +211,13 @@ def cmd_attack(args: argparse.Namespace) -> int:
     attack = build_attack(args, model, bundle.num_classes)
     loader = _loader(bundle.val, args, args.limit_val)
     result = robust_evaluate(model, loader, attack, device, progress=not args.no_progress)
-    if args.vis:
-        out = _out_dir(args, args.resume, "attack")
-        for path in _save_adversarial_grids(model, attack, bundle.val, out):
-            print(f"wrote {path}", file=sys.stderr)
     keys = ("clean_top1", "clean_top5", "robust_top1", "robust_top5", "robust_and_clean_top1", "n", "attack")
+    out = _out_dir(args, args.resume, "attack")
+    written = [_write_json({k: result[k] for k in keys}, out / "attack.json")]  # what `visionlab report` shows
+    if args.vis:
+        written += _save_adversarial_grids(model, attack, bundle.val, out)
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
     if args.json:
         print(json.dumps({k: result[k] for k in keys}))
     else:
@@ -221,6 +225,11 @@ def cmd_attack(args: argparse.Namespace) -> int:
         print(f"* clean Acc@1 {result['clean_top1']:.3f} Acc@5 {result['clean_top5']:.3f}")
         print(f"* under attack Acc@1 {result['robust_top1']:.3f} Acc@5 {result['robust_top5']:.3f}")
     return 0
+
+
+def _write_json(value: Any, path: Path) -> Path:
+    path.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
+    return path
 
 
 # ------------------------------------------------------------------------------------------------ robustness

@@ -9,7 +9,7 @@ with its traceback.
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ConfigError", "DatasetError", "UserError"]
+__all__ = ["CheckpointError", "ConfigError", "DatasetError", "RunDirError", "UserError"]
 
 
 class UserError(Exception):
@@ -40,3 +40,8 @@ class DatasetError(UserError, ValueError):
 
 class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, truncated, unsafe or not a visionlab checkpoint; the message names the file."""
+
+
+class RunDirError(UserError, ValueError):
+    """A path given as a run directory is missing or holds no run (no ``config.yaml``, no ``metrics.jsonl``), or
+    one of its files is malformed; the message names the path."""

@@ -1,7 +1,9 @@
-"""Training curves from ``metrics.jsonl``: one run (``curves.png``) or several side by side (``compare``)."""
+"""Training curves from ``metrics.jsonl``: one run (``curves.png``), several side by side (``compare``), or as PNG
+bytes for the HTML report."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -9,12 +11,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from visionlab.engine.metrics import read_metrics
 from visionlab.errors import ConfigError, UserError
 
-__all__ = ["plot_runs"]
+__all__ = ["curves_figure", "figure_png", "plot_runs"]
 
 
 def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[str] | None = None) -> Path:
@@ -22,26 +25,52 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[
     learning rate against epoch for each run into one figure with three panels; runs are told apart by colour,
     train/val by line style. The learning rate is drawn per logged step (warmup and cosine as the optimizer saw
     them) when the run has step records, else per epoch. Returns ``out``."""
+    fig = curves_figure(run_dirs, labels)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(out, dpi=110)
+    finally:
+        plt.close(fig)
+    return out
+
+
+def figure_png(fig: Figure, dpi: int = 110) -> bytes:
+    """``fig`` as PNG bytes (for pages that embed their images); the figure is closed."""
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
+def curves_figure(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None) -> Figure:
+    """The figure :func:`plot_runs` writes (loss, accuracy and learning-rate panels, one colour per run)."""
     labels = list(labels) if labels else [Path(d).name for d in run_dirs]
     if len(labels) != len(run_dirs):
         raise ConfigError(f"{len(labels)} labels for {len(run_dirs)} runs", field="labels")
     fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(16, 4.5))
-    for i, (run_dir, label) in enumerate(zip(run_dirs, labels, strict=True)):
-        records = read_metrics(run_dir)
-        epochs = [r for r in records if r.get("type") == "epoch"]
-        if not epochs:
-            raise UserError(f"{run_dir}: no epoch records in metrics.jsonl (no epoch finished yet)")
-        x = [r["epoch"] + 1 for r in epochs]
-        color = f"C{i}"
-        ax_loss.plot(x, [r["train_loss"] for r in epochs], color=color, ls="--", label=f"{label} train")
-        ax_loss.plot(x, [r["val_loss"] for r in epochs], color=color, label=f"{label} val")
-        ax_acc.plot(x, [r["train_top1"] for r in epochs], color=color, ls="--", label=f"{label} train top-1")
-        ax_acc.plot(x, [r["val_top1"] for r in epochs], color=color, label=f"{label} val top-1")
-        ax_acc.plot(x, [r["val_top5"] for r in epochs], color=color, ls=":", label=f"{label} val top-5")
-        if all("val_robust_top1" in r for r in epochs):  # adversarial training / --select-by robust
-            robust = [r["val_robust_top1"] for r in epochs]
-            ax_acc.plot(x, robust, color=color, ls="-.", marker=".", label=f"{label} val PGD top-1")
-        ax_lr.plot(*_lr_curve(records, epochs), color=color, label=label)
+    try:
+        for i, (run_dir, label) in enumerate(zip(run_dirs, labels, strict=True)):
+            records = read_metrics(run_dir)
+            epochs = [r for r in records if r.get("type") == "epoch"]
+            if not epochs:
+                raise UserError(f"{run_dir}: no epoch records in metrics.jsonl (no epoch finished yet)")
+            x = [r["epoch"] + 1 for r in epochs]
+            color = f"C{i}"
+            ax_loss.plot(x, [r["train_loss"] for r in epochs], color=color, ls="--", label=f"{label} train")
+            ax_loss.plot(x, [r["val_loss"] for r in epochs], color=color, label=f"{label} val")
+            ax_acc.plot(x, [r["train_top1"] for r in epochs], color=color, ls="--", label=f"{label} train top-1")
+            ax_acc.plot(x, [r["val_top1"] for r in epochs], color=color, label=f"{label} val top-1")
+            ax_acc.plot(x, [r["val_top5"] for r in epochs], color=color, ls=":", label=f"{label} val top-5")
+            if all("val_robust_top1" in r for r in epochs):  # adversarial training / --select-by robust
+                robust = [r["val_robust_top1"] for r in epochs]
+                ax_acc.plot(x, robust, color=color, ls="-.", marker=".", label=f"{label} val PGD top-1")
+            ax_lr.plot(*_lr_curve(records, epochs), color=color, label=label)
+    except BaseException:
+        plt.close(fig)
+        raise
     for ax, title, ylabel in (
         (ax_loss, "loss", "cross-entropy"),
         (ax_acc, "accuracy", "%"),
@@ -54,11 +83,7 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return fig
 
 
 def _lr_curve(records: list[dict], epochs: list[dict]) -> tuple[list[float], list[float]]:
