@@ -13,10 +13,14 @@ from visionlab.data.datasets import (
     read_idx,
     verify_images,
 )
+from visionlab.data.memory import BatchAugment, InMemoryLoader, in_memory_source
 from visionlab.data.fetch import DatasetError, default_data_root, fetch_fashion_mnist, verify_fashion_mnist
 from visionlab.data.transforms import eval_transform, train_transform
 
 __all__ = [
+    "BatchAugment",
+    "InMemoryLoader",
+    "in_memory_source",
     "FASHION_MNIST_CLASSES",
     "DataBundle",
     "DatasetError",

@@ -30,6 +30,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from visionlab.data.memory import BatchAugment
 from visionlab.data.fetch import DatasetError, default_data_root, fetch_fashion_mnist, fashion_mnist_dir
 from visionlab.data.transforms import eval_transform, to_float_transform, train_transform
 
@@ -59,12 +60,25 @@ MINIPLACES_CLASSES = 100
 
 # --------------------------------------------------------------------------------------------- datasets
 class TensorImageDataset(Dataset):
-    """Images held in memory as a ``uint8`` tensor ``(N, C, H, W)`` with integer labels ``(N,)``."""
+    """Images held in memory as a ``uint8`` tensor ``(N, C, H, W)`` with integer labels ``(N,)``.
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Transform) -> None:
+    ``transform`` serves one image (``dataset[i]``). ``in_memory=True`` lets the engine serve whole batches
+    instead (:class:`~visionlab.data.memory.InMemoryLoader`), augmented by ``batch_augment`` — which must then
+    be ``transform``'s batch equivalent (None: ``transform`` only converts to float)."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        transform: Transform,
+        *,
+        in_memory: bool = False,
+        batch_augment: BatchAugment | None = None,
+    ) -> None:
         if images.dim() != 4 or images.dtype != torch.uint8 or len(images) != len(labels):
             raise ValueError(f"expected uint8 (N, C, H, W) images and N labels, got {tuple(images.shape)}")
         self.images, self.labels, self.transform = images, labels.long(), transform
+        self.in_memory, self.batch_augment = in_memory, batch_augment
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -313,8 +327,9 @@ def _fashion_mnist(path: str, data_root: Path | None) -> DataBundle:
     size = x_train.shape[-1]
     return DataBundle(
         kind="fashion-mnist", root=str(directory),
-        train=TensorImageDataset(x_train, y_train, train_transform("flip", size)),
-        val=TensorImageDataset(x_test, y_test, to_float_transform()),
+        train=TensorImageDataset(x_train, y_train, train_transform("flip", size), in_memory=True,
+                                 batch_augment=BatchAugment(flip=True)),
+        val=TensorImageDataset(x_test, y_test, to_float_transform(), in_memory=True),
         num_classes=10, in_channels=1, image_size=size, mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD,
         class_names=list(FASHION_MNIST_CLASSES), recipe="small",
     )  # fmt: skip
@@ -327,8 +342,9 @@ def _cifar10(path: str) -> DataBundle:
     (x_train, y_train), (x_test, y_test), names = read_cifar10(root)
     return DataBundle(
         kind="cifar10", root=str(root),
-        train=TensorImageDataset(x_train, y_train, train_transform("small", 32)),
-        val=TensorImageDataset(x_test, y_test, to_float_transform()),
+        train=TensorImageDataset(x_train, y_train, train_transform("small", 32), in_memory=True,
+                                 batch_augment=BatchAugment(flip=True, pad=max(1, 32 // 14))),
+        val=TensorImageDataset(x_test, y_test, to_float_transform(), in_memory=True),
         num_classes=10, in_channels=3, image_size=32, mean=CIFAR10_MEAN, std=CIFAR10_STD,
         class_names=names, recipe="small",
     )  # fmt: skip

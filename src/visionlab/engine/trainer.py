@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from visionlab.data import DataBundle, DatasetError, load_dataset
+from visionlab.data.memory import InMemoryLoader, in_memory_source
 from visionlab.engine.checkpoint import CheckpointError, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from visionlab.engine.config import TrainConfig
 from visionlab.engine.metrics import MetricsLog, RunningStats
@@ -113,9 +114,16 @@ def make_loader(
     workers: int,
     device: torch.device,
     generator: torch.Generator | None = None,
-) -> DataLoader:
-    """A DataLoader; training shuffles with ``generator`` and drops a ragged last batch. Workers are not
-    persistent: each epoch's workers are seeded from ``generator``, which is what makes resume exact."""
+) -> DataLoader | InMemoryLoader:
+    """Batches of ``dataset``; training shuffles with ``generator`` and drops a ragged last batch.
+
+    A dataset held in memory (Fashion-MNIST, CIFAR-10) is served by an :class:`InMemoryLoader` (whole-batch
+    indexing and augmentation in this process; ``workers`` unused), anything else by a DataLoader. Its workers
+    are not persistent: each epoch's workers are seeded from ``generator``, which is what makes resume exact."""
+    if in_memory_source(dataset) is not None:
+        return InMemoryLoader(
+            dataset, batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size, generator=generator
+        )
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -1,0 +1,109 @@
+"""In-memory batches: datasets that fit in memory as one ``uint8`` tensor (Fashion-MNIST, CIFAR-10) are served a
+batch at a time by indexing that tensor, with the augmentation applied to the whole batch at once.
+
+Why: a :class:`~torch.utils.data.DataLoader` over such a dataset runs Python per image (``__getitem__``, a
+``transforms.v2`` pipeline, collation) and, to keep up, a worker process that competes with the training
+threads for the same cores. Here one batch is one gather, one flip mask and one crop gather, in the main
+process. Measured figures: BENCHMARKS.md (``bench/input.py``).
+
+Randomness (the epoch's permutation, flips, crop offsets) comes only from the generator the loader is given,
+so a run resumed from a checkpoint (which stores that generator's state) sees the very same batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+__all__ = ["BatchAugment", "InMemoryLoader", "in_memory_source"]
+
+
+@dataclass(frozen=True)
+class BatchAugment:
+    """Per-image random augmentation of a ``uint8`` batch ``(B, C, H, W)``, drawn from a generator.
+
+    Args:
+        flip: mirror each image left-right with probability 1/2 (``v2.RandomHorizontalFlip``).
+        pad: random crop of the original size from the image zero-padded by ``pad`` pixels on every side, offsets
+            uniform in ``[0, 2 pad]`` (``v2.RandomCrop(size, padding=pad)``); 0 disables it.
+    """
+
+    flip: bool = True
+    pad: int = 0
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        b, _, h, w = images.shape
+        if self.pad > 0:
+            padded = torch.nn.functional.pad(images, (self.pad,) * 4)
+            dy = torch.randint(0, 2 * self.pad + 1, (b,), generator=generator)
+            dx = torch.randint(0, 2 * self.pad + 1, (b,), generator=generator)
+            rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # (B, 1, H, 1)
+            cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # (B, 1, 1, W)
+            batch = torch.arange(b)[:, None, None, None]
+            channel = torch.arange(images.shape[1])[None, :, None, None]
+            images = padded[batch, channel, rows, cols]
+        if self.flip:
+            mirror = torch.rand(b, generator=generator) < 0.5
+            images = torch.where(mirror[:, None, None, None], images.flip(-1), images)
+        return images
+
+
+def in_memory_source(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor, BatchAugment | None] | None:
+    """``(uint8 images, labels, augmentation)`` when ``dataset`` (or a :class:`Subset` of it) is held in memory
+    with a batch augmentation (``TensorImageDataset.batch_augment``, None meaning none), else None: such a
+    dataset has only a per-image transform and needs a DataLoader."""
+    from visionlab.data.datasets import TensorImageDataset
+
+    indices = None
+    if isinstance(dataset, Subset):
+        indices, dataset = torch.as_tensor(list(dataset.indices)), dataset.dataset
+    if not isinstance(dataset, TensorImageDataset) or not dataset.in_memory:
+        return None
+    images, labels = dataset.images, dataset.labels
+    if indices is not None:
+        images, labels = images[indices], labels[indices]
+    return images, labels, dataset.batch_augment
+
+
+class InMemoryLoader:
+    """Batches ``(float32 images in [0, 1] (B, C, H, W), int64 labels (B,))`` of an in-memory dataset.
+
+    Same contract as the DataLoader it replaces (:func:`visionlab.engine.trainer.make_loader`): ``shuffle``
+    draws a new permutation from ``generator`` every epoch, ``drop_last`` drops a ragged last batch, ``len`` is
+    the number of batches and ``dataset`` the dataset served.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        drop_last: bool,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        source = in_memory_source(dataset)
+        if source is None:
+            raise TypeError(f"{type(dataset).__name__} is not an in-memory dataset with a batch augmentation")
+        self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, shuffle, drop_last
+        self.images, self.labels, augment = source
+        self.augment = augment if shuffle else None  # evaluation batches are never augmented
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        for i in range(len(self)):
+            chunk = slice(i * self.batch_size, min(n, (i + 1) * self.batch_size))
+            index = order[chunk] if order is not None else chunk
+            images = self.images[index]
+            if self.augment is not None:
+                images = self.augment(images, self.generator)
+            yield images.to(torch.float32).mul_(1.0 / 255), self.labels[index]  # = v2.ToDtype(scale=True)
