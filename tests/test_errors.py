@@ -185,7 +185,7 @@ def test_field_flag_table_names_real_flags() -> None:
     options = {s for sub in subparsers.values() for a in sub._actions for s in a.option_strings}
     for field, flag in FIELD_FLAGS.items():
         assert set(flag.split("/")) <= options, (field, flag)
-    settable = set(cli._TRAIN_FIELDS) | {"conv", "check_images", "progress", "tensorboard"}
+    settable = set(cli._TRAIN_FIELDS) | {"conv", "check_images", "progress", "quiet", "tensorboard"}
     assert settable <= set(FIELD_FLAGS)
     assert settable == {f.name for f in fields(TrainConfig)} - {"model_kwargs", "wd_exclude_norm_bias", "deterministic"}
 

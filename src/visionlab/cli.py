@@ -37,7 +37,9 @@ _TRAIN_FIELDS = (
     "adv_mix", "trades_beta", "select_by", "robust_val",
 )  # fmt: skip
 # Fields a full resume may change: they do not alter the arithmetic of the run.
-_RUNTIME_FIELDS = ("epochs", "workers", "out", "print_freq", "device", "data_root", "progress", "tensorboard")
+_RUNTIME_FIELDS = (
+    "epochs", "workers", "out", "print_freq", "device", "data_root", "progress", "quiet", "tensorboard",
+)  # fmt: skip
 # Dataset kinds read from image files, decoded at the model's input size (the others fix their own size).
 _FILE_KINDS = ("miniplaces", "folder")
 
@@ -52,7 +54,8 @@ FIELD_FLAGS: dict[str, str] = {
     "warmup": "--warmup", "clip_grad": "--clip-grad", "label_smoothing": "--label-smoothing", "tta": "--tta",
     "seed": "--seed", "device": "--device", "amp": "--amp", "channels_last": "--channels-last", "out": "--out",
     "print_freq": "-p/--print-freq", "tensorboard": "--no-tensorboard", "progress": "--no-progress",
-    "resume": "--resume", "topk": "--topk", "split": "--split", "labels": "--labels", "adv_train": "--adv-train",
+    "quiet": "-q/--quiet", "resume": "--resume", "topk": "--topk", "split": "--split", "labels": "--labels",
+    "adv_train": "--adv-train",
     "adv_eps": "--adv-eps", "adv_steps": "--adv-steps", "adv_step": "--adv-step", "adv_mix": "--adv-mix",
     "trades_beta": "--trades-beta", "select_by": "--select-by", "robust_val": "--robust-val",
     # the analysis commands' options (visionlab.cli_analysis) and the settings of the objects they build
@@ -114,7 +117,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory format")
     r.add_argument("--tta", action="store_true", default=None, help="evaluate with horizontal-flip averaging")
     r.add_argument("-p", "--print-freq", type=int, help="log every N steps (default 10)")
-    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress display (by default a bar on a terminal, a line every 10 s in a log)",
+    )
+    r.add_argument("-q", "--quiet", action="store_true", help="only the result and warnings on the console")
     r.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard events")
 
 
@@ -134,8 +142,10 @@ def train_config_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
         given["conv"] = "custom"
     if getattr(args, "no_check_images", False):
         given["check_images"] = False
-    if getattr(args, "no_progress", False):
+    if getattr(args, "no_progress", False) or getattr(args, "quiet", False):
         given["progress"] = False
+    if getattr(args, "quiet", False):
+        given["quiet"] = True
     if getattr(args, "no_tensorboard", False):
         given["tensorboard"] = False
     for key, value in given.items():

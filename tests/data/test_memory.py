@@ -83,3 +83,10 @@ def test_make_loader_serves_in_memory_datasets_and_their_subsets_in_batches() ->
     assert torch.equal(torch.cat([y for _, y in loader]), torch.arange(6) % 3)
     per_image = make_loader(_dataset(10, in_memory=False), 4, train=False, workers=0, device=cpu)
     assert isinstance(per_image, DataLoader)
+
+
+def test_a_replaced_transform_turns_the_batch_path_off() -> None:
+    ds = _dataset(4, BatchAugment(flip=True))
+    ds.transform = lambda image: image.float()  # e.g. eval converting channels: no batch equivalent
+    assert not ds.in_memory and ds.batch_augment is None
+    assert isinstance(make_loader(ds, 2, train=False, workers=0, device=torch.device("cpu")), DataLoader)

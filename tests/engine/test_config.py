@@ -71,6 +71,7 @@ BAD = [
     ("print_freq", 0, "an integer >= 1, got 0"),
     ("tensorboard", "off", "true or false"),
     ("progress", 1, "true or false"),
+    ("quiet", "yes", "true or false"),
 ]
 
 # (field, value at the edge of its range): accepted.

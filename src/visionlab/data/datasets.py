@@ -64,7 +64,8 @@ class TensorImageDataset(Dataset):
 
     ``transform`` serves one image (``dataset[i]``). ``in_memory=True`` lets the engine serve whole batches
     instead (:class:`~visionlab.data.memory.InMemoryLoader`), augmented by ``batch_augment`` — which must then
-    be ``transform``'s batch equivalent (None: ``transform`` only converts to float)."""
+    be ``transform``'s batch equivalent (None: ``transform`` only converts to float). Assigning another
+    ``transform`` later turns the batch path off."""
 
     def __init__(
         self,
@@ -77,8 +78,18 @@ class TensorImageDataset(Dataset):
     ) -> None:
         if images.dim() != 4 or images.dtype != torch.uint8 or len(images) != len(labels):
             raise ValueError(f"expected uint8 (N, C, H, W) images and N labels, got {tuple(images.shape)}")
-        self.images, self.labels, self.transform = images, labels.long(), transform
+        self.images, self.labels, self._transform = images, labels.long(), transform
         self.in_memory, self.batch_augment = in_memory, batch_augment
+
+    @property
+    def transform(self) -> Transform:
+        return self._transform
+
+    @transform.setter
+    def transform(self, transform: Transform) -> None:
+        """A new per-image transform (``eval`` converting channels or size, say) has no batch equivalent: the
+        dataset is served image by image from then on."""
+        self._transform, self.in_memory, self.batch_augment = transform, False, None
 
     def __len__(self) -> int:
         return len(self.labels)

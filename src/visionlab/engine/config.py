@@ -192,6 +192,7 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
         "print_freq": Range(1, integer=True),
         "tensorboard": _flag,
         "progress": _flag,
+        "quiet": _flag,
     }.items()
 }
 
@@ -252,7 +253,8 @@ class TrainConfig:
     out: str | None = None
     print_freq: int = 10
     tensorboard: bool = True
-    progress: bool = True
+    progress: bool = True  # progress bars on a terminal, a line every few seconds elsewhere
+    quiet: bool = False  # no progress and no per-epoch lines on stderr, warnings only
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -22,7 +22,6 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm import tqdm
 
 from visionlab.data import DataBundle, DatasetError, load_dataset
 from visionlab.data.memory import InMemoryLoader, in_memory_source
@@ -33,6 +32,7 @@ from visionlab.engine.schedule import WarmupCosine
 from visionlab.engine.task import ClassificationTask, Objective, build_task
 from visionlab.errors import ConfigError, UserError
 from visionlab.models import architecture_kwargs, build_model
+from visionlab.progress import progress as progress_bar
 
 __all__ = [
     "Callback",
@@ -157,7 +157,7 @@ def evaluate(
     model.eval()
     stats = RunningStats(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    for images, target in tqdm(loader, desc=desc, disable=not progress, leave=False, file=sys.stderr):
+    for images, target in progress_bar(loader, desc=desc, enabled=progress):
         images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
         target = target.to(device, non_blocking=True)
         with _autocast(device, amp):
@@ -370,8 +370,10 @@ class Trainer:
         return run_dir
 
     # ------------------------------------------------------------------------------------------ helpers
-    def _say(self, msg: str) -> None:
-        print(f"[visionlab] {msg}", file=sys.stderr, flush=True)
+    def _say(self, msg: str, *, warning: bool = False) -> None:
+        """A line on stderr; with ``quiet`` only warnings."""
+        if warning or not self.cfg.quiet:
+            print(f"[visionlab] {msg}", file=sys.stderr, flush=True)
 
     def _state(self, epoch: int, full: bool) -> dict[str, Any]:
         state = {
@@ -412,10 +414,7 @@ class Trainer:
         cfg = self.cfg
         self.model.train()
         stats = RunningStats(self.device)
-        bar = tqdm(
-            self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
-            leave=False, file=sys.stderr, dynamic_ncols=True,
-        )  # fmt: skip
+        bar = progress_bar(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=cfg.progress)
         seen, tick = 0, time.perf_counter()
         for i, (images, target) in enumerate(bar):
             images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
@@ -495,7 +494,8 @@ class Trainer:
                     f"WARNING: catastrophic overfitting at epoch {epoch + 1}: PGD-{self.monitor.steps} top-1 on "
                     f"{len(self.monitor.loader.dataset)} validation images fell from {self.last_robust_top1:.2f}% to "
                     f"{robust:.2f}% (the model learned to defeat its training attack only). model_best keeps the "
-                    "best epoch by the selection metric; multi-step PGD training (adv_train=pgd) does not do this"
+                    "best epoch by the selection metric; multi-step PGD training (adv_train=pgd) does not do this",
+                    warning=True,
                 )
             self.last_robust_top1 = robust
         return val

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from visionlab.engine.metrics import topk_correct
+from visionlab.progress import progress as progress_bar
 from visionlab.robustness.attacks import PGD, Attack, check_images
 
 __all__ = ["SWEEP_COLUMNS", "plot_accuracy_vs_eps", "plot_accuracy_vs_steps", "robust_evaluate", "sweep", "write_sweep"]
@@ -76,7 +75,7 @@ def robust_evaluate(
     model.eval()
     try:
         batches = _batches(loader, device, limit)
-        for images, labels in tqdm(batches, desc="attack", disable=not progress, leave=False, file=sys.stderr):
+        for images, labels in progress_bar(batches, desc="attack", enabled=progress):
             check_images(images, labels)
             with torch.no_grad():
                 clean = model(images)
