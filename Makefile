@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Fetches Fashion-MNIST when missing, trains SimpleNet on it, evaluates on the 10k test images.
+# The tour (scripts/demo.sh): fetch Fashion-MNIST, train SimpleNet, evaluate, saliency, PGD attack, HTML report;
+# prints each stage's time and the report's path. Every run writes a new runs/demo-<date>-<time>/.
 demo: setup
-	$(BIN)/visionlab train --data fashion-mnist --model simplenet --out runs/demo-simplenet-fashion-mnist
+	scripts/demo.sh $(BIN)/visionlab
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The demo tour (`make demo`): fetch Fashion-MNIST, train SimpleNet, evaluate, explain (saliency), attack (PGD),
+# write the HTML report; then print where each stage's time went and the report's path.
+#
+#   scripts/demo.sh [VISIONLAB] [RUN_DIR]     (defaults: .venv/bin/visionlab, runs/demo-<date>-<time>)
+#
+# Each run writes a new directory, so an earlier demo's results are never overwritten.
+set -euo pipefail
+VL=${1:-.venv/bin/visionlab}
+RUN=${2:-runs/demo-$(date +%Y%m%d-%H%M%S)}
+CKPT=$RUN/model_best.pth.tar
+declare -a STAGES=()
+
+stage() {  # stage NAME COMMAND...: run it, remember its wall time
+    local name=$1 start end
+    shift
+    echo "== $name: $*" >&2
+    start=$(date +%s%N)
+    "$@"
+    end=$(date +%s%N)
+    STAGES+=("$name $(((end - start) / 1000000))")  # milliseconds
+}
+
+stage fetch "$VL" data fetch fashion-mnist
+stage train "$VL" train --data fashion-mnist --model simplenet --out "$RUN"
+stage eval "$VL" eval --resume "$CKPT"
+stage saliency "$VL" saliency --resume "$CKPT" --num 20
+stage attack "$VL" attack --resume "$CKPT" --attack pgd --eps 0.1 --steps 10 --limit-val 1000 -v
+stage report "$VL" report "$RUN" --out "$RUN/report.html"
+
+echo
+echo "demo stages (seconds):"
+total=0
+for entry in "${STAGES[@]}"; do
+    read -r name ms <<<"$entry"
+    printf '  %-9s %5d.%d\n' "$name" $((ms / 1000)) $((ms % 1000 / 100))
+    total=$((total + ms))
+done
+printf '  %-9s %5d.%d\n' total $((total / 1000)) $((total % 1000 / 100))
+echo
+echo "report: $RUN/report.html   (open it in any browser, e.g. xdg-open $RUN/report.html; it works offline)"
