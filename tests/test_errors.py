@@ -273,6 +273,11 @@ def test_diverged_library_message_names_fields_not_flags() -> None:
     assert str(exc).endswith("Lower lr, raise warmup or keep clip_grad above 0.") and "--" not in str(exc)
 
 
+def test_a_closed_pipe_ends_quietly(capsys: pytest.CaptureFixture) -> None:
+    assert run(_raising(BrokenPipeError(errno.EPIPE, "Broken pipe")), argparse.Namespace()) == 141
+    assert capsys.readouterr().err == ""
+
+
 def test_an_unexpected_os_error_is_a_bug(capsys: pytest.CaptureFixture) -> None:
     assert run(_raising(FileNotFoundError(errno.ENOENT, "No such file", "/tmp/x")), argparse.Namespace()) == 1
     assert capsys.readouterr().err.strip().endswith(REPORT)

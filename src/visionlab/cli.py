@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -483,6 +484,9 @@ def run(
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; the last checkpoint written is intact", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`visionlab models | head -1`): not an error of ours
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, as a shell reports a program the pipe stopped
     except OSError as exc:
         if exc.errno not in _ENVIRONMENT_ERRNOS:
             return _internal_error(prog)
@@ -491,6 +495,15 @@ def run(
         return 2
     except Exception:
         return _internal_error(prog)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise BrokenPipeError again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (captured): nothing is flushed to a pipe
+        pass
 
 
 def _internal_error(prog: str) -> int:
