@@ -9,7 +9,7 @@ with its traceback.
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ConfigError", "DatasetError", "UserError"]
+__all__ = ["CheckpointError", "ConfigError", "DatasetError", "UserError", "WeightsError"]
 
 
 class UserError(Exception):
@@ -40,3 +40,8 @@ class DatasetError(UserError, ValueError):
 
 class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, truncated, unsafe or not a visionlab checkpoint; the message names the file."""
+
+
+class WeightsError(CheckpointError):
+    """A pretrained-weights file is missing (not in the torch hub cache), fails its SHA-256 check, cannot be read,
+    or does not fit the model (wrong keys or shapes); the message names the file (and where to put it)."""
