@@ -92,7 +92,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--freeze-backbone", action="store_true", default=None,
                    help="train only the classifier head (frozen batch norms stay in eval mode)")  # fmt: skip
     f.add_argument("--unfreeze-at", type=int, metavar="EPOCH",
-                   help="with --freeze-backbone: train the whole network from this epoch (0-based) on")  # fmt: skip
+                   help="with --freeze-backbone: frozen for the first EPOCH epochs only, then all trains")  # fmt: skip
     f.add_argument("--head-lr-mult", type=float, metavar="M", help="the head's lr is M times --lr (default 1)")
     o = p.add_argument_group("optimization")
     o.add_argument("--epochs", type=int, help="total epochs (default 90)")

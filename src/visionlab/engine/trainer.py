@@ -204,7 +204,8 @@ class Trainer:
     """Trains ``cfg.model`` on ``cfg.data``; :meth:`fit` runs the epochs.
 
     Construction happens in stages, each a method a subclass or a later set-up (distributed, another
-    objective) can replace: load the checkpoint, data, model, loaders, optimization, restore, run directory.
+    objective) can replace: load the checkpoint and the pretrained weights, data, model, loaders, optimization,
+    restore, run directory.
 
     Args:
         cfg: the run's configuration (for a full resume, the checkpoint's configuration with run-time fields

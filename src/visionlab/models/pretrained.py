@@ -177,7 +177,8 @@ class PretrainedWeights:
             notes.append(f"stem: {tensors[key].shape[1]}-channel filters summed to 1 channel")
         if weight.shape[2:] != want[2:]:
             area = weight.shape[2] * weight.shape[3] / (want[2] * want[3])
-            weight = F.interpolate(weight.float(), size=tuple(want[2:]), mode="bilinear", antialias=True) * area
+            work = weight if weight.dtype in (torch.float32, torch.float64) else weight.float()
+            weight = F.interpolate(work, size=tuple(want[2:]), mode="bilinear", antialias=True) * area
             notes.append(f"stem: {tensors[key].shape[2]}x{tensors[key].shape[3]} kernel resized to {want[2]}x{want[3]}")
         tensors[key] = weight.to(tensors[key].dtype)
         return notes
