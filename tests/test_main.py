@@ -93,7 +93,7 @@ def test_use_resnet18_fine_tunes_the_cached_weights_end_to_end(
     assert args["mean"] == pytest.approx([0.449]) and args["std"] == pytest.approx([0.226])  # ImageNet, gray
     assert state["model"]["net.conv1.weight"].shape == (64, 1, 3, 3) and state["model"]["net.fc.weight"].shape[0] == 10
     err = capsys.readouterr().err
-    assert f"pretrained imagenet: 120 tensors from {cached_imagenet_resnet18} (torchvision state dict)" in err
+    assert f"pretrained weights: 120 tensors from {cached_imagenet_resnet18} (torchvision state dict)" in err
     assert "3-channel filters summed to 1 channel" in err and "7x7 kernel resized to 3x3" in err
 
 

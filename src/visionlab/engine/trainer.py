@@ -318,7 +318,7 @@ class Trainer:
         if state is not None:
             model.load_state_dict(state["model"])
         elif self.pretrained is not None:
-            self._say(f"pretrained {self.cfg.pretrained}: {self.pretrained.apply(model)}")
+            self._say(f"pretrained weights: {self.pretrained.apply(model)}")
         self.memory_format = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
         return model.to(self.device, memory_format=self.memory_format)
 
