@@ -24,7 +24,7 @@ variant.
 
 Full runs (offline: Fashion-MNIST under ``--data-root``, ``$VISIONLAB_DATA`` or ``./data``)::
 
-    python bench/transfer.py --data-root /work/main/data                 # improved, CPU: minutes, not hours
+    python bench/transfer.py --data-root /work/main/data                 # improved, CPU: under an hour
     python bench/transfer.py --data-root /work/main/data --model resnet18 --device cuda
     python bench/transfer.py --quick --data-root /work/main/data         # smoke run: tiny subsets, 1 epoch each
 
