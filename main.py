@@ -5,6 +5,11 @@ It translates the original flags (with the original defaults) into ``visionlab t
 (``-a``: the course's PGD attack; ``-a -v`` adds the image grids) or ``eval`` + ``saliency`` (``-e -v``) command
 lines, so there is one implementation behind both front ends. DATA is any visionlab dataset spec; a
 bare path is auto-detected (MiniPlaces ``train.txt``/``val.txt``, ImageFolder, CIFAR-10, Fashion-MNIST).
+
+``--use-resnet18`` is ``--model resnet18 --pretrained imagenet``: torchvision's ImageNet weights from the torch
+hub cache (never downloaded; a missing file is one error line saying where to put it), head replaced, with the
+adaptations resnet18 makes for the data (a summed 1-channel stem for grayscale, the 3x3/1 stem below 64 px,
+ImageNet normalization inside the model).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from visionlab.cli import FIELD_FLAGS, CLIError, format_user_error, not_available
+from visionlab.cli import FIELD_FLAGS, CLIError, format_user_error
 from visionlab.cli import main as visionlab_main
 from visionlab.errors import ConfigError, UserError
 
@@ -35,7 +40,7 @@ _FLAGS: list[tuple[tuple[str, ...], dict]] = [
     (("-v", "--vis"), dict(action="store_true", help="visualize saliency maps / adversarial samples")),
     (("--use-custom-conv",), dict(action="store_true", help="use the unfold/fold convolution")),
     (("--use-vit",), dict(action="store_true", help="use the Vision Transformer")),
-    (("--use-resnet18",), dict(action="store_true", help="fine-tune a pretrained ResNet-18")),
+    (("--use-resnet18",), dict(action="store_true", help="fine-tune torchvision's ImageNet ResNet-18 (hub cache)")),
     (("--gpu",), dict(default=0, type=int, help="GPU id to use (negative: CPU)")),
     (("--tta",), dict(action="store_true", help="evaluate with horizontal-flip test-time augmentation")),
     (("--out",), dict(default=None, help="run directory (default runs/<model>-<dataset>-<time>)")),
@@ -54,11 +59,6 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     for names, options in _FLAGS:
         p.add_argument(*names, **(dict(options, default=argparse.SUPPRESS) if suppress_defaults else options))
     return p
-
-
-def _unavailable(flag: str, what: str) -> int:
-    print(f"main.py: error: {not_available(flag, what)}", file=sys.stderr)
-    return 2
 
 
 def _device(gpu: int) -> str:
@@ -102,8 +102,12 @@ def translate(args: argparse.Namespace, given: set[str] | None = None) -> list[s
         return argv + pairs(("-b", "batch_size"), ("-j", "workers")) + (["--tta"] if args.tta else [])
     if args.vis:
         raise CLIError("-v/--vis needs -e (saliency maps of the evaluated model) or -a (adversarial samples)")
-    model = "vit" if args.use_vit else "simplenet"
+    if args.use_vit and args.use_resnet18:
+        raise CLIError("--use-vit and --use-resnet18: choose one model")
+    model = "vit" if args.use_vit else "resnet18" if args.use_resnet18 else "simplenet"
     argv = ["train", "--data", args.data, "--model", model, "--device", device]
+    if args.use_resnet18 and not args.resume:  # resuming: the checkpoint holds the weights
+        argv += ["--pretrained", "imagenet"]
     argv += pairs(("-j", "workers"), ("--epochs", "epochs"), ("--warmup", "warmup"), ("--clip-grad", "clip_grad"),
                   ("--start-epoch", "start_epoch"), ("-b", "batch_size"), ("--lr", "lr"), ("--momentum", "momentum"),
                   ("--wd", "weight_decay"), ("-p", "print_freq"))  # fmt: skip
@@ -130,8 +134,6 @@ def follow_ups(args: argparse.Namespace) -> list[list[str]]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     given = set(vars(build_parser(suppress_defaults=True).parse_args(argv)))
-    if args.use_resnet18:
-        return _unavailable("--use-resnet18", "ResNet-18 fine-tuning")
     try:
         commands = [translate(args, given), *follow_ups(args)]
     except UserError as exc:

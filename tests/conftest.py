@@ -57,3 +57,44 @@ class StopAt(ClassificationTask):
         if self.calls == self.n:
             raise Stop
         return super().__call__(model, images, target)
+
+
+@pytest.fixture(scope="session")
+def resnet18_state_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A torchvision ResNet-18 state dict (1000 classes, random weights, fixed seed) saved as ``torch.save``
+    writes it: a stand-in for the ImageNet file, generated, never downloaded."""
+    import torchvision
+
+    torch.manual_seed(1234)
+    net = torchvision.models.resnet18(weights=None)
+    for m in net.modules():  # non-trivial batch-norm statistics, so copying them is visible
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path_factory.mktemp("weights") / "resnet18-generated.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty torch hub cache: ``$TORCH_HOME`` points into ``tmp_path``; returns its ``checkpoints`` folder."""
+    home = tmp_path / "torch-home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    return home / "hub" / "checkpoints"
+
+
+@pytest.fixture
+def cached_imagenet_resnet18(hub_cache: Path, resnet18_state_file: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The generated ResNet-18 file placed in the hub cache under torchvision's name (``resnet18-f37072fd.pth``),
+    with the expected SHA-256 prefix patched to the generated file's (the real prefix is the real file's)."""
+    import hashlib
+
+    from visionlab.models import pretrained
+
+    hub_cache.mkdir(parents=True, exist_ok=True)
+    path = hub_cache / pretrained.imagenet_weights_path("resnet18").name
+    path.symlink_to(resnet18_state_file)
+    digest = hashlib.sha256(resnet18_state_file.read_bytes()).hexdigest()
+    monkeypatch.setattr(pretrained, "imagenet_sha256_prefix", lambda model="resnet18": digest[:8])
+    return path

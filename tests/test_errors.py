@@ -83,7 +83,7 @@ TRAIN_BAD = [
     (["--device", "cuda:x"], "--device: must be auto, cpu, cuda, cuda:N or mps, got 'cuda:x'"),
     (["--image-size", "4"], "--image-size: must be an integer in [8, 4096], got 4"),
     (["--image-size", "64"], "--image-size: fashion-mnist images are 28x28: must be 28 or unset, got 64"),
-    (["--model", "resnet"], "--model: unknown model 'resnet': must be one of improved, simplenet, vit"),
+    (["--model", "resnet"], "--model: unknown model 'resnet': must be one of improved, resnet18, simplenet, vit"),
     (["--model", "vit", "--use-custom-conv"], "--use-custom-conv: model 'vit' takes no convolution type"),
 ]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from visionlab.engine import load_checkpoint
 from visionlab.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,10 +59,42 @@ def test_evaluate_translates_to_eval_and_needs_resume() -> None:
         main_py.translate(main_py.build_parser().parse_args(["../data", "-e"]))
 
 
-def test_resnet18_still_fails_loudly(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main_py.main(["../data", "--use-resnet18"]) == 2
+def test_use_resnet18_is_resnet18_with_imagenet_weights() -> None:
+    parse = main_py.build_parser().parse_args
+    argv = main_py.translate(parse(["fashion-mnist", "--use-resnet18", "--gpu", "-1", "--use-custom-conv"]))
+    assert argv[argv.index("--model") + 1] == "resnet18" and argv[argv.index("--pretrained") + 1] == "imagenet"
+    assert "--use-custom-conv" in argv
+    resumed = main_py.translate(parse(["fashion-mnist", "--use-resnet18", "--gpu", "-1", "--resume", "c.pth.tar"]))
+    assert "--pretrained" not in resumed  # the checkpoint holds the weights
+    with pytest.raises(UserError, match="--use-vit and --use-resnet18: choose one model"):
+        main_py.translate(parse(["fashion-mnist", "--use-resnet18", "--use-vit", "--gpu", "-1"]))
+
+
+def test_use_resnet18_without_cached_weights_says_where_to_put_them(
+    tiny_fmnist: str, hub_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [tiny_fmnist, "--use-resnet18", "--epochs", "1", "--gpu", "-1", "-j", "0", "--out", str(tmp_path / "r")]
+    assert main_py.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("main.py: error: ImageNet weights for resnet18 not found")
+    assert f"at {hub_cache / 'resnet18-f37072fd.pth'}" in err[0]
+
+
+def test_use_resnet18_fine_tunes_the_cached_weights_end_to_end(
+    tiny_fmnist: str, cached_imagenet_resnet18: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    argv = [tiny_fmnist, "--use-resnet18", "--epochs", "1", "-b", "48", "--lr", "0.01", "--gpu", "-1", "-j", "0",
+            "--out", str(run)]  # fmt: skip
+    assert main_py.main(argv) == 0
+    state = load_checkpoint(run / "model_best.pth.tar")
+    args = state["model_args"]
+    assert (args["name"], args["in_channels"], args["small_input"]) == ("resnet18", 1, True)
+    assert args["mean"] == pytest.approx([0.449]) and args["std"] == pytest.approx([0.226])  # ImageNet, gray
+    assert state["model"]["net.conv1.weight"].shape == (64, 1, 3, 3) and state["model"]["net.fc.weight"].shape[0] == 10
     err = capsys.readouterr().err
-    assert "not available yet" in err and "ResNet" in err
+    assert f"pretrained weights: 120 tensors from {cached_imagenet_resnet18} (torchvision state dict)" in err
+    assert "3-channel filters summed to 1 channel" in err and "7x7 kernel resized to 3x3" in err
 
 
 def test_attack_and_vis_translate_to_the_original_attack_and_saliency() -> None:

@@ -35,7 +35,7 @@ _TRAIN_FIELDS = (
     "data", "data_root", "image_size", "limit_train", "limit_val", "workers", "model", "epochs", "start_epoch",
     "batch_size", "optimizer", "lr", "momentum", "weight_decay", "warmup", "clip_grad", "label_smoothing", "tta",
     "seed", "device", "amp", "channels_last", "out", "print_freq", "adv_train", "adv_eps", "adv_steps", "adv_step",
-    "adv_mix", "trades_beta", "select_by", "robust_val",
+    "adv_mix", "trades_beta", "select_by", "robust_val", "pretrained", "freeze_backbone", "unfreeze_at", "head_lr_mult",
 )  # fmt: skip
 # Fields a full resume may change: they do not alter the arithmetic of the run.
 _RUNTIME_FIELDS = (
@@ -59,6 +59,8 @@ FIELD_FLAGS: dict[str, str] = {
     "adv_train": "--adv-train",
     "adv_eps": "--adv-eps", "adv_steps": "--adv-steps", "adv_step": "--adv-step", "adv_mix": "--adv-mix",
     "trades_beta": "--trades-beta", "select_by": "--select-by", "robust_val": "--robust-val",
+    "pretrained": "--pretrained", "freeze_backbone": "--freeze-backbone", "unfreeze_at": "--unfreeze-at",
+    "head_lr_mult": "--head-lr-mult",
     # the analysis commands' options (visionlab.cli_analysis) and the settings of the objects they build
     "attack": "--attack", "eps": "--eps", "step": "--step", "steps": "--steps", "restarts": "--restarts",
     "norm": "--norm", "targeted": "--targeted", "num": "--num", "smoothgrad_samples": "--smoothgrad",
@@ -87,6 +89,16 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--model", help="registered model name (visionlab models); default simplenet")
     m.add_argument("--use-custom-conv", action="store_true", help="build every conv with the unfold/fold conv")
+    f = p.add_argument_group("fine-tuning")
+    f.add_argument("--pretrained", metavar="imagenet|PATH",
+                   help="start from pretrained weights, head replaced: imagenet (torchvision's, from the torch hub "
+                        "cache, never downloaded; resnet18), a torchvision state dict, a safetensors file or a "
+                        "visionlab checkpoint")  # fmt: skip
+    f.add_argument("--freeze-backbone", action="store_true", default=None,
+                   help="train only the classifier head (frozen batch norms stay in eval mode)")  # fmt: skip
+    f.add_argument("--unfreeze-at", type=int, metavar="EPOCH",
+                   help="with --freeze-backbone: frozen for the first EPOCH epochs only, then all trains")  # fmt: skip
+    f.add_argument("--head-lr-mult", type=float, metavar="M", help="the head's lr is M times --lr (default 1)")
     o = p.add_argument_group("optimization")
     o.add_argument("--epochs", type=int, help="total epochs (default 90)")
     o.add_argument("--start-epoch", type=int, help="epoch to start at, for manual restarts (default 0)")

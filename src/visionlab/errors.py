@@ -9,7 +9,7 @@ with its traceback.
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ConfigError", "DatasetError", "RunDirError", "UserError"]
+__all__ = ["CheckpointError", "ConfigError", "DatasetError", "RunDirError", "UserError", "WeightsError"]
 
 
 class UserError(Exception):
@@ -45,3 +45,8 @@ class CheckpointError(UserError, RuntimeError):
 class RunDirError(UserError, ValueError):
     """A path given as a run directory is missing or holds no run (no ``config.yaml``, no ``metrics.jsonl``), or
     one of its files is malformed; the message names the path."""
+
+
+class WeightsError(CheckpointError):
+    """A pretrained-weights file is missing (not in the torch hub cache), fails its SHA-256 check, cannot be read,
+    or does not fit the model (wrong keys or shapes); the message names the file (and where to put it)."""

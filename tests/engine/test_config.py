@@ -29,9 +29,16 @@ BAD = [
     ("workers", -3, "an integer >= 0, got -3"),
     ("workers", True, "an integer >= 0, got True"),
     ("check_images", "yes", "true or false"),
-    ("model", "resnet", "unknown model 'resnet': must be one of improved, simplenet, vit"),
+    ("model", "resnet", "unknown model 'resnet': must be one of improved, resnet18, simplenet, vit"),
     ("conv", "fast", "must be one of native, custom, got 'fast'"),
     ("model_kwargs", [1], "a mapping"),
+    ("pretrained", "", "non-empty string or unset"),
+    ("pretrained", 1, "non-empty string or unset"),
+    ("freeze_backbone", "yes", "true or false"),
+    ("unfreeze_at", 0, "an integer >= 1, got 0"),
+    ("unfreeze_at", 1.5, "an integer >= 1"),
+    ("head_lr_mult", 0.0, "a number > 0, got 0.0"),
+    ("head_lr_mult", math.inf, "a number > 0"),
     ("epochs", 0, "an integer >= 1, got 0"),
     ("start_epoch", -1, "an integer >= 0, got -1"),
     ("batch_size", 0, "an integer >= 1, got 0"),
@@ -81,7 +88,9 @@ EDGES = [
     ("momentum", 0.999), ("weight_decay", 0.0), ("warmup", 0.0), ("warmup", 1000.0), ("clip_grad", 0.0),
     ("label_smoothing", 0.0), ("label_smoothing", 0.999), ("seed", 0), ("seed", 2**64 - 1), ("device", "auto"),
     ("device", "cpu"), ("device", "cuda"), ("device", "cuda:1"), ("device", "mps"), ("print_freq", 1),
-    ("conv", "custom"), ("model", "vit"), ("optimizer", "adamw"), ("lr", 3),
+    ("conv", "custom"), ("model", "vit"), ("optimizer", "adamw"), ("lr", 3), ("pretrained", None),
+    ("pretrained", "weights.pth"), ("freeze_backbone", True), ("unfreeze_at", None), ("head_lr_mult", 1e-6),
+    ("head_lr_mult", 100.0),
 ]  # fmt: skip
 
 
@@ -120,6 +129,20 @@ def test_start_epoch_must_lie_below_epochs() -> None:
     with pytest.raises(ConfigError, match=r"must be in \[0, epochs\) = \[0, 3\), got 3") as info:
         TrainConfig(epochs=3, start_epoch=3).validate()
     assert info.value.field == "start_epoch"
+
+
+def test_fine_tuning_fields_that_constrain_each_other() -> None:
+    TrainConfig(model="resnet18", pretrained="imagenet", freeze_backbone=True, unfreeze_at=2, epochs=3).validate()
+    cases = [
+        (dict(model="simplenet", pretrained="imagenet"), "pretrained", "ImageNet weights exist for resnet18, not "
+         "'simplenet'"),
+        (dict(unfreeze_at=2, epochs=3), "unfreeze_at", "needs freeze_backbone"),
+        (dict(freeze_backbone=True, unfreeze_at=3, epochs=3), "unfreeze_at", "must be in [1, epochs) = [1, 3), got 3"),
+    ]  # fmt: skip
+    for values, field, fragment in cases:
+        with pytest.raises(ConfigError) as info:
+            TrainConfig(**values).validate()
+        assert info.value.field == field and fragment in info.value.message
 
 
 def test_custom_conv_needs_a_model_that_takes_one() -> None:

@@ -163,6 +163,10 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
         "model": _one_of(_models, "model"),
         "conv": _one_of(_convs),
         "model_kwargs": _mapping,
+        "pretrained": _text(optional=True),
+        "freeze_backbone": _flag,
+        "unfreeze_at": Range(1, integer=True, optional=True),
+        "head_lr_mult": Range(0, low_open=True),
         "epochs": Range(1, integer=True),
         "start_epoch": Range(0, integer=True),
         "batch_size": Range(1, integer=True),
@@ -220,6 +224,13 @@ class TrainConfig:
     model: str = "simplenet"
     conv: str = "native"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    # fine-tuning: "imagenet" (torchvision's weights from the torch hub cache) or a weights file; the head is new.
+    # The backbone (all but the head) frozen for the first unfreeze_at epochs (all epochs when None); the head's lr
+    # is head_lr_mult times lr.
+    pretrained: str | None = None
+    freeze_backbone: bool = False
+    unfreeze_at: int | None = None
+    head_lr_mult: float = 1.0
     # optimization
     epochs: int = 90
     start_epoch: int = 0
@@ -280,8 +291,26 @@ class TrainConfig:
             raise ConfigError(
                 f"must be in [0, epochs) = [0, {self.epochs}), got {self.start_epoch}", field="start_epoch"
             )
+        self._check_fine_tuning()
         self._check_architecture()
         return self
+
+    def _check_fine_tuning(self) -> None:
+        from visionlab.models import IMAGENET_MODELS
+
+        if self.pretrained == "imagenet" and self.model not in IMAGENET_MODELS:
+            raise ConfigError(
+                f"ImageNet weights exist for {', '.join(IMAGENET_MODELS)}, not {self.model!r}: give a weights file "
+                "or another model",
+                field="pretrained",
+            )
+        if self.unfreeze_at is not None:
+            if not self.freeze_backbone:
+                raise ConfigError("needs freeze_backbone (it ends the freeze at that epoch)", field="unfreeze_at")
+            if self.unfreeze_at >= self.epochs:
+                raise ConfigError(
+                    f"must be in [1, epochs) = [1, {self.epochs}), got {self.unfreeze_at}", field="unfreeze_at"
+                )
 
     def _check_architecture(self) -> None:
         """The model takes the convolution type and, when ``image_size`` is set, that size: the data kinds with

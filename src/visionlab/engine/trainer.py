@@ -31,7 +31,8 @@ from visionlab.engine.metrics import MetricsLog, RunningStats
 from visionlab.engine.schedule import WarmupCosine
 from visionlab.engine.task import ClassificationTask, Objective, build_task
 from visionlab.errors import ConfigError, UserError
-from visionlab.models import architecture_kwargs, build_model
+from visionlab.models import PretrainedWeights, architecture_kwargs, build_model, load_weights
+from visionlab.models.finetune import set_backbone_frozen, split_head
 from visionlab.progress import progress as progress_bar
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "evaluate",
     "make_loader",
     "model_from_checkpoint",
+    "param_groups",
     "select_device",
 ]
 
@@ -106,18 +108,28 @@ AMP_CPU_WARNING = (
 )
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with momentum or AdamW. With ``wd_exclude_norm_bias`` no weight decay is applied to biases, norm
-    weights (all 1-d parameters) or position embeddings."""
-    decay, no_decay = [], []
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: with ``wd_exclude_norm_bias`` biases, norm weights (all 1-d parameters)
+    and position embeddings get no weight decay; with ``head_lr_mult != 1`` the classifier head's parameters get
+    ``lr * head_lr_mult``. Order: backbone (decay, no decay), then head, empty groups left out, so group 0 carries
+    the base lr. Frozen parameters are included (they get no gradient, so no step and no decay): the groups stay
+    the same when the backbone is unfrozen mid-run, which keeps exact resume exact."""
+    head = {id(p) for _, p in split_head(model)[1]} if cfg.head_lr_mult != 1.0 else set()
+    buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {(h, n): [] for h in (False, True) for n in (False, True)}
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        skip = cfg.wd_exclude_norm_bias and (p.ndim <= 1 or name.endswith("pos_embed"))
-        (no_decay if skip else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
+        no_decay = cfg.wd_exclude_norm_bias and (p.ndim <= 1 or name.endswith("pos_embed"))
+        buckets[id(p) in head, no_decay].append(p)
+    groups = [
+        {"params": params, "weight_decay": 0.0 if no_decay else cfg.weight_decay,
+         "lr": cfg.lr * (cfg.head_lr_mult if is_head else 1.0)}
+        for (is_head, no_decay), params in buckets.items() if params
+    ]  # fmt: skip
+    return groups
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW over :func:`param_groups`."""
+    groups = param_groups(model, cfg)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     if cfg.optimizer == "adamw":
@@ -219,7 +231,8 @@ class Trainer:
     """Trains ``cfg.model`` on ``cfg.data``; :meth:`fit` runs the epochs.
 
     Construction happens in stages, each a method a subclass or a later set-up (distributed, another
-    objective) can replace: load the checkpoint, data, model, loaders, optimization, restore, run directory.
+    objective) can replace: load the checkpoint and the pretrained weights, data, model, loaders, optimization,
+    restore, run directory.
 
     Args:
         cfg: the run's configuration (for a full resume, the checkpoint's configuration with run-time fields
@@ -247,6 +260,7 @@ class Trainer:
         self.resume_path = Path(resume) if resume else None
         state = self._load_resume_state()
         self.full_resume = state is not None and "optimizer" in state
+        self.pretrained = self._load_pretrained(state)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
@@ -264,6 +278,8 @@ class Trainer:
         self.monitor = self._build_monitor()
         self.best_robust_top1, self.last_robust_top1 = 0.0, None
         self.start_epoch, self.step, self.best_top1 = self._restore(state)
+        self._backbone_frozen: bool | None = None
+        self._freeze_for_epoch(self.start_epoch)
         self.run_dir = self._open_run_dir()
         if cfg.amp and self.device.type == "cpu" and cpu_has_native_bf16() is False:
             self._say(f"WARNING: {AMP_CPU_WARNING}", warning=True)
@@ -286,6 +302,19 @@ class Trainer:
             )
         return state
 
+    def _load_pretrained(self, state: dict[str, Any] | None) -> PretrainedWeights | None:
+        """The weights ``cfg.pretrained`` names, read and verified before any data is loaded; None when there are
+        none, or when resuming exactly (the checkpoint holds the weights: no pretrained file is needed)."""
+        if self.cfg.pretrained is None or self.full_resume:
+            return None
+        if state is not None:
+            raise ConfigError(
+                f"fine-tuning from {self.resume_path} already gives the weights: pretrained weights or a checkpoint "
+                "to fine-tune from, not both",
+                field="pretrained",
+            )
+        return load_weights(self.cfg.pretrained, self.cfg.model)
+
     def _model_args(self, state: dict[str, Any] | None) -> dict[str, Any]:
         b = self.bundle
         if state is not None:
@@ -303,10 +332,12 @@ class Trainer:
                 )
             return args
         # The whole architecture (registered per-size defaults included), so later edits of the defaults
-        # cannot change what this checkpoint rebuilds.
+        # cannot change what this checkpoint rebuilds; with pretrained weights, the input statistics they were
+        # trained with (never where the weights came from: the checkpoint rebuilds without that file).
+        mean, std = self.pretrained.normalization(b.in_channels) if self.pretrained else (list(b.mean), list(b.std))
         return dict(
             name=self.cfg.model, num_classes=b.num_classes, in_channels=b.in_channels, image_size=b.image_size,
-            mean=list(b.mean), std=list(b.std), conv=self.cfg.conv,
+            mean=mean, std=std, conv=self.cfg.conv,
             **architecture_kwargs(self.cfg.model, b.image_size, **self.cfg.model_kwargs),
         )  # fmt: skip
 
@@ -315,6 +346,8 @@ class Trainer:
         model = build_model(args.pop("name"), **args)
         if state is not None:
             model.load_state_dict(state["model"])
+        elif self.pretrained is not None:
+            self._say(f"pretrained weights: {self.pretrained.apply(model)}")
         self.memory_format = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
         return model.to(self.device, memory_format=self.memory_format)
 
@@ -390,6 +423,18 @@ class Trainer:
             self._say(f"resuming {self.resume_path} at epoch {self.start_epoch + 1} (step {self.step})")
         return run_dir
 
+    def _freeze_for_epoch(self, epoch: int) -> None:
+        """With ``freeze_backbone``: the backbone frozen before epoch ``unfreeze_at`` (always when None), trained
+        from it on. A function of the epoch alone, so a resumed run freezes exactly as the uninterrupted one."""
+        if not self.cfg.freeze_backbone:
+            return
+        frozen = self.cfg.unfreeze_at is None or epoch < self.cfg.unfreeze_at
+        if frozen != self._backbone_frozen:
+            set_backbone_frozen(self.model, frozen)
+            if self._backbone_frozen is not None or not frozen:
+                self._say(f"epoch {epoch + 1}: backbone {'frozen' if frozen else 'unfrozen'}")
+            self._backbone_frozen = frozen
+
     # ------------------------------------------------------------------------------------------ helpers
     def _say(self, msg: str, *, warning: bool = False) -> None:
         """A line on stderr; with ``quiet`` only warnings."""
@@ -433,6 +478,7 @@ class Trainer:
 
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.cfg
+        self._freeze_for_epoch(epoch)  # before train(): frozen batch-norm layers then stay in eval mode
         self.model.train()
         stats = RunningStats(self.device)
         bar = progress_bar(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=cfg.progress)

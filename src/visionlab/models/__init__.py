@@ -4,6 +4,7 @@ from torch import nn
 
 from visionlab.models.improved import ImprovedNet
 from visionlab.models.normalize import Normalize
+from visionlab.models.pretrained import IMAGENET_MODELS, PretrainedWeights, imagenet_weights_path, load_weights
 from visionlab.models.registry import (
     CONV_TYPES,
     ImageClassifier,
@@ -14,19 +15,25 @@ from visionlab.models.registry import (
     resolve_conv,
     takes_conv,
 )
+from visionlab.models.resnet import ResNet18
 from visionlab.models.simplenet import SimpleNet
 from visionlab.models.vit import VisionTransformer
 
 __all__ = [
     "CONV_TYPES",
+    "IMAGENET_MODELS",
     "ImageClassifier",
     "ImprovedNet",
     "Normalize",
+    "PretrainedWeights",
+    "ResNet18",
     "SimpleNet",
     "VisionTransformer",
     "architecture_kwargs",
     "build_model",
+    "imagenet_weights_path",
     "list_models",
+    "load_weights",
     "register_model",
     "resolve_conv",
     "takes_conv",
@@ -79,3 +86,14 @@ def _improved(num_classes: int, in_channels: int, image_size: int, conv_layer: t
     """Batch-norm residual CNN (SimpleNet improved: BN, residual stages, zero-init blocks)."""
     config = {**_improved_defaults(image_size), **kwargs}
     return ImprovedNet(num_classes=num_classes, in_channels=in_channels, conv_layer=conv_layer, **config)
+
+
+def _resnet18_defaults(image_size: int) -> dict:
+    return dict(small_input=image_size < 64)  # the 7x7/2 stem + max pool would leave 28 px images 1x1 at layer4
+
+
+@register_model("resnet18", takes_conv=True, defaults=_resnet18_defaults)
+def _resnet18(num_classes: int, in_channels: int, image_size: int, conv_layer: type[nn.Module], **kwargs) -> nn.Module:
+    """torchvision's ResNet-18 (1- or 3-channel stem, 3x3/1 stem below 64 px); --pretrained imagenet|PATH."""
+    config = {**_resnet18_defaults(image_size), **kwargs}
+    return ResNet18(num_classes=num_classes, in_channels=in_channels, conv_layer=conv_layer, **config)

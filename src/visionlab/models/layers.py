@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
-__all__ = ["ConvClassifier", "DropPath"]
+__all__ = ["ConvClassifier", "DropPath", "replace_convs"]
 
 
 class DropPath(nn.Module):
@@ -53,3 +55,25 @@ class ConvClassifier(nn.Module):
         """A new, freshly initialised linear layer with ``num_classes`` outputs; the rest is kept."""
         self.fc = nn.Linear(self.fc.in_features, num_classes)
         self.num_classes = num_classes
+
+
+def replace_convs(module: nn.Module, conv_layer: Callable[..., nn.Module]) -> nn.Module:
+    """Rebuild every ``nn.Conv2d`` inside ``module`` (in place) with ``conv_layer``, keeping its parameters.
+
+    For networks built elsewhere (torchvision's ResNet) whose convolutions cannot be injected at construction:
+    the new layer gets the same hyperparameters and the *same* weight and bias parameters, so outputs and state
+    dict keys are unchanged. Layers already of type ``conv_layer`` are left alone. Returns ``module``.
+    """
+    for name, child in module.named_children():
+        if isinstance(child, nn.Conv2d) and type(child) is not conv_layer:
+            new = conv_layer(
+                child.in_channels, child.out_channels, child.kernel_size, stride=child.stride, padding=child.padding,
+                dilation=child.dilation, groups=child.groups, bias=child.bias is not None,
+                padding_mode=child.padding_mode, device="meta",
+            )  # fmt: skip
+            new.weight = child.weight
+            new.bias = child.bias
+            setattr(module, name, new)
+        else:
+            replace_convs(child, conv_layer)
+    return module

@@ -97,7 +97,13 @@ def resolve_conv(conv: str) -> Callable[..., nn.Module]:
 
 
 class ImageClassifier(nn.Module):
-    """``Normalize`` followed by a backbone: takes pixels in [0, 1], returns logits ``(N, num_classes)``."""
+    """``Normalize`` followed by a backbone: takes pixels in [0, 1], returns logits ``(N, num_classes)``.
+
+    A batch-norm layer whose parameters are all frozen (``requires_grad=False``, as
+    :func:`~visionlab.models.finetune.set_backbone_frozen` leaves them) stays in eval mode when the model is put
+    in training mode: it normalizes with, and never updates, its running statistics, so a frozen backbone is
+    really frozen (a linear probe sees fixed features).
+    """
 
     def __init__(self, normalize: Normalize, net: nn.Module) -> None:
         super().__init__()
@@ -106,6 +112,17 @@ class ImageClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalize(x))
+
+    def train(self, mode: bool = True) -> ImageClassifier:
+        super().train(mode)
+        if mode:
+            for m in self.modules():
+                if not isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    continue
+                params = list(m.parameters(recurse=False))
+                if params and not any(p.requires_grad for p in params):
+                    m.eval()
+        return self
 
 
 def build_model(

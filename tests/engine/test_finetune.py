@@ -1,0 +1,164 @@
+"""Fine-tuning in the trainer: pretrained weights, a frozen backbone, unfreezing at an epoch, the head's lr, and
+exact resume through all of them. ``improved`` (batch norm, cheap at 28 px) stands in for any registry model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from visionlab.cli import main
+from visionlab.engine import BEST, CHECKPOINT, Callback, TrainConfig, Trainer, build_optimizer, load_checkpoint
+from visionlab.engine import trainer as trainer_module
+from visionlab.engine.trainer import model_from_checkpoint
+from visionlab.errors import ConfigError
+from visionlab.models import build_model
+
+from ..conftest import Stop, StopAt
+
+
+def _cfg(data: str, out: Path, **kw: Any) -> TrainConfig:
+    base = dict(data=data, out=str(out), model="improved", epochs=1, batch_size=16, lr=0.05, warmup=0.5, workers=0,
+                progress=False, tensorboard=False, print_freq=2, seed=5, weight_decay=5e-4)  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+def _backbone(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every backbone tensor (parameters and batch-norm buffers), cloned."""
+    return {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("net.fc.")}
+
+
+class Snapshots(Callback):
+    """The backbone after every epoch, and whether its batch norms trained."""
+
+    def __init__(self) -> None:
+        self.states: list[dict[str, torch.Tensor]] = []
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        self.states.append(_backbone(trainer.model))
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_frozen_backbone_does_not_move_and_its_batch_norms_stay_in_eval(tiny_fmnist: str, tmp_path: Path) -> None:
+    trainer = Trainer(_cfg(tiny_fmnist, tmp_path / "run", freeze_backbone=True), callbacks=[])
+    before, head = _backbone(trainer.model), trainer.model.net.fc.weight.detach().clone()
+    trainer.model.train()
+    assert all(not m.training for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    trainer.fit()
+    assert _same(before, _backbone(trainer.model))  # weights, running statistics, num_batches_tracked: bit-equal
+    assert not torch.equal(head, trainer.model.net.fc.weight)  # the head trained (with weight decay and momentum)
+
+
+def test_the_backbone_unfreezes_at_the_epoch_given(
+    tiny_fmnist: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    snapshots = Snapshots()
+    trainer = Trainer(_cfg(tiny_fmnist, tmp_path / "run", epochs=3, freeze_backbone=True, unfreeze_at=2),
+                      callbacks=[snapshots])  # fmt: skip
+    start = _backbone(trainer.model)
+    trainer.fit()
+    after0, after1, after2 = snapshots.states
+    assert _same(start, after0) and _same(start, after1)  # epochs 0 and 1: frozen
+    assert not _same(after1, after2)  # epoch 2 trains everything
+    assert all(p.requires_grad for p in trainer.model.parameters())
+    assert "epoch 3: backbone unfrozen" in capsys.readouterr().err
+
+
+def test_head_lr_mult_gives_the_head_its_own_groups_and_lr() -> None:
+    model = build_model("improved", num_classes=10, in_channels=1, image_size=28)
+    cfg = TrainConfig(model="improved", lr=0.02, head_lr_mult=10.0, weight_decay=1e-3, wd_exclude_norm_bias=True)
+    optimizer = build_optimizer(model, cfg)
+    groups = optimizer.param_groups
+    assert [(g["lr"], g["weight_decay"]) for g in groups] == [(0.02, 1e-3), (0.02, 0.0), (0.2, 1e-3), (0.2, 0.0)]
+    assert groups[2]["params"] == [model.net.fc.weight] and groups[3]["params"] == [model.net.fc.bias]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))  # frozen ones included
+    scheduler = trainer_module.WarmupCosine(optimizer, 2, 10)
+    for _ in range(5):
+        optimizer.step()
+        scheduler.step()
+    assert groups[2]["lr"] == pytest.approx(10 * groups[0]["lr"]) and 0 < groups[0]["lr"] < 0.02
+    plain = build_optimizer(model, TrainConfig(model="improved"))
+    assert len(plain.param_groups) == 1  # head_lr_mult 1: no separate head group
+
+
+@pytest.mark.parametrize("crash_at", [10, 16], ids=["killed-while-frozen", "killed-after-unfreezing"])
+def test_exact_resume_through_freezing_and_unfreezing(tiny_fmnist: str, tmp_path: Path, crash_at: int) -> None:
+    """96 images / 16 = 6 steps per epoch; the backbone unfreezes at epoch 2 (step 12)."""
+    kw = dict(epochs=3, freeze_backbone=True, unfreeze_at=2, head_lr_mult=5.0, optimizer="adamw", lr=3e-3)
+    ref = Trainer(_cfg(tiny_fmnist, tmp_path / "ref", **kw), callbacks=[])
+    ref.fit()
+    with pytest.raises(Stop):
+        Trainer(_cfg(tiny_fmnist, tmp_path / "run", **kw), task=StopAt(crash_at), callbacks=[]).fit()
+    resumed = Trainer(_cfg(tiny_fmnist, tmp_path / "run", **kw), resume=tmp_path / "run" / CHECKPOINT, callbacks=[])
+    assert resumed.start_epoch == crash_at // 6
+    resumed.fit()
+    for (name, a), b in zip(ref.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_fine_tuning_from_a_checkpoint_then_rebuilding_without_the_weights_file(
+    tiny_fmnist: str, tmp_path: Path
+) -> None:
+    source = Trainer(_cfg(tiny_fmnist, tmp_path / "source"), callbacks=[])
+    source.fit()
+    weights = tmp_path / "weights.pth.tar"
+    (tmp_path / "source" / CHECKPOINT).rename(weights)
+
+    tuned = Trainer(_cfg(tiny_fmnist, tmp_path / "tuned", pretrained=str(weights), epochs=2), callbacks=[])
+    assert _same(_backbone(source.model), _backbone(tuned.model))  # started from the source's backbone
+    assert tuned.model_args["mean"] == source.model_args["mean"]  # the statistics the weights were trained with
+    assert "pretrained" not in tuned.model_args  # the checkpoint stores the architecture, not the weights' source
+    with pytest.raises(Stop):
+        Trainer(_cfg(tiny_fmnist, tmp_path / "tuned", pretrained=str(weights), epochs=2), task=StopAt(8),
+                callbacks=[]).fit()  # fmt: skip
+    weights.unlink()  # the pretrained file is gone: the fine-tuned run still rebuilds and resumes
+
+    state = load_checkpoint(tmp_path / "tuned" / BEST)
+    assert state["config"]["pretrained"] == str(weights)
+    model = model_from_checkpoint(state)
+    assert _same(_backbone(model), {k: v for k, v in state["model"].items() if not k.startswith("net.fc.")})
+    resumed = Trainer(_cfg(tiny_fmnist, tmp_path / "tuned", pretrained=str(weights), epochs=2),
+                      resume=tmp_path / "tuned" / CHECKPOINT, callbacks=[])  # fmt: skip
+    assert resumed.full_resume and resumed.pretrained is None
+    resumed.fit()
+
+    with pytest.raises(ConfigError, match="pretrained weights or a checkpoint to fine-tune from, not both") as info:
+        Trainer(_cfg(tiny_fmnist, tmp_path / "x", pretrained="w.pth"), resume=tmp_path / "tuned" / BEST)
+    assert info.value.field == "pretrained"
+
+
+def _one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0].removeprefix("visionlab: error: ")
+
+
+def test_cli_weights_errors_are_one_line_before_any_data_is_read(
+    hub_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_data(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("data was read before the weights were checked")
+
+    monkeypatch.setattr(trainer_module, "load_dataset", no_data)
+    train = ["train", "--out", str(tmp_path / "run"), "--device", "cpu", "--no-progress"]
+    assert main([*train, "--model", "resnet18", "--pretrained", "imagenet"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("ImageNet weights for resnet18 not found: put resnet18-f37072fd.pth")
+    assert str(hub_cache / "resnet18-f37072fd.pth") in line
+
+    assert main([*train, "--model", "resnet18", "--pretrained", str(tmp_path / "none.pth")]) == 2
+    assert _one_error_line(capsys.readouterr().err) == f"{tmp_path / 'none.pth'}: pretrained weights file not found"
+    assert main([*train, "--pretrained", "imagenet"]) == 2
+    assert _one_error_line(capsys.readouterr().err).startswith(
+        "--pretrained: ImageNet weights exist for resnet18, not 'simplenet'"
+    )
+    assert main([*train, "--unfreeze-at", "2"]) == 2
+    assert _one_error_line(capsys.readouterr().err).startswith("--unfreeze-at: needs freeze_backbone")
+    assert main([*train, "--head-lr-mult", "0"]) == 2
+    assert _one_error_line(capsys.readouterr().err) == "--head-lr-mult: must be a number > 0, got 0.0"
+    assert not (tmp_path / "run").exists()
