@@ -147,6 +147,9 @@ def test_an_unreadable_file_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyP
         (ValueError("Bad thing. Try turning it off.\nMore advice"), "ValueError: Bad thing"),
         (RuntimeError("one line only."), "RuntimeError: one line only"),
         (KeyError(), "KeyError"),
+        (ValueError("first line\nsecond. third\nfourth"), "ValueError: first line"),  # no '. ' in the first line
+        (ValueError("One. Two. Three"), "ValueError: One"),
+        (ValueError("stuck in FOX."), "ValueError: stuck in FOX"),  # only the full stop goes
         (__import__("struct").error("unpack requires a buffer"), "struct.error: unpack requires a buffer"),
         (__import__("zlib").error("bad data. more"), "zlib.error: bad data"),
     ],
@@ -197,3 +200,66 @@ def test_captured_rng_state_has_exactly_the_states_asked_for() -> None:
     assert "loader" in capture_rng(torch.Generator())
     restore_rng(state)  # without a loader generator: restores the rest
     restore_rng({**state, "loader": torch.Generator().get_state()})  # a stored loader state but no generator: skipped
+
+
+def test_rng_round_trip_keeps_pythons_pending_gaussian() -> None:
+    """Python's state ends with the second normal of the last pair drawn (``gauss_next``), which the next
+    ``random.gauss`` returns."""
+    import random
+
+    random.gauss(0.0, 1.0)  # draws a pair, keeps the second
+    state = capture_rng()
+    assert state["numpy"][1].dtype == torch.int64  # the Mersenne Twister keys, exact
+    expected = (random.gauss(0.0, 1.0), random.random())
+    restore_rng(state)
+    assert (random.gauss(0.0, 1.0), random.random()) == expected
+
+
+def test_cuda_generators_are_captured_and_restored_only_with_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA branch, on a CPU: ``torch.cuda`` stubbed."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: ["gpu0-state"])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: calls.append(states))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    state = capture_rng()
+    assert state["cuda"] == ["gpu0-state"]
+    restore_rng(state)
+    assert calls == [["gpu0-state"]]
+    restore_rng({k: v for k, v in state.items() if k != "cuda"})  # a CPU run's checkpoint on a GPU machine
+    assert calls == [["gpu0-state"]]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "cuda" not in capture_rng()
+    restore_rng(state)  # a GPU run's checkpoint on a CPU machine: the CUDA states are skipped
+    assert calls == [["gpu0-state"]]
+
+
+def test_the_temporary_file_is_a_hidden_sibling_renamed_over_the_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Atomic only within one directory (one file system): the temporary file lies next to the target, hidden and
+    named after it, so a crash's leftover is recognisable."""
+    import os
+
+    renames = []
+    real = os.replace
+    monkeypatch.setattr(checkpoint_module.os, "replace", lambda src, dst: renames.append((src, dst)) or real(src, dst))
+    save_checkpoint(_state(1.0), tmp_path / "c.pth.tar")
+    ((src, dst),) = renames
+    src = Path(src)
+    assert src.parent == tmp_path and Path(dst) == tmp_path / "c.pth.tar"
+    assert src.name.startswith(".c.pth.tar.") and src.name.endswith(".tmp")
+
+
+def test_a_parser_failure_is_reported_with_its_type_and_first_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.pth.tar"
+    save_checkpoint(_state(1.0), path)
+
+    def fail(*args, **kwargs):
+        raise ValueError("bad header. Please try again with weights_only=False")
+
+    monkeypatch.setattr(checkpoint_module.torch, "load", fail)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(info.value) == f"{path}: truncated or corrupt checkpoint (ValueError: bad header)"

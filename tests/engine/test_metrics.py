@@ -110,3 +110,21 @@ def test_metrics_log_writes_tensorboard_scalars(tmp_path) -> None:
     assert added == [("train/loss", 0.25, 7), ("train/lr", 0.1, 7)]
     assert (tmp_path / "tensorboard").is_dir()
     assert _log(tmp_path).writer is None
+
+
+def test_running_stats_of_one_sample_and_exact_sums() -> None:
+    stats = RunningStats(torch.device("cpu"))
+    stats.update(torch.tensor(2.0**24), LOGITS[:1], TARGET[:1])  # one sample: the mean is that sample's loss
+    assert stats.summary() == {"loss": 2.0**24, "top1": 100.0, "top5": 100.0, "n": 1}
+    stats.update(torch.tensor(1.0), LOGITS[4:5], TARGET[4:5])  # 2^24 + 1: exact in float64, not in float32
+    assert stats.summary() == {"loss": (2.0**24 + 1) / 2, "top1": 50.0, "top5": 50.0, "n": 2}
+    assert stats.top1.dtype == stats.top5.dtype == torch.int64  # hit counts stay exact integers
+
+
+def test_running_stats_stay_on_the_device_until_read() -> None:
+    """On the ``meta`` device nothing can be read back: the sums must live there, updated without a sync."""
+    meta = torch.device("meta")
+    stats = RunningStats(meta)
+    stats.update(torch.empty((), device=meta), LOGITS.to(meta), TARGET.to(meta))
+    assert {stats.loss.device, stats.top1.device, stats.top5.device} == {meta}
+    assert (stats.loss.dtype, stats.n) == (torch.float64, 6)
