@@ -178,3 +178,82 @@ def test_custom_conv2d_with_a_padding_mode_keeps_its_groups() -> None:
     native.load_state_dict(custom.state_dict())
     x = torch.randn(2, 4, 9, 9)
     torch.testing.assert_close(custom(x), native(x), atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ argument checks
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"groups": 0}, "conv2d: groups must be a positive integer, got 0"),
+        ({"padding": -1}, "conv2d: stride (1, 1) and dilation (1, 1) must be positive, padding (-1, -1) >= 0"),
+        ({"dilation": (1, 0)}, "conv2d: stride (1, 1) and dilation (1, 0) must be positive, padding (0, 0) >= 0"),
+    ],
+)
+def test_non_positive_groups_dilation_and_negative_padding_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        conv2d(torch.randn(1, 4, 8, 8), torch.randn(4, 4, 3, 3), **kwargs)
+    assert str(info.value) == message
+
+
+def test_a_bias_of_another_dtype_is_named() -> None:
+    with pytest.raises(RuntimeError) as info:
+        conv2d(torch.randn(1, 3, 8, 8), torch.randn(4, 3, 3, 3), torch.zeros(4, dtype=torch.float64))
+    assert str(info.value) == (
+        "conv2d: input (torch.float32, cpu) and bias (torch.float64, cpu) must have the same dtype and device"
+    )
+
+
+@pytest.mark.parametrize(
+    ("hw", "kernel", "padding", "dilation", "padded", "extent"),
+    [
+        ((2, 8), (3, 3), (0, 0), (1, 1), (2, 8), (3, 3)),  # one row short; the width is fine
+        ((8, 2), (3, 3), (0, 0), (1, 1), (8, 2), (3, 3)),  # one column short
+        ((2, 8), (3, 3), (0, 2), (1, 1), (2, 12), (3, 3)),  # width padding does not help the height
+        ((4, 8), (3, 3), (0, 0), (2, 1), (4, 8), (5, 3)),  # the height's dilation stretches the height only
+        ((8, 4), (3, 3), (0, 0), (1, 2), (8, 4), (3, 5)),
+    ],
+)
+def test_a_kernel_larger_than_the_padded_input_is_refused(hw, kernel, padding, dilation, padded, extent) -> None:
+    with pytest.raises(RuntimeError) as info:
+        conv2d(torch.randn(1, 2, *hw), torch.randn(3, 2, *kernel), padding=padding, dilation=dilation)
+    assert str(info.value) == (
+        f"conv2d: calculated padded input size per channel: ({padded[0]} x {padded[1]}). Kernel size: "
+        f"({extent[0]} x {extent[1]}) with dilation. Kernel size can't be greater than actual input size"
+    )
+
+
+@pytest.mark.parametrize(("hw", "dilation"), [((3, 3), (1, 1)), ((5, 3), (2, 1)), ((3, 5), (1, 2))])
+def test_a_kernel_exactly_the_inputs_size_gives_one_pixel(hw, dilation) -> None:
+    torch.manual_seed(0)
+    x, w = torch.randn(2, 2, *hw, dtype=torch.float64), torch.randn(3, 2, 3, 3, dtype=torch.float64)
+    out = conv2d(x, w, dilation=dilation)
+    assert out.shape == (2, 3, 1, 1)
+    torch.testing.assert_close(out, F.conv2d(x, w, dilation=dilation), atol=1e-12, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # F.conv2d's own warning
+@pytest.mark.parametrize(
+    ("kernel", "dilation"), [((6, 2), (1, 1)), ((2, 6), (1, 1)), ((3, 2), (1, 3)), ((4, 3), (3, 1))]
+)
+def test_same_padding_with_asymmetric_totals_matches_torch(kernel, dilation) -> None:
+    """An odd total padding puts the extra pixel bottom/right: totals 5 (kernel 6) and 3 (dilation 3) split 2 + 3
+    and 1 + 2."""
+    torch.manual_seed(0)
+    x, w = torch.randn(2, 2, 9, 10, dtype=torch.float64), torch.randn(3, 2, *kernel, dtype=torch.float64)
+    ours, ref = conv2d(x, w, padding="same", dilation=dilation), F.conv2d(x, w, padding="same", dilation=dilation)
+    assert ours.shape == ref.shape == (2, 3, 9, 10)
+    torch.testing.assert_close(ours, ref, atol=1e-12, rtol=0)
+
+
+def test_padding_strings_report_the_bad_argument_itself() -> None:
+    with pytest.raises(RuntimeError) as info:  # 'same' must not index into a weight that is not 4-D
+        conv2d(torch.randn(8, 8), torch.randn(4, 3, 3), padding="same")
+    assert str(info.value) == "conv2d: expected 3-D (unbatched) or 4-D (batched) input, got input of size [8, 8]"
+    with pytest.raises(ValueError) as info:
+        conv2d(torch.randn(1, 3, 8, 8), torch.randn(4, 3, 3, 3), padding="same", stride=2)
+    assert str(info.value) == "conv2d: padding='same' is not supported for strided convolutions"
+
+
+def test_fold_allocates_on_the_columns_device() -> None:
+    cols = torch.empty(2, 3, 2, 2, 4, 4, device="meta")
+    assert conv_module._fold(cols, (5, 5), (2, 2), (1, 1), (0, 0), (1, 1)).device.type == "meta"
