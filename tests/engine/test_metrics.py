@@ -102,7 +102,7 @@ def test_metrics_log_on_resume_keeps_the_records_through_the_resumed_epoch(tmp_p
 def test_metrics_log_writes_tensorboard_scalars(tmp_path) -> None:
     from visionlab.engine.metrics import MetricsLog
 
-    log = MetricsLog(tmp_path, tensorboard=True)
+    log = MetricsLog(tmp_path)  # TensorBoard is on by default
     added = []
     log.writer.add_scalar = lambda name, value, step: added.append((name, value, step))
     log.write({"epoch": 0}, step=7, scalars={"train/loss": 0.25, "train/lr": 0.1})
