@@ -94,7 +94,7 @@ def test_a_checkpoint_for_other_data_is_refused(tmp_path: Path) -> None:
         f"fashion-mnist: 3-channel 28x28 images, but the checkpoint {best} takes 1-channel 28x28 images"
     )
     bigger = bundle.__class__(**{**bundle.__dict__, "image_size": 32})
-    with pytest.raises(DatasetError, match="1-channel 32x32 images, but the checkpoint .* takes 1-channel 28x28"):
+    with pytest.raises(DatasetError, match=r"1-channel 32x32 images, but the checkpoint .* takes 1-channel 28x28"):
         _trainer(tmp_path / "b", bigger, epochs=1, resume=best)
 
 
