@@ -62,6 +62,7 @@ class _Tiny(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(1, 2, 3)  # weight 4-d (decayed), bias 1-d
+        self.fc = nn.Linear(2, 2, bias=False)  # weight 2-d (decayed)
         self.norm = nn.LayerNorm(2)  # 1-d weight and bias
         self.pos_embed = nn.Parameter(torch.zeros(1, 4, 2))  # 3-d, but a position embedding
         self.frozen = nn.Parameter(torch.zeros(3, 3), requires_grad=False)
@@ -77,7 +78,7 @@ def test_weight_decay_groups_leave_out_biases_norms_and_position_embeddings() ->
     opt = build_optimizer(model, cfg)
     assert isinstance(opt, torch.optim.SGD)
     decay, no_decay = opt.param_groups
-    assert _ids(decay["params"]) == {id(model.conv.weight)}
+    assert _ids(decay["params"]) == {id(model.conv.weight), id(model.fc.weight)}
     assert _ids(no_decay["params"]) == _ids([model.conv.bias, model.norm.weight, model.norm.bias, model.pos_embed])
     assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.01, 0.0)
     assert (decay["lr"], decay["momentum"]) == (0.3, 0.8)
@@ -89,6 +90,9 @@ def test_weight_decay_groups_leave_out_biases_norms_and_position_embeddings() ->
     adamw = build_optimizer(model, TrainConfig(optimizer="adamw", lr=0.002, weight_decay=0.05))
     assert isinstance(adamw, torch.optim.AdamW)
     assert (adamw.param_groups[0]["lr"], adamw.param_groups[0]["weight_decay"]) == (0.002, 0.05)
+    cfg = TrainConfig(optimizer="adamw", weight_decay=0.05, wd_exclude_norm_bias=True)
+    decay, no_decay = build_optimizer(model, cfg).param_groups  # AdamW's own default decay is 0.01, not 0
+    assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.05, 0.0)
     with pytest.raises(Exception, match=r"^optimizer: must be sgd or adamw, got 'adam'$"):
         build_optimizer(model, TrainConfig(optimizer="adam"))
 
@@ -105,6 +109,7 @@ def test_loaders_shuffle_and_drop_the_ragged_batch_only_for_training() -> None:
     small = make_loader(data, 10, train=True, workers=0, device=CPU)
     assert not small.drop_last and len(small) == 1  # one batch of everything is never dropped
     assert make_loader(data, 4, train=False, workers=0, device=torch.device("cuda")).pin_memory
+    assert make_loader(data, 4, train=False, workers=2, device=CPU).num_workers == 2
 
 
 def test_limit_takes_the_first_n_items() -> None:
@@ -113,7 +118,8 @@ def test_limit_takes_the_first_n_items() -> None:
     assert trainer_module._limit(data, 5) is data
     assert trainer_module._limit(data, 9) is data
     four = trainer_module._limit(data, 4)
-    assert isinstance(four, Subset) and list(four.indices) == [0, 1, 2, 3]
+    assert isinstance(four, Subset) and four.dataset is data and list(four.indices) == [0, 1, 2, 3]
+    assert [int(four[i][0]) for i in range(4)] == [0, 1, 2, 3]
 
 
 class _Recorder(nn.Module):
