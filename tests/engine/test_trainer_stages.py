@@ -160,3 +160,35 @@ def test_epoch_records_callbacks_and_the_fit_result(tmp_path: Path) -> None:
     assert (last["epoch"], last["step"], last["data_kind"], last["recipe"]) == (1, 12, "fashion-mnist", "small")
     assert last["class_names"] == [str(i) for i in range(10)] and last["config"] == trainer.cfg.to_dict()
     assert {"optimizer", "scheduler", "scaler", "rng"} <= set(last) and "optimizer" not in load_checkpoint(run / BEST)
+
+
+def test_the_first_epoch_is_best_even_at_zero_accuracy_and_a_tie_is_not(tmp_path: Path) -> None:
+    """Validation forced to 0% in every epoch (class 0 predicted, never the label): model_best is written once, by
+    the first epoch, and kept."""
+    run = tmp_path / "run"
+    trainer = _trainer(run, _bundle(TRAIN_LABELS, list(range(1, 10)) * 2), epochs=3)
+    forward = trainer.model.forward
+
+    def always_zero(images: torch.Tensor) -> torch.Tensor:
+        logits = forward(images)
+        return logits if trainer.model.training else torch.zeros_like(logits).index_fill_(1, torch.tensor([0]), 1.0)
+
+    trainer.model.forward = always_zero
+    assert trainer.fit()["best_top1"] == 0.0
+    assert load_checkpoint(run / BEST)["epoch"] == 0
+    assert load_checkpoint(run / CHECKPOINT)["epoch"] == 2
+
+
+def test_robust_selection_state_is_saved_and_restored(tmp_path: Path) -> None:
+    bundle = _bundle(TRAIN_LABELS, VAL)
+    run = tmp_path / "run"
+    first = _trainer(run, bundle, epochs=2, select_by="robust", robust_val=4, adv_eps=0.5)
+    robust = iter([50.0, 25.0])
+    first.monitor.measure = lambda model: next(robust)  # PGD top-1 of epochs 0 and 1, scripted
+    result = first.fit()
+    assert result["best_robust_top1"] == 50.0
+    last, best = load_checkpoint(run / CHECKPOINT), load_checkpoint(run / BEST)
+    assert (last["best_robust_top1"], last["last_robust_top1"], best["epoch"]) == (50.0, 25.0, 0)
+    assert last["scaler"] == first.scaler.state_dict()
+    resumed = _trainer(run, bundle, epochs=2, select_by="robust", robust_val=4, adv_eps=0.5, resume=run / CHECKPOINT)
+    assert (resumed.best_robust_top1, resumed.last_robust_top1, resumed.start_epoch) == (50.0, 25.0, 2)
