@@ -179,16 +179,53 @@ def test_the_first_epoch_is_best_even_at_zero_accuracy_and_a_tie_is_not(tmp_path
     assert load_checkpoint(run / CHECKPOINT)["epoch"] == 2
 
 
+def _scripted_validation(trainer: Trainer, right_per_epoch: list[bool]) -> None:
+    """Validation predicts every label right (100% top-1) or class 0 for all (10% on VAL), epoch by epoch;
+    training is left alone. The run's first validated epoch reads entry 0."""
+    forward, seen = trainer.model.forward, {"n": 0}
+    labels = torch.tensor(VAL)
+
+    def scripted(images: torch.Tensor) -> torch.Tensor:
+        logits = forward(images)
+        if trainer.model.training:
+            return logits
+        epoch, first = divmod(seen["n"], len(VAL))
+        seen["n"] += len(images)
+        predicted = labels[first : first + len(images)] if right_per_epoch[epoch] else torch.zeros(len(images)).long()
+        return torch.nn.functional.one_hot(predicted, 10).float()
+
+    trainer.model.forward = scripted
+
+
 def test_robust_selection_state_is_saved_and_restored(tmp_path: Path) -> None:
+    """Clean top-1 10% then 100%, PGD top-1 50% then 25%: selecting by robustness keeps epoch 0."""
     bundle = _bundle(TRAIN_LABELS, VAL)
     run = tmp_path / "run"
     first = _trainer(run, bundle, epochs=2, select_by="robust", robust_val=4, adv_eps=0.5)
     robust = iter([50.0, 25.0])
     first.monitor.measure = lambda model: next(robust)  # PGD top-1 of epochs 0 and 1, scripted
+    _scripted_validation(first, [False, True])
     result = first.fit()
-    assert result["best_robust_top1"] == 50.0
+    assert (result["best_robust_top1"], result["best_top1"]) == (50.0, 100.0)
     last, best = load_checkpoint(run / CHECKPOINT), load_checkpoint(run / BEST)
     assert (last["best_robust_top1"], last["last_robust_top1"], best["epoch"]) == (50.0, 25.0, 0)
     assert last["scaler"] == first.scaler.state_dict()
     resumed = _trainer(run, bundle, epochs=2, select_by="robust", robust_val=4, adv_eps=0.5, resume=run / CHECKPOINT)
     assert (resumed.best_robust_top1, resumed.last_robust_top1, resumed.start_epoch) == (50.0, 25.0, 2)
+
+
+def test_a_resumed_run_keeps_the_earlier_best_over_a_worse_first_epoch(tmp_path: Path) -> None:
+    """Epoch 0 validates at 100% and the run stops in epoch 1; resumed, epoch 1 validates at 10%: the resumed
+    run's first epoch is not automatically best, model_best stays epoch 0."""
+    bundle, run = _bundle(TRAIN_LABELS, VAL), tmp_path / "run"
+    first = _trainer(run, bundle, epochs=2)
+    _scripted_validation(first, [True])
+    first.model.forward = _nan_in_epoch(first, 2)  # validation stays scripted
+    with pytest.raises(TrainingDiverged):
+        first.fit()
+    assert load_checkpoint(run / BEST)["epoch"] == 0
+    resumed = _trainer(run, bundle, epochs=2, resume=run / CHECKPOINT)
+    assert resumed.best_top1 == 100.0
+    _scripted_validation(resumed, [False])
+    assert resumed.fit()["val_top1"] == 10.0
+    assert load_checkpoint(run / BEST)["epoch"] == 0
