@@ -197,21 +197,23 @@ def _scripted_validation(trainer: Trainer, right_per_epoch: list[bool]) -> None:
     trainer.model.forward = scripted
 
 
-def test_robust_selection_state_is_saved_and_restored(tmp_path: Path) -> None:
-    """Clean top-1 10% then 100%, PGD top-1 50% then 25%: selecting by robustness keeps epoch 0."""
+def test_robust_selection_keeps_the_best_pgd_epoch_and_its_state_is_restored(tmp_path: Path) -> None:
+    """Clean top-1 100%, 10%, 100% and PGD top-1 25%, 50%, 50%: selecting by robustness keeps epoch 1 (better
+    than epoch 0, tied by epoch 2), where clean top-1 would keep epoch 0."""
     bundle = _bundle(TRAIN_LABELS, VAL)
     run = tmp_path / "run"
-    first = _trainer(run, bundle, epochs=2, select_by="robust", robust_val=4, adv_eps=0.5)
-    robust = iter([50.0, 25.0])
-    first.monitor.measure = lambda model: next(robust)  # PGD top-1 of epochs 0 and 1, scripted
-    _scripted_validation(first, [False, True])
+    first = _trainer(run, bundle, epochs=3, select_by="robust", robust_val=4, adv_eps=0.5)
+    robust = iter([25.0, 50.0, 50.0])
+    first.monitor.measure = lambda model: next(robust)  # PGD top-1 of each epoch, scripted
+    _scripted_validation(first, [True, False, True])
     result = first.fit()
     assert (result["best_robust_top1"], result["best_top1"]) == (50.0, 100.0)
     last, best = load_checkpoint(run / CHECKPOINT), load_checkpoint(run / BEST)
-    assert (last["best_robust_top1"], last["last_robust_top1"], best["epoch"]) == (50.0, 25.0, 0)
+    assert best["epoch"] == 1
+    assert (last["best_robust_top1"], last["last_robust_top1"]) == (50.0, 50.0)
     assert last["scaler"] == first.scaler.state_dict()
-    resumed = _trainer(run, bundle, epochs=2, select_by="robust", robust_val=4, adv_eps=0.5, resume=run / CHECKPOINT)
-    assert (resumed.best_robust_top1, resumed.last_robust_top1, resumed.start_epoch) == (50.0, 25.0, 2)
+    resumed = _trainer(run, bundle, epochs=3, select_by="robust", robust_val=4, adv_eps=0.5, resume=run / CHECKPOINT)
+    assert (resumed.best_robust_top1, resumed.last_robust_top1, resumed.start_epoch) == (50.0, 50.0, 3)
 
 
 def test_a_resumed_run_keeps_the_earlier_best_over_a_worse_first_epoch(tmp_path: Path) -> None:
