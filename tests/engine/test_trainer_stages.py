@@ -144,6 +144,8 @@ def test_epoch_records_callbacks_and_the_fit_result(tmp_path: Path) -> None:
     run, collect = tmp_path / "run", _Collect()
     trainer = _trainer(run, _bundle(TRAIN_LABELS, VAL), epochs=2, tensorboard=True)
     trainer.callbacks = [collect]
+    scalars: list[tuple[str, float, int]] = []
+    trainer.log.writer.add_scalar = lambda name, value, step: scalars.append((name, value, step))
     result = trainer.fit()
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in records if r["type"] == "epoch"]
@@ -155,6 +157,15 @@ def test_epoch_records_callbacks_and_the_fit_result(tmp_path: Path) -> None:
                               "val_top5", "seconds", "step"}  # fmt: skip
     assert epochs[1]["lr"] == pytest.approx(0.0)  # the end of the cosine
     assert [(t, r) for t, r in collect.seen] == [(trainer, epochs[0]), (trainer, epochs[1])]
+    per_epoch = {(name, step): value for name, value, step in scalars}
+    for e, r in enumerate(epochs):  # an epoch's scalars are logged at step epoch + 1
+        assert {k: per_epoch[(k, e + 1)] for k in ("val/top1", "val/top5", "val/loss", "train/top1", "train/top5",
+                                                   "train/epoch_loss")} == {
+            "val/top1": r["val_top1"], "val/top5": r["val_top5"], "val/loss": r["val_loss"],
+            "train/top1": r["train_top1"], "train/top5": r["train_top5"], "train/epoch_loss": r["train_loss"],
+        }  # fmt: skip
+    step_scalars = [(name, step) for name, _, step in scalars if name in ("train/loss", "train/lr")]
+    assert step_scalars == [(name, s) for s in (2, 4, 6, 8, 10, 12) for name in ("train/loss", "train/lr")]
     assert result == {**epochs[1], "run_dir": str(run), "best_top1": max(r["val_top1"] for r in epochs)}
     last = load_checkpoint(run / CHECKPOINT)
     assert (last["epoch"], last["step"], last["data_kind"], last["recipe"]) == (1, 12, "fashion-mnist", "small")
