@@ -222,6 +222,10 @@ def test_robust_selection_keeps_the_best_pgd_epoch_and_its_state_is_restored(tmp
     last, best = load_checkpoint(run / CHECKPOINT), load_checkpoint(run / BEST)
     assert best["epoch"] == 1
     assert (last["best_robust_top1"], last["last_robust_top1"]) == (50.0, 50.0)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["type"] == "epoch"]
+    assert [(r["val_robust_top1"], r["catastrophic_overfitting"]) for r in epochs] == [(25.0, False), (50.0, False),
+                                                                                       (50.0, False)]  # fmt: skip
     assert last["scaler"] == first.scaler.state_dict()
     resumed = _trainer(run, bundle, epochs=3, select_by="robust", robust_val=4, adv_eps=0.5, resume=run / CHECKPOINT)
     assert (resumed.best_robust_top1, resumed.last_robust_top1, resumed.start_epoch) == (50.0, 50.0, 3)
