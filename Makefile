@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.visionlab-installed
 
-.PHONY: setup demo test test-avx2 lint format bench clean
+.PHONY: setup demo test test-avx2 lint format bench clean mutate
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,5 +37,30 @@ lint: setup
 format: setup
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
+# Mutation testing (docs/TESTING.md); not part of `make test` or CI. MODULE's mutants (a folder or one file under
+# src/visionlab) meet the tests of its mirror folder (src/visionlab/ops -> tests/ops), or TESTS (paths; `tests` for
+# the whole suite); each mutant only the tests that reach the mutated function. One child: the CPUs are shared.
+MODULE ?= src/visionlab/ops
+MODULE_ := $(patsubst %/,%,$(MODULE))
+TESTS  ?= $(patsubst src/visionlab%,tests%,$(patsubst %/,%,$(if $(filter %.py,$(MODULE_)),$(dir $(MODULE_)),$(MODULE_))))
+MUTANTS := $(subst /,.,$(patsubst src/%,%,$(basename $(MODULE_)))).*
+
+mutate: setup
+	$(BIN)/python -m pip install --quiet -e '.[dev,mutate]'
+	rm -rf mutants
+	OMP_NUM_THREADS=1 PYTEST_ADDOPTS="$$($(BIN)/python -c "$$IGNORE_ALL_BUT" $(TESTS))" \
+	    $(BIN)/mutmut run --max-children 1 '$(MUTANTS)'
+	$(BIN)/mutmut results | grep -v ': not checked' || true
+
+# `--ignore=` for every test file or folder outside the paths in $(TESTS) (none when they include tests/).
+define IGNORE_ALL_BUT
+import sys; from pathlib import Path
+keep = {Path(a) for a in sys.argv[1:]}; up = {p for t in keep for p in t.parents}
+walk = lambda d: [x for p in sorted(d.iterdir()) if p.name not in ('__init__.py', 'conftest.py', '__pycache__')
+                  for x in (walk(p) if p in up else [] if p in keep else ['--ignore=' + str(p)])]
+print(' '.join(walk(Path('tests')) if Path('tests') not in keep else []))
+endef
+export IGNORE_ALL_BUT
+
 clean:
-	rm -rf runs build *.egg-info
+	rm -rf runs build *.egg-info mutants

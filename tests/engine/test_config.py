@@ -220,3 +220,58 @@ def test_select_device_says_which_devices_exist(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(ConfigError, match="'cuda:2' requested but CUDA has devices cuda:0 to cuda:1"):
         select_device("cuda:2")
     assert select_device("cuda:1") == torch.device("cuda:1")
+
+
+def test_to_dict_and_from_dict_round_trip_and_missing_keys_default() -> None:
+    cfg = TrainConfig(data="folder:/x", epochs=7, lr=0.25, model_kwargs={"width": 2}, adv_train="pgd")
+    stored = cfg.to_dict()
+    assert stored["epochs"] == 7 and stored["lr"] == 0.25 and stored["model_kwargs"] == {"width": 2}
+    assert list(stored) == [f.name for f in fields(TrainConfig)]
+    assert TrainConfig.from_dict(stored) == cfg
+    assert TrainConfig.from_dict({"epochs": 2}) == TrainConfig(epochs=2)  # keys an older version lacked: defaults
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("data", "", "data: must be a non-empty string, got ''"),
+        ("out", 3, "out: must be a non-empty string or unset, got 3"),
+        ("model", "lenet", "model: unknown model 'lenet': must be one of REGISTERED"),
+        ("conv", "fast", "conv: must be one of native, custom, got 'fast'"),
+        ("adv_train", "free", "adv_train: must be one of pgd, fgsm-rs, trades, got 'free'"),
+        ("model_kwargs", {1: 2}, "model_kwargs: must be a mapping of option names to values, got {1: 2}"),
+    ],
+)
+def test_whole_messages_of_the_text_choice_and_mapping_rules(field: str, value: Any, message: str) -> None:
+    from visionlab.models import list_models
+
+    with pytest.raises(ConfigError) as info:
+        check_field(field, value)
+    assert str(info.value) == message.replace("REGISTERED", ", ".join(list_models()))
+
+
+def test_optional_rules_accept_none_and_check_anything_else() -> None:
+    for field in ("adv_train", "data_root", "out", "adv_step", "image_size"):
+        check_field(field, None)
+    with pytest.raises(ConfigError, match=r"^adv_step: "):
+        check_field("adv_step", 0.0)
+
+
+@pytest.mark.parametrize(
+    ("rng", "text"),
+    [(Range(high=3), "a number <= 3"), (Range(0.0, 1.0), "a number in [0, 1]"), (Range(2.0), "a number >= 2"),
+     (Range(0.5, low_open=True, integer=True), "an integer > 0.5")],
+)  # fmt: skip
+def test_range_says_itself_with_closed_ends_and_whole_floats(rng: Range, text: str) -> None:
+    assert str(rng) == text
+
+
+def test_a_path_with_a_colon_keeps_its_datasets_fixed_size() -> None:
+    with pytest.raises(ConfigError, match="cifar10 images are 32x32") as info:
+        TrainConfig(data="cifar10:/data/c:10", image_size=28).validate()  # the kind is before the first colon
+    assert info.value.field == "image_size"
+
+
+def test_the_architecture_is_checked_with_the_per_size_defaults() -> None:
+    """ViT at 28 pixels takes 4-pixel patches (its per-size defaults), where the generic 16 would not divide."""
+    TrainConfig(data="folder:/x", model="vit", image_size=28).validate()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -45,3 +47,84 @@ def test_running_stats_weights_batches_by_size() -> None:
     assert summary["top1"] == pytest.approx(100.0 * 1 / 6, rel=1e-12)
     assert summary["top5"] == pytest.approx(100.0 * 4 / 6, rel=1e-12)
     assert RunningStats(torch.device("cpu")).summary() == {"loss": 0.0, "top1": 0.0, "top5": 0.0, "n": 0}
+
+
+# ------------------------------------------------------------------------------------------------ metric logs
+def test_read_metrics_skips_blank_lines_and_names_the_bad_line(tmp_path) -> None:
+    from visionlab.engine.metrics import read_metrics
+    from visionlab.errors import UserError
+
+    assert read_metrics(tmp_path) == []  # no metrics.jsonl yet
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 0}\n\n  \n{"epoch": 1}\n', encoding="utf-8")
+    assert read_metrics(str(tmp_path)) == [{"epoch": 0}, {"epoch": 1}]
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 0}\n\n{"epoch": \n', encoding="utf-8")
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'metrics.jsonl'}:3: not JSON \(Expecting value"):
+        read_metrics(tmp_path)
+
+
+def _log(tmp_path, **kwargs):
+    from visionlab.engine.metrics import MetricsLog
+
+    return MetricsLog(tmp_path, tensorboard=False, **kwargs)
+
+
+def test_metrics_log_appends_records_and_a_fresh_log_starts_empty(tmp_path) -> None:
+    from visionlab.engine.metrics import read_metrics
+
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 5}\n', encoding="utf-8")
+    log = _log(tmp_path)  # keep_through_epoch None: a new run, the old file's records go
+    assert read_metrics(tmp_path) == []
+    log.write({"epoch": 0, "loss": 1.5}, step=3, scalars={"train/loss": 1.5})
+    log.write({"epoch": 1, "loss": 0.5}, step=6, scalars={})
+    log.close()
+    assert (tmp_path / "metrics.jsonl").read_text(encoding="utf-8") == (
+        '{"epoch": 0, "loss": 1.5}\n{"epoch": 1, "loss": 0.5}\n'
+    )
+
+
+def test_metrics_log_on_resume_keeps_the_records_through_the_resumed_epoch(tmp_path) -> None:
+    from visionlab.engine.metrics import read_metrics
+
+    records = [{"type": "step", "epoch": 0}, {"type": "epoch", "epoch": 0}, {"type": "step", "epoch": 1},
+               {"type": "epoch", "epoch": 1}, {"type": "step", "epoch": 2}, {"note": "no epoch"}]  # fmt: skip
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    _log(old, keep_through_epoch=1).close()  # in place: epoch 2's replayed step goes; a record without one stays
+    assert read_metrics(old) == [*records[:4], records[5]]
+    new = tmp_path / "new"
+    new.mkdir()
+    _log(new, keep_through_epoch=0, history_from=old).close()  # into another directory: read from the old one
+    assert read_metrics(new) == [*records[:2], records[5]]
+    assert read_metrics(old) == [*records[:4], records[5]]
+
+
+def test_metrics_log_writes_tensorboard_scalars(tmp_path) -> None:
+    from visionlab.engine.metrics import MetricsLog
+
+    log = MetricsLog(tmp_path)  # TensorBoard is on by default
+    added = []
+    log.writer.add_scalar = lambda name, value, step: added.append((name, value, step))
+    log.write({"epoch": 0}, step=7, scalars={"train/loss": 0.25, "train/lr": 0.1})
+    log.close()
+    assert added == [("train/loss", 0.25, 7), ("train/lr", 0.1, 7)]
+    assert (tmp_path / "tensorboard").is_dir()
+    assert _log(tmp_path).writer is None
+
+
+def test_running_stats_of_one_sample_and_exact_sums() -> None:
+    stats = RunningStats(torch.device("cpu"))
+    stats.update(torch.tensor(2.0**24), LOGITS[:1], TARGET[:1])  # one sample: the mean is that sample's loss
+    assert stats.summary() == {"loss": 2.0**24, "top1": 100.0, "top5": 100.0, "n": 1}
+    stats.update(torch.tensor(1.0), LOGITS[4:5], TARGET[4:5])  # 2^24 + 1: exact in float64, not in float32
+    assert stats.summary() == {"loss": (2.0**24 + 1) / 2, "top1": 50.0, "top5": 50.0, "n": 2}
+    assert stats.top1.dtype == stats.top5.dtype == torch.int64  # hit counts stay exact integers
+
+
+def test_running_stats_stay_on_the_device_until_read() -> None:
+    """On the ``meta`` device nothing can be read back: the sums must live there, updated without a sync."""
+    meta = torch.device("meta")
+    stats = RunningStats(meta)
+    stats.update(torch.empty((), device=meta), LOGITS.to(meta), TARGET.to(meta))
+    assert {stats.loss.device, stats.top1.device, stats.top5.device} == {meta}
+    assert (stats.loss.dtype, stats.n) == (torch.float64, 6)
