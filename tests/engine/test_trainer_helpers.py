@@ -78,13 +78,14 @@ def test_weight_decay_groups_leave_out_biases_norms_and_position_embeddings() ->
     opt = build_optimizer(model, cfg)
     assert isinstance(opt, torch.optim.SGD)
     decay, no_decay = opt.param_groups
-    assert _ids(decay["params"]) == {id(model.conv.weight), id(model.fc.weight)}
+    # frozen parameters stay in their group (no gradient, so no step): unfreezing mid-run keeps the groups
+    assert _ids(decay["params"]) == {id(model.conv.weight), id(model.fc.weight), id(model.frozen)}
     assert _ids(no_decay["params"]) == _ids([model.conv.bias, model.norm.weight, model.norm.bias, model.pos_embed])
     assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.01, 0.0)
     assert (decay["lr"], decay["momentum"]) == (0.3, 0.8)
 
-    (everything,) = build_optimizer(model, TrainConfig(weight_decay=0.01)).param_groups  # one group, frozen left out
-    assert _ids(everything["params"]) == {id(p) for p in model.parameters() if p.requires_grad}
+    (everything,) = build_optimizer(model, TrainConfig(weight_decay=0.01)).param_groups  # one group, frozen in
+    assert _ids(everything["params"]) == {id(p) for p in model.parameters()}
     assert everything["weight_decay"] == 0.01
 
     adamw = build_optimizer(model, TrainConfig(optimizer="adamw", lr=0.002, weight_decay=0.05))
