@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.utils.data import DataLoader, Subset
 
@@ -90,3 +91,40 @@ def test_a_replaced_transform_turns_the_batch_path_off() -> None:
     ds.transform = lambda image: image.float()  # e.g. eval converting channels: no batch equivalent
     assert not ds.in_memory and ds.batch_augment is None
     assert isinstance(make_loader(ds, 2, train=False, workers=0, device=torch.device("cpu")), DataLoader)
+
+
+def test_a_training_epoch_is_the_generators_permutation_then_its_augmentation() -> None:
+    ds = _dataset(12, BatchAugment(flip=True, pad=1))
+    loader = InMemoryLoader(ds, 12, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(3))
+    ((x, y),) = list(loader)
+    replay = torch.Generator().manual_seed(3)
+    order = torch.randperm(12, generator=replay)
+    assert not torch.equal(order, torch.arange(12))  # a real shuffle
+    expected = BatchAugment(flip=True, pad=1)(ds.images[order], replay).to(torch.float32).mul_(1.0 / 255)
+    assert torch.equal(x, expected) and torch.equal(y, ds.labels[order])
+    assert not torch.equal(x, ds.images[order].float() / 255)  # augmented, not the plain images
+
+
+def test_a_one_pixel_pad_crops_too() -> None:
+    x = _images(32)
+    out = BatchAugment(flip=False, pad=1)(x, torch.Generator().manual_seed(2))
+    gen = torch.Generator().manual_seed(2)
+    dy, dx = torch.randint(0, 3, (32,), generator=gen), torch.randint(0, 3, (32,), generator=gen)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    for i in range(32):
+        assert torch.equal(out[i], padded[i, :, int(dy[i]) : int(dy[i]) + 5, int(dx[i]) : int(dx[i]) + 4])
+    assert not torch.equal(out, x)
+
+
+def test_a_per_image_dataset_is_refused_by_name() -> None:
+    with pytest.raises(TypeError, match=r"^TensorImageDataset is not an in-memory dataset"):
+        InMemoryLoader(_dataset(4, in_memory=False), 2, shuffle=False, drop_last=False)
+
+
+def test_without_a_generator_the_batches_are_still_reproducible() -> None:
+    ds = _dataset(16, BatchAugment(flip=True))
+    torch.manual_seed(123)  # the global RNG plays no part
+    a = list(InMemoryLoader(ds, 8, shuffle=True, drop_last=True))
+    torch.manual_seed(456)
+    b = list(InMemoryLoader(ds, 8, shuffle=True, drop_last=True))
+    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b, strict=True))

@@ -73,7 +73,8 @@ class InMemoryLoader:
 
     Same contract as the DataLoader it replaces (:func:`visionlab.engine.trainer.make_loader`): ``shuffle``
     draws a new permutation from ``generator`` every epoch, ``drop_last`` drops a ragged last batch, ``len`` is
-    the number of batches and ``dataset`` the dataset served.
+    the number of batches and ``dataset`` the dataset served. Without a ``generator`` it uses its own, seeded 0,
+    so even then two loaders over the same data give the same batches.
     """
 
     def __init__(
