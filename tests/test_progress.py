@@ -81,3 +81,38 @@ def test_train_output_in_a_log(flags, epoch_lines, progress_lines, tiny_fmnist, 
     assert sum(line.startswith("epoch 1/1: ") for line in err) == progress_lines  # the end-of-epoch line
     assert "\r" not in captured.err
     assert "* Acc@1" in captured.out  # the result, always
+
+
+def test_boundaries_of_the_line_writer() -> None:
+    out, clock = io.StringIO(), FakeClock()
+    bar = LineProgress(range(3), desc="d", stream=out, interval=10.0, clock=clock)
+    assert bar.line() == "d: 0/3 (0%) 0s"  # nothing done yet: no estimate (and no division by zero)
+    for _ in bar:
+        clock.now += 5.0  # a line exactly when 10 s have passed, not later
+    assert out.getvalue().splitlines() == ["d: 2/3 (67%) 10s, ~5s left", "d: 3/3 (100%) 15s"]
+    one, clock = io.StringIO(), FakeClock()
+    single = LineProgress(range(4), desc="e", stream=one, interval=1.0, clock=clock)
+    for _ in single:
+        clock.now += 2.0
+        break
+    single.close()
+    assert one.getvalue() == "e: 1/4 (25%) 2s, ~6s left\n"  # after one item: a line, with an estimate
+
+
+def test_the_interval_reaches_the_line_writer_and_the_bar_writes_to_its_stream() -> None:
+    bar = progress(range(2), desc="x", stream=io.StringIO(), interval=2.5)
+    assert isinstance(bar, LineProgress) and bar.interval == 2.5
+    tty = Tty()
+    shown = progress(range(3), desc="shown", stream=tty)
+    assert list(shown) == [0, 1, 2] and "shown" in tty.getvalue()
+    assert shown.leave is False  # a finished bar is cleared, the epoch line follows
+    assert shown.dynamic_ncols  # the bar follows the terminal's width when it is resized
+
+
+def test_a_closed_stream_is_not_a_terminal() -> None:
+    closed = io.StringIO()
+    closed.close()
+    assert isinstance(progress(range(1), desc="x", stream=closed, enabled=False), LineProgress)
+    from visionlab.progress import _is_terminal
+
+    assert _is_terminal(closed) is False

@@ -73,8 +73,8 @@ class LineProgress(Generic[T]):
 
     def __iter__(self) -> Iterator[T]:
         for item in self.iterable:
+            self.n += 1  # counted when handed out, so a loop that breaks early still reports it
             yield item
-            self.n += 1
             if self.stream is not None and self.clock() - self.last >= self.interval:
                 self._write()
         self.close()
