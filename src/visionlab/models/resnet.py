@@ -25,16 +25,16 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from visionlab.models.layers import replace_convs
+from visionlab.models.layers import ConvClassifier, replace_convs
 
 __all__ = ["ResNet18"]
 
 ConvLayer = Callable[..., nn.Module]
 
 
-class ResNet18(ResNet):
+class ResNet18(ConvClassifier, ResNet):
     """torchvision's ResNet-18 with a ``num_classes`` head, a 1- or 3-channel stem and an optional small-input
-    stem; the head API of the package's CNNs (``forward_features`` / ``forward_head`` / ``reset_classifier``).
+    stem; the head API of the package's CNNs (:class:`ConvClassifier`: ``forward_head`` pools, ``fc`` classifies).
 
     Args:
         num_classes: classifier outputs.
@@ -75,18 +75,3 @@ class ResNet18(ResNet):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(x), 1)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A new, freshly initialised linear layer with ``num_classes`` outputs; the rest is kept."""
-        self.fc = nn.Linear(self.fc.in_features, num_classes)
-        self.num_classes = num_classes
