@@ -12,13 +12,14 @@ so a run resumed from a checkpoint (which stores that generator's state) sees th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset, Subset
 
-__all__ = ["BatchAugment", "InMemoryLoader", "in_memory_source"]
+__all__ = ["BatchAugment", "InMemoryLoader", "in_memory_source", "is_in_memory"]
 
 
 @dataclass(frozen=True)
@@ -51,21 +52,36 @@ class BatchAugment:
         return images
 
 
-def in_memory_source(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor, BatchAugment | None] | None:
-    """``(uint8 images, labels, augmentation)`` when ``dataset`` (or a :class:`Subset` of it) is held in memory
-    with a batch augmentation (``TensorImageDataset.batch_augment``, None meaning none), else None: such a
-    dataset has only a per-image transform and needs a DataLoader."""
+def _in_memory_base(dataset: Dataset) -> tuple[Any, Sequence[int] | None] | None:
+    """The in-memory ``TensorImageDataset`` behind ``dataset`` (itself or a :class:`Subset` of it) and the
+    subset's indices (None: all), or None when ``dataset`` is not served in batches. Copies nothing."""
     from visionlab.data.datasets import TensorImageDataset
 
     indices = None
     if isinstance(dataset, Subset):
-        indices, dataset = torch.as_tensor(list(dataset.indices)), dataset.dataset
+        indices, dataset = dataset.indices, dataset.dataset
     if not isinstance(dataset, TensorImageDataset) or not dataset.in_memory:
         return None
-    images, labels = dataset.images, dataset.labels
-    if indices is not None:
-        images, labels = images[indices], labels[indices]
-    return images, labels, dataset.batch_augment
+    return dataset, indices
+
+
+def is_in_memory(dataset: Dataset) -> bool:
+    """Whether :class:`InMemoryLoader` can serve ``dataset`` (cheap: nothing is indexed)."""
+    return _in_memory_base(dataset) is not None
+
+
+def in_memory_source(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor, BatchAugment | None] | None:
+    """``(uint8 images, labels, augmentation)`` when ``dataset`` (or a :class:`Subset` of it) is held in memory
+    with a batch augmentation (``TensorImageDataset.batch_augment``, None meaning none), else None: such a
+    dataset has only a per-image transform and needs a DataLoader. A subset's images are gathered (a copy)."""
+    found = _in_memory_base(dataset)
+    if found is None:
+        return None
+    base, indices = found
+    if indices is None:
+        return base.images, base.labels, base.batch_augment
+    index = torch.as_tensor(list(indices))
+    return base.images[index], base.labels[index], base.batch_augment
 
 
 class InMemoryLoader:

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from visionlab.data import DataBundle, DatasetError, load_dataset
-from visionlab.data.memory import InMemoryLoader, in_memory_source
+from visionlab.data.memory import InMemoryLoader, is_in_memory
 from visionlab.engine.checkpoint import CheckpointError, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from visionlab.engine.config import TrainConfig
 from visionlab.engine.metrics import MetricsLog, RunningStats
@@ -151,7 +151,7 @@ def make_loader(
     A dataset held in memory (Fashion-MNIST, CIFAR-10) is served by an :class:`InMemoryLoader` (whole-batch
     indexing and augmentation in this process; ``workers`` unused), anything else by a DataLoader. Its workers
     are not persistent: each epoch's workers are seeded from ``generator``, which is what makes resume exact."""
-    if in_memory_source(dataset) is not None:
+    if is_in_memory(dataset):
         return InMemoryLoader(
             dataset, batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size, generator=generator
         )
