@@ -36,10 +36,11 @@ _TRAIN_FIELDS = (
     "batch_size", "optimizer", "lr", "momentum", "weight_decay", "warmup", "clip_grad", "label_smoothing", "tta",
     "seed", "device", "amp", "channels_last", "out", "print_freq", "adv_train", "adv_eps", "adv_steps", "adv_step",
     "adv_mix", "trades_beta", "select_by", "robust_val", "pretrained", "freeze_backbone", "unfreeze_at", "head_lr_mult",
+    "compile", "sync_bn",
 )  # fmt: skip
 # Fields a full resume may change: they do not alter the arithmetic of the run.
 _RUNTIME_FIELDS = (
-    "epochs", "workers", "out", "print_freq", "device", "data_root", "progress", "quiet", "tensorboard",
+    "epochs", "workers", "out", "print_freq", "device", "data_root", "progress", "quiet", "tensorboard", "compile",
 )  # fmt: skip
 # Dataset kinds read from image files, decoded at the model's input size (the others fix their own size).
 _FILE_KINDS = ("miniplaces", "folder")
@@ -60,7 +61,7 @@ FIELD_FLAGS: dict[str, str] = {
     "adv_eps": "--adv-eps", "adv_steps": "--adv-steps", "adv_step": "--adv-step", "adv_mix": "--adv-mix",
     "trades_beta": "--trades-beta", "select_by": "--select-by", "robust_val": "--robust-val",
     "pretrained": "--pretrained", "freeze_backbone": "--freeze-backbone", "unfreeze_at": "--unfreeze-at",
-    "head_lr_mult": "--head-lr-mult",
+    "head_lr_mult": "--head-lr-mult", "compile": "--compile", "sync_bn": "--sync-bn",
     # the analysis commands' options (visionlab.cli_analysis) and the settings of the objects they build
     "attack": "--attack", "eps": "--eps", "step": "--step", "steps": "--steps", "restarts": "--restarts",
     "norm": "--norm", "targeted": "--targeted", "num": "--num", "smoothgrad_samples": "--smoothgrad",
@@ -128,6 +129,16 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N")
     r.add_argument("--amp", action="store_true", default=None, help="mixed precision (fp16 on CUDA, bf16 on CPU)")
     r.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory format")
+    r.add_argument(
+        "--compile",
+        nargs="?",
+        const="inductor",
+        metavar="BACKEND",
+        help="torch.compile the training step (backend default inductor: needs a C++ compiler on CPU; the first "
+        "steps compile)",
+    )
+    r.add_argument("--sync-bn", action="store_true", default=None,
+                   help="under torchrun: batch-norm statistics over all processes (SyncBatchNorm)")  # fmt: skip
     r.add_argument("--tta", action="store_true", default=None, help="evaluate with horizontal-flip averaging")
     r.add_argument("-p", "--print-freq", type=int, help="log every N steps (default 10)")
     r.add_argument(

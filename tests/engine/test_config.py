@@ -73,6 +73,8 @@ BAD = [
     ("device", "meta", "must be auto, cpu, cuda, cuda:N or mps"),
     ("amp", "no", "true or false"),
     ("channels_last", 0, "true or false"),
+    ("compile", "fastest", "unknown torch.compile backend 'fastest': must be one of"),
+    ("sync_bn", 1, "true or false"),
     ("deterministic", None, "true or false"),
     ("out", "", "non-empty string or unset"),
     ("print_freq", 0, "an integer >= 1, got 0"),

@@ -22,6 +22,7 @@ from visionlab.engine import (
     select_device,
 )
 from visionlab.engine import trainer as trainer_module
+from visionlab.engine.distributed import ShardedBatchSampler
 
 CPU = torch.device("cpu")
 
@@ -102,13 +103,21 @@ def test_loaders_shuffle_and_drop_the_ragged_batch_only_for_training() -> None:
     data = TensorDataset(torch.arange(10.0), torch.arange(10))
     gen = torch.Generator()
     train = make_loader(data, 4, train=True, workers=0, device=CPU, generator=gen)
-    assert (train.batch_size, train.drop_last, train.num_workers, train.pin_memory) == (4, True, 0, False)
-    assert train.generator is gen and isinstance(train.sampler, torch.utils.data.RandomSampler)
+    sampler = train.batch_sampler
+    assert isinstance(sampler, ShardedBatchSampler) and (sampler.batch_size, sampler.drop_last) == (4, True)
+    assert (train.num_workers, train.pin_memory) == (0, False)
+    assert train.generator is gen and sampler.generator is gen
     assert len(train) == 2  # 10 images, batches of 4: the ragged 2 dropped
+    state = gen.get_state()
+    replay = torch.Generator().set_state(state)
+    torch.empty((), dtype=torch.int64).random_(generator=replay)  # the DataLoader's worker base seed comes first
+    order = torch.randperm(10, generator=replay).tolist()
+    assert [b[1].tolist() for b in train] == [order[:4], order[4:8]]  # then one permutation per epoch
+    assert gen.get_state().equal(replay.get_state())  # and nothing else is drawn
     val = make_loader(data, 4, train=False, workers=0, device=CPU)
     assert not val.drop_last and isinstance(val.sampler, torch.utils.data.SequentialSampler) and len(val) == 3
     small = make_loader(data, 10, train=True, workers=0, device=CPU)
-    assert not small.drop_last and len(small) == 1  # one batch of everything is never dropped
+    assert not small.batch_sampler.drop_last and len(small) == 1  # one batch of everything is never dropped
     assert make_loader(data, 4, train=False, workers=0, device=torch.device("cuda")).pin_memory
     assert make_loader(data, 4, train=False, workers=2, device=CPU).num_workers == 2
 

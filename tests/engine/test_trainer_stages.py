@@ -33,7 +33,7 @@ def test_schedule_and_scaler_are_sized_from_the_loader(tmp_path: Path) -> None:
     assert (len(trainer.train_loader.dataset), len(trainer.val_loader.dataset)) == (80, 7)
     assert len(trainer.train_loader) == 5  # 80 images, batches of 16
     assert (trainer.scheduler.warmup_steps, trainer.scheduler.total_steps) == (2, 15)  # round(0.5 * 5), 3 * 5
-    assert trainer.val_loader.batch_size == trainer.train_loader.batch_size == 16
+    assert trainer.val_loader.batch_size == trainer.train_loader.batch_sampler.batch_size == 16
     assert not trainer.scaler.is_enabled()  # no loss scaling on a CPU, even with amp
     assert not _trainer(tmp_path / "b", bundle, amp=True).scaler.is_enabled()
 

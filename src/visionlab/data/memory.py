@@ -91,6 +91,11 @@ class InMemoryLoader:
     draws a new permutation from ``generator`` every epoch, ``drop_last`` drops a ragged last batch, ``len`` is
     the number of batches and ``dataset`` the dataset served. Without a ``generator`` it uses its own, seeded 0,
     so even then two loaders over the same data give the same batches.
+
+    ``shard = (rank, world_size)`` (distributed training): ``batch_size`` is the global batch; the permutation
+    and the augmentation are drawn for the whole global batch (the same draws on every rank, whose generators are
+    in the same state) and this rank keeps slice ``rank`` of ``world_size`` equal slices — so N processes see
+    exactly the images, flips and crops one process would see with the same global batch.
     """
 
     def __init__(
@@ -101,7 +106,12 @@ class InMemoryLoader:
         shuffle: bool,
         drop_last: bool,
         generator: torch.Generator | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
+        rank, world = shard
+        if not 0 <= rank < world or batch_size % world or (world > 1 and not drop_last):
+            raise ValueError(f"shard {shard} of a global batch of {batch_size}: needs 0 <= rank < world_size, a "
+                             "batch divisible by world_size and drop_last")  # fmt: skip
         source = in_memory_source(dataset)
         if source is None:
             raise TypeError(f"{type(dataset).__name__} is not an in-memory dataset with a batch augmentation")
@@ -109,6 +119,7 @@ class InMemoryLoader:
         self.images, self.labels, augment = source
         self.augment = augment if shuffle else None  # evaluation batches are never augmented
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.shard = slice(rank * batch_size // world, (rank + 1) * batch_size // world) if world > 1 else None
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -121,6 +132,9 @@ class InMemoryLoader:
             chunk = slice(i * self.batch_size, min(n, (i + 1) * self.batch_size))
             index = order[chunk] if order is not None else chunk
             images = self.images[index]
+            labels = self.labels[index]
             if self.augment is not None:
                 images = self.augment(images, self.generator)
-            yield images.to(torch.float32).mul_(1.0 / 255), self.labels[index]  # = v2.ToDtype(scale=True)
+            if self.shard is not None:
+                images, labels = images[self.shard], labels[self.shard]
+            yield images.to(torch.float32).mul_(1.0 / 255), labels  # = v2.ToDtype(scale=True)

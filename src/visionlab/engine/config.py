@@ -145,6 +145,13 @@ def _convs() -> tuple[str, ...]:
     return CONV_TYPES
 
 
+def _compile_backends() -> tuple[str, ...]:
+    import torch._dynamo
+
+    # the production backends (inductor, cudagraphs, ...) and the two debugging ones that capture without codegen
+    return tuple(sorted({*torch._dynamo.list_backends(), "aot_eager", "eager"}))
+
+
 def _rule(kind: Range | Callable[[str, Any], None]) -> Callable[[str, Any], None]:
     return kind.check if isinstance(kind, Range) else kind
 
@@ -191,6 +198,8 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
         "device": _device,
         "amp": _flag,
         "channels_last": _flag,
+        "compile": _optional(_one_of(_compile_backends, "torch.compile backend")),
+        "sync_bn": _flag,
         "deterministic": _flag,
         "out": _text(optional=True),
         "print_freq": Range(1, integer=True),
@@ -260,6 +269,8 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = False
     channels_last: bool = False
+    compile: str | None = None  # torch.compile backend of the training step (inductor); eval and attacks stay eager
+    sync_bn: bool = False  # distributed: batch-norm statistics over the global batch (SyncBatchNorm)
     deterministic: bool = True
     out: str | None = None
     print_freq: int = 10

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from visionlab.engine.distributed import DistContext
 from visionlab.errors import UserError
 
 __all__ = ["MetricsLog", "RunningStats", "read_metrics", "topk_correct"]
@@ -39,6 +40,16 @@ class RunningStats:
         self.top1 += c1
         self.top5 += c5
         self.n += batch
+
+    def all_reduce(self, ctx: DistContext) -> RunningStats:
+        """Sum the counts of every rank into this one (a no-op in a world of one); returns ``self``. Exact:
+        top-1/top-5 hits and the image count are integers, the loss sum is float64."""
+        if ctx.enabled:
+            counts = torch.stack([self.top1, self.top5, torch.tensor(self.n, device=self.top1.device)])
+            ctx.all_reduce(counts)
+            ctx.all_reduce(self.loss)
+            self.top1, self.top5, self.n = counts[0], counts[1], int(counts[2])
+        return self
 
     def summary(self) -> dict[str, float]:
         n = max(self.n, 1)

@@ -9,6 +9,8 @@ uninterrupted run; with ``deterministic=True`` on CPU the final weights are bit-
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -27,6 +29,7 @@ from visionlab.data import DataBundle, DatasetError, load_dataset
 from visionlab.data.memory import InMemoryLoader, is_in_memory
 from visionlab.engine.checkpoint import CheckpointError, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from visionlab.engine.config import TrainConfig
+from visionlab.engine.distributed import DistContext, ShardedBatchSampler, init_distributed, shard_dataset
 from visionlab.engine.metrics import MetricsLog, RunningStats
 from visionlab.engine.schedule import WarmupCosine
 from visionlab.engine.task import ClassificationTask, Objective, build_task
@@ -108,6 +111,19 @@ AMP_CPU_WARNING = (
 )
 
 
+def check_compile(backend: str, device: torch.device) -> None:
+    """Refuse up front what ``torch.compile`` would fail on only at the first step, deep in a traceback: the
+    inductor backend generates C++ for the CPU and needs a compiler (``$CXX``, ``g++``, ``clang++`` or ``c++``)."""
+    if backend == "inductor" and device.type == "cpu":
+        candidates = [os.environ.get("CXX"), "g++", "clang++", "c++"]
+        if not any(shutil.which(c) for c in candidates if c):
+            raise ConfigError(
+                "the inductor backend compiles C++ for the CPU, and no C++ compiler was found (set CXX, or install "
+                "g++: apt-get install g++); --compile aot_eager needs none (it captures the graph, without speed-up)",
+                field="compile",
+            )
+
+
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     """The optimizer's parameter groups: with ``wd_exclude_norm_bias`` biases, norm weights (all 1-d parameters)
     and position embeddings get no weight decay; with ``head_lr_mult != 1`` the classifier head's parameters get
@@ -145,25 +161,48 @@ def make_loader(
     workers: int,
     device: torch.device,
     generator: torch.Generator | None = None,
+    dist: DistContext | None = None,
 ) -> DataLoader | InMemoryLoader:
     """Batches of ``dataset``; training shuffles with ``generator`` and drops a ragged last batch.
 
     A dataset held in memory (Fashion-MNIST, CIFAR-10) is served by an :class:`InMemoryLoader` (whole-batch
     indexing and augmentation in this process; ``workers`` unused), anything else by a DataLoader. Its workers
-    are not persistent: each epoch's workers are seeded from ``generator``, which is what makes resume exact."""
+    are not persistent: each epoch's workers are seeded from ``generator``, which is what makes resume exact.
+
+    Distributed training (``dist`` with several ranks): ``batch_size`` is the global batch and each rank gets its
+    slice of every global batch (:class:`~visionlab.engine.distributed.ShardedBatchSampler`); DataLoader workers
+    add the rank to their seed so ranks do not draw the same augmentation. Evaluation loaders are not sharded
+    here: pass :func:`~visionlab.engine.distributed.shard_dataset`'s share."""
+    dist = dist or DistContext()
+    drop_last = train and len(dataset) > batch_size
     if is_in_memory(dataset):
         return InMemoryLoader(
-            dataset, batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size, generator=generator
-        )
+            dataset, batch_size, shuffle=train, drop_last=drop_last, generator=generator,
+            shard=(dist.rank, dist.world_size) if train else (0, 1),
+        )  # fmt: skip
+    common: dict[str, Any] = dict(num_workers=workers, pin_memory=device.type == "cuda")
+    if not train:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, **common)
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    sampler = ShardedBatchSampler(len(dataset), batch_size, generator, drop_last=drop_last, ctx=dist)
     return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=train,
-        drop_last=train and len(dataset) > batch_size,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        generator=generator,
+        dataset, batch_sampler=sampler, generator=generator, worker_init_fn=_RankSeed(dist.rank), **common
     )
+
+
+class _RankSeed:
+    """``worker_init_fn`` offsetting a DataLoader worker's seeds by its rank (workers of rank 0 keep theirs)."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def __call__(self, worker_id: int) -> None:
+        if self.rank:
+            import random
+
+            seed = (torch.initial_seed() + 1_000_003 * self.rank) % 2**63
+            torch.manual_seed(seed)
+            random.seed(seed)
 
 
 def _limit(dataset: Dataset, n: int | None) -> Dataset:
@@ -181,9 +220,11 @@ def evaluate(
     channels_last: bool = False,
     progress: bool = False,
     desc: str = "eval",
+    dist: DistContext | None = None,
 ) -> dict[str, float]:
     """Mean cross-entropy, top-1 and top-5 (%) over ``loader``. ``tta`` averages the logits of each image
-    and its horizontal mirror. The model's train/eval mode is restored afterwards."""
+    and its horizontal mirror. The model's train/eval mode is restored afterwards. With ``dist``, each rank
+    passes its shard (:func:`~visionlab.engine.distributed.shard_dataset`) and gets the metrics of all of them."""
     was_training = model.training
     model.eval()
     stats = RunningStats(device)
@@ -197,7 +238,7 @@ def evaluate(
                 logits = 0.5 * (logits + model(images.flip(-1)))
         stats.update(F.cross_entropy(logits.float(), target), logits, target)
     model.train(was_training)
-    return stats.summary()
+    return stats.all_reduce(dist or DistContext()).summary()
 
 
 def model_from_checkpoint(state: dict[str, Any], device: torch.device | str = "cpu") -> nn.Module:
@@ -209,6 +250,16 @@ def model_from_checkpoint(state: dict[str, Any], device: torch.device | str = "c
     except (UserError, RuntimeError, ValueError, TypeError) as exc:  # the checkpoint's values, not our code
         raise CheckpointError(f"the checkpoint's model cannot be rebuilt from its stored arguments ({exc})") from exc
     return model.to(device)
+
+
+class NullLog:
+    """The metrics log of a rank other than 0: writes nothing."""
+
+    def write(self, record: dict[str, Any], step: int, scalars: Mapping[str, float] | None = None) -> None:
+        """Dropped."""
+
+    def close(self) -> None:
+        """Nothing to close."""
 
 
 class Callback:
@@ -244,6 +295,17 @@ class Trainer:
         task: the training objective ``(model, images, target) -> (loss, logits)``; default
             :func:`~visionlab.engine.task.build_task` of ``cfg`` (cross-entropy with label smoothing).
         callbacks: called after every epoch; default ``[PlotCurves()]``.
+        dist: this process's place in a distributed job; default: the one ``torchrun``'s environment describes
+            (:func:`~visionlab.engine.distributed.init_distributed`), a world of one without it.
+
+    Distributed (DDP): ``cfg.batch_size`` is the global batch, split evenly over the ranks; every rank draws the
+    same data order from the shared generator and trains on its slice; gradients are averaged by
+    ``DistributedDataParallel``; metrics are exact sums over ranks; rank 0 alone names the run directory and
+    writes logs, checkpoints (of the unwrapped model: they load without DDP), TensorBoard and plots. Exact
+    resume under DDP: the data order continues exactly whatever the number of processes (it depends only on the
+    shared generator and the global batch); every rank's own random state (dropout, random starts) is saved and
+    restored when the world size is the same, so a same-size resume is exact; a resume on another number of
+    processes continues the same schedule and data order with freshly seeded per-rank streams.
     """
 
     def __init__(
@@ -254,9 +316,13 @@ class Trainer:
         bundle: DataBundle | None = None,
         task: Objective | None = None,
         callbacks: list[Callback] | None = None,
+        dist: DistContext | None = None,
     ) -> None:
         self.cfg = cfg.validate()
-        self.device = select_device(cfg.device)
+        if dist is None:
+            self.dist, self.device = init_distributed(cfg.device)
+        else:
+            self.dist, self.device = dist, select_device(cfg.device)
         self.resume_path = Path(resume) if resume else None
         state = self._load_resume_state()
         self.full_resume = state is not None and "optimizer" in state
@@ -270,7 +336,9 @@ class Trainer:
         )
         self.model_args = self._model_args(state)
         self.model = self._build_model(state)
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        if self.dist.rank:  # same initial weights everywhere (DDP checks), then a random stream of its own per rank
+            torch.manual_seed(cfg.seed + 1_000_003 * self.dist.rank)
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # the data order: the same on every rank
         self.train_loader, self.val_loader = self._build_loaders()
         self.optimizer, self.scheduler, self.scaler = self._build_optimization()
         self.task = task if task is not None else build_task(cfg)
@@ -279,6 +347,7 @@ class Trainer:
         self.best_robust_top1, self.last_robust_top1 = 0.0, None
         self.start_epoch, self.step, self.best_top1 = self._restore(state)
         self._backbone_frozen: bool | None = None
+        self.train_model = self._wrap_model()
         self._freeze_for_epoch(self.start_epoch)
         self.run_dir = self._open_run_dir()
         if cfg.amp and self.device.type == "cpu" and cpu_has_native_bf16() is False:
@@ -349,16 +418,34 @@ class Trainer:
         elif self.pretrained is not None:
             self._say(f"pretrained weights: {self.pretrained.apply(model)}")
         self.memory_format = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
+        if self.cfg.sync_bn and self.device.type != "cuda":
+            raise ConfigError(
+                f"needs CUDA devices: PyTorch's SyncBatchNorm runs on GPUs only (here: {self.device}); on the CPU "
+                "each process normalizes with the statistics of its own share of the batch",
+                field="sync_bn",
+            )
+        if self.cfg.sync_bn and self.dist.enabled:  # batch statistics over the global batch; same parameters
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return model.to(self.device, memory_format=self.memory_format)
+
+    def _wrap_model(self) -> nn.Module:
+        """What the training step calls: the model in ``DistributedDataParallel`` under several ranks, then
+        ``torch.compile``d with ``cfg.compile``. ``self.model`` stays the plain module (checkpoints, evaluation,
+        attacks)."""
+        model = self.dist.wrap(self.model, self.device)
+        if self.cfg.compile is not None:
+            check_compile(self.cfg.compile, self.device)
+            model = torch.compile(model, backend=self.cfg.compile)
+        return model
 
     def _build_loaders(self) -> tuple[DataLoader, DataLoader]:
         cfg, b = self.cfg, self.bundle
         train = make_loader(
             _limit(b.train, cfg.limit_train), cfg.batch_size, train=True, workers=cfg.workers,
-            device=self.device, generator=self.generator,
+            device=self.device, generator=self.generator, dist=self.dist,
         )  # fmt: skip
-        val = make_loader(_limit(b.val, cfg.limit_val), cfg.batch_size, train=False, workers=cfg.workers,
-                          device=self.device)  # fmt: skip
+        val = make_loader(shard_dataset(_limit(b.val, cfg.limit_val), self.dist), cfg.batch_size, train=False,
+                          workers=cfg.workers, device=self.device)  # fmt: skip
         return train, val
 
     def _build_optimization(self) -> tuple[torch.optim.Optimizer, WarmupCosine, torch.amp.GradScaler]:
@@ -377,8 +464,9 @@ class Trainer:
         from visionlab.robustness import RobustMonitor
 
         return RobustMonitor(
-            self.val_loader.dataset, cfg.adv_eps, n=cfg.robust_val, batch_size=cfg.batch_size, device=self.device
-        )
+            _limit(self.bundle.val, cfg.limit_val), cfg.adv_eps, n=cfg.robust_val, batch_size=cfg.batch_size,
+            device=self.device, dist=self.dist,
+        )  # fmt: skip
 
     def _restore(self, state: dict[str, Any] | None) -> tuple[int, int, float]:
         """``(start_epoch, step, best_top1)``: the checkpoint's for a full resume; else ``cfg.start_epoch`` with
@@ -388,7 +476,11 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
-            restore_rng(state["rng"], self.generator)
+            ranks = state.get("rng_ranks")
+            same_world = ranks is not None and len(ranks) == self.dist.world_size
+            restore_rng(ranks[self.dist.rank] if same_world else state["rng"], self.generator)
+            if not same_world and self.dist.rank:  # another world size: rank 0's stream must not be shared
+                torch.manual_seed(self.cfg.seed + 1_000_003 * self.dist.rank + state["step"])
             self.best_robust_top1 = state.get("best_robust_top1", 0.0)
             self.last_robust_top1 = state.get("last_robust_top1")
             return state["epoch"] + 1, state["step"], state["best_top1"]
@@ -400,7 +492,8 @@ class Trainer:
     def _open_run_dir(self) -> Path:
         """``cfg.out`` when given; for a full resume the checkpoint's own directory (wherever it was moved);
         else ``runs/<model>-<dataset>-<time>``. Writes ``config.yaml`` and opens the metrics log; resuming into
-        another directory carries the earlier epochs' records over."""
+        another directory carries the earlier epochs' records over. Distributed: rank 0 names the directory (one
+        clock, one name) and alone writes in it; the other ranks get a log that writes nothing."""
         cfg = self.cfg
         if cfg.out:
             run_dir = Path(cfg.out)
@@ -410,6 +503,10 @@ class Trainer:
         else:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             run_dir = Path("runs") / f"{cfg.model}-{self.bundle.kind}-{stamp}"
+        run_dir = Path(self.dist.broadcast(str(run_dir)))
+        if not self.dist.is_main:
+            self.log = NullLog()
+            return run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
         history = self.resume_path.parent if self.full_resume and self.resume_path is not None else None
@@ -431,14 +528,16 @@ class Trainer:
         frozen = self.cfg.unfreeze_at is None or epoch < self.cfg.unfreeze_at
         if frozen != self._backbone_frozen:
             set_backbone_frozen(self.model, frozen)
+            if self.dist.enabled:  # DDP buckets only the parameters that required grad when it was built
+                self.train_model = self._wrap_model()
             if self._backbone_frozen is not None or not frozen:
                 self._say(f"epoch {epoch + 1}: backbone {'frozen' if frozen else 'unfrozen'}")
             self._backbone_frozen = frozen
 
     # ------------------------------------------------------------------------------------------ helpers
     def _say(self, msg: str, *, warning: bool = False) -> None:
-        """A line on stderr; with ``quiet`` only warnings."""
-        if warning or not self.cfg.quiet:
+        """A line on stderr from rank 0; with ``quiet`` only warnings."""
+        if self.dist.is_main and (warning or not self.cfg.quiet):
             print(f"[visionlab] {msg}", file=sys.stderr, flush=True)
 
     def _state(self, epoch: int, full: bool) -> dict[str, Any]:
@@ -448,12 +547,19 @@ class Trainer:
             "epoch": epoch, "step": self.step, "best_top1": self.best_top1,
             "best_robust_top1": self.best_robust_top1, "last_robust_top1": self.last_robust_top1,
         }  # fmt: skip
-        if full:
+        if full:  # every rank's random state (a collective: all ranks call this)
+            ranks = self.dist.all_gather(capture_rng(self.generator))
             state.update(
                 optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-                scaler=self.scaler.state_dict(), rng=capture_rng(self.generator),
+                scaler=self.scaler.state_dict(), rng=ranks[0], rng_ranks=ranks if self.dist.enabled else None,
+                world_size=self.dist.world_size,
             )  # fmt: skip
         return state
+
+    def _where(self) -> str:
+        if not self.dist.enabled:
+            return str(self.device)
+        return f"{self.dist.world_size} processes ({self.device.type}, DDP, global batch {self.cfg.batch_size})"
 
     def _diverged(self, epoch: int, detail: str) -> TrainingDiverged:
         last = self.run_dir / CHECKPOINT
@@ -464,7 +570,7 @@ class Trainer:
     def _train_step(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step of the objective; returns ``(loss, logits)`` (still on the device, no sync)."""
         with _autocast(self.device, self.cfg.amp):
-            loss, logits = self.task(self.model, images, target)
+            loss, logits = self.task(self.train_model, images, target)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg.clip_grad > 0:
@@ -479,9 +585,11 @@ class Trainer:
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.cfg
         self._freeze_for_epoch(epoch)  # before train(): frozen batch-norm layers then stay in eval mode
-        self.model.train()
+        self.train_model.train()
         stats = RunningStats(self.device)
-        bar = progress_bar(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=cfg.progress)
+        bar = progress_bar(
+            self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=cfg.progress and self.dist.is_main
+        )
         seen, tick = 0, time.perf_counter()
         for i, (images, target) in enumerate(bar):
             images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
@@ -490,8 +598,8 @@ class Trainer:
             stats.update(loss, logits, target)
             seen += target.shape[0]
             if (i + 1) % cfg.print_freq == 0:
-                value = loss.item()
-                if not math.isfinite(value):
+                value = self.dist.all_reduce(loss.detach().double()).item() / self.dist.world_size
+                if not math.isfinite(value):  # every rank sees the same mean, so all stop together
                     raise self._diverged(epoch, str(value))
                 rate = seen / (time.perf_counter() - tick)
                 lr = self.optimizer.param_groups[0]["lr"]
@@ -503,7 +611,7 @@ class Trainer:
                     self.step, {"train/loss": value, "train/lr": lr},
                 )  # fmt: skip
         bar.close()
-        summary = stats.summary()
+        summary = stats.all_reduce(self.dist).summary()
         if not math.isfinite(summary["loss"]):
             raise self._diverged(epoch, str(summary["loss"]))
         return summary
@@ -537,12 +645,15 @@ class Trainer:
         if "robust_top1" in val:
             record["val_robust_top1"] = scalars["val/robust_top1"] = val["robust_top1"]
             record["catastrophic_overfitting"] = val["collapsed"]
-        save_checkpoint(self._state(epoch, full=True), self.run_dir / CHECKPOINT)
-        if is_best:
-            save_checkpoint(self._state(epoch, full=False), self.run_dir / BEST)
-        self.log.write(record, epoch + 1, scalars)
-        for callback in self.callbacks:
-            callback.on_epoch_end(self, record)
+        state = self._state(epoch, full=True)
+        if self.dist.is_main:
+            save_checkpoint(state, self.run_dir / CHECKPOINT)
+            if is_best:
+                save_checkpoint(self._state(epoch, full=False), self.run_dir / BEST)
+            self.log.write(record, epoch + 1, scalars)
+            for callback in self.callbacks:
+                callback.on_epoch_end(self, record)
+        self.dist.barrier()  # the checkpoint is on disk before any rank starts the next epoch
         return record
 
     def _validate(self, epoch: int) -> dict[str, Any]:
@@ -550,7 +661,7 @@ class Trainer:
         cfg = self.cfg
         val: dict[str, Any] = evaluate(
             self.model, self.val_loader, self.device, tta=cfg.tta, amp=cfg.amp, channels_last=cfg.channels_last,
-            progress=cfg.progress,
+            progress=cfg.progress and self.dist.is_main, dist=self.dist,
         )  # fmt: skip
         if self.monitor is not None:
             robust = self.monitor.measure(self.model)
@@ -559,8 +670,9 @@ class Trainer:
             if val["collapsed"]:
                 self._say(
                     f"WARNING: catastrophic overfitting at epoch {epoch + 1}: PGD-{self.monitor.steps} top-1 on "
-                    f"{len(self.monitor.loader.dataset)} validation images fell from {self.last_robust_top1:.2f}% to "
-                    f"{robust:.2f}% (the model learned to defeat its training attack only). model_best keeps the "
+                    f"{min(self.monitor.n, len(self.monitor.val))} validation images fell from "
+                    f"{self.last_robust_top1:.2f}% to {robust:.2f}% (the model learned to defeat its training attack "
+                    "only). model_best keeps the "
                     "best epoch by the selection metric; multi-step PGD training (adv_train=pgd) does not do this",
                     warning=True,
                 )
@@ -573,8 +685,8 @@ class Trainer:
         record: dict[str, Any] = {}
         self._say(
             f"training {cfg.model} ({self.model_args.get('conv', 'native')} conv) on {self.bundle.kind}: "
-            f"{len(self.train_loader.dataset)} train / {len(self.val_loader.dataset)} val images, "
-            f"{self.device}, run directory {self.run_dir}"
+            f"{len(self.train_loader.dataset)} train / {len(_limit(self.bundle.val, cfg.limit_val))} val images, "
+            f"{self._where()}, run directory {self.run_dir}"
         )
         try:
             for epoch in range(self.start_epoch, cfg.epochs):

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from visionlab.engine.distributed import DistContext
 from visionlab.engine.metrics import topk_correct
 from visionlab.progress import progress as progress_bar
 from visionlab.robustness.attacks import PGD, Attack, check_images
@@ -50,6 +51,7 @@ def robust_evaluate(
     *,
     progress: bool = False,
     limit: int | None = None,
+    dist: DistContext | None = None,
 ) -> dict[str, Any]:
     """Clean and robust top-1 / top-5 (%) of ``model`` over ``loader`` under ``attack``.
 
@@ -60,6 +62,8 @@ def robust_evaluate(
         device: where batches are moved.
         progress: show a progress bar on stderr.
         limit: evaluate the first ``limit`` examples only.
+        dist: distributed evaluation: each rank passes its shard of the data
+            (:func:`~visionlab.engine.distributed.shard_dataset`) and every rank gets the exact counts of all.
 
     Returns ``{"n", "clean_top1", "clean_top5", "robust_top1", "robust_top5", "robust_and_clean_top1",
     "counts": {same keys: exact integer counts}, "early_stop": bool, "attack": {"repr", **settings}}``. Clean
@@ -92,7 +96,10 @@ def robust_evaluate(
     finally:
         for m, mode in was_training:
             m.training = mode
-    exact = {k: int(v.item()) for k, v in counts.items()}
+    total = torch.stack([*counts.values(), torch.tensor(n, device=device)])
+    (dist or DistContext()).all_reduce(total)
+    exact = {k: int(v) for k, v in zip(keys, total[:-1].tolist(), strict=True)}
+    n = int(total[-1])
     result: dict[str, Any] = {"n": n}
     result.update({k: 100.0 * v / max(n, 1) for k, v in exact.items()})
     settings = attack.settings()

@@ -10,12 +10,13 @@ sudden collapse of this number is that signal.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from visionlab.engine.distributed import DistContext, shard_dataset
 from visionlab.robustness.attacks import PGD
 from visionlab.robustness.evaluate import robust_evaluate
 
@@ -33,6 +34,7 @@ class RobustMonitor:
         steps: PGD iterations (default 10, step ``eps / 4``: 2.5 ε over the run, as Madry et al.).
         batch_size: images per attack batch.
         device: where the model is.
+        dist: distributed training: each rank attacks its share of the ``n`` images, counts are summed.
         collapse_points: a drop of more than this many points from the previous epoch's accuracy is reported as
             catastrophic overfitting (default 20: Wong et al.'s early-stopping rule; a healthy run moves by a few
             points per epoch; our FGSM-RS Fashion-MNIST run fell once from 71.1% to 35.6% and recovered).
@@ -45,15 +47,16 @@ class RobustMonitor:
     batch_size: int = 256
     device: torch.device | str = "cpu"
     collapse_points: float = 20.0
+    dist: DistContext = field(default_factory=DistContext)
 
     def __post_init__(self) -> None:
-        subset = Subset(self.val, range(min(self.n, len(self.val))))
+        subset = shard_dataset(Subset(self.val, range(min(self.n, len(self.val)))), self.dist)
         self.loader = DataLoader(subset, batch_size=self.batch_size, shuffle=False, num_workers=0)
 
     def measure(self, model: nn.Module) -> float:
         """PGD top-1 (%) on the subset; the model's mode, flags and statistics are left as they were."""
         attack = PGD(model, self.eps, self.eps / 4, steps=self.steps, random_start=False)
-        return robust_evaluate(model, self.loader, attack, self.device)["robust_top1"]
+        return robust_evaluate(model, self.loader, attack, self.device, dist=self.dist)["robust_top1"]
 
     def collapsed(self, previous: float | None, now: float) -> bool:
         """Whether ``now`` (this epoch's PGD top-1) is a collapse from ``previous`` (the last epoch's)."""

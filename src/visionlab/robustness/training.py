@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from visionlab.engine.distributed import unwrap
 from visionlab.errors import ConfigError
 from visionlab.robustness.attacks import (
     Attack,
@@ -67,9 +69,19 @@ def _mixed_loss(
     if mix == 0.0:
         logits = model(adv)
         return criterion(logits, target), logits
-    clean = model(images)
-    logits = model(adv)
+    clean, logits = _forward_pair(model, images, adv)
     return mix * criterion(clean, target) + (1.0 - mix) * criterion(logits, target), logits
+
+
+def _forward_pair(model: nn.Module, first: torch.Tensor, second: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``model(first), model(second)``. Under :class:`DistributedDataParallel` the two go through one forward of
+    their concatenation: the wrapper synchronises gradients once per forward-backward pair, and two forwards
+    before one backward would mark every parameter ready twice. (One forward means one batch-norm batch of both
+    halves; a single process keeps two separate forwards, as the reference implementations do.)"""
+    if isinstance(model, DistributedDataParallel):
+        both = model(torch.cat([first, second]))
+        return both[: first.shape[0]], both[first.shape[0] :]
+    return model(first), model(second)
 
 
 class _Adversarial:
@@ -89,6 +101,7 @@ class _Adversarial:
 
     def adversarial(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The adversarial examples the loss trains on (eval mode, parameters frozen, modes restored), detached."""
+        model = unwrap(model)  # the attack's forwards and backwards must not trigger DDP's gradient sync
         nhwc = attack_layout(images, None)
         x = to_layout(images, nhwc)
         with attack_context(model, channels_last=nhwc, batch_stats=True):
@@ -218,6 +231,7 @@ class TRADESTraining(_Adversarial):
     def adversarial(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         """TRADES' adversarial examples for ``images`` (eval mode, parameters frozen), detached. ``target`` is
         unused (the adversary needs no labels); it is accepted for the common signature."""
+        model = unwrap(model)
         nhwc = attack_layout(images, None)
         x = to_layout(images, nhwc)
         with attack_context(model, channels_last=nhwc):
@@ -239,8 +253,7 @@ class TRADESTraining(_Adversarial):
             logits = model(images)
             return self.criterion(logits, target), logits
         adv = self.adversarial(model, images, target)
-        clean = model(images)
-        robust = model(adv)
+        clean, robust = _forward_pair(model, images, adv)
         kl = F.kl_div(
             F.log_softmax(full_precision(robust), dim=1), F.softmax(full_precision(clean), dim=1), reduction="batchmean"
         )

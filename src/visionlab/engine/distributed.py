@@ -1,0 +1,198 @@
+"""Distributed data parallel on PyTorch's own engine: ``torch.distributed`` process groups (gloo on CPU, NCCL
+on GPU) and :class:`~torch.nn.parallel.DistributedDataParallel`, launched by ``torchrun``.
+
+``torchrun --nproc_per_node N -m visionlab train ...`` starts N processes with ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK`` (and the rendezvous address) in their environment; :func:`init_distributed` reads them and joins
+the group. A plain ``visionlab train`` has none of them and runs as a world of one: every collective below is
+then the identity, so the single-process code path is the distributed one with ``world_size == 1``.
+
+What the trainer builds on this (see :class:`visionlab.engine.Trainer`):
+
+* ``batch_size`` is the *global* batch: each of N ranks trains on ``batch_size / N`` images per step. All ranks
+  share one data-order generator, draw the same global permutation and take their own slice of each global
+  batch (:class:`ShardedBatchSampler`, :class:`~visionlab.data.memory.InMemoryLoader`'s ``shard``), so the
+  steps per epoch, the learning-rate schedule and the images seen per step do not depend on N.
+* Evaluation shards the dataset by ``rank::N`` — no padding, no duplicate — and sums exact counts
+  (:meth:`DistContext.all_reduce`), so metrics equal a single process's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset, Sampler, Subset
+
+from visionlab.errors import ConfigError
+
+__all__ = [
+    "DistContext",
+    "ShardedBatchSampler",
+    "init_distributed",
+    "shard_dataset",
+    "unwrap",
+]
+
+# Set by torchrun (and by any launcher following its convention) in every process it starts.
+_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands in the job: ``rank`` of ``world_size`` processes, ``local_rank`` on its node.
+
+    The default is a world of one (no process group): every method is then the identity or a no-op.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether there are other processes to talk to."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that names the run directory and writes logs, checkpoints and plots."""
+        return self.rank == 0
+
+    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` summed over every rank, in place (and returned)."""
+        if self.enabled:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def broadcast(self, obj: Any, src: int = 0) -> Any:
+        """Rank ``src``'s ``obj`` (any picklable value) on every rank."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=src)
+        return box[0]
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        """Wait until every rank gets here."""
+        if self.enabled:
+            dist.barrier()
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        """``model`` in :class:`DistributedDataParallel` (gradients averaged over ranks during backward), or
+        ``model`` itself in a world of one. Parameters that do not require grad (a frozen backbone) are left out
+        of the gradient buckets: wrap again when that changes."""
+        if not self.enabled:
+            return model
+        ids = [device.index] if device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids, output_device=device.index if ids else None)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a :class:`DistributedDataParallel` wrapper (``model`` itself otherwise): what
+    checkpoints store, and what attacks run on (their extra forwards and input-gradient backwards must not
+    trigger the wrapper's gradient synchronisation)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={value!r} is not an integer (set by torchrun)") from None
+
+
+def init_distributed(device: str = "auto") -> tuple[DistContext, torch.device]:
+    """Join the process group torchrun describes in the environment, and pick this rank's device.
+
+    Without ``WORLD_SIZE`` (or with ``WORLD_SIZE=1``) nothing is initialised: a world of one on
+    ``select_device(device)``. Otherwise the backend is NCCL when the device is CUDA (each rank on
+    ``cuda:LOCAL_RANK``) and gloo on the CPU; an already initialised default group is reused.
+    """
+    from visionlab.engine.trainer import select_device
+
+    world = _env_int("WORLD_SIZE")
+    if world is None or world <= 1:
+        return DistContext(), select_device(device)
+    rank, local_rank = _env_int("RANK"), _env_int("LOCAL_RANK")
+    if rank is None:
+        raise ConfigError(f"WORLD_SIZE={world} but no RANK in the environment: launch with torchrun")
+    local_rank = rank if local_rank is None else local_rank
+    base = select_device(device)
+    if base.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(
+                f"LOCAL_RANK {local_rank} but this node has {torch.cuda.device_count()} CUDA devices: "
+                "--nproc_per_node must not exceed the GPUs per node",
+                field="device",
+            )
+        base = torch.device("cuda", local_rank)
+        torch.cuda.set_device(base)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if base.type == "cuda" else "gloo")
+    ctx = DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank)
+    return ctx, base
+
+
+def shard_dataset(dataset: Dataset, ctx: DistContext) -> Dataset:
+    """This rank's share of ``dataset`` for evaluation: items ``rank, rank + N, ...`` — every item counted by
+    exactly one rank, none padded or repeated (unlike ``DistributedSampler``, which pads to equal shards)."""
+    if not ctx.enabled:
+        return dataset
+    return Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
+
+
+def local_batch_size(batch_size: int, ctx: DistContext) -> int:
+    """Images per rank per step of a global ``batch_size``; it must split evenly."""
+    if batch_size % ctx.world_size:
+        raise ConfigError(
+            f"{batch_size} is the global batch, split over {ctx.world_size} processes: it must be a multiple of "
+            f"{ctx.world_size}",
+            field="batch_size",
+        )
+    return batch_size // ctx.world_size
+
+
+class ShardedBatchSampler(Sampler[list[int]]):
+    """Training batches of this rank: each epoch one permutation of ``range(n)`` drawn from ``generator`` (the
+    same on every rank), cut into global batches of ``batch_size`` (a ragged last one dropped when
+    ``drop_last``), of which this rank takes slice ``rank`` of ``world_size`` equal slices.
+
+    One ``randperm`` per epoch is all it draws from ``generator`` (the DataLoader's ``RandomSampler`` draws two), and
+    every rank draws it, so the generator's state — which checkpoints store — is the same on every rank.
+    """
+
+    def __init__(
+        self, n: int, batch_size: int, generator: torch.Generator, *, drop_last: bool, ctx: DistContext | None = None
+    ) -> None:
+        self.ctx = ctx or DistContext()
+        self.n, self.batch_size, self.generator, self.drop_last = n, batch_size, generator, drop_last
+        self.local = local_batch_size(batch_size, self.ctx)
+        if self.ctx.enabled and not drop_last:
+            raise ValueError("sharded training batches need drop_last=True (every rank must take the same steps)")
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order: Sequence[int] = torch.randperm(self.n, generator=self.generator).tolist()
+        lo = self.ctx.rank * self.local
+        for i in range(len(self)):
+            batch = order[i * self.batch_size : (i + 1) * self.batch_size]
+            yield list(batch[lo : lo + self.local]) if self.ctx.enabled else list(batch)

@@ -1,0 +1,204 @@
+"""Distributed data parallel: sharding arithmetic in one process, and real 2-process gloo runs (spawned).
+
+The 2-process runs train SimpleNet (no batch norm, no dropout) on a tiny Fashion-MNIST-format set: with the same
+global batch its gradient is the mean over the same images whether one process computes it or two average their
+halves, so the weights agree to float tolerance; exact resume on the same number of processes is bit-exact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch.utils.data import TensorDataset
+
+from tests.conftest import Stop, StopAt, make_fashion_mnist
+from visionlab.data import TensorImageDataset
+from visionlab.data.memory import BatchAugment, InMemoryLoader
+from visionlab.data.transforms import to_float_transform
+from visionlab.engine import TrainConfig, Trainer
+from visionlab.engine.distributed import DistContext, ShardedBatchSampler, init_distributed, shard_dataset
+from visionlab.engine.metrics import RunningStats
+from visionlab.errors import ConfigError
+
+STEPS_PER_EPOCH = 6  # 96 training images, global batch 16
+
+
+# ------------------------------------------------------------------------------------------ one process
+@pytest.mark.parametrize("n", [7, 13, 16])
+def test_evaluation_shards_count_every_item_exactly_once(n: int) -> None:
+    data = TensorDataset(torch.arange(n))
+    shards = [shard_dataset(data, DistContext(rank=r, world_size=3)) for r in range(3)]
+    seen = sorted(int(s[i][0]) for s in shards for i in range(len(s)))
+    assert seen == list(range(n))  # no padding, no duplicate (DistributedSampler would pad 7 to 9)
+    assert shard_dataset(data, DistContext()) is data
+
+
+def test_sharded_batches_are_slices_of_the_global_batches() -> None:
+    def batches(rank: int, world: int) -> list[list[int]]:
+        gen = torch.Generator().manual_seed(5)
+        return list(ShardedBatchSampler(10, 4, gen, drop_last=True, ctx=DistContext(rank, world)))
+
+    whole = batches(0, 1)
+    assert len(whole) == 2 and all(len(b) == 4 for b in whole)  # 10 items, global batch 4: ragged 2 dropped
+    assert [a + b for a, b in zip(batches(0, 2), batches(1, 2), strict=True)] == whole
+    assert [len(b) for b in batches(1, 2)] == [2, 2]
+
+
+def test_a_global_batch_must_split_evenly() -> None:
+    with pytest.raises(ConfigError, match=r"multiple of 4") as info:
+        ShardedBatchSampler(10, 6, torch.Generator(), drop_last=True, ctx=DistContext(0, 4))
+    assert info.value.field == "batch_size"
+    with pytest.raises(ValueError, match="drop_last"):
+        ShardedBatchSampler(10, 4, torch.Generator(), drop_last=False, ctx=DistContext(0, 2))
+
+
+def test_in_memory_shards_see_exactly_the_single_process_images_and_augmentation() -> None:
+    images = torch.randint(0, 256, (20, 1, 6, 6), dtype=torch.uint8)
+    data = TensorImageDataset(
+        images, torch.arange(20), to_float_transform(), in_memory=True, batch_augment=BatchAugment(flip=True, pad=1)
+    )
+
+    def epoch(shard: tuple[int, int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        gen = torch.Generator().manual_seed(3)
+        return list(InMemoryLoader(data, 8, shuffle=True, drop_last=True, generator=gen, shard=shard))
+
+    whole, first, second = epoch((0, 1)), epoch((0, 2)), epoch((1, 2))
+    assert len(whole) == len(first) == 2
+    for (x, y), (x0, y0), (x1, y1) in zip(whole, first, second, strict=True):
+        assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
+    with pytest.raises(ValueError, match="divisible"):
+        InMemoryLoader(data, 7, shuffle=True, drop_last=True, shard=(0, 2))
+
+
+def test_running_stats_of_a_world_of_one_are_unchanged() -> None:
+    stats = RunningStats(torch.device("cpu"))
+    stats.update(torch.tensor(2.0), torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))
+    assert stats.all_reduce(DistContext()).summary() == {"loss": 2.0, "top1": 50.0, "top5": 100.0, "n": 2}
+
+
+def test_without_torchrun_environment_it_is_a_world_of_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert init_distributed("cpu") == (DistContext(), torch.device("cpu"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="no RANK"):
+        init_distributed("cpu")
+    monkeypatch.setenv("RANK", "zero")
+    with pytest.raises(ConfigError, match="RANK='zero' is not an integer"):
+        init_distributed("cpu")
+
+
+# ------------------------------------------------------------------------------------------ two processes
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _config(spec: str, out: Path, **overrides: Any) -> TrainConfig:
+    values: dict[str, Any] = dict(
+        data=spec, model="simplenet", epochs=2, batch_size=16, optimizer="sgd", lr=0.05, warmup=0.5, workers=0,
+        device="cpu", out=str(out), tensorboard=False, progress=False, quiet=True, seed=0,
+    )  # fmt: skip
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def _worker(rank: int, world: int, port: int, spec: str, out: str, resume: str | None, stop: int | None,
+            overrides: dict[str, Any]) -> None:  # fmt: skip
+    """One rank: joins the group from torchrun-style environment variables, trains, writes its result."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))  # fmt: skip
+    torch.set_num_threads(1)
+    task = StopAt(stop) if stop is not None else None
+    trainer = Trainer(_config(spec, Path(out), **overrides), resume=resume, task=task, callbacks=[])
+    try:
+        result = {"record": trainer.fit(), "killed": False}
+    except Stop:
+        result = {"killed": True}
+    result["world"] = trainer.dist.world_size
+    (Path(out) / f"rank{rank}.json").write_text(json.dumps(result, default=str))
+    torch.save(trainer.model.state_dict(), Path(out) / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def _run(world: int, spec: str, out: Path, *, resume: Path | None = None, stop: int | None = None,
+         **overrides: Any) -> dict[str, Any]:  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    args = (world, _free_port(), spec, str(out), str(resume) if resume else None, stop, overrides)
+    mp.spawn(_worker, args=args, nprocs=world, join=True)
+    return json.loads((out / "rank0.json").read_text())
+
+
+def _single(spec: str, out: Path, *, resume: Path | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    trainer = Trainer(_config(spec, out), resume=resume, callbacks=[], dist=DistContext())
+    return trainer.fit(), trainer.model.state_dict()
+
+
+def _weights(out: Path, rank: int = 0) -> dict[str, torch.Tensor]:
+    return torch.load(out / f"rank{rank}.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = make_fashion_mnist(tmp_path_factory.mktemp("fmnist"), n_train=96, n_test=13)  # 13: an odd split
+    return f"fashion-mnist:{root}"
+
+
+@pytest.fixture(scope="module")
+def ddp_run(spec: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted 2-process run (2 epochs)."""
+    out = tmp_path_factory.mktemp("ddp") / "run"
+    assert _run(2, spec, out)["world"] == 2
+    return out
+
+
+def test_two_processes_train_the_weights_one_process_trains(spec: str, ddp_run: Path, tmp_path: Path) -> None:
+    record, weights = _single(spec, tmp_path / "single")
+    ddp = json.loads((ddp_run / "rank0.json").read_text())["record"]
+    for name, value in weights.items():
+        torch.testing.assert_close(_weights(ddp_run)[name], value, rtol=1e-4, atol=1e-5)
+        assert torch.equal(_weights(ddp_run, 1)[name], _weights(ddp_run)[name])  # the ranks stay in lockstep
+    # validation over 13 images split 7 + 6: the exact counts of one process
+    assert (ddp["val_top1"], ddp["val_top5"]) == (record["val_top1"], record["val_top5"])
+    assert ddp["val_loss"] == pytest.approx(record["val_loss"], rel=1e-5)
+    assert ddp["step"] == record["step"] == 2 * STEPS_PER_EPOCH  # the global batch sets the steps
+
+
+def test_only_rank_zero_writes_and_its_checkpoint_loads_without_ddp(ddp_run: Path) -> None:
+    lines = (ddp_run / "metrics.jsonl").read_text().splitlines()
+    assert sum('"type": "epoch"' in line for line in lines) == 2  # one writer, not two
+    state = torch.load(ddp_run / "checkpoint.pth.tar", weights_only=True)
+    assert not any(k.startswith("module.") for k in state["model"])  # the unwrapped model
+    assert state["world_size"] == 2 and len(state["rng_ranks"]) == 2
+    from visionlab.engine import model_from_checkpoint
+
+    model_from_checkpoint(state)  # rebuilds in a plain process
+
+
+def test_a_killed_ddp_run_resumes_exactly_on_two_and_closely_on_one(spec: str, ddp_run: Path, tmp_path: Path) -> None:
+    killed = tmp_path / "killed"
+    assert _run(2, spec, killed, stop=STEPS_PER_EPOCH + 2)["killed"]  # in epoch 2, after epoch 1's checkpoint
+    checkpoint = killed / "checkpoint.pth.tar"
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 0
+    _run(2, spec, tmp_path / "resumed2", resume=checkpoint)
+    for name, value in _weights(ddp_run).items():
+        assert torch.equal(_weights(tmp_path / "resumed2")[name], value), name  # same world size: bit-exact
+    _, weights = _single(spec, tmp_path / "resumed1", resume=checkpoint)
+    for name, value in _weights(ddp_run).items():  # 2 -> 1 process: same data order and schedule
+        torch.testing.assert_close(weights[name], value, rtol=1e-4, atol=1e-5)
+
+
+def test_adversarial_training_runs_under_ddp(spec: str, tmp_path: Path) -> None:
+    result = _run(2, spec, tmp_path / "adv", epochs=1, adv_train="fgsm-rs", adv_mix=0.5, limit_train=32,
+                  select_by="robust", robust_val=9)  # fmt: skip
+    assert result["record"]["epoch"] == 0 and 0.0 <= result["record"]["best_robust_top1"] <= 100.0
+    for name, value in _weights(tmp_path / "adv").items():  # gradients averaged: the ranks stay in lockstep
+        assert torch.equal(_weights(tmp_path / "adv", 1)[name], value), name
