@@ -1,7 +1,7 @@
 """MiniPlaces fetching against a loopback HTTP server (127.0.0.1, a free port) serving a generated archive of a
 few tiny JPEGs: a full fetch that loads, resuming a broken transfer with a Range request, a server that ignores
-Range, checksum errors that unpack nothing, offline and HTTP errors, refused archive members.
-Nothing here touches the network."""
+Range, checksum errors that unpack nothing, offline and HTTP errors, refused archive members, and the command
+line. Nothing here touches the network."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from visionlab.cli import main
 from visionlab.data import DatasetError, fetch_miniplaces, load_dataset
 from visionlab.data.fetch import _miniplaces_archive
 from visionlab.errors import ConfigError
@@ -327,3 +328,33 @@ def test_a_malformed_sha256_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="64 hexadecimal digits") as info:
         fetch_miniplaces(tmp_path, sha256="abc123")
     assert info.value.field == "sha256"
+
+
+# --------------------------------------------------------------------------------------------- command line
+def _cli(root: Path, server: Served, *extra: str) -> int:
+    url = server.url("/data.tar.gz")
+    return main(["data", "fetch", "miniplaces", "--root", str(root), "--url", url, "--no-progress", *extra])
+
+
+def test_cli_fetches_and_prints_the_folder(tmp_path: Path, server: Served, capsys: pytest.CaptureFixture) -> None:
+    assert _cli(tmp_path, server, "--sha256", SHA256.upper()) == 0
+    assert capsys.readouterr().out == f"{tmp_path / 'miniplaces'}\n"
+
+
+def test_cli_bad_checksum_is_exit_2_and_one_line(tmp_path: Path, server: Served, capsys: pytest.CaptureFixture) -> None:
+    assert _cli(tmp_path, server, "--sha256", "0" * 64) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("visionlab: error:")]
+    assert len(errors) == 1 and err.splitlines()[-1] == errors[0] and "Traceback" not in err
+    assert f"sha256 {SHA256}, expected {'0' * 64}" in errors[0]
+    assert not (tmp_path / "miniplaces").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["miniplaces", "--sha256", "xyz"], "--sha256: must be 64 hexadecimal digits"),
+     (["fashion-mnist", "--url", "http://127.0.0.1/x"], "--url: only for miniplaces")],
+)  # fmt: skip
+def test_cli_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture, argv: list[str], message: str) -> None:
+    assert main(["data", "fetch", *argv, "--root", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"visionlab: error: {message}")
