@@ -180,9 +180,14 @@ def test_an_exact_resume_still_checks_the_flags_it_would_ignore(no_data: Path, c
 
 # ------------------------------------------------------------------------------------------------ the table
 def test_field_flag_table_names_real_flags() -> None:
-    parser = build_parser()
-    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    options = {s for sub in subparsers.values() for a in sub._actions for s in a.option_strings}
+    def all_options(parser: argparse.ArgumentParser) -> set[str]:  # every command's, nested ones (data fetch) too
+        found = {s for a in parser._actions for s in a.option_strings}
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                found |= {s for sub in action.choices.values() for s in all_options(sub)}
+        return found
+
+    options = all_options(build_parser())
     for field, flag in FIELD_FLAGS.items():
         assert set(flag.split("/")) <= options, (field, flag)
     settable = set(cli._TRAIN_FIELDS) | {"conv", "check_images", "progress", "quiet", "tensorboard"}

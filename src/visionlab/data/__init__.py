@@ -13,23 +13,30 @@ from visionlab.data.datasets import (
     read_idx,
     verify_images,
 )
+from visionlab.data.fetch import (
+    DatasetError,
+    default_data_root,
+    fetch_fashion_mnist,
+    fetch_miniplaces,
+    verify_fashion_mnist,
+)
 from visionlab.data.memory import BatchAugment, InMemoryLoader, in_memory_source
-from visionlab.data.fetch import DatasetError, default_data_root, fetch_fashion_mnist, verify_fashion_mnist
 from visionlab.data.transforms import eval_transform, train_transform
 
 __all__ = [
-    "BatchAugment",
-    "InMemoryLoader",
-    "in_memory_source",
     "FASHION_MNIST_CLASSES",
+    "BatchAugment",
     "DataBundle",
     "DatasetError",
     "ImageListDataset",
+    "InMemoryLoader",
     "ListEntry",
     "TensorImageDataset",
     "default_data_root",
     "eval_transform",
     "fetch_fashion_mnist",
+    "fetch_miniplaces",
+    "in_memory_source",
     "load_dataset",
     "parse_list_file",
     "parse_spec",
