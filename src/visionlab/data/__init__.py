@@ -13,6 +13,7 @@ from visionlab.data.datasets import (
     read_idx,
     verify_images,
 )
+from visionlab.data.decode import ImageDecodeError, read_image
 from visionlab.data.memory import BatchAugment, InMemoryLoader, in_memory_source
 from visionlab.data.fetch import DatasetError, default_data_root, fetch_fashion_mnist, verify_fashion_mnist
 from visionlab.data.transforms import eval_transform, train_transform
@@ -24,6 +25,7 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "DataBundle",
     "DatasetError",
+    "ImageDecodeError",
     "ImageListDataset",
     "ListEntry",
     "TensorImageDataset",
@@ -35,6 +37,7 @@ __all__ = [
     "parse_spec",
     "read_cifar10",
     "read_idx",
+    "read_image",
     "train_transform",
     "verify_fashion_mnist",
     "verify_images",

@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
+from visionlab.data.decode import ImageDecodeError, read_image
 from visionlab.data.memory import BatchAugment
 from visionlab.data.fetch import DatasetError, default_data_root, fetch_fashion_mnist, fashion_mnist_dir
 from visionlab.data.transforms import eval_transform, to_float_transform, train_transform
@@ -108,7 +109,12 @@ class ListEntry:
 
 
 class ImageListDataset(Dataset):
-    """Images decoded from files on demand (PIL), for MiniPlaces lists and ImageFolder trees."""
+    """Images decoded from files (MiniPlaces lists, ImageFolder trees) and transformed on tensors.
+
+    Each file is decoded straight to a ``uint8`` RGB tensor ``(3, H, W)`` (:func:`~visionlab.data.decode.read_image`:
+    torchvision's JPEG/PNG decoders, no PIL image in between) and handed to ``transform``, a ``transforms.v2``
+    pipeline. A file that cannot be decoded raises :class:`DatasetError` naming its list line and path.
+    """
 
     def __init__(self, entries: Sequence[ListEntry], transform: Transform) -> None:
         self.entries, self.transform = list(entries), transform
@@ -116,14 +122,15 @@ class ImageListDataset(Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def _decode(self, index: int) -> torch.Tensor:
         entry = self.entries[index]
         try:
-            with Image.open(entry.path) as img:
-                img = img.convert("RGB")
-        except (OSError, UnidentifiedImageError) as exc:
+            return read_image(entry.path)
+        except ImageDecodeError as exc:
             raise DatasetError(f"{entry.source}: cannot decode image {entry.path} ({exc})") from exc
-        return self.transform(img), entry.label
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self._decode(index)), self.entries[index].label
 
 
 # --------------------------------------------------------------------------------------------- readers
