@@ -17,6 +17,7 @@ __all__ = [
     "RandomRotateCrop",
     "eval_transform",
     "inscribed_rect",
+    "split_deterministic",
     "to_float_transform",
     "train_transform",
 ]
@@ -147,6 +148,29 @@ def eval_transform(recipe: str, image_size: int, in_channels: int = 3) -> v2.Com
             _TO_FLOAT,
         ])
     raise ValueError(f"unknown transform recipe {recipe!r}")
+
+
+# Transforms that draw nothing at random and keep uint8 pixels: what may run once, before an image is cached.
+# Exact types: a subclass (or v2.RandomResize, v2.RandomResizedCrop...) may draw at random.
+_DETERMINISTIC = (v2.ToImage, v2.RGB, v2.Grayscale, v2.Resize, v2.CenterCrop)
+
+
+def split_deterministic(transform: Any) -> tuple[Any, Any]:
+    """Split ``transform`` into ``(prepare, rest)`` with ``rest(prepare(x)) == transform(x)``, where ``prepare``
+    is the longest leading run of a :class:`v2.Compose` that draws nothing at random and keeps ``uint8`` pixels
+    (``ToImage``, ``RGB``, ``Grayscale``, ``Resize``, ``CenterCrop``). ``prepare`` may then run once per image
+    and be cached (:class:`visionlab.data.decode.ImageCache`) while ``rest`` runs every time, drawing the same
+    random numbers as ``transform`` would. Anything but a ``Compose`` gives ``prepare = v2.Identity()``.
+
+    The evaluation recipes are deterministic up to the float conversion; the ``"miniplaces"`` training recipe
+    stops after ``RGB``, since its resize draws the interpolation at random."""
+    steps = list(transform.transforms) if isinstance(transform, v2.Compose) else []
+    k = 0
+    while k < len(steps) and type(steps[k]) in _DETERMINISTIC:
+        k += 1
+    if k == 0:
+        return v2.Identity(), transform
+    return v2.Compose(steps[:k]), v2.Compose(steps[k:]) if k < len(steps) else v2.Identity()
 
 
 def to_float_transform() -> v2.Compose:
