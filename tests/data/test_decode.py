@@ -1,4 +1,5 @@
-"""read_image against PIL's open + convert("RGB") on files written in the real formats, and its errors."""
+"""read_image against PIL's open + convert("RGB") on files written in the real formats, its errors, and the
+ImageCache layouts."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from visionlab.data.decode import ImageDecodeError, read_image
+from visionlab.data.decode import ImageCache, ImageDecodeError, read_image
 
 
 def pil_rgb(path: Path) -> torch.Tensor:
@@ -118,3 +119,31 @@ def test_unreadable_file_raises_decode_error_with_the_reason(tmp_path: Path, how
     message = str(info.value)
     assert reason in message, message
     assert ".cpp:" not in message  # torchvision's C++ source location is noise to a user
+
+
+# --------------------------------------------------------------------------------------------- ImageCache
+def test_cache_of_one_shape_is_one_nchw_tensor() -> None:
+    images = [torch.full((3, 4, 5), i, dtype=torch.uint8) for i in range(10)]
+    cache = ImageCache.build(len(images), images.__getitem__, workers=3)
+    assert cache.data.shape == (10, 3, 4, 5) and cache.offsets is None
+    assert len(cache) == 10 and cache.nbytes == 10 * 3 * 4 * 5
+    for i, image in enumerate(images):
+        assert torch.equal(cache[i], image)
+
+
+@pytest.mark.parametrize("first_odd", [0, 1, 5])
+def test_cache_of_mixed_shapes_keeps_every_image(first_odd: int) -> None:
+    """Images of the first one's shape until ``first_odd``, then mixed: the flat layout, nothing lost."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(3, 4, 5)] * first_odd + [(3, 2 + i % 3, 6 - i % 2) for i in range(7)]
+    images = [torch.randint(0, 256, s, dtype=torch.uint8, generator=gen) for s in shapes]
+    cache = ImageCache.build(len(images), images.__getitem__, workers=2)
+    assert cache.offsets is not None and cache.data.dim() == 1
+    assert cache.nbytes == sum(image.numel() for image in images)
+    for i, image in enumerate(images):
+        assert torch.equal(cache[i], image)
+
+
+def test_cache_rejects_what_is_not_a_uint8_image() -> None:
+    with pytest.raises(ValueError, match="image 1: expected uint8"):
+        ImageCache.build(2, lambda i: torch.zeros(3, 2, 2, dtype=torch.uint8 if i == 0 else torch.float32))

@@ -13,7 +13,7 @@ from visionlab.data.datasets import (
     read_idx,
     verify_images,
 )
-from visionlab.data.decode import ImageDecodeError, read_image
+from visionlab.data.decode import ImageCache, ImageDecodeError, read_image
 from visionlab.data.memory import BatchAugment, InMemoryLoader, in_memory_source
 from visionlab.data.fetch import DatasetError, default_data_root, fetch_fashion_mnist, verify_fashion_mnist
 from visionlab.data.transforms import eval_transform, train_transform
@@ -25,6 +25,7 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "DataBundle",
     "DatasetError",
+    "ImageCache",
     "ImageDecodeError",
     "ImageListDataset",
     "ListEntry",
