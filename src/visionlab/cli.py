@@ -338,9 +338,9 @@ def _predict_paths(args: argparse.Namespace) -> list[Path]:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
-    from PIL import Image, UnidentifiedImageError
 
     from visionlab.data import DatasetError, eval_transform
+    from visionlab.data.decode import ImageDecodeError, read_image
     from visionlab.engine import model_from_checkpoint, select_device
     from visionlab.engine.config import Range
 
@@ -358,10 +358,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         batch_paths = paths[start : start + args.batch_size]
         images = []
         for path in batch_paths:
-            try:
-                with Image.open(path) as img:
-                    images.append(transform(img.convert("RGB")))
-            except (OSError, UnidentifiedImageError) as exc:
+            try:  # the decoder the datasets use, so predict sees the pixels eval sees
+                images.append(transform(read_image(path)))
+            except ImageDecodeError as exc:
                 raise DatasetError(f"{path}: cannot decode image ({exc})") from exc
         with torch.no_grad():
             probs = model(torch.stack(images).to(device)).float().softmax(dim=1)

@@ -256,6 +256,25 @@ def test_undecodable_list_file_is_an_error(miniplaces: Path) -> None:
     error_of(lambda: load_dataset(str(miniplaces)), f"{miniplaces / 'val.txt'}: unreadable")
 
 
+def test_grayscale_cmyk_and_png_files_in_a_list_become_rgb(miniplaces: Path) -> None:
+    """A MiniPlaces list names .jpg files; what they hold is recognised by its bytes, not the name."""
+    images = miniplaces / "images/train"
+    gray, cmyk, png = images / "a/abbey/00000001.jpg", images / "a/abbey/00000002.jpg", images / "b/bakery/00000001.jpg"
+    save_image(gray, seed=1, mode="L")
+    with Image.open(cmyk) as img:
+        img.convert("CMYK").save(cmyk)
+    pixels = np.random.default_rng(2).integers(0, 256, (16, 20, 4), dtype=np.uint8)
+    Image.fromarray(pixels, mode="RGBA").save(png, format="PNG")
+    bundle = load_dataset(str(miniplaces))
+    bundle.train.transform = eval_transform("miniplaces", 16)
+    for i in range(3):
+        assert bundle.train[i][0].shape == (3, 16, 16)
+    bundle.train.transform = lambda image: image  # the decoded image itself
+    decoded = bundle.train[2][0]
+    assert torch.equal(decoded, torch.from_numpy(pixels[..., :3]).permute(2, 0, 1))  # alpha dropped, exact
+    assert torch.equal(bundle.train[0][0][0], bundle.train[0][0][2])  # gray replicated
+
+
 # --------------------------------------------------------------------------------------------- IDX
 def test_read_idx_round_trip(fashion_mnist: IdxSet, tmp_path: Path) -> None:
     images_gz = fashion_mnist.root / "train-images-idx3-ubyte.gz"

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torchvision import tv_tensors
+from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from visionlab.data.transforms import (
@@ -18,6 +19,7 @@ from visionlab.data.transforms import (
     RandomRotateCrop,
     eval_transform,
     inscribed_rect,
+    split_deterministic,
     to_float_transform,
     train_transform,
 )
@@ -182,3 +184,30 @@ def test_channel_scale_keeps_range() -> None:
 def test_channel_scale_rejects_uint8() -> None:
     with pytest.raises(TypeError, match="float pixels"):
         RandomChannelScale(0.15)(torch.zeros(3, 2, 2, dtype=torch.uint8))
+
+
+# --------------------------------------------------------------------------------------------- split_deterministic
+def test_split_deterministic_heads_of_the_recipes() -> None:
+    prepare, rest = split_deterministic(eval_transform("miniplaces", 64))
+    assert [type(t).__name__ for t in prepare.transforms] == ["ToImage", "RGB", "Resize", "CenterCrop"]
+    assert [type(t).__name__ for t in rest.transforms] == ["ToDtype"]  # the cache stays uint8
+    prepare, rest = split_deterministic(train_transform("miniplaces", 64))
+    assert [type(t).__name__ for t in prepare.transforms] == ["ToImage", "RGB"]  # the resize draws its kernel
+    assert type(rest.transforms[0]).__name__ == "RandomInterpolationResize"
+    prepare, rest = split_deterministic(v2.Compose([v2.ToImage(), v2.Resize(8)]))
+    assert isinstance(rest, v2.Identity) and len(prepare.transforms) == 2
+    fn = lambda image: image  # noqa: E731
+    prepare, rest = split_deterministic(fn)
+    assert isinstance(prepare, v2.Identity) and rest is fn
+
+
+@pytest.mark.parametrize("recipe", ["train", "eval"])
+def test_split_deterministic_composes_back_with_the_same_draws(recipe: str) -> None:
+    image = torch.from_numpy(np.array(random_pil(40, 30, seed=4))).permute(2, 0, 1)
+    transform = train_transform("miniplaces", 32) if recipe == "train" else eval_transform("miniplaces", 32)
+    prepare, rest = split_deterministic(transform)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        whole = transform(image)
+        torch.manual_seed(seed)
+        assert torch.equal(rest(prepare(image)), whole)

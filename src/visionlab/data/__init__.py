@@ -13,6 +13,7 @@ from visionlab.data.datasets import (
     read_idx,
     verify_images,
 )
+from visionlab.data.decode import ImageCache, ImageDecodeError, read_image
 from visionlab.data.fetch import (
     DatasetError,
     default_data_root,
@@ -28,6 +29,8 @@ __all__ = [
     "BatchAugment",
     "DataBundle",
     "DatasetError",
+    "ImageCache",
+    "ImageDecodeError",
     "ImageListDataset",
     "InMemoryLoader",
     "ListEntry",
@@ -42,6 +45,7 @@ __all__ = [
     "parse_spec",
     "read_cifar10",
     "read_idx",
+    "read_image",
     "train_transform",
     "verify_fashion_mnist",
     "verify_images",

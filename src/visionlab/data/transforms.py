@@ -17,6 +17,7 @@ __all__ = [
     "RandomRotateCrop",
     "eval_transform",
     "inscribed_rect",
+    "split_deterministic",
     "to_float_transform",
     "train_transform",
 ]
@@ -41,10 +42,14 @@ class RandomInterpolationResize(v2.Transform):
     """Resize the shorter side to ``size`` with an interpolation drawn at random per image (bilinear or
     bicubic), so the network does not overfit one resampling kernel."""
 
-    def __init__(self, size: int, modes: tuple[InterpolationMode, ...] = (
-        InterpolationMode.BILINEAR,
-        InterpolationMode.BICUBIC,
-    )) -> None:
+    def __init__(
+        self,
+        size: int,
+        modes: tuple[InterpolationMode, ...] = (
+            InterpolationMode.BILINEAR,
+            InterpolationMode.BICUBIC,
+        ),
+    ) -> None:
         super().__init__()
         self.size, self.modes = size, modes
 
@@ -104,24 +109,28 @@ def train_transform(recipe: str, image_size: int) -> v2.Compose:
     faster than with crops within the demo's 10-minute budget (see BENCHMARKS.md).
     """
     if recipe == "miniplaces":
-        return v2.Compose([
-            v2.ToImage(),
-            v2.RGB(),
-            RandomInterpolationResize(image_size * 9 // 8),
-            v2.RandomHorizontalFlip(),
-            RandomRotateCrop(15.0),
-            v2.RandomResizedCrop(image_size, scale=(0.25, 1.0), ratio=(0.8, 1.2), antialias=True),
-            _TO_FLOAT,
-            RandomChannelScale(0.15),
-        ])
+        return v2.Compose(
+            [
+                v2.ToImage(),
+                v2.RGB(),
+                RandomInterpolationResize(image_size * 9 // 8),
+                v2.RandomHorizontalFlip(),
+                RandomRotateCrop(15.0),
+                v2.RandomResizedCrop(image_size, scale=(0.25, 1.0), ratio=(0.8, 1.2), antialias=True),
+                _TO_FLOAT,
+                RandomChannelScale(0.15),
+            ]
+        )
     if recipe == "small":
         pad = max(1, image_size // 14)
-        return v2.Compose([
-            v2.ToImage(),
-            v2.RandomCrop(image_size, padding=pad),
-            v2.RandomHorizontalFlip(),
-            _TO_FLOAT,
-        ])
+        return v2.Compose(
+            [
+                v2.ToImage(),
+                v2.RandomCrop(image_size, padding=pad),
+                v2.RandomHorizontalFlip(),
+                _TO_FLOAT,
+            ]
+        )
     if recipe == "flip":
         return v2.Compose([v2.ToImage(), v2.RandomHorizontalFlip(), _TO_FLOAT])
     raise ValueError(f"unknown transform recipe {recipe!r}")
@@ -132,21 +141,48 @@ def eval_transform(recipe: str, image_size: int, in_channels: int = 3) -> v2.Com
     ``image_size``; ``"small"`` resizes to ``image_size`` only when needed (arbitrary images in ``predict``)."""
     to_channels = [v2.RGB()] if in_channels == 3 else [v2.Grayscale(1)]
     if recipe == "miniplaces":
-        return v2.Compose([
-            v2.ToImage(),
-            *to_channels,
-            v2.Resize(image_size * 9 // 8, antialias=True),
-            v2.CenterCrop(image_size),
-            _TO_FLOAT,
-        ])
+        return v2.Compose(
+            [
+                v2.ToImage(),
+                *to_channels,
+                v2.Resize(image_size * 9 // 8, antialias=True),
+                v2.CenterCrop(image_size),
+                _TO_FLOAT,
+            ]
+        )
     if recipe in ("small", "flip"):
-        return v2.Compose([
-            v2.ToImage(),
-            *to_channels,
-            v2.Resize((image_size, image_size), antialias=True),
-            _TO_FLOAT,
-        ])
+        return v2.Compose(
+            [
+                v2.ToImage(),
+                *to_channels,
+                v2.Resize((image_size, image_size), antialias=True),
+                _TO_FLOAT,
+            ]
+        )
     raise ValueError(f"unknown transform recipe {recipe!r}")
+
+
+# Transforms that draw nothing at random and keep uint8 pixels: what may run once, before an image is cached.
+# Exact types: a subclass (or v2.RandomResize, v2.RandomResizedCrop...) may draw at random.
+_DETERMINISTIC = (v2.ToImage, v2.RGB, v2.Grayscale, v2.Resize, v2.CenterCrop)
+
+
+def split_deterministic(transform: Any) -> tuple[Any, Any]:
+    """Split ``transform`` into ``(prepare, rest)`` with ``rest(prepare(x)) == transform(x)``, where ``prepare``
+    is the longest leading run of a :class:`v2.Compose` that draws nothing at random and keeps ``uint8`` pixels
+    (``ToImage``, ``RGB``, ``Grayscale``, ``Resize``, ``CenterCrop``). ``prepare`` may then run once per image
+    and be cached (:class:`visionlab.data.decode.ImageCache`) while ``rest`` runs every time, drawing the same
+    random numbers as ``transform`` would. Anything but a ``Compose`` gives ``prepare = v2.Identity()``.
+
+    The evaluation recipes are deterministic up to the float conversion; the ``"miniplaces"`` training recipe
+    stops after ``RGB``, since its resize draws the interpolation at random."""
+    steps = list(transform.transforms) if isinstance(transform, v2.Compose) else []
+    k = 0
+    while k < len(steps) and type(steps[k]) in _DETERMINISTIC:
+        k += 1
+    if k == 0:
+        return v2.Identity(), transform
+    return v2.Compose(steps[:k]), v2.Compose(steps[k:]) if k < len(steps) else v2.Identity()
 
 
 def to_float_transform() -> v2.Compose:
