@@ -241,7 +241,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg, resume = train_config_from_args(args)
     cfg.validate()  # the whole configuration, before any data is read or a run directory written
-    result = Trainer(cfg, resume=resume).fit()
+    trainer = Trainer(cfg, resume=resume)
+    result = trainer.fit()
+    if not trainer.dist.is_main:  # under torchrun: rank 0 reports
+        return 0
     if "val_top1" in result:
         print(f"* Acc@1 {result['val_top1']:.3f} Acc@5 {result['val_top5']:.3f} (best Acc@1 {result['best_top1']:.3f})")
     else:
@@ -282,18 +285,20 @@ def _eval_data(state: dict[str, Any], args: argparse.Namespace):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from visionlab.engine import evaluate, make_loader, model_from_checkpoint, select_device
+    from visionlab.engine import evaluate, make_loader, model_from_checkpoint
+    from visionlab.engine.distributed import init_distributed, shard_dataset
     from visionlab.engine.trainer import _limit
 
     _check_options(args, "batch_size", "workers", "limit_val", "device")
     state = _load_model_checkpoint(args.resume)
-    device = select_device(args.device or "auto")
+    dist, device = init_distributed(args.device or "auto")  # under torchrun each rank evaluates its share
     bundle = _eval_data(state, args)
-    loader = make_loader(
-        _limit(bundle.val, args.limit_val), args.batch_size, train=False, workers=args.workers, device=device
-    )
+    shard = shard_dataset(_limit(bundle.val, args.limit_val), dist)
+    loader = make_loader(shard, args.batch_size, train=False, workers=args.workers, device=device)
     model = model_from_checkpoint(state, device)
-    stats = evaluate(model, loader, device, tta=args.tta, progress=not args.no_progress)
+    stats = evaluate(model, loader, device, tta=args.tta, progress=not args.no_progress and dist.is_main, dist=dist)
+    if not dist.is_main:
+        return 0
     if args.json:
         print(json.dumps({"top1": stats["top1"], "top5": stats["top5"], "n": stats["n"], "loss": stats["loss"]}))
     else:
@@ -522,7 +527,8 @@ def run(
 ) -> int:
     """Run a command. A :class:`~visionlab.errors.UserError` (bad data, checkpoint or flag) prints one line and
     exits 2; a diverged run exits 3; Ctrl-C exits 130. Anything else is a bug in visionlab: its traceback is
-    printed with a request to report it, and the exit status is 1."""
+    printed with a request to report it, and the exit status is 1. Under torchrun the process group a command
+    joined is left cleanly on the way out."""
     from visionlab.engine import TrainingDiverged
 
     try:
@@ -547,6 +553,16 @@ def run(
         return 2
     except Exception:
         return _internal_error(prog)
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Destroy the torch.distributed group a command joined (torchrun), so every rank exits without warnings."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _silence_stdout() -> None:

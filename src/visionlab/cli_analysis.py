@@ -89,21 +89,26 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
 def _load(args: argparse.Namespace, resume: str) -> tuple[dict[str, Any], torch.nn.Module, Any, torch.device]:
     """``(checkpoint, model in eval mode on the device, dataset bundle, device)``."""
     from visionlab.cli import _check_options, _eval_data, _load_model_checkpoint
-    from visionlab.engine import model_from_checkpoint, select_device
+    from visionlab.engine import model_from_checkpoint
+    from visionlab.engine.distributed import init_distributed
 
     _check_options(args, "batch_size", "device")
     state = _load_model_checkpoint(resume)
-    device = select_device(args.device or "auto")
+    _, device = init_distributed(args.device or "auto")  # under torchrun: this rank's device
     bundle = _eval_data(state, argparse.Namespace(**{**vars(args), "resume": resume}))
     return state, model_from_checkpoint(state, device).eval(), bundle, device
 
 
 def _loader(dataset: Any, args: argparse.Namespace, limit: int | None) -> torch.utils.data.DataLoader:
+    """The first ``limit`` items of ``dataset``; under torchrun, this rank's share of them (results are summed
+    over ranks by the evaluation)."""
     from torch.utils.data import DataLoader, Subset
+
+    from visionlab.engine.distributed import current_context, shard_dataset
 
     if limit is not None and limit < len(dataset):
         dataset = Subset(dataset, range(limit))
-    return DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=0)
+    return DataLoader(shard_dataset(dataset, current_context()), batch_size=args.batch_size, shuffle=False)
 
 
 def _first(dataset: Any, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,13 +209,17 @@ def _save_adversarial_grids(model: torch.nn.Module, attack: Any, dataset: Any, o
 
 def cmd_attack(args: argparse.Namespace) -> int:
     from visionlab.cli import _check_options
+    from visionlab.engine.distributed import current_context
     from visionlab.robustness import robust_evaluate
 
     _check_options(args, "limit_val")
     _, model, bundle, device = _load(args, args.resume)
     attack = build_attack(args, model, bundle.num_classes)
     loader = _loader(bundle.val, args, args.limit_val)
-    result = robust_evaluate(model, loader, attack, device, progress=not args.no_progress)
+    dist = current_context()
+    result = robust_evaluate(model, loader, attack, device, progress=not args.no_progress and dist.is_main, dist=dist)
+    if not dist.is_main:  # every rank has the summed result; one writes and prints it
+        return 0
     keys = ("clean_top1", "clean_top5", "robust_top1", "robust_top5", "robust_and_clean_top1", "n", "attack")
     out = _out_dir(args, args.resume, "attack")
     written = [_write_json({k: result[k] for k in keys}, out / "attack.json")]  # what `visionlab report` shows
@@ -235,9 +244,11 @@ def _write_json(value: Any, path: Path) -> Path:
 # ------------------------------------------------------------------------------------------------ robustness
 def cmd_robustness(args: argparse.Namespace) -> int:
     from visionlab.cli import CLIError, _check_options
+    from visionlab.engine.distributed import current_context
     from visionlab.robustness import plot_accuracy_vs_eps, plot_accuracy_vs_steps, sweep, write_sweep
 
     _check_options(args, "limit_val")
+    dist = current_context()
     labels = args.labels or [Path(r).parent.name or Path(r).stem for r in args.resume]
     if len(labels) != len(args.resume):
         raise CLIError(f"--labels: {len(labels)} labels for {len(args.resume)} checkpoints")
@@ -246,8 +257,11 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         _, model, bundle, device = _load(args, resume)
         rows += sweep(
             model, _loader(bundle.val, args, args.limit_val), device, args.eps_list, args.steps_list,
-            eps=args.at_eps, steps=args.at_steps, label=label, progress=not args.no_progress,
+            eps=args.at_eps, steps=args.at_steps, label=label, progress=not args.no_progress and dist.is_main,
+            dist=dist,
         )  # fmt: skip
+    if not dist.is_main:
+        return 0
     out = _out_dir(args, args.resume[0], "robustness")
     paths = [*write_sweep(rows, out), plot_accuracy_vs_eps(rows, out / "accuracy_vs_eps.png"),
              plot_accuracy_vs_steps(rows, out / "accuracy_vs_steps.png")]  # fmt: skip

@@ -34,6 +34,7 @@ from visionlab.errors import ConfigError
 __all__ = [
     "DistContext",
     "ShardedBatchSampler",
+    "current_context",
     "init_distributed",
     "shard_dataset",
     "unwrap",
@@ -116,6 +117,14 @@ def _env_int(name: str) -> int | None:
         return int(value)
     except ValueError:
         raise ConfigError(f"environment variable {name}={value!r} is not an integer (set by torchrun)") from None
+
+
+def current_context() -> DistContext:
+    """The context of the process group this process has joined (:func:`init_distributed`), else a world of
+    one."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return DistContext()
+    return DistContext(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK") or 0)
 
 
 def init_distributed(device: str = "auto") -> tuple[DistContext, torch.device]:

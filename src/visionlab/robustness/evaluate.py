@@ -124,6 +124,7 @@ def sweep(
     label: str = "model",
     limit: int | None = None,
     progress: bool = False,
+    dist: DistContext | None = None,
 ) -> list[dict[str, Any]]:
     """Robust accuracy under PGD against ε (at ``steps`` iterations) and against steps (at radius ``eps``).
 
@@ -137,7 +138,7 @@ def sweep(
             the ball from any start).
         random_start, restarts: as for :class:`~visionlab.robustness.attacks.PGD`.
         label: the model's name in the rows (to overlay several models in one plot).
-        limit, progress: as for :func:`robust_evaluate`.
+        limit, progress, dist: as for :func:`robust_evaluate`.
 
     Returns one row per setting with the keys of :data:`SWEEP_COLUMNS` (``sweep`` is ``"eps"`` or
     ``"steps"``), ε sweep first.
@@ -151,7 +152,7 @@ def sweep(
     for kind, e, k in settings:
         attack = PGD(model, eps=e, step=step_ratio * e / k, steps=k, norm=norm, random_start=random_start,
                      restarts=restarts)  # fmt: skip
-        result = robust_evaluate(model, loader, attack, device, progress=progress, limit=limit)
+        result = robust_evaluate(model, loader, attack, device, progress=progress, limit=limit, dist=dist)
         row = {"model": label, "sweep": kind, "norm": norm, "eps": e, "step": step_ratio * e / k, "steps": k}
         row.update({c: result[c] for c in SWEEP_COLUMNS if c in result})
         rows.append(row)

@@ -1,0 +1,51 @@
+"""The user's commands under ``torchrun``: ``-m visionlab train`` and ``main.py -e`` as 2 gloo processes on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_fashion_mnist
+from visionlab.cli import main as cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_train_and_evaluate_under_torchrun(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = f"fashion-mnist:{make_fashion_mnist(tmp_path / 'fmnist', n_train=64, n_test=11)}"
+    run = tmp_path / "run"
+    train = _torchrun("-m", "visionlab", "train", "--data", spec, "--epochs", "1", "-b", "16", "--lr", "0.05",
+                      "--out", str(run), "--no-tensorboard", "--no-progress", cwd=tmp_path)  # fmt: skip
+    assert train.returncode == 0, train.stderr
+    assert train.stdout.count("* Acc@1") == 1  # rank 0 reports, once
+    assert "2 processes (cpu, DDP, global batch 16)" in train.stderr
+    assert (run / "model_best.pth.tar").is_file() and (run / "curves.png").is_file()
+
+    best = str(run / "model_best.pth.tar")
+    evaluated = _torchrun(str(REPO / "main.py"), spec, "--resume", best, "-e", "-b", "4", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    lines = [line for line in evaluated.stdout.splitlines() if line.startswith("* Acc@1")]
+    assert len(lines) == 1
+    assert cli_main(["eval", "--resume", best, "--data", spec, "-b", "4", "--json", "--no-progress"]) == 0
+    single = json.loads(capsys.readouterr().out)
+    assert lines[0] == f"* Acc@1 {single['top1']:.3f} Acc@5 {single['top5']:.3f}"  # 11 images split 6 + 5
+
+    attack = ["--resume", best, "--data", spec, "--eps", "0.1", "--steps", "3", "-b", "4", "--json", "--no-progress"]
+    sharded = _torchrun("-m", "visionlab", "attack", *attack, "--out", str(tmp_path / "a2"), cwd=tmp_path)
+    assert sharded.returncode == 0, sharded.stderr
+    assert cli_main(["attack", *attack, "--out", str(tmp_path / "a1")]) == 0
+    one, two = json.loads(capsys.readouterr().out), json.loads(sharded.stdout)
+    assert two["n"] == one["n"] == 11
+    for key in ("clean_top1", "clean_top5", "robust_top1", "robust_top5"):  # exact counts summed over ranks
+        assert two[key] == one[key], key
