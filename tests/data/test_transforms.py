@@ -15,10 +15,12 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from visionlab.data.transforms import (
+    MiniPlacesAugment,
     RandomChannelScale,
     RandomRotateCrop,
     eval_transform,
     inscribed_rect,
+    miniplaces_chain,
     split_deterministic,
     to_float_transform,
     train_transform,
@@ -90,6 +92,43 @@ def test_miniplaces_train_recipe_shape_range_and_seeding(size: tuple[int, int]) 
     assert torch.equal(a, train(image))
     torch.manual_seed(6)
     assert not torch.equal(a, train(image))
+
+
+def _smooth(h: int, w: int) -> torch.Tensor:
+    """A smooth uint8 image (interpolation kernels then differ by a level or two at most)."""
+    y, x = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    return torch.stack([torch.sin(6 * x) * 0.5 + 0.5, torch.cos(5 * y) * 0.5 + 0.5, x * y]).mul(255).round().byte()
+
+
+@pytest.mark.parametrize(("h", "w"), [(100, 150), (150, 100), (128, 128), (61, 200)])
+def test_fused_augmentation_draws_what_the_chain_draws_and_lands_on_its_pixels(h: int, w: int) -> None:
+    image, chain, fused = _smooth(h, w), miniplaces_chain(128), MiniPlacesAugment(128)
+    for seed in range(6):
+        torch.manual_seed(seed)
+        expected, after_chain = chain(image), torch.get_rng_state()
+        torch.manual_seed(seed)
+        got = fused(image)
+        assert torch.equal(torch.get_rng_state(), after_chain)  # the same numbers drawn, in the same order
+        assert got.shape == (3, 128, 128) and got.dtype == torch.float32 and got.min() >= 0 and got.max() <= 1
+        assert (got - expected).abs().mean() < 0.004  # same geometry: one resampling vs three (and uint8 steps)
+        assert (got - expected).abs().quantile(0.99) < 0.03
+
+
+def test_fused_augmentation_without_randomness_is_a_plain_resize() -> None:
+    image = torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8)
+    fused = MiniPlacesAugment(32, degrees=0.0, scale=(1.0, 1.0), ratio=(1.0, 1.0), colour=0.0)
+    fused.resize.modes = (v2.InterpolationMode.BILINEAR,)
+    torch.manual_seed(0)
+    while True:  # a draw without the flip
+        params = fused.make_params([image])
+        if not params["flip"]:
+            break
+    assert params["box"] == dict(top=0, left=0, height=36, width=36)  # 32 * 9/8 = 36, all of it
+    out = fused.transform(image, params)
+    expected = F.interpolate(image[None].float() / 255, size=(32, 32), mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    flipped = fused.transform(image, {**params, "flip": True})
+    torch.testing.assert_close(flipped, expected.flip(-1), atol=1e-5, rtol=0)
 
 
 def test_miniplaces_train_recipe_other_size_and_grayscale_input() -> None:
@@ -193,7 +232,7 @@ def test_split_deterministic_heads_of_the_recipes() -> None:
     assert [type(t).__name__ for t in rest.transforms] == ["ToDtype"]  # the cache stays uint8
     prepare, rest = split_deterministic(train_transform("miniplaces", 64))
     assert [type(t).__name__ for t in prepare.transforms] == ["ToImage", "RGB"]  # the resize draws its kernel
-    assert type(rest.transforms[0]).__name__ == "RandomInterpolationResize"
+    assert [type(t).__name__ for t in rest.transforms] == ["MiniPlacesAugment"]
     prepare, rest = split_deterministic(v2.Compose([v2.ToImage(), v2.Resize(8)]))
     assert isinstance(rest, v2.Identity) and len(prepare.transforms) == 2
     fn = lambda image: image  # noqa: E731

@@ -9,14 +9,17 @@ from typing import Any
 
 import torch
 from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.functional import _get_inverse_affine_matrix
 from torchvision.transforms.v2 import functional as TF
 
 __all__ = [
+    "MiniPlacesAugment",
     "RandomChannelScale",
     "RandomInterpolationResize",
     "RandomRotateCrop",
     "eval_transform",
     "inscribed_rect",
+    "miniplaces_chain",
     "split_deterministic",
     "to_float_transform",
     "train_transform",
@@ -95,7 +98,93 @@ class RandomChannelScale(v2.Transform):
         return (inpt * scale.to(inpt.dtype)).clamp_(0.0, 1.0)
 
 
+class MiniPlacesAugment(v2.Transform):
+    """The original MiniPlaces training augmentation as **one** resampling of the decoded image.
+
+    The same random draws, in the same order, as the chain ``RandomInterpolationResize(size * 9/8)`` ->
+    ``RandomHorizontalFlip`` -> ``RandomRotateCrop(degrees)`` -> ``RandomResizedCrop(size, scale, ratio)``
+    -> ``ToDtype(float)`` -> ``RandomChannelScale(colour)``, hence the same geometry; but the three resamplings
+    (resize, rotation, resized crop) are composed into one map from output pixel to source position and done by
+    a single ``grid_sample`` (bilinear or bicubic, the drawn interpolation) on the float image. Faster (one pass
+    over 128x128 outputs instead of three passes and two uint8 round trips) and sharper (one interpolation, not
+    three). The resized crop, which mostly enlarges, is not antialiased here; the chain's ``RandomResizedCrop``
+    applies antialiasing when it shrinks.
+
+    Input: ``uint8`` or float image ``(C, H, W)``; output float32 ``(C, size, size)`` in [0, 1].
+    """
+
+    def __init__(
+        self,
+        size: int,
+        degrees: float = 15.0,
+        scale: tuple[float, float] = (0.25, 1.0),
+        ratio: tuple[float, float] = (0.8, 1.2),
+        colour: float = 0.15,
+    ) -> None:
+        super().__init__()
+        self.size, self.degrees, self.colour = size, degrees, colour
+        self.resize = RandomInterpolationResize(size * 9 // 8)
+        self.crop = v2.RandomResizedCrop(size, scale=scale, ratio=ratio, antialias=True)
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        h, w = v2.query_size(flat_inputs)
+        side = self.size * 9 // 8  # torchvision's resize of the shorter side: the longer one is truncated
+        h1, w1 = (side, int(side * w / h)) if h <= w else (int(side * h / w), side)
+        mode = self.resize.make_params(flat_inputs)["mode"]
+        flip = bool(torch.rand(1) < 0.5)  # v2.RandomHorizontalFlip draws one number, flips below p = 0.5
+        angle = float(torch.empty(()).uniform_(-self.degrees, self.degrees))
+        cw, ch = inscribed_rect(w1, h1, math.radians(angle))
+        ch, cw = max(1, int(ch)), max(1, int(cw))
+        box = self.crop.make_params([torch.empty(0, ch, cw)])  # draws only; reads nothing but the size
+        scale = torch.empty(flat_inputs[0].shape[-3], 1, 1).uniform_(1 - self.colour, 1 + self.colour)
+        return dict(mode=mode, flip=flip, angle=angle, resized=(h1, w1), inscribed=(ch, cw), box=box, scale=scale)
+
+    def _grid(self, params: dict[str, Any], h: int, w: int) -> torch.Tensor:
+        """``(1, size, size, 2)`` sampling positions in the source image, ``grid_sample``'s normalized units."""
+        (h1, w1), (ch, cw), box = params["resized"], params["inscribed"], params["box"]
+        t = (torch.arange(self.size, dtype=torch.float32) + 0.5) / self.size
+        # output pixel -> the crop box in the inscribed rectangle -> the rotated image (centre-cropped there)
+        ys = box["top"] + t * box["height"] - 0.5 + round((h1 - ch) / 2.0)
+        xs = box["left"] + t * box["width"] - 0.5 + round((w1 - cw) / 2.0)
+        y, x = torch.meshgrid(ys - (h1 - 1) / 2, xs - (w1 - 1) / 2, indexing="ij")
+        # the rotation's inverse map (torchvision's own matrix for rotate(angle) about the centre)
+        a, b, c, d, e, f = _get_inverse_affine_matrix([0.0, 0.0], -params["angle"], [0.0, 0.0], 1.0, [0.0, 0.0])
+        xr, yr = a * x + b * y + c + (w1 - 1) / 2, d * x + e * y + f + (h1 - 1) / 2
+        if params["flip"]:
+            xr = (w1 - 1) - xr
+        # resized image -> source image (half-pixel centres), then to [-1, 1]
+        gx = ((xr + 0.5) * (w / w1)) / w * 2 - 1
+        gy = ((yr + 0.5) * (h / h1)) / h * 2 - 1
+        return torch.stack([gx, gy], dim=-1).unsqueeze(0)
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        h, w = inpt.shape[-2:]
+        image = inpt.float().div_(255) if not inpt.is_floating_point() else inpt.float()
+        mode = "bicubic" if params["mode"] == InterpolationMode.BICUBIC else "bilinear"
+        out = torch.nn.functional.grid_sample(
+            image.unsqueeze(0), self._grid(params, h, w), mode=mode, padding_mode="zeros", align_corners=False
+        )[0]
+        return (out * params["scale"]).clamp_(0.0, 1.0)
+
+
 _TO_FLOAT = v2.ToDtype(torch.float32, scale=True)
+
+
+def miniplaces_chain(image_size: int) -> v2.Compose:
+    """The original MiniPlaces augmentation as the chain of transforms it is defined by (reference for
+    :class:`MiniPlacesAugment`, which draws the same numbers and resamples once)."""
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.RGB(),
+            RandomInterpolationResize(image_size * 9 // 8),
+            v2.RandomHorizontalFlip(),
+            RandomRotateCrop(15.0),
+            v2.RandomResizedCrop(image_size, scale=(0.25, 1.0), ratio=(0.8, 1.2), antialias=True),
+            _TO_FLOAT,
+            RandomChannelScale(0.15),
+        ]
+    )
 
 
 def train_transform(recipe: str, image_size: int) -> v2.Compose:
@@ -108,19 +197,8 @@ def train_transform(recipe: str, image_size: int) -> v2.Compose:
     the side, 2 px at 32) and horizontal flip. ``"flip"`` (Fashion-MNIST): horizontal flip only, which trains
     faster than with crops within the demo's 10-minute budget (see BENCHMARKS.md).
     """
-    if recipe == "miniplaces":
-        return v2.Compose(
-            [
-                v2.ToImage(),
-                v2.RGB(),
-                RandomInterpolationResize(image_size * 9 // 8),
-                v2.RandomHorizontalFlip(),
-                RandomRotateCrop(15.0),
-                v2.RandomResizedCrop(image_size, scale=(0.25, 1.0), ratio=(0.8, 1.2), antialias=True),
-                _TO_FLOAT,
-                RandomChannelScale(0.15),
-            ]
-        )
+    if recipe == "miniplaces":  # the chain, composed into one resampling: MiniPlacesAugment (same draws)
+        return v2.Compose([v2.ToImage(), v2.RGB(), MiniPlacesAugment(image_size, 15.0, (0.25, 1.0), (0.8, 1.2), 0.15)])
     if recipe == "small":
         pad = max(1, image_size // 14)
         return v2.Compose(
