@@ -117,3 +117,18 @@ def test_corrupt_image_while_caching_names_the_list_line(miniplaces: Path, how: 
         lambda: load_dataset(str(miniplaces), check_images=False, cache=True),
         f"{miniplaces / 'train.txt'}:4: cannot decode image {image}",
     )
+
+
+def test_train_cache_images_flag_reaches_the_datasets(miniplaces: Path, tmp_path: Path) -> None:
+    from visionlab.cli import build_parser, train_config_from_args
+    from visionlab.engine import Trainer
+
+    argv = ["train", "--data", f"miniplaces:{miniplaces}", "--image-size", "16", "--epochs", "1", "-b", "4",
+            "--cache-images", "-j", "0", "--device", "cpu", "--out", str(tmp_path / "run"), "-q"]  # fmt: skip
+    cfg, _ = train_config_from_args(build_parser().parse_args(argv))
+    assert cfg.cache_images
+    trainer = Trainer(cfg, callbacks=[])
+    assert trainer.bundle.train.cache is not None and trainer.bundle.val.cache is not None
+    assert trainer.fit()["epoch"] == 0
+    cfg.cache_images = False
+    assert Trainer(cfg, callbacks=[]).bundle.train.cache is None

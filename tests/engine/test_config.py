@@ -75,6 +75,7 @@ BAD = [
     ("channels_last", 0, "true or false"),
     ("compile", "fastest", "unknown torch.compile backend 'fastest': must be one of"),
     ("sync_bn", 1, "true or false"),
+    ("cache_images", "no", "true or false"),
     ("deterministic", None, "true or false"),
     ("out", "", "non-empty string or unset"),
     ("print_freq", 0, "an integer >= 1, got 0"),

@@ -167,6 +167,7 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
         "limit_val": Range(1, integer=True, optional=True),
         "workers": Range(0, integer=True),
         "check_images": _flag,
+        "cache_images": _flag,
         "model": _one_of(_models, "model"),
         "conv": _one_of(_convs),
         "model_kwargs": _mapping,
@@ -229,6 +230,7 @@ class TrainConfig:
     limit_val: int | None = None
     workers: int = 4
     check_images: bool = True
+    cache_images: bool = False  # file datasets: decode every image once and keep it in memory (same samples)
     # model
     model: str = "simplenet"
     conv: str = "native"

@@ -332,7 +332,11 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         torch.manual_seed(cfg.seed)
         self.bundle = bundle or load_dataset(
-            cfg.data, data_root=cfg.data_root, image_size=cfg.image_size, check_images=cfg.check_images
+            cfg.data,
+            data_root=cfg.data_root,
+            image_size=cfg.image_size,
+            check_images=cfg.check_images,
+            cache=cfg.cache_images,
         )
         self.model_args = self._model_args(state)
         self.model = self._build_model(state)
