@@ -202,3 +202,18 @@ def test_adversarial_training_runs_under_ddp(spec: str, tmp_path: Path) -> None:
     assert result["record"]["epoch"] == 0 and 0.0 <= result["record"]["best_robust_top1"] <= 100.0
     for name, value in _weights(tmp_path / "adv").items():  # gradients averaged: the ranks stay in lockstep
         assert torch.equal(_weights(tmp_path / "adv", 1)[name], value), name
+
+
+def test_dataloader_workers_of_other_ranks_draw_other_augmentations() -> None:
+    from visionlab.engine.trainer import _RankSeed
+
+    def worker_draw(rank: int) -> float:
+        torch.manual_seed(1234)  # what the DataLoader does in a worker (base seed + worker id), the same on every rank
+        _RankSeed(rank)(0)
+        return float(torch.rand(()))
+
+    assert worker_draw(0) == worker_draw(0)
+    torch.manual_seed(1234)
+    own = float(torch.rand(()))
+    assert worker_draw(0) == own  # rank 0 keeps the DataLoader's own seed
+    assert len({worker_draw(0), worker_draw(1), worker_draw(2)}) == 3
