@@ -139,30 +139,33 @@ class MiniPlacesAugment(v2.Transform):
         scale = torch.empty(flat_inputs[0].shape[-3], 1, 1).uniform_(1 - self.colour, 1 + self.colour)
         return dict(mode=mode, flip=flip, angle=angle, resized=(h1, w1), inscribed=(ch, cw), box=box, scale=scale)
 
-    def _grid(self, params: dict[str, Any], h: int, w: int) -> torch.Tensor:
-        """``(1, size, size, 2)`` sampling positions in the source image, ``grid_sample``'s normalized units."""
+    def _source(self, params: dict[str, Any], gx: float, gy: float) -> tuple[float, float]:
+        """Where output position ``(gx, gy)`` (``grid_sample``'s normalized units, [-1, 1]) samples the source."""
         (h1, w1), (ch, cw), box = params["resized"], params["inscribed"], params["box"]
-        t = (torch.arange(self.size, dtype=torch.float32) + 0.5) / self.size
-        # output pixel -> the crop box in the inscribed rectangle -> the rotated image (centre-cropped there)
-        ys = box["top"] + t * box["height"] - 0.5 + round((h1 - ch) / 2.0)
-        xs = box["left"] + t * box["width"] - 0.5 + round((w1 - cw) / 2.0)
-        y, x = torch.meshgrid(ys - (h1 - 1) / 2, xs - (w1 - 1) / 2, indexing="ij")
+        # output -> the crop box in the inscribed rectangle -> the rotated image it was centre-cropped from
+        x = box["left"] + (gx + 1) / 2 * box["width"] - 0.5 + round((w1 - cw) / 2.0) - (w1 - 1) / 2
+        y = box["top"] + (gy + 1) / 2 * box["height"] - 0.5 + round((h1 - ch) / 2.0) - (h1 - 1) / 2
         # the rotation's inverse map (torchvision's own matrix for rotate(angle) about the centre)
         a, b, c, d, e, f = _get_inverse_affine_matrix([0.0, 0.0], -params["angle"], [0.0, 0.0], 1.0, [0.0, 0.0])
         xr, yr = a * x + b * y + c + (w1 - 1) / 2, d * x + e * y + f + (h1 - 1) / 2
         if params["flip"]:
             xr = (w1 - 1) - xr
-        # resized image -> source image (half-pixel centres), then to [-1, 1]
-        gx = ((xr + 0.5) * (w / w1)) / w * 2 - 1
-        gy = ((yr + 0.5) * (h / h1)) / h * 2 - 1
-        return torch.stack([gx, gy], dim=-1).unsqueeze(0)
+        return (xr + 0.5) * 2 / w1 - 1, (yr + 0.5) * 2 / h1 - 1  # the resized image spans the source exactly
+
+    def _grid(self, params: dict[str, Any]) -> torch.Tensor:
+        """``(1, size, size, 2)`` sampling positions: every step above is affine, so is their composition — read
+        off at three points and laid out as two outer sums (``affine_grid`` does the same, 10x slower here)."""
+        o, ex, ey = self._source(params, 0, 0), self._source(params, 1, 0), self._source(params, 0, 1)
+        t = (torch.arange(self.size, dtype=torch.float32) * 2 + 1) / self.size - 1  # output pixel centres
+        along_x = [(ex[k] - o[k]) * t for k in (0, 1)]
+        along_y = [(ey[k] - o[k]) * t + o[k] for k in (0, 1)]
+        return torch.stack([along_y[k][:, None] + along_x[k][None, :] for k in (0, 1)], dim=-1).unsqueeze(0)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        h, w = inpt.shape[-2:]
         image = inpt.float().div_(255) if not inpt.is_floating_point() else inpt.float()
         mode = "bicubic" if params["mode"] == InterpolationMode.BICUBIC else "bilinear"
         out = torch.nn.functional.grid_sample(
-            image.unsqueeze(0), self._grid(params, h, w), mode=mode, padding_mode="zeros", align_corners=False
+            image.unsqueeze(0), self._grid(params), mode=mode, padding_mode="zeros", align_corners=False
         )[0]
         return (out * params["scale"]).clamp_(0.0, 1.0)
 
