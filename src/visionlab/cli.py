@@ -36,7 +36,7 @@ _TRAIN_FIELDS = (
     "batch_size", "optimizer", "lr", "momentum", "weight_decay", "warmup", "clip_grad", "label_smoothing", "tta",
     "seed", "device", "amp", "channels_last", "out", "print_freq", "adv_train", "adv_eps", "adv_steps", "adv_step",
     "adv_mix", "trades_beta", "select_by", "robust_val", "pretrained", "freeze_backbone", "unfreeze_at", "head_lr_mult",
-    "compile", "sync_bn", "cache_images",
+    "compile", "sync_bn", "cache_images", "augment",
 )  # fmt: skip
 # Fields a full resume may change: they do not alter the arithmetic of the run.
 _RUNTIME_FIELDS = (
@@ -52,7 +52,7 @@ _FILE_KINDS = ("miniplaces", "folder")
 FIELD_FLAGS: dict[str, str] = {
     "data": "--data", "data_root": "--data-root", "image_size": "--image-size", "limit_train": "--limit-train",
     "limit_val": "--limit-val", "workers": "-j/--workers", "check_images": "--no-check-images", "model": "--model",
-    "cache_images": "--cache-images",
+    "cache_images": "--cache-images", "augment": "--augment",
     "conv": "--use-custom-conv", "epochs": "--epochs", "start_epoch": "--start-epoch", "batch_size": "-b/--batch-size",
     "optimizer": "--optimizer", "lr": "--lr", "momentum": "--momentum", "weight_decay": "--wd/--weight-decay",
     "warmup": "--warmup", "clip_grad": "--clip-grad", "label_smoothing": "--label-smoothing", "tta": "--tta",
@@ -91,6 +91,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--limit-val", type=int, metavar="N", help="use only the first N validation images")
     d.add_argument("-j", "--workers", type=int, help="data-loading processes (default 4)")
     d.add_argument("--no-check-images", action="store_true", help="skip verifying every image file up front")
+    d.add_argument("--augment", metavar="SPEC",
+                   help="Fashion-MNIST / CIFAR-10 batch augmentation: none, or comma-separated flip, crop=PAD, "
+                        "erase=P (default: flip; CIFAR-10 flip,crop=2)")  # fmt: skip
     d.add_argument("--cache-images", action="store_true", default=None,
                    help="MiniPlaces / ImageFolder: decode each image once and keep it in memory (MiniPlaces: "
                         "~5.4 GB); the same samples, no JPEG decoding after the first pass")  # fmt: skip

@@ -128,3 +128,48 @@ def test_without_a_generator_the_batches_are_still_reproducible() -> None:
     torch.manual_seed(456)
     b = list(InMemoryLoader(ds, 8, shuffle=True, drop_last=True))
     assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b, strict=True))
+
+
+def test_parse_augment_spec() -> None:
+    from visionlab.data.memory import parse_augment
+
+    assert parse_augment("flip,crop=2,erase=0.5") == BatchAugment(flip=True, pad=2, erase=0.5)
+    assert parse_augment("crop=4") == BatchAugment(flip=False, pad=4, erase=0.0)
+    assert parse_augment("none") == BatchAugment(flip=False, pad=0, erase=0.0)
+    for bad in ("flip,rotate=3", "crop=0", "erase=0", "erase=1.5", "flip=1", "crop", "none,flip"):
+        with pytest.raises(ValueError, match="expected 'none' or comma-separated"):
+            parse_augment(bad)
+
+
+def test_erasing_blanks_one_box_per_chosen_image_of_the_drawn_size() -> None:
+    images = torch.full((64, 2, 20, 30), 200, dtype=torch.uint8)
+    out = BatchAugment(flip=False, erase=1.0)(images, torch.Generator().manual_seed(0))
+    for image in out:
+        assert torch.equal(image[0], image[1])  # the same box in every channel
+        zero = image[0] == 0
+        rows, cols = zero.any(1).nonzero().flatten(), zero.any(0).nonzero().flatten()
+        box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert zero.sum() == box  # one rectangle
+        assert 1 <= box <= 600 and box >= 0.02 * 600 * 0.5  # 2-33% of the area, minus rounding and clipping
+    assert (out == 0).float().mean().item() == pytest.approx(0.175, abs=0.04)  # mean of U(0.02, 0.33)
+    half = BatchAugment(flip=False, erase=0.5)(images, torch.Generator().manual_seed(1))
+    erased = (half == 0).flatten(1).any(1)
+    assert 16 < int(erased.sum()) < 48  # about half the images
+    again = BatchAugment(flip=False, erase=0.5)(images, torch.Generator().manual_seed(1))
+    assert torch.equal(half, again)  # drawn from the generator only
+
+
+def test_trainer_augment_replaces_the_batch_augmentation_of_a_copy(tmp_path, fashion_mnist, miniplaces) -> None:
+    from visionlab.engine import TrainConfig, Trainer
+    from visionlab.errors import ConfigError
+
+    cfg = TrainConfig(data=f"fashion-mnist:{fashion_mnist.root}", augment="flip,crop=2,erase=0.25", epochs=1,
+                      batch_size=8, device="cpu", out=str(tmp_path / "r"), tensorboard=False, quiet=True)  # fmt: skip
+    trainer = Trainer(cfg, callbacks=[])
+    assert trainer.train_loader.augment == BatchAugment(flip=True, pad=2, erase=0.25)
+    assert trainer.bundle.train.batch_augment == BatchAugment(flip=True)  # the loaded dataset is untouched
+    cfg = TrainConfig(data=f"miniplaces:{miniplaces}", augment="flip", epochs=1, batch_size=2, image_size=16,
+                      device="cpu", out=str(tmp_path / "m"), tensorboard=False, quiet=True, workers=0)  # fmt: skip
+    with pytest.raises(ConfigError, match="applies to datasets held in memory") as info:
+        Trainer(cfg, callbacks=[])
+    assert info.value.field == "augment"

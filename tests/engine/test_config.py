@@ -76,6 +76,7 @@ BAD = [
     ("compile", "fastest", "unknown torch.compile backend 'fastest': must be one of"),
     ("sync_bn", 1, "true or false"),
     ("cache_images", "no", "true or false"),
+    ("augment", "flip,rotate=10", "'rotate=10' in 'flip,rotate=10': expected 'none' or comma-separated"),
     ("deterministic", None, "true or false"),
     ("out", "", "non-empty string or unset"),
     ("print_freq", 0, "an integer >= 1, got 0"),

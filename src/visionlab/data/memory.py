@@ -12,6 +12,7 @@ so a run resumed from a checkpoint (which stores that generator's state) sees th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
-__all__ = ["BatchAugment", "InMemoryLoader", "in_memory_source", "is_in_memory"]
+__all__ = ["BatchAugment", "InMemoryLoader", "in_memory_source", "is_in_memory", "parse_augment"]
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,16 @@ class BatchAugment:
         flip: mirror each image left-right with probability 1/2 (``v2.RandomHorizontalFlip``).
         pad: random crop of the original size from the image zero-padded by ``pad`` pixels on every side, offsets
             uniform in ``[0, 2 pad]`` (``v2.RandomCrop(size, padding=pad)``); 0 disables it.
+        erase: probability of random erasing (``v2.RandomErasing``'s defaults: a box of 2-33% of the image area,
+            aspect ratio log-uniform in [0.3, 3.3], set to 0), applied after crop and flip; a box drawn larger
+            than the image is clipped to it (torchvision redraws instead). 0 disables it.
+
+    :func:`parse_augment` builds one from a command-line spec such as ``"flip,crop=2,erase=0.5"``.
     """
 
     flip: bool = True
     pad: int = 0
+    erase: float = 0.0
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         b, _, h, w = images.shape
@@ -49,7 +56,50 @@ class BatchAugment:
         if self.flip:
             mirror = torch.rand(b, generator=generator) < 0.5
             images = torch.where(mirror[:, None, None, None], images.flip(-1), images)
+        if self.erase > 0:
+            images = self._erase(images, generator)
         return images
+
+    def _erase(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        b, _, h, w = images.shape
+        area = torch.empty(b).uniform_(0.02, 0.33, generator=generator) * (h * w)
+        ratio = torch.empty(b).uniform_(math.log(0.3), math.log(3.3), generator=generator).exp()
+        eh = (area * ratio).sqrt().round().clamp(1, h).long()
+        ew = (area / ratio).sqrt().round().clamp(1, w).long()
+        top = (torch.rand(b, generator=generator) * (h - eh + 1)).long()
+        left = (torch.rand(b, generator=generator) * (w - ew + 1)).long()
+        chosen = torch.rand(b, generator=generator) < self.erase
+        rows, cols = torch.arange(h), torch.arange(w)
+        in_rows = (rows >= top[:, None]) & (rows < (top + eh)[:, None])  # (B, H)
+        in_cols = (cols >= left[:, None]) & (cols < (left + ew)[:, None])  # (B, W)
+        box = in_rows[:, :, None] & in_cols[:, None, :] & chosen[:, None, None]
+        return images.masked_fill(box[:, None], 0)
+
+
+def parse_augment(spec: str) -> BatchAugment:
+    """``"none"`` or comma-separated ``flip``, ``crop=PAD`` (pixels), ``erase=P`` (probability) -> a
+    :class:`BatchAugment`; raises ``ValueError`` naming the token at fault."""
+    values: dict[str, Any] = {"flip": False, "pad": 0, "erase": 0.0}
+    tokens = [t.strip() for t in spec.split(",")]
+    if tokens == ["none"]:
+        return BatchAugment(flip=False)
+    for token in tokens:
+        name, _, value = token.partition("=")
+        try:
+            if name == "flip" and not value:
+                values["flip"] = True
+            elif name == "crop" and value and 1 <= int(value) <= 64:
+                values["pad"] = int(value)
+            elif name == "erase" and value and 0.0 < float(value) <= 1.0:
+                values["erase"] = float(value)
+            else:
+                raise ValueError
+        except ValueError:
+            raise ValueError(
+                f"{token!r} in {spec!r}: expected 'none' or comma-separated flip, crop=PAD (1-64 px), "
+                "erase=P (0 < P <= 1)"
+            ) from None
+    return BatchAugment(**values)
 
 
 def _in_memory_base(dataset: Dataset) -> tuple[Any, Sequence[int] | None] | None:

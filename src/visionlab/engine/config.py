@@ -145,6 +145,17 @@ def _convs() -> tuple[str, ...]:
     return CONV_TYPES
 
 
+def _augment(name: str, value: Any) -> None:
+    from visionlab.data.memory import parse_augment
+
+    if not isinstance(value, str):
+        raise ConfigError(f"must be a string such as 'flip,crop=2,erase=0.5', got {value!r}", field=name)
+    try:
+        parse_augment(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc), field=name) from None
+
+
 def _compile_backends() -> tuple[str, ...]:
     import torch._dynamo
 
@@ -168,6 +179,7 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
         "workers": Range(0, integer=True),
         "check_images": _flag,
         "cache_images": _flag,
+        "augment": _optional(_augment),
         "model": _one_of(_models, "model"),
         "conv": _one_of(_convs),
         "model_kwargs": _mapping,
@@ -231,6 +243,7 @@ class TrainConfig:
     workers: int = 4
     check_images: bool = True
     cache_images: bool = False  # file datasets: decode every image once and keep it in memory (same samples)
+    augment: str | None = None  # in-memory datasets: batch augmentation spec ("flip,crop=2,erase=0.5"); None: theirs
     # model
     model: str = "simplenet"
     conv: str = "native"

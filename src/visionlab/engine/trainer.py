@@ -8,6 +8,7 @@ uninterrupted run; with ``deterministic=True`` on CPU the final weights are bit-
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import shutil
@@ -26,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from visionlab.data import DataBundle, DatasetError, load_dataset
-from visionlab.data.memory import InMemoryLoader, is_in_memory
+from visionlab.data.memory import InMemoryLoader, is_in_memory, parse_augment
 from visionlab.engine.checkpoint import CheckpointError, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from visionlab.engine.config import TrainConfig
 from visionlab.engine.distributed import DistContext, ShardedBatchSampler, init_distributed, shard_dataset
@@ -445,12 +446,27 @@ class Trainer:
     def _build_loaders(self) -> tuple[DataLoader, DataLoader]:
         cfg, b = self.cfg, self.bundle
         train = make_loader(
-            _limit(b.train, cfg.limit_train), cfg.batch_size, train=True, workers=cfg.workers,
+            _limit(self._augmented(b.train), cfg.limit_train), cfg.batch_size, train=True, workers=cfg.workers,
             device=self.device, generator=self.generator, dist=self.dist,
         )  # fmt: skip
         val = make_loader(shard_dataset(_limit(b.val, cfg.limit_val), self.dist), cfg.batch_size, train=False,
                           workers=cfg.workers, device=self.device)  # fmt: skip
         return train, val
+
+    def _augmented(self, train: Dataset) -> Dataset:
+        """The training set with ``cfg.augment``'s batch augmentation (a shallow copy: the bundle is unchanged);
+        only in-memory datasets take one."""
+        if self.cfg.augment is None:
+            return train
+        if not is_in_memory(train):
+            raise ConfigError(
+                f"applies to datasets held in memory (fashion-mnist, cifar10), not {self.bundle.kind}: its files "
+                "are augmented by the MiniPlaces recipe",
+                field="augment",
+            )
+        augmented = copy.copy(train)
+        augmented.batch_augment = parse_augment(self.cfg.augment)
+        return augmented
 
     def _build_optimization(self) -> tuple[torch.optim.Optimizer, WarmupCosine, torch.amp.GradScaler]:
         cfg, steps_per_epoch = self.cfg, len(self.train_loader)
