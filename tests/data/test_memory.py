@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.utils.data import DataLoader, Subset
@@ -173,3 +175,37 @@ def test_trainer_augment_replaces_the_batch_augmentation_of_a_copy(tmp_path, fas
     with pytest.raises(ConfigError, match="applies to datasets held in memory") as info:
         Trainer(cfg, callbacks=[])
     assert info.value.field == "augment"
+
+
+def test_erasing_boxes_follow_the_stated_distribution_exactly() -> None:
+    """The boxes, recomputed from the same generator by the docstring's rule: area U(0.02, 0.33) of H*W, aspect
+    exp(U(log 0.3, log 3.3)), sides rounded and clipped to [1, side], corner uniform over the positions that fit,
+    each image chosen with probability p."""
+    b, h, w, p = 32, 9, 13, 0.7
+    images = torch.full((b, 1, h, w), 9, dtype=torch.uint8)
+    out = BatchAugment(flip=False, erase=p)(images, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    area = torch.empty(b).uniform_(0.02, 0.33, generator=g) * (h * w)
+    aspect = torch.empty(b).uniform_(math.log(0.3), math.log(3.3), generator=g).exp()
+    heights = [min(h, max(1, round(math.sqrt(a * r)))) for a, r in zip(area.tolist(), aspect.tolist(), strict=True)]
+    widths = [min(w, max(1, round(math.sqrt(a / r)))) for a, r in zip(area.tolist(), aspect.tolist(), strict=True)]
+    tops, lefts = torch.rand(b, generator=g).tolist(), torch.rand(b, generator=g).tolist()
+    chosen = (torch.rand(b, generator=g) < p).tolist()
+    assert any(eh == h for eh in heights) or any(ew == w for ew in widths)  # the clipping is exercised
+    for i in range(b):
+        expected = torch.full((h, w), 9, dtype=torch.uint8)
+        if chosen[i]:
+            top, left = int(tops[i] * (h - heights[i] + 1)), int(lefts[i] * (w - widths[i] + 1))
+            expected[top : top + heights[i], left : left + widths[i]] = 0
+        assert torch.equal(out[i, 0], expected), i
+
+
+def test_parse_augment_bounds() -> None:
+    from visionlab.data.memory import parse_augment
+
+    assert parse_augment("flip") == BatchAugment(flip=True, pad=0, erase=0.0)
+    assert parse_augment("crop=1").pad == 1 and parse_augment("crop=64").pad == 64
+    assert parse_augment("erase=1").erase == 1.0
+    for bad in ("crop=65", "crop=x", "erase=-0.1"):
+        with pytest.raises(ValueError, match=bad.replace("=", "=").split(",")[0]):
+            parse_augment(bad)
