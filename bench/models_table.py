@@ -70,9 +70,11 @@ class TimedTrainer(Trainer):
         return summary
 
 
-def multiply_adds(name: str) -> tuple[int, int]:
-    """``(parameters, multiply-adds)`` of model ``name`` for one 1x28x28 image (its Fashion-MNIST build)."""
-    model = build_model(name, num_classes=10, in_channels=1, image_size=28, **architecture_kwargs(name, 28)).eval()
+def multiply_adds(name: str, model_kwargs: dict[str, Any] | None = None) -> tuple[int, int]:
+    """``(parameters, multiply-adds)`` of model ``name`` for one 1x28x28 image (its Fashion-MNIST build: the
+    registry's 28 px defaults, overridden by the recipe's ``model_kwargs``)."""
+    kwargs = architecture_kwargs(name, 28, **(model_kwargs or {}))
+    model = build_model(name, num_classes=10, in_channels=1, image_size=28, **kwargs).eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(torch.rand(1, 1, 28, 28))
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -92,7 +94,7 @@ def run(name: str, bundle, args: argparse.Namespace, out: Path) -> dict[str, Any
     values = settings(name, args)
     cfg = TrainConfig(data="fashion-mnist", model=name, device=args.device, progress=False, tensorboard=False,
                       out=str(out / name), **values)  # fmt: skip
-    params, macs = multiply_adds(name)
+    params, macs = multiply_adds(name, values.get("model_kwargs"))
     start = time.perf_counter()
     sink = io.StringIO() if not args.verbose else sys.stderr
     with contextlib.redirect_stderr(sink):

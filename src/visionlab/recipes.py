@@ -19,6 +19,26 @@ RECIPES: dict[tuple[str, str | None], dict[str, Any]] = {
     ("simplenet", "fashion-mnist"): dict(
         optimizer="adamw", epochs=6, batch_size=128, lr=3e-3, weight_decay=0.05, warmup=0.5
     ),
+    # ImprovedNet on Fashion-MNIST (issue 10; BENCHMARKS.md has the runs): five stages of one basic block each,
+    # widths 16-256, every stage after the first halving the side (28, 14, 7, 4, 2): 1,368 training images/s on
+    # 2 AVX-512 cores against 687 for the registry's three-stage 32-128 build at 28 px, and better per epoch.
+    # Tried (one seed, one thread each, flip TTA): 5 epochs SGD lr 0.1: 92.69%; 5 epochs AdamW lr 5e-3: 93.35%;
+    # 10 epochs AdamW: 94.23% (this recipe; train top-1 98.6%: it overfits from there on, so longer runs add
+    # crop and erasing, --augment); the three-stage 32-128 build, 6 epochs SGD: 92.13%; a deeper five-stage
+    # build (1, 2, 2, 2, 1 blocks) was +0.2 points at epoch 7 for 1.4x the time.
+    ("improved", "fashion-mnist"): dict(
+        model_kwargs=dict(widths=[16, 32, 64, 128, 256], depths=[1, 1, 1, 1, 1]),
+        optimizer="adamw",
+        epochs=10,
+        batch_size=128,
+        lr=5e-3,
+        weight_decay=0.05,
+        warmup=0.5,
+        label_smoothing=0.1,
+        clip_grad=0.0,
+        channels_last=True,
+        tta=True,
+    ),
     # ViT: AdamW with decoupled weight decay off for norms, biases and the position embedding, label smoothing,
     # clipping 1.0 (TrainConfig's default), linear warmup then cosine.
     ("vit", None): dict(
