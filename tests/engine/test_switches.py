@@ -77,3 +77,12 @@ def test_cli_compile_flag(tiny_fmnist: str, tmp_path: Path, capsys: pytest.Captu
     assert code == 2 and len(err) == 1
     assert err[0].startswith("visionlab: error: --compile: unknown torch.compile backend 'fastest'")
     assert not (tmp_path / "r").exists()
+
+
+def test_an_architecture_argument_the_model_refuses_is_a_config_error(tiny_fmnist: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"improved: .*widt") as info:
+        Trainer(_cfg(tiny_fmnist, tmp_path / "a", model="improved", model_kwargs={"widt": [8]}), callbacks=[])
+    assert info.value.field == "model_kwargs"
+    with pytest.raises(ConfigError, match="one positive entry per stage"):
+        Trainer(_cfg(tiny_fmnist, tmp_path / "b", model="improved", model_kwargs={"depths": [0, 1, 1]}), callbacks=[])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -417,7 +417,12 @@ class Trainer:
 
     def _build_model(self, state: dict[str, Any] | None) -> nn.Module:
         args = dict(self.model_args)
-        model = build_model(args.pop("name"), **args)
+        try:
+            model = build_model(args.pop("name"), **args)
+        except (TypeError, ValueError) as exc:  # an architecture argument the builder refuses (model_kwargs)
+            if state is not None:
+                raise CheckpointError(f"{self.resume_path}: its model cannot be rebuilt ({exc})") from exc
+            raise ConfigError(f"{self.cfg.model}: {exc}", field="model_kwargs") from exc
         if state is not None:
             model.load_state_dict(state["model"])
         elif self.pretrained is not None:
