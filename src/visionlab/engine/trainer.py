@@ -529,6 +529,7 @@ class Trainer:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             run_dir = Path("runs") / f"{cfg.model}-{self.bundle.kind}-{stamp}"
         run_dir = Path(self.dist.broadcast(str(run_dir)))
+        self._refuse_overwrite(run_dir)
         if not self.dist.is_main:
             self.log = NullLog()
             return run_dir
@@ -544,6 +545,20 @@ class Trainer:
         elif self.full_resume:
             self._say(f"resuming {self.resume_path} at epoch {self.start_epoch + 1} (step {self.step})")
         return run_dir
+
+    def _refuse_overwrite(self, run_dir: Path) -> None:
+        """A run writes its checkpoints and metrics only into a directory of its own: one that already holds
+        another run's checkpoint is refused (its ``model_best`` might be the very weights this run starts from),
+        except the directory of the checkpoint an exact resume continues."""
+        resumed = self.resume_path.parent.resolve() if self.full_resume and self.resume_path is not None else None
+        own = run_dir.resolve() == resumed
+        taken = [name for name in (CHECKPOINT, BEST) if (run_dir / name).exists()]
+        if taken and not own:
+            raise ConfigError(
+                f"{run_dir} already holds a run ({', '.join(taken)}): writing there would replace it. Resume it "
+                f"with --resume {run_dir / CHECKPOINT}, or choose another directory",
+                field="out",
+            )
 
     def _freeze_for_epoch(self, epoch: int) -> None:
         """With ``freeze_backbone``: the backbone frozen before epoch ``unfreeze_at`` (always when None), trained
