@@ -130,5 +130,5 @@ def test_train_cache_images_flag_reaches_the_datasets(miniplaces: Path, tmp_path
     trainer = Trainer(cfg, callbacks=[])
     assert trainer.bundle.train.cache is not None and trainer.bundle.val.cache is not None
     assert trainer.fit()["epoch"] == 0
-    cfg.cache_images = False
+    cfg.cache_images, cfg.out = False, str(tmp_path / "uncached")
     assert Trainer(cfg, callbacks=[]).bundle.train.cache is None

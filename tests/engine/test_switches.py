@@ -86,3 +86,16 @@ def test_an_architecture_argument_the_model_refuses_is_a_config_error(tiny_fmnis
     with pytest.raises(ConfigError, match="one positive entry per stage"):
         Trainer(_cfg(tiny_fmnist, tmp_path / "b", model="improved", model_kwargs={"depths": [0, 1, 1]}), callbacks=[])
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_directory_holding_another_run_is_not_overwritten(tiny_fmnist: str, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    Trainer(_cfg(tiny_fmnist, run), callbacks=[]).fit()
+    before = (run / "model_best.pth.tar").read_bytes()
+    with pytest.raises(ConfigError, match=r"already holds a run .*--resume") as info:
+        Trainer(_cfg(tiny_fmnist, run, lr=0.02), callbacks=[])
+    assert info.value.field == "out" and (run / "model_best.pth.tar").read_bytes() == before
+    with pytest.raises(ConfigError, match="already holds a run"):  # fine-tuning from it into it would replace it
+        Trainer(_cfg(tiny_fmnist, run), resume=run / "model_best.pth.tar", callbacks=[])
+    resumed = Trainer(_cfg(tiny_fmnist, run, epochs=1), resume=run / "checkpoint.pth.tar", callbacks=[])
+    assert resumed.run_dir == run  # an exact resume continues in its own directory
