@@ -159,6 +159,12 @@ def _file_figure(run: Run, parts: tuple[str, ...], alt: str, caption: str | Raw)
     return figure(png, alt, caption, cls="grid") if png is not None else None
 
 
+def _file_figures(run: Run, folder: str, source: str, specs: Sequence[tuple[str, str, str]]) -> list[Raw | None]:
+    """A grid figure per ``(file name, alt text, caption)`` of ``run/folder`` (None where the file is missing),
+    each caption followed by ``source`` (which command wrote it, where)."""
+    return [_file_figure(run, (folder, name), alt, Raw(f"{esc(caption)} ({source}).")) for name, alt, caption in specs]
+
+
 # ------------------------------------------------------------------------------------------------ sections
 def _config(runs: Sequence[Run]) -> Raw:
     keys: list[str] = []
@@ -378,16 +384,12 @@ def _predictions(run: Run, found: ModelAnalysis | Raw) -> str:
 
 def _saliency(run: Run, analyses: Analyses) -> str:
     source = f"written by {code('visionlab saliency')} in {code(str(run.path / 'saliency'))}"
-    files = [
-        _file_figure(run, ("saliency", name), alt, Raw(f"{esc(caption)}, {source}."))
-        for name, alt, caption in (
-            ("images.png", "The validation images the saliency maps explain, 10 per row", "Images"),
-            ("saliency.png", "Saliency red overlays: red marks pixels above twice the image's mean saliency",
-             "Red overlay (the course's rendering)"),
-            ("saliency_heatmap.png", "Saliency heat maps blended over the images (bright: large gradient)",
-             "Heat map"),
-        )
-    ]  # fmt: skip
+    files = _file_figures(run, "saliency", source, [
+        ("images.png", "The validation images the saliency maps explain, 10 per row", "Images"),
+        ("saliency.png", "Saliency red overlays: red marks pixels above twice the image's mean saliency",
+         "Red overlay (the course's rendering)"),
+        ("saliency_heatmap.png", "Saliency heat maps blended over the images (bright: large gradient)", "Heat map"),
+    ])  # fmt: skip
     if run.file("saliency", "saliency.png") is not None:
         return Raw("".join(f for f in files if f is not None))
     found = _analysis(run, analyses, "saliency maps")
@@ -413,16 +415,13 @@ def _saliency(run: Run, analyses: Analyses) -> str:
 
 def _adversarial(run: Run) -> str:
     source = f"{code('visionlab attack -v')} in {code(str(run.path / 'attack'))}"
-    figures = [
-        _file_figure(run, ("attack", name), alt, Raw(f"{esc(caption)} ({source})."))
-        for name, alt, caption in (
-            ("original.png", "The clean validation images that were attacked, 10 per row", "Original images"),
-            ("adversarial.png", "The same images after the attack (perturbation within the threat model)",
-             "Adversarial images"),
-            ("difference.png", "Amplified difference between adversarial and original images, grey where unchanged",
-             "Difference, amplified (grey: unchanged)"),
-        )
-    ]  # fmt: skip
+    figures = _file_figures(run, "attack", source, [
+        ("original.png", "The clean validation images that were attacked, 10 per row", "Original images"),
+        ("adversarial.png", "The same images after the attack (perturbation within the threat model)",
+         "Adversarial images"),
+        ("difference.png", "Amplified difference between adversarial and original images, grey where unchanged",
+         "Difference, amplified (grey: unchanged)"),
+    ])  # fmt: skip
     if any(f is None for f in figures):
         return missing(
             Raw(
