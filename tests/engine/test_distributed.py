@@ -209,7 +209,7 @@ def test_dataloader_workers_of_other_ranks_draw_other_augmentations() -> None:
 
     def worker_draw(rank: int) -> float:
         torch.manual_seed(1234)  # what the DataLoader does in a worker (base seed + worker id), the same on every rank
-        _RankSeed(rank)(0)
+        _RankSeed(DistContext(rank, 3))(0)
         return float(torch.rand(()))
 
     assert worker_draw(0) == worker_draw(0)

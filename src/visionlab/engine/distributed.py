@@ -19,7 +19,7 @@ What the trainer builds on this (see :class:`visionlab.engine.Trainer`):
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +86,11 @@ class DistContext:
         out: list[Any] = [None] * self.world_size
         dist.all_gather_object(out, obj)
         return out
+
+    def rank_seed(self, seed: int) -> int:
+        """The seed of this rank's own random streams: ``seed`` itself on rank 0 (a world of one keeps the
+        single-process streams), spread apart by a large prime on the others."""
+        return (seed + 1_000_003 * self.rank) % 2**63
 
     def barrier(self) -> None:
         """Wait until every rank gets here."""
@@ -200,8 +205,7 @@ class ShardedBatchSampler(Sampler[list[int]]):
         return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
-        order: Sequence[int] = torch.randperm(self.n, generator=self.generator).tolist()
-        lo = self.ctx.rank * self.local
+        order = torch.randperm(self.n, generator=self.generator).tolist()
+        lo = self.ctx.rank * self.local  # a world of one: the whole batch (a ragged last one included)
         for i in range(len(self)):
-            batch = order[i * self.batch_size : (i + 1) * self.batch_size]
-            yield list(batch[lo : lo + self.local]) if self.ctx.enabled else list(batch)
+            yield order[i * self.batch_size : (i + 1) * self.batch_size][lo : lo + self.local]

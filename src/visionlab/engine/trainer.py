@@ -186,22 +186,20 @@ def make_loader(
         return DataLoader(dataset, batch_size=batch_size, shuffle=False, **common)
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     sampler = ShardedBatchSampler(len(dataset), batch_size, generator, drop_last=drop_last, ctx=dist)
-    return DataLoader(
-        dataset, batch_sampler=sampler, generator=generator, worker_init_fn=_RankSeed(dist.rank), **common
-    )
+    return DataLoader(dataset, batch_sampler=sampler, generator=generator, worker_init_fn=_RankSeed(dist), **common)
 
 
 class _RankSeed:
     """``worker_init_fn`` offsetting a DataLoader worker's seeds by its rank (workers of rank 0 keep theirs)."""
 
-    def __init__(self, rank: int) -> None:
-        self.rank = rank
+    def __init__(self, dist: DistContext) -> None:
+        self.dist = dist
 
     def __call__(self, worker_id: int) -> None:
-        if self.rank:
+        if self.dist.rank:
             import random
 
-            seed = (torch.initial_seed() + 1_000_003 * self.rank) % 2**63
+            seed = self.dist.rank_seed(torch.initial_seed())
             torch.manual_seed(seed)
             random.seed(seed)
 
@@ -342,7 +340,7 @@ class Trainer:
         self.model_args = self._model_args(state)
         self.model = self._build_model(state)
         if self.dist.rank:  # same initial weights everywhere (DDP checks), then a random stream of its own per rank
-            torch.manual_seed(cfg.seed + 1_000_003 * self.dist.rank)
+            torch.manual_seed(self.dist.rank_seed(cfg.seed))
         self.generator = torch.Generator().manual_seed(cfg.seed)  # the data order: the same on every rank
         self.train_loader, self.val_loader = self._build_loaders()
         self.optimizer, self.scheduler, self.scaler = self._build_optimization()
@@ -505,7 +503,7 @@ class Trainer:
             same_world = ranks is not None and len(ranks) == self.dist.world_size
             restore_rng(ranks[self.dist.rank] if same_world else state["rng"], self.generator)
             if not same_world and self.dist.rank:  # another world size: rank 0's stream must not be shared
-                torch.manual_seed(self.cfg.seed + 1_000_003 * self.dist.rank + state["step"])
+                torch.manual_seed(self.dist.rank_seed(self.cfg.seed + state["step"]))
             self.best_robust_top1 = state.get("best_robust_top1", 0.0)
             self.last_robust_top1 = state.get("last_robust_top1")
             return state["epoch"] + 1, state["step"], state["best_top1"]
@@ -712,8 +710,8 @@ class Trainer:
                     f"WARNING: catastrophic overfitting at epoch {epoch + 1}: PGD-{self.monitor.steps} top-1 on "
                     f"{min(self.monitor.n, len(self.monitor.val))} validation images fell from "
                     f"{self.last_robust_top1:.2f}% to {robust:.2f}% (the model learned to defeat its training attack "
-                    "only). model_best keeps the "
-                    "best epoch by the selection metric; multi-step PGD training (adv_train=pgd) does not do this",
+                    "only). model_best keeps the best epoch by the selection metric; multi-step PGD training "
+                    "(adv_train=pgd) does not do this",
                     warning=True,
                 )
             self.last_robust_top1 = robust
