@@ -22,7 +22,7 @@ from tests.conftest import Stop, StopAt, make_fashion_mnist
 from visionlab.data import TensorImageDataset
 from visionlab.data.memory import BatchAugment, InMemoryLoader
 from visionlab.data.transforms import to_float_transform
-from visionlab.engine import TrainConfig, Trainer
+from visionlab.engine import ClassificationTask, TrainConfig, Trainer
 from visionlab.engine.distributed import DistContext, ShardedBatchSampler, init_distributed, shard_dataset
 from visionlab.engine.metrics import RunningStats
 from visionlab.errors import ConfigError
@@ -111,19 +111,32 @@ def _config(spec: str, out: Path, **overrides: Any) -> TrainConfig:
     return TrainConfig(**values)
 
 
+class Fingerprints(ClassificationTask):
+    """The plain objective, recording a fingerprint (pixel sum) of every training image it is given, per step."""
+
+    def __init__(self) -> None:
+        super().__init__(torch.nn.CrossEntropyLoss())
+        self.steps: list[list[float]] = []
+
+    def __call__(self, model, images, target):
+        self.steps.append(images.flatten(1).sum(1).tolist())
+        return super().__call__(model, images, target)
+
+
 def _worker(rank: int, world: int, port: int, spec: str, out: str, resume: str | None, stop: int | None,
             overrides: dict[str, Any]) -> None:  # fmt: skip
     """One rank: joins the group from torchrun-style environment variables, trains, writes its result."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))  # fmt: skip
     torch.set_num_threads(1)
-    task = StopAt(stop) if stop is not None else None
+    task = StopAt(stop) if stop is not None else Fingerprints()
     trainer = Trainer(_config(spec, Path(out), **overrides), resume=resume, task=task, callbacks=[])
     try:
         result = {"record": trainer.fit(), "killed": False}
     except Stop:
         result = {"killed": True}
     result["world"] = trainer.dist.world_size
+    result["seen"] = getattr(task, "steps", None)
     (Path(out) / f"rank{rank}.json").write_text(json.dumps(result, default=str))
     torch.save(trainer.model.state_dict(), Path(out) / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()
@@ -137,8 +150,8 @@ def _run(world: int, spec: str, out: Path, *, resume: Path | None = None, stop: 
     return json.loads((out / "rank0.json").read_text())
 
 
-def _single(spec: str, out: Path, *, resume: Path | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    trainer = Trainer(_config(spec, out), resume=resume, callbacks=[], dist=DistContext())
+def _single(spec: str, out: Path, *, resume: Path | None = None, task: Any = None) -> tuple[dict[str, Any], dict]:
+    trainer = Trainer(_config(spec, out), resume=resume, task=task, callbacks=[], dist=DistContext())
     return trainer.fit(), trainer.model.state_dict()
 
 
@@ -161,8 +174,14 @@ def ddp_run(spec: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_two_processes_train_the_weights_one_process_trains(spec: str, ddp_run: Path, tmp_path: Path) -> None:
-    record, weights = _single(spec, tmp_path / "single")
-    ddp = json.loads((ddp_run / "rank0.json").read_text())["record"]
+    seen = Fingerprints()
+    record, weights = _single(spec, tmp_path / "single", task=seen)
+    ranks = [json.loads((ddp_run / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ddp = ranks[0]["record"]
+    for step, images in enumerate(seen.steps):  # each rank trained on its own half of the global batch
+        first, second = ranks[0]["seen"][step], ranks[1]["seen"][step]
+        assert len(first) == len(second) == 8
+        assert first + second == pytest.approx(images, rel=1e-6)
     for name, value in weights.items():
         torch.testing.assert_close(_weights(ddp_run)[name], value, rtol=1e-4, atol=1e-5)
         assert torch.equal(_weights(ddp_run, 1)[name], _weights(ddp_run)[name])  # the ranks stay in lockstep
