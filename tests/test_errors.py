@@ -62,6 +62,8 @@ TRAIN_BAD = [
     (["--label-smoothing", "2"], "--label-smoothing: must be a number in [0, 1), got 2.0"),
     (["--label-smoothing", "1"], "--label-smoothing: must be a number in [0, 1), got 1.0"),
     (["--label-smoothing", "-0.1"], "--label-smoothing: must be a number in [0, 1)"),
+    (["--ema", "1"], "--ema: must be a number in [0, 1), got 1.0"),
+    (["--ema", "-0.5"], "--ema: must be a number in [0, 1)"),
     (["--warmup", "-2"], "--warmup: must be a number >= 0, got -2.0"),
     (["--clip-grad", "-1"], "--clip-grad: must be a number >= 0, got -1.0"),
     (["--limit-train", "0"], "--limit-train: must be an integer >= 1, got 0"),

@@ -36,7 +36,7 @@ _TRAIN_FIELDS = (
     "batch_size", "optimizer", "lr", "momentum", "weight_decay", "warmup", "clip_grad", "label_smoothing", "tta",
     "seed", "device", "amp", "channels_last", "out", "print_freq", "adv_train", "adv_eps", "adv_steps", "adv_step",
     "adv_mix", "trades_beta", "select_by", "robust_val", "pretrained", "freeze_backbone", "unfreeze_at", "head_lr_mult",
-    "compile", "sync_bn", "cache_images", "augment",
+    "compile", "sync_bn", "cache_images", "augment", "ema",
 )  # fmt: skip
 # Fields a full resume may change: they do not alter the arithmetic of the run.
 _RUNTIME_FIELDS = (
@@ -56,7 +56,8 @@ FIELD_FLAGS: dict[str, str] = {
     "conv": "--use-custom-conv", "epochs": "--epochs", "start_epoch": "--start-epoch", "batch_size": "-b/--batch-size",
     "optimizer": "--optimizer", "lr": "--lr", "momentum": "--momentum", "weight_decay": "--wd/--weight-decay",
     "warmup": "--warmup", "clip_grad": "--clip-grad", "label_smoothing": "--label-smoothing", "tta": "--tta",
-    "seed": "--seed", "device": "--device", "amp": "--amp", "channels_last": "--channels-last", "out": "--out",
+    "ema": "--ema", "seed": "--seed", "device": "--device", "amp": "--amp", "channels_last": "--channels-last",
+    "out": "--out",
     "print_freq": "-p/--print-freq", "tensorboard": "--no-tensorboard", "progress": "--no-progress",
     "quiet": "-q/--quiet", "resume": "--resume", "topk": "--topk", "split": "--split", "labels": "--labels",
     "adv_train": "--adv-train",
@@ -150,6 +151,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--sync-bn", action="store_true", default=None,
                    help="under torchrun: batch-norm statistics over all processes (SyncBatchNorm)")  # fmt: skip
     r.add_argument("--tta", action="store_true", default=None, help="evaluate with horizontal-flip averaging")
+    r.add_argument("--ema", type=float, metavar="DECAY",
+                   help="also keep an exponential moving average of the weights (e.g. 0.999; default 0: none), "
+                   "validated every epoch and saved as model_ema.pth.tar")  # fmt: skip
     r.add_argument("-p", "--print-freq", type=int, help="log every N steps (default 10)")
     r.add_argument(
         "--no-progress",

@@ -66,6 +66,8 @@ BAD = [
     ("select_by", "loss", "must be one of clean, robust, got 'loss'"),
     ("robust_val", 0, "an integer >= 1, got 0"),
     ("tta", None, "true or false"),
+    ("ema", 1.0, "a number in [0, 1), got 1.0"),
+    ("ema", -0.1, "a number in [0, 1)"),
     ("seed", -1, "an integer in [0, 2^64), got -1"),
     ("seed", 2**64, "an integer in [0, 2^64)"),
     ("device", "gpu", "must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
@@ -94,7 +96,7 @@ EDGES = [
     ("device", "cpu"), ("device", "cuda"), ("device", "cuda:1"), ("device", "mps"), ("print_freq", 1),
     ("conv", "custom"), ("model", "vit"), ("optimizer", "adamw"), ("lr", 3), ("pretrained", None),
     ("pretrained", "weights.pth"), ("freeze_backbone", True), ("unfreeze_at", None), ("head_lr_mult", 1e-6),
-    ("head_lr_mult", 100.0),
+    ("head_lr_mult", 100.0), ("ema", 0.0), ("ema", 0.9999),
 ]  # fmt: skip
 
 

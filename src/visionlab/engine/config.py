@@ -207,6 +207,7 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
         "select_by": _one_of(lambda: SELECT_BY),
         "robust_val": Range(1, integer=True),
         "tta": _flag,
+        "ema": Range(0, 1, high_open=True),
         "seed": Range(0, 2**64 - 1, integer=True, text="an integer in [0, 2^64)"),
         "device": _device,
         "amp": _flag,
@@ -279,6 +280,8 @@ class TrainConfig:
     robust_val: int = 1000
     # evaluation
     tta: bool = False
+    # weight EMA decay (0: none); the average is validated every epoch and saved as model_ema.pth.tar
+    ema: float = 0.0
     # runtime
     seed: int = 0
     device: str = "auto"

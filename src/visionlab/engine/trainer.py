@@ -31,6 +31,7 @@ from visionlab.data.memory import InMemoryLoader, is_in_memory, parse_augment
 from visionlab.engine.checkpoint import CheckpointError, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from visionlab.engine.config import TrainConfig
 from visionlab.engine.distributed import DistContext, ShardedBatchSampler, init_distributed, shard_dataset
+from visionlab.engine.ema import WeightEMA
 from visionlab.engine.metrics import MetricsLog, RunningStats
 from visionlab.engine.schedule import WarmupCosine
 from visionlab.engine.task import ClassificationTask, Objective, build_task
@@ -54,6 +55,7 @@ __all__ = [
 ]
 
 CHECKPOINT, BEST = "checkpoint.pth.tar", "model_best.pth.tar"
+EMA = "model_ema.pth.tar"  # the weight EMA (cfg.ema > 0) of its best epoch by the selection metric, as model_best
 
 
 class TrainingDiverged(RuntimeError):
@@ -348,7 +350,9 @@ class Trainer:
         self.callbacks = list(callbacks) if callbacks is not None else [PlotCurves()]
         self.monitor = self._build_monitor()
         self.best_robust_top1, self.last_robust_top1 = 0.0, None
+        self.best_ema: float | None = None  # the EMA's best selection metric so far
         self.start_epoch, self.step, self.best_top1 = self._restore(state)
+        self.ema = self._build_ema(state)
         self._backbone_frozen: bool | None = None
         self.train_model = self._wrap_model()
         self._freeze_for_epoch(self.start_epoch)
@@ -506,11 +510,23 @@ class Trainer:
                 torch.manual_seed(self.dist.rank_seed(self.cfg.seed + state["step"]))
             self.best_robust_top1 = state.get("best_robust_top1", 0.0)
             self.last_robust_top1 = state.get("last_robust_top1")
+            self.best_ema = state.get("best_ema")
             return state["epoch"] + 1, state["step"], state["best_top1"]
         step = self.cfg.start_epoch * len(self.train_loader)
         for _ in range(step):  # --start-epoch: the schedule begins where that epoch would be
             self.scheduler.step()
         return self.cfg.start_epoch, step, 0.0
+
+    def _build_ema(self, state: dict[str, Any] | None) -> WeightEMA | None:
+        """The weight EMA (``cfg.ema`` > 0): a copy of the model's weights at the start (fine-tuning: the loaded
+        ones); an exact resume continues the checkpoint's average."""
+        if not self.cfg.ema:
+            return None
+        ema = WeightEMA(self.model, self.cfg.ema)
+        if self.full_resume:
+            assert state is not None
+            ema.load_state_dict(state["ema"])
+        return ema
 
     def _open_run_dir(self) -> Path:
         """``cfg.out`` when given; for a full resume the checkpoint's own directory (wherever it was moved);
@@ -578,12 +594,16 @@ class Trainer:
         if self.dist.is_main and (warning or not self.cfg.quiet):
             print(f"[visionlab] {msg}", file=sys.stderr, flush=True)
 
-    def _state(self, epoch: int, full: bool) -> dict[str, Any]:
+    def _state(self, epoch: int, full: bool, model: nn.Module | None = None) -> dict[str, Any]:
+        """A checkpoint of ``model`` (default the trained one; the EMA's weights for ``model_ema``); ``full`` adds
+        the optimizer, schedule, EMA and random states an exact resume needs."""
+        weights = (self.model if model is None else model).state_dict()
         state = {
-            "model": self.model.state_dict(), "config": self.cfg.to_dict(), "model_args": self.model_args,
+            "model": weights, "config": self.cfg.to_dict(), "model_args": self.model_args,
             "class_names": list(self.bundle.class_names), "data_kind": self.bundle.kind, "recipe": self.bundle.recipe,
             "epoch": epoch, "step": self.step, "best_top1": self.best_top1,
             "best_robust_top1": self.best_robust_top1, "last_robust_top1": self.last_robust_top1,
+            "best_ema": self.best_ema,
         }  # fmt: skip
         if full:  # every rank's random state (a collective: all ranks call this)
             ranks = self.dist.all_gather(capture_rng(self.generator))
@@ -592,6 +612,8 @@ class Trainer:
                 scaler=self.scaler.state_dict(), rng=ranks[0], rng_ranks=ranks if self.dist.enabled else None,
                 world_size=self.dist.world_size,
             )  # fmt: skip
+            if self.ema is not None:
+                state["ema"] = self.ema.state_dict()
         return state
 
     def _where(self) -> str:
@@ -617,6 +639,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         self.step += 1
         return loss, logits
 
@@ -667,9 +691,22 @@ class Trainer:
             self.best_robust_top1 = max(self.best_robust_top1, val["robust_top1"])
         return better or first
 
+    def _ema_is_best(self, val: dict[str, float]) -> bool:
+        """Whether the EMA of this epoch becomes ``model_ema``: a new best of the EMA's own selection metric (its
+        clean top-1, or its PGD top-1 with ``select_by`` robust). Late epochs can lose robustness (FGSM training's
+        overfitting near the end of a schedule: 79.6% PGD-10 at epoch 10 of 15, 72.1% at 15, BENCHMARKS.md), so
+        the average is kept at its best epoch, as the trained weights are in ``model_best``."""
+        if self.ema is None:
+            return False
+        metric = val["ema_robust_top1"] if self.cfg.select_by == "robust" else val["ema_top1"]
+        if self.best_ema is not None and metric <= self.best_ema:
+            return False
+        self.best_ema = metric
+        return True
+
     def _end_epoch(self, epoch: int, train: dict[str, float], val: dict[str, float], seconds: float) -> dict:
         """Checkpoints (last always, best on a new best of the selection metric), the epoch record, callbacks."""
-        is_best = self._is_best(epoch, val)
+        is_best, ema_is_best = self._is_best(epoch, val), self._ema_is_best(val)
         record = {
             "type": "epoch", "epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
             "train_loss": train["loss"], "train_top1": train["top1"], "train_top5": train["top5"],
@@ -683,11 +720,17 @@ class Trainer:
         if "robust_top1" in val:
             record["val_robust_top1"] = scalars["val/robust_top1"] = val["robust_top1"]
             record["catastrophic_overfitting"] = val["collapsed"]
+        for key in ("ema_top1", "ema_top5", "ema_loss", "ema_robust_top1"):
+            if key in val:
+                record[f"val_{key}"] = scalars[f"val/{key}"] = val[key]
         state = self._state(epoch, full=True)
         if self.dist.is_main:
             save_checkpoint(state, self.run_dir / CHECKPOINT)
             if is_best:
                 save_checkpoint(self._state(epoch, full=False), self.run_dir / BEST)
+            if ema_is_best:
+                assert self.ema is not None
+                save_checkpoint(self._state(epoch, full=False, model=self.ema.module), self.run_dir / EMA)
             self.log.write(record, epoch + 1, scalars)
             for callback in self.callbacks:
                 callback.on_epoch_end(self, record)
@@ -701,6 +744,14 @@ class Trainer:
             self.model, self.val_loader, self.device, tta=cfg.tta, amp=cfg.amp, channels_last=cfg.channels_last,
             progress=cfg.progress and self.dist.is_main, dist=self.dist,
         )  # fmt: skip
+        if self.ema is not None:
+            ema = evaluate(
+                self.ema.module, self.val_loader, self.device, tta=cfg.tta, amp=cfg.amp,
+                channels_last=cfg.channels_last, progress=False, dist=self.dist,
+            )  # fmt: skip
+            val.update({f"ema_{key}": ema[key] for key in ("top1", "top5", "loss")})
+            if self.monitor is not None:
+                val["ema_robust_top1"] = self.monitor.measure(self.ema.module)
         if self.monitor is not None:
             robust = self.monitor.measure(self.model)
             val["robust_top1"] = robust
@@ -733,6 +784,9 @@ class Trainer:
                 val = self._validate(epoch)
                 record = self._end_epoch(epoch, train, val, time.perf_counter() - start)
                 robust = f" PGD top-1 {val['robust_top1']:.2f}" if "robust_top1" in val else ""
+                if "ema_top1" in val:
+                    ema_pgd = f" PGD {val['ema_robust_top1']:.2f}" if "ema_robust_top1" in val else ""
+                    robust += f" | EMA top-1 {val['ema_top1']:.2f}{ema_pgd}"
                 self._say(
                     f"epoch {epoch + 1}/{cfg.epochs}: train loss {train['loss']:.4f} top-1 {train['top1']:.2f} | "
                     f"val loss {val['loss']:.4f} top-1 {val['top1']:.2f} top-5 {val['top5']:.2f}{robust} | "
