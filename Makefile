@@ -43,13 +43,14 @@ format: setup
 MODULE ?= src/visionlab/ops
 MODULE_ := $(patsubst %/,%,$(MODULE))
 TESTS  ?= $(patsubst src/visionlab%,tests%,$(patsubst %/,%,$(if $(filter %.py,$(MODULE_)),$(dir $(MODULE_)),$(MODULE_))))
-MUTANTS := $(subst /,.,$(patsubst src/%,%,$(basename $(MODULE_)))).*
+# MUTANTS: mutmut name patterns, default every mutant of MODULE (e.g. 'visionlab.engine.trainer.xǁTrainerǁ_ema_is_best*').
+MUTANTS ?= $(subst /,.,$(patsubst src/%,%,$(basename $(MODULE_)))).*
 
 mutate: setup
 	$(BIN)/python -m pip install --quiet -e '.[dev,mutate]'
 	rm -rf mutants
 	OMP_NUM_THREADS=1 PYTEST_ADDOPTS="$$($(BIN)/python -c "$$IGNORE_ALL_BUT" $(TESTS))" \
-	    $(BIN)/mutmut run --max-children 1 '$(MUTANTS)'
+	    $(BIN)/mutmut run --max-children 1 $(foreach m,$(MUTANTS),'$(m)')
 	$(BIN)/mutmut results | grep -v ': not checked' || true
 
 # `--ignore=` for every test file or folder outside the paths in $(TESTS) (none when they include tests/).

@@ -87,6 +87,10 @@ def settings(name: str, args: argparse.Namespace) -> dict[str, Any]:
         values["epochs"] = args.epochs
     if args.quick:
         values.update(epochs=1, limit_train=512, limit_val=256, batch_size=64, warmup=0.0)
+    if args.amp:
+        values.update(amp=True, channels_last=True)
+    if args.device.startswith("cuda"):  # cuDNN picks its fastest kernels (bit-exact resume is a CPU property anyway)
+        values.update(deterministic=False)
     return values
 
 
@@ -116,6 +120,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, help="override every model's epochs")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", help="keep the run directories here (default: a temporary directory)")
+    ap.add_argument("--amp", action="store_true", help="mixed precision and channels-last (GPU runs)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 512 training / 256 test images, 1 epoch")
     ap.add_argument("--verbose", action="store_true", help="show the trainer's per-epoch lines")
     args = ap.parse_args()
