@@ -2,11 +2,13 @@
 
 Each objective is called like the task, ``objective(model, images, target) -> (loss, logits)``, with the model
 in train mode and images in [0, 1] (pixel units for every ``eps``). Each one first crafts adversarial examples
-with every submodule in eval mode and the parameters frozen (:func:`~visionlab.robustness.attacks.attack_context`:
-no batch-norm statistic moves, no parameter ``.grad`` is touched, every mode is restored), then computes the
-loss with the model back in train mode; only these train-mode forwards update batch-norm statistics, in the
-order clean, then adversarial. The adversary always maximises plain cross-entropy (or TRADES' KL); ``criterion``
-(e.g. with label smoothing) is the training loss only.
+with the parameters frozen and batch-norm layers normalizing with the batch's own statistics, as the training
+forward does, but without updating their running statistics (:func:`~visionlab.robustness.attacks.attack_context`
+with ``batch_stats=True``: dropout and every other layer in eval mode, no parameter ``.grad`` touched, every mode
+restored), then computes the loss with the model back in train mode; only these train-mode forwards update
+batch-norm statistics, in the order clean, then adversarial. Crafting against the running statistics instead (eval
+mode) let several GPU-search runs collapse for an epoch (BENCHMARKS.md, issue 9). The adversary always maximises
+plain cross-entropy (or TRADES' KL); ``criterion`` (e.g. with label smoothing) is the training loss only.
 
 References: Madry et al. 2018 (PGD adversarial training); Wong, Rice & Kolter 2020, "Fast is better than free:
 Revisiting adversarial training" (FGSM with random start); Zhang et al. 2019, "Theoretically Principled
