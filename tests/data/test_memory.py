@@ -177,11 +177,11 @@ def test_trainer_augment_replaces_the_batch_augmentation_of_a_copy(tmp_path, fas
     assert info.value.field == "augment"
 
 
-def test_erasing_boxes_follow_the_stated_distribution_exactly() -> None:
+@pytest.mark.parametrize(("b", "h", "w", "p"), [(32, 9, 13, 0.7), (64, 3, 4, 1.0)])
+def test_erasing_boxes_follow_the_stated_distribution_exactly(b: int, h: int, w: int, p: float) -> None:
     """The boxes, recomputed from the same generator by the docstring's rule: area U(0.02, 0.33) of H*W, aspect
     exp(U(log 0.3, log 3.3)), sides rounded and clipped to [1, side], corner uniform over the positions that fit,
-    each image chosen with probability p."""
-    b, h, w, p = 32, 9, 13, 0.7
+    each image chosen with probability p. On 3x4 images some sides round to 0: the lower clip is exercised."""
     images = torch.full((b, 1, h, w), 9, dtype=torch.uint8)
     out = BatchAugment(flip=False, erase=p)(images, torch.Generator().manual_seed(3))
     g = torch.Generator().manual_seed(3)
@@ -192,6 +192,10 @@ def test_erasing_boxes_follow_the_stated_distribution_exactly() -> None:
     tops, lefts = torch.rand(b, generator=g).tolist(), torch.rand(b, generator=g).tolist()
     chosen = (torch.rand(b, generator=g) < p).tolist()
     assert any(eh == h for eh in heights) or any(ew == w for ew in widths)  # the clipping is exercised
+    if h * w < 20:
+        raw = [round(math.sqrt(a / r)) for a, r in zip(area.tolist(), aspect.tolist(), strict=True)]
+        raw += [round(math.sqrt(a * r)) for a, r in zip(area.tolist(), aspect.tolist(), strict=True)]
+        assert 0 in raw  # a side rounding to 0 is clipped to 1
     for i in range(b):
         expected = torch.full((h, w), 9, dtype=torch.uint8)
         if chosen[i]:
@@ -209,3 +213,85 @@ def test_parse_augment_bounds() -> None:
     for bad in ("crop=65", "crop=x", "erase=-0.1"):
         with pytest.raises(ValueError, match=bad.replace("=", "=").split(",")[0]):
             parse_augment(bad)
+
+
+@pytest.mark.parametrize(
+    ("augment", "draws"),
+    [
+        (BatchAugment(flip=False), []),
+        (BatchAugment(flip=True), ["flip"]),
+        (BatchAugment(flip=False, pad=1), ["crop"]),
+        (BatchAugment(flip=True, pad=2, erase=0.0), ["crop", "flip"]),
+        (BatchAugment(flip=False, erase=0.5), ["erase"]),
+    ],
+)
+def test_a_batch_augmentation_draws_exactly_what_it_uses(augment: BatchAugment, draws: list[str]) -> None:
+    """The generator advances by the switched-on parts' draws only (crop: 2 integers per image, flip: 1 number,
+    erasing: 5 numbers per image), so the data order of the epochs after it does not depend on switched-off parts."""
+    b, pad = 6, max(augment.pad, 1)
+    gen = torch.Generator().manual_seed(11)
+    augment(_images(b), gen)
+    ref = torch.Generator().manual_seed(11)
+    for draw in draws:
+        if draw == "crop":
+            torch.randint(0, 2 * pad + 1, (2, b), generator=ref)
+        elif draw == "flip":
+            torch.rand(b, generator=ref)
+        else:
+            torch.empty(2 * b).uniform_(generator=ref)
+            torch.rand(3 * b, generator=ref)
+    assert torch.equal(torch.rand(4, generator=gen), torch.rand(4, generator=ref))
+
+
+def test_parse_augment_error_names_every_choice_and_its_range() -> None:
+    from visionlab.data.memory import parse_augment
+
+    with pytest.raises(ValueError) as info:
+        parse_augment("erase=2")
+    assert str(info.value) == (
+        "'erase=2' in 'erase=2': expected 'none' or comma-separated flip, crop=PAD (1-64 px), erase=P (0 < P <= 1)"
+    )
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_each_shard_is_its_slice_of_the_world_of_one_batch(world: int) -> None:
+    """With ``shard=(rank, world)`` every rank draws the whole global batch (order and augmentation) and keeps its
+    equal slice: the ranks' batches, concatenated in rank order, are the single-process batches."""
+    ds = _dataset(20, BatchAugment(flip=True, pad=1, erase=0.5))
+
+    def batches(shard: tuple[int, int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        gen = torch.Generator().manual_seed(5)
+        return list(InMemoryLoader(ds, 8, shuffle=True, drop_last=True, generator=gen, shard=shard))
+
+    whole = batches((0, 1))
+    ranks = [batches((rank, world)) for rank in range(world)]
+    assert len(whole) == 2 and all(len(r) == 2 for r in ranks)
+    for i, (images, labels) in enumerate(whole):
+        assert all(r[i][0].shape[0] == 8 // world for r in ranks)
+        assert torch.equal(torch.cat([r[i][0] for r in ranks]), images)
+        assert torch.equal(torch.cat([r[i][1] for r in ranks]), labels)
+
+
+@pytest.mark.parametrize(
+    ("batch", "shard", "drop_last"),
+    [(8, (2, 2), True), (8, (-1, 2), True), (8, (1, 1), True), (6, (0, 4), True), (8, (0, 2), False)],
+)
+def test_an_impossible_shard_is_refused(batch: int, shard: tuple[int, int], drop_last: bool) -> None:
+    with pytest.raises(ValueError) as info:
+        InMemoryLoader(_dataset(20), batch, shuffle=True, drop_last=drop_last, shard=shard)
+    assert str(info.value) == (
+        f"shard {shard} of a global batch of {batch}: needs 0 <= rank < world_size, a batch divisible by "
+        "world_size and drop_last"
+    )
+
+
+def test_a_world_of_one_may_keep_a_ragged_batch() -> None:
+    loader = InMemoryLoader(_dataset(10), 4, shuffle=False, drop_last=False, shard=(0, 1))
+    assert [len(labels) for _, labels in loader] == [4, 4, 2]
+
+
+def test_without_a_generator_the_loader_draws_from_one_seeded_0() -> None:
+    ds = _dataset(16, BatchAugment(flip=True, pad=1))
+    own = list(InMemoryLoader(ds, 8, shuffle=True, drop_last=True))
+    seeded = list(InMemoryLoader(ds, 8, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(0)))
+    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(own, seeded, strict=True))
