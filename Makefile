@@ -39,18 +39,20 @@ format: setup
 
 # Mutation testing (docs/TESTING.md); not part of `make test` or CI. MODULE's mutants (a folder or one file under
 # src/visionlab) meet the tests of its mirror folder (src/visionlab/ops -> tests/ops), or TESTS (paths; `tests` for
-# the whole suite); each mutant only the tests that reach the mutated function. One child: the CPUs are shared.
+# the whole suite); each mutant only the tests that reach the mutated function.
 MODULE ?= src/visionlab/ops
 MODULE_ := $(patsubst %/,%,$(MODULE))
 TESTS  ?= $(patsubst src/visionlab%,tests%,$(patsubst %/,%,$(if $(filter %.py,$(MODULE_)),$(dir $(MODULE_)),$(MODULE_))))
 # MUTANTS: mutmut name patterns, default every mutant of MODULE (e.g. 'visionlab.engine.trainer.xǁTrainerǁ_ema_is_best*').
+# JOBS: mutants run at once (1 while anything else computes; 2 uses both cores of an idle machine).
+JOBS ?= 1
 MUTANTS ?= $(subst /,.,$(patsubst src/%,%,$(basename $(MODULE_)))).*
 
 mutate: setup
 	$(BIN)/python -m pip install --quiet -e '.[dev,mutate]'
 	rm -rf mutants
 	OMP_NUM_THREADS=1 PYTEST_ADDOPTS="$$($(BIN)/python -c "$$IGNORE_ALL_BUT" $(TESTS))" \
-	    $(BIN)/mutmut run --max-children 1 $(foreach m,$(MUTANTS),'$(m)')
+	    $(BIN)/mutmut run --max-children $(JOBS) $(foreach m,$(MUTANTS),'$(m)')
 	$(BIN)/mutmut results | grep -v ': not checked' || true
 
 # `--ignore=` for every test file or folder outside the paths in $(TESTS) (none when they include tests/).

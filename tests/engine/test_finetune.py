@@ -4,7 +4,7 @@ exact resume through all of them. ``improved`` (batch norm, cheap at 28 px) stan
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -12,6 +12,7 @@ import torch
 from visionlab.cli import main
 from visionlab.engine import BEST, CHECKPOINT, Callback, TrainConfig, Trainer, build_optimizer, load_checkpoint
 from visionlab.engine import trainer as trainer_module
+from visionlab.engine.distributed import DistContext
 from visionlab.engine.trainer import model_from_checkpoint
 from visionlab.errors import ConfigError
 from visionlab.models import build_model
@@ -67,6 +68,41 @@ def test_the_backbone_unfreezes_at_the_epoch_given(
     assert not _same(after1, after2)  # epoch 2 trains everything
     assert all(p.requires_grad for p in trainer.model.parameters())
     assert "epoch 3: backbone unfrozen" in capsys.readouterr().err
+
+
+class RecordingWorld(DistContext):
+    """A world of two without a process group: collectives are identities, and ``wrap`` records which parameters
+    required grad each time DDP would have been built."""
+
+    wraps: ClassVar[list[list[str]]] = []
+
+    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+    def broadcast(self, obj: Any, src: int = 0) -> Any:
+        return obj
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        return [obj] * self.world_size
+
+    def barrier(self) -> None:
+        pass
+
+    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        self.wraps.append([n for n, p in model.named_parameters() if p.requires_grad])
+        return model
+
+
+def test_ddp_is_built_once_at_the_start_with_the_backbone_already_frozen(tiny_fmnist: str, tmp_path: Path) -> None:
+    RecordingWorld.wraps = []
+    trainer = Trainer(_cfg(tiny_fmnist, tmp_path / "run", epochs=3, freeze_backbone=True, unfreeze_at=2),
+                      callbacks=[], dist=RecordingWorld(rank=0, world_size=2))  # fmt: skip
+    head = [n for n, _ in trainer.model.named_parameters() if n.startswith("net.fc.")]
+    assert RecordingWorld.wraps == [head]  # one wrapper, bucketing the head alone
+    trainer._freeze_for_epoch(1)
+    assert len(RecordingWorld.wraps) == 1  # still frozen: no new wrapper
+    trainer._freeze_for_epoch(2)
+    assert RecordingWorld.wraps[1] == [n for n, _ in trainer.model.named_parameters()]  # unfrozen: rebuilt on all
 
 
 def test_head_lr_mult_gives_the_head_its_own_groups_and_lr() -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 
-from visionlab.report.plots import _lr_curve, plot_runs
+from visionlab.report.plots import _lr_curve, curves_figure, plot_runs
 
 
 def _epoch(e: int, step: int, lr: float) -> dict:
@@ -40,3 +41,28 @@ def test_plot_runs_writes_the_figure_and_checks_labels(tmp_path: Path) -> None:
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="2 labels for 1 runs"):
         plot_runs([run], tmp_path / "x.png", labels=["a", "b"])
+
+
+def _accuracy_lines(records: list[dict], run: Path) -> dict[str, list[float]]:
+    """The accuracy panel's curves, label -> y values."""
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    fig = curves_figure([run], labels=["r"])
+    try:
+        return {line.get_label(): [float(y) for y in line.get_ydata()] for line in fig.axes[1].get_lines()}
+    finally:
+        plt.close(fig)
+
+
+def test_the_accuracy_panel_draws_exactly_the_curves_the_run_measured(tmp_path: Path) -> None:
+    plain = [_epoch(0, 4, 0.3), _epoch(1, 8, 0.1)]
+    assert _accuracy_lines(plain, tmp_path / "plain") == {
+        "r train top-1": [50.0, 50.0], "r val top-1": [50.0, 50.0], "r val top-5": [90.0, 90.0]}  # fmt: skip
+    measured = [{**r, "val_robust_top1": 40.0 + e, "val_ema_top1": 60.0 + e, "val_ema_robust_top1": 45.0 + e}
+                for e, r in enumerate(plain)]  # fmt: skip
+    lines = _accuracy_lines(measured, tmp_path / "ema")
+    assert lines["r val PGD top-1"] == [40.0, 41.0]
+    assert lines["r EMA val top-1"] == [60.0, 61.0]
+    assert lines["r EMA val PGD top-1"] == [45.0, 46.0]
+    measured[1].pop("val_ema_robust_top1")  # a curve needs every epoch's value
+    assert "r EMA val PGD top-1" not in _accuracy_lines(measured, tmp_path / "partial")

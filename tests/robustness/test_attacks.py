@@ -306,9 +306,11 @@ def test_autoattack_without_torchattacks_says_what_to_install(monkeypatch: pytes
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "torchattacks" else real(name, *a)
     )
-    with pytest.raises(ConfigError, match=r"pip install 'visionlab\[robust\]'") as info:
+    with pytest.raises(ConfigError) as info:
         AutoAttack(tiny_model(), eps=0.1, n_classes=5)
-    assert info.value.field == "attack"
+    assert str(info.value) == (
+        "attack: autoattack needs the torchattacks package, which is not installed: pip install 'visionlab[robust]'"
+    )
 
 
 def test_attack_context_with_batch_stats_normalizes_by_the_batch_and_restores_everything() -> None:
@@ -325,3 +327,118 @@ def test_attack_context_with_batch_stats_normalizes_by_the_batch_and_restores_ev
     assert all(mod.training for mod in model.modules()) and bn.track_running_stats
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k  # running statistics and num_batches_tracked untouched
+
+
+def test_autoattack_defaults_and_every_refusal_in_whole() -> None:
+    defaults = {"name": "AutoAttack", "norm": "linf", "eps": 0.1, "version": "standard", "n_classes": 10, "seed": 0}
+    assert AutoAttack(tiny_model(), eps=0.1).settings() == defaults
+    one = AutoAttack(tiny_model(), eps=torch.tensor([0.25]), n_classes=2)  # a 1-element tensor: a scalar
+    assert one.threat.eps == 0.25 and one.settings()["n_classes"] == 2
+    cases = [
+        (
+            dict(eps=torch.tensor([0.1, 0.2])),
+            "eps",
+            "AutoAttack takes one scalar eps (torchattacks has no per-channel radius), got tensor([0.1000, 0.2000])",
+        ),
+        (dict(eps=0.1, version="plus"), "version", "only 'standard' is supported, got 'plus'"),
+        (dict(eps=0.1, n_classes=1), "n_classes", "must be >= 2, got 1"),
+        (dict(eps=0.1, n_classes=0), "n_classes", "must be an integer >= 1, got 0"),
+        (dict(eps=0.1, seed=True), "seed", "must be an integer, got True"),
+        (dict(eps=0.1, seed=1.5), "seed", "must be an integer, got 1.5"),
+    ]
+    for kwargs, field, message in cases:
+        with pytest.raises(ConfigError) as info:
+            AutoAttack(tiny_model(), **kwargs)
+        assert (info.value.field, str(info.value)) == (field, f"{field}: {message}")
+
+
+def test_autoattack_hands_its_settings_to_torchattacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict = {}
+
+    class Recorder:
+        def __init__(self, model, **kwargs) -> None:
+            seen.update(model=model, **kwargs)
+
+        def set_device(self, device) -> None:
+            seen["device"] = device
+
+        def __call__(self, images, labels):
+            return images + 0.25
+
+    monkeypatch.setattr(torchattacks, "AutoAttack", Recorder)
+    model, x = tiny_model(), batch(2)
+    adv = AutoAttack(model, eps=0.5, norm="l2", n_classes=5, seed=7)(x, predicted(model, x))
+    assert seen == dict(model=model, norm="L2", eps=0.5, version="standard", n_classes=5, seed=7,
+                        device=torch.device("cpu"))  # fmt: skip
+    torch.testing.assert_close(adv, x + 0.25, rtol=0, atol=0)
+
+
+def test_original_attack_finds_a_nested_normalize_and_refuses_a_model_without_one() -> None:
+    inner = tiny_model()  # an ImageClassifier with .normalize, wrapped so that only modules() finds it
+    nested = nn.Sequential(inner)
+    eps = original_attack(nested).settings()["eps"]
+    assert eps == pytest.approx([0.1 * s for s in STD], rel=1e-7)  # the float32 buffer's values
+
+    class Standardize(nn.Module):  # a user's own normalization layer, found as model.normalize
+        std = torch.tensor([0.5])
+
+    own = ImageClassifier(Standardize(), nn.Flatten())
+    assert original_attack(own).settings()["eps"] == [0.05]
+    message = "original_attack: the model has no Normalize layer (model.normalize.std) to size eps with"
+    for model in (nn.Sequential(nn.Flatten()), ImageClassifier(nn.Identity(), nn.Flatten())):
+        with pytest.raises(ValueError) as info:
+            original_attack(model)
+        assert str(info.value) == message
+
+
+def test_fooled_means_reaching_the_target_or_leaving_the_label() -> None:
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 1.0, 2.0]])
+    goal = torch.tensor([0, 0])
+    untargeted = PGD(tiny_model(), 0.1, 0.01)
+    targeted = PGD(tiny_model(), 0.1, 0.01, targeted=lambda logits, labels: labels)
+    assert untargeted._fooled(logits, goal).tolist() == [False, True]  # the label lost
+    assert targeted._fooled(logits, goal).tolist() == [True, False]  # the target reached
+
+
+def test_restart_scores_are_the_signed_per_example_losses() -> None:
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(2, 3, bias=False)).double()
+    with torch.no_grad():
+        linear[1].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    adv = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64).view(2, 1, 1, 2)
+    goal = torch.tensor([0, 1])
+    ce = F.cross_entropy(torch.tensor([[1.0, 0.0, 1.0], [0.0, 2.0, 2.0]], dtype=torch.float64), goal, reduction="none")
+    untargeted = PGD(linear, 0.1, 0.01)._score(adv, goal)
+    targeted = PGD(linear, 0.1, 0.01, targeted=lambda logits, labels: labels)._score(adv, goal)
+    torch.testing.assert_close(untargeted["loss"], ce, rtol=0, atol=1e-15)  # ascend the label's loss
+    torch.testing.assert_close(targeted["loss"], -ce, rtol=0, atol=1e-15)  # descend the target's loss
+    assert untargeted["fooled"].tolist() == [False, False] and torch.equal(untargeted["x"], adv)
+
+
+def test_a_restart_replaces_an_example_when_it_fools_or_raises_the_loss_strictly() -> None:
+    best = {
+        "x": torch.zeros(3, 1),
+        "fooled": torch.tensor([False, False, False]),
+        "loss": torch.tensor([1.0, 1.0, 1.0]),
+    }
+    new = {"x": torch.ones(2, 1), "fooled": torch.tensor([True, False]), "loss": torch.tensor([0.5, 1.0])}
+    PGD._keep(best, torch.tensor([0, 2]), new)  # example 0: fooled at a lower loss; example 2: a tie
+    assert best["x"].flatten().tolist() == [1.0, 0.0, 0.0]
+    assert best["fooled"].tolist() == [True, False, False] and best["loss"].tolist() == [0.5, 1.0, 1.0]
+
+
+def test_l2_early_stop_keeps_the_exact_path_of_the_examples_never_fooled() -> None:
+    """The loss is scaled by the whole batch size as examples drop out, so the remaining examples' gradients
+    (and, through the 1e-10 norm guard, their L2 steps) are exactly those of the run without early stop."""
+    model, x = tiny_model(), batch(32)
+    y = predicted(model, x)
+    full = PGD(model, 0.1, 0.025, steps=10, norm="l2", random_start=False)(x, y)
+    early = PGD(model, 0.1, 0.025, steps=10, norm="l2", random_start=False, early_stop=True)(x, y)
+    _, fooled = _loss_and_fooled(model, early, y)
+    assert 0 < fooled.sum() < 32
+    torch.testing.assert_close(early[~fooled], full[~fooled], **EXACT)
+
+
+def test_fgsm_is_one_full_linf_step_from_the_clean_images() -> None:
+    assert FGSM(tiny_model(), 0.1, targeted="least-likely").settings() == {
+        "name": "FGSM", "norm": "linf", "eps": 0.1, "step": 0.1, "steps": 1, "random_start": False, "restarts": 1,
+        "targeted": "least-likely", "early_stop": False, "loss": "ce"}  # fmt: skip

@@ -6,9 +6,12 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from visionlab.engine.distributed import DistContext
+from visionlab.robustness import evaluate
 from visionlab.robustness.attacks import PGD
 from visionlab.robustness.evaluate import (
     SWEEP_COLUMNS,
@@ -87,3 +90,80 @@ def test_sweep_rows_files_and_plots(tmp_path: Path) -> None:
         plot_accuracy_vs_steps({"tiny": rows, "other": other}, tmp_path / "plots" / "steps.png"),
     ):
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+
+
+def test_sweep_hands_every_setting_to_pgd_and_robust_evaluate(monkeypatch: pytest.MonkeyPatch) -> None:
+    attacks, evaluations = [], []
+
+    def recording_pgd(model, **kwargs):
+        attacks.append(kwargs)
+        return PGD(model, **kwargs)
+
+    def recording_evaluate(model, loader, attack, device, **kwargs):
+        evaluations.append(kwargs)
+        return {c: 50.0 for c in SWEEP_COLUMNS[6:]} | {"n": 4}
+
+    monkeypatch.setattr(evaluate, "PGD", recording_pgd)
+    monkeypatch.setattr(evaluate, "robust_evaluate", recording_evaluate)
+    model, _, _, loader = _data(4)
+    world = DistContext()
+    rows = sweep(model, loader, "cpu", [0.1], [2, 5], eps=0.04, limit=3, progress=True, dist=world)
+    assert attacks == [
+        dict(eps=0.1, step=2.5 * 0.1 / 5, steps=5, norm="linf", random_start=False, restarts=1),  # eps sweep: 5 steps
+        dict(eps=0.04, step=2.5 * 0.04 / 2, steps=2, norm="linf", random_start=False, restarts=1),  # steps sweep at
+        dict(eps=0.04, step=2.5 * 0.04 / 5, steps=5, norm="linf", random_start=False, restarts=1),  # the eps given
+    ]
+    assert evaluations == [dict(progress=True, limit=3, dist=world)] * 3
+    assert [(r["model"], r["norm"], r["eps"], r["steps"]) for r in rows] == [
+        ("model", "linf", 0.1, 5), ("model", "linf", 0.04, 2), ("model", "linf", 0.04, 5)]  # fmt: skip
+    attacks.clear()
+    sweep(model, loader, "cpu", [0.1], [2], norm="l2", step_ratio=1.0, random_start=True, restarts=3, steps=7)
+    assert attacks[0] == dict(eps=0.1, step=0.1 / 7, steps=7, norm="l2", random_start=True, restarts=3)
+    for empty in (([], [1]), ([0.1], [])):
+        with pytest.raises(ValueError) as info:
+            sweep(model, loader, "cpu", *empty)
+        assert str(info.value) == "sweep: eps_list and steps_list must not be empty"
+
+
+def test_write_sweep_creates_folders_overwrites_and_writes_indented_json(tmp_path: Path) -> None:
+    rows = [dict.fromkeys(SWEEP_COLUMNS, 1) | {"model": "ε-model", "extra": "not a column"}]
+    out = tmp_path / "a" / "b"
+    for _ in range(2):  # a second write replaces the first
+        csv_path, json_path = write_sweep(rows, out)
+    assert (csv_path, json_path) == (out / "sweep.csv", out / "sweep.json")
+    assert json_path.read_text(encoding="utf-8") == json.dumps(rows, indent=1) + "\n"
+    lines = csv_path.read_bytes().decode("utf-8").split("\r\n")  # csv's own line ends, untranslated
+    assert lines[0] == ",".join(SWEEP_COLUMNS) and lines[1].startswith("ε-model,1,") and lines[2:] == [""]
+
+
+def _figure_of(monkeypatch: pytest.MonkeyPatch, plot, rows, out: Path):
+    """The figure a plot function drew (and wrote to ``out``)."""
+    drawn = []
+    real = evaluate._figure
+    monkeypatch.setattr(evaluate, "_figure", lambda *a: drawn.append(real(*a)) or drawn[-1])
+    assert plot(rows, out) == out and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (ax,) = drawn[0].axes
+    lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
+    return ax, lines
+
+
+def _row(model: str, kind: str, eps: float, steps: int, robust: float, clean: float = 90.0) -> dict:
+    return dict(model=model, sweep=kind, norm="linf", eps=eps, step=0.0, steps=steps, robust_top1=robust,
+                clean_top1=clean)  # fmt: skip
+
+
+def test_plots_draw_each_models_sweep_sorted_with_its_axis_and_title(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    rows = [_row("a", "eps", 0.2, 10, 5.0), _row("a", "eps", 0.0, 10, 90.0), _row("a", "steps", 0.2, 3, 20.0),
+            _row("a", "steps", 0.2, 1, 40.0), _row("b", "eps", 0.1, 10, 60.0, 80.0)]  # fmt: skip
+    ax, lines = _figure_of(monkeypatch, plot_accuracy_vs_eps, rows, tmp_path / "p" / "eps.png")
+    assert lines == {"a robust top-1": ([0.0, 0.2], [90.0, 5.0]), "a clean top-1": ([0.0, 0.2], [90.0, 90.0]),
+                     "b robust top-1": ([0.1], [60.0]), "b clean top-1": ([0.1], [80.0])}  # fmt: skip
+    assert (ax.get_xlabel(), ax.get_title(), ax.get_ylim()) == ("ε (pixel units)", "PGD (linf), 10 steps", (0, 100))
+    ax, lines = _figure_of(monkeypatch, plot_accuracy_vs_steps, {"x": rows[:4]}, tmp_path / "steps.png")
+    assert lines == {"x robust top-1": ([1, 3], [40.0, 20.0]), "x clean top-1": ([1, 3], [90.0, 90.0])}
+    assert (ax.get_xlabel(), ax.get_title()) == ("PGD steps", "PGD (linf), ε = 0.2")
+    unnamed = [{k: v for k, v in r.items() if k != "model"} for r in rows[:2]]  # no model column: "model"
+    assert set(_figure_of(monkeypatch, plot_accuracy_vs_eps, unnamed, tmp_path / "u.png")[1]) == {
+        "model robust top-1", "model clean top-1"}  # fmt: skip

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from visionlab.engine import BEST, TrainConfig, Trainer, load_checkpoint
+from visionlab.engine.distributed import DistContext
 from visionlab.robustness import PGD, RobustMonitor, robust_evaluate
 
 from .conftest import predicted, tiny_model
@@ -52,3 +53,22 @@ def test_trainer_flags_the_collapse_and_keeps_the_best_robust_epoch(
     assert "catastrophic overfitting at epoch 3" in capsys.readouterr().err
     best = load_checkpoint(tmp_path / BEST)
     assert best["epoch"] == 1 and best["best_robust_top1"] == 70.0
+
+
+def test_measure_hands_its_attack_and_world_to_robust_evaluate(monkeypatch: pytest.MonkeyPatch) -> None:
+    from visionlab.robustness import monitor as monitor_module
+
+    seen = {}
+
+    def recording_evaluate(model, loader, attack, device, **kwargs):
+        seen.update(settings=attack.settings(), device=device, **kwargs)
+        return {"robust_top1": 12.5}
+
+    monkeypatch.setattr(monitor_module, "robust_evaluate", recording_evaluate)
+    model, world = tiny_model(), DistContext()
+    x = torch.rand(4, 3, 6, 6, dtype=torch.float64)
+    monitor = RobustMonitor(TensorDataset(x, predicted(model, x)), eps=0.08, steps=3, device="cpu", dist=world)
+    assert monitor.measure(model) == 12.5
+    assert seen["dist"] is world and seen["device"] == "cpu"
+    assert {k: seen["settings"][k] for k in ("eps", "step", "steps", "random_start", "restarts", "targeted")} == {
+        "eps": 0.08, "step": 0.02, "steps": 3, "random_start": False, "restarts": 1, "targeted": None}  # fmt: skip

@@ -73,6 +73,49 @@ def test_l2_per_channel_is_the_ellipsoid_of_weighted_norm_one() -> None:
     torch.testing.assert_close(weighted, torch.ones(4, dtype=x.dtype))  # far outside: lands on the surface
 
 
+def test_linf_step_leaves_pixels_with_a_zero_gradient_where_they_are() -> None:
+    x_adv = torch.full((1, 1, 1, 4), 0.5, dtype=torch.float64)
+    grad = torch.tensor([2.0, 0.0, -3.0, 0.0], dtype=torch.float64).view(1, 1, 1, 4)
+    out = LinfStep(0.1, 0.25).step(x_adv, grad)
+    assert out.flatten().tolist() == [0.75, 0.5, 0.25, 0.5]  # sign(0) = 0: no move, no division
+
+
+def _l2(t: torch.Tensor) -> torch.Tensor:
+    """Per-example L2 norm as (N, 1, 1, 1), computed without the module's helper."""
+    return t.pow(2).sum(dim=(1, 2, 3), keepdim=True).sqrt()
+
+
+def test_l2_project_is_radial_shrinking_then_the_pixel_range() -> None:
+    # Inputs outside [0, 1] (an unclamped step) make both clamps visible.
+    x = torch.tensor([[0.9, 0.1], [0.5, 0.05]], dtype=torch.float64).view(2, 1, 1, 2)
+    x_adv = torch.tensor([[1.3, -0.2], [0.56, -0.03]], dtype=torch.float64).view(2, 1, 1, 2)
+    out = L2Step(0.25, 0.1).project(x_adv, x)
+    # Example 0: delta (0.4, -0.3), norm 0.5 -> halved to (0.2, -0.15) -> (1.1, -0.05) -> clipped to (1, 0).
+    # Example 1: delta (0.06, -0.08), norm 0.1 <= 0.25 -> kept -> (0.56, -0.03) -> clipped to (0.56, 0).
+    assert out.flatten().tolist() == pytest.approx([1.0, 0.0, 0.56, 0.0], abs=1e-15)
+
+
+def test_l2_step_is_the_normalized_gradient_then_the_pixel_range() -> None:
+    x_adv = torch.tensor([0.95, 0.05, 0.5], dtype=torch.float64).view(1, 1, 1, 3)
+    grad = torch.tensor([3.0, -4.0, 0.0], dtype=torch.float64).view(1, 1, 1, 3)  # |grad| = 5
+    out = L2Step(1.0, 0.5).step(x_adv, grad)  # moves +0.3, -0.4, 0: both bounds reached
+    assert out.flatten().tolist() == pytest.approx([1.0, 0.0, 0.5], abs=1e-15)
+    inside = L2Step(1.0, 0.05).step(x_adv, grad).flatten().tolist()
+    assert inside == pytest.approx([0.95 + 0.03, 0.05 - 0.04, 0.5], abs=1e-12)
+
+
+def test_l2_random_init_is_the_hand_computed_uniform_draw_in_the_ball() -> None:
+    x = batch(4, channels=2, size=2, lo=0.3, hi=0.7)  # d = 8 pixels an example
+    out = L2Step(0.25, 0.1).random_init(x, torch.Generator().manual_seed(7))
+    gen = torch.Generator().manual_seed(7)  # the same draws by hand: a normal direction, then a radius
+    z = torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    radius = torch.rand((4, 1, 1, 1), generator=gen, dtype=x.dtype) ** (1 / 8)  # uniform in the ball's volume
+    expected = (x + 0.25 * radius * z / (_l2(z) + 1e-10)).clamp(0, 1)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-15)
+    assert (z < 0).any()  # the direction is normal, not uniform in [0, 1): every orthant is reachable
+    assert L2Step(0.25, 0.1).random_init(x[:1]).shape == (1, 2, 2, 2)  # a batch of one image
+
+
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_zero_radius_leaves_images_unchanged(norm: str) -> None:
     x, gen = batch(), torch.Generator().manual_seed(0)
@@ -83,24 +126,57 @@ def test_zero_radius_leaves_images_unchanged(norm: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "field"),
+    ("args", "message"),
     [
-        (dict(norm="linf", eps=-0.1, step_size=0.01), "eps"),
-        (dict(norm="linf", eps=1.5, step_size=0.01), "eps"),
-        (dict(norm="linf", eps=float("nan"), step_size=0.01), "eps"),
-        (dict(norm="linf", eps=0.1, step_size=-1.0), "step"),
-        (dict(norm="linf", eps="0.1", step_size=0.01), "eps"),
-        (dict(norm="linf", eps=True, step_size=0.01), "eps"),
-        (dict(norm="l2", eps=(0.1, 0.2), step_size=0.01), "step"),
-        (dict(norm="l2", eps=(0.1, 0.2), step_size=(0.01, 0.01)), "step"),
-        (dict(norm="l2", eps=(0.0, 0.2), step_size=(0.0, 0.02)), "eps"),
-        (dict(norm="l3", eps=0.1, step_size=0.01), "norm"),
+        (("linf", -0.1, 0.01), "eps: must be in [0, 1] (pixel units, images in [0, 1]), got -0.1"),
+        (("linf", 1.5, 0.01), "eps: must be in [0, 1] (pixel units, images in [0, 1]), got 1.5"),
+        (("linf", float("nan"), 0.01), "eps: must be in [0, 1] (pixel units, images in [0, 1]), got nan"),
+        (("linf", 0.1, -1.0), "step: must be a finite number >= 0 (pixel units, images in [0, 1]), got -1.0"),
+        (("linf", "0.1", 0.01), "eps: must be a number or one number per channel, got '0.1'"),
+        (("linf", True, 0.01), "eps: must be a number or one number per channel, got True"),
+        (("linf", [], 0.01), "eps: must be a number or one number per channel, got []"),
+        (("linf", [0.1, "a"], 0.01), "eps: must be a number or one number per channel, got [0.1, 'a']"),
+        (
+            ("l2", (0.1, 0.2), 0.01),
+            "step: a per-channel L2 ball needs per-channel eps and step of the same length "
+            "(step proportional to eps), got eps=[0.1, 0.2], step=0.01",
+        ),
+        (
+            ("l2", 0.1, (0.01, 0.02)),
+            "step: a per-channel L2 ball needs per-channel eps and step of the same length "
+            "(step proportional to eps), got eps=0.1, step=[0.01, 0.02]",
+        ),
+        (("l2", (0.1, 0.2), (0.01, 0.01)), "step: a per-channel L2 step must be proportional to eps, got [0.01, 0.01]"),
+        (("l2", (0.0, 0.2), (0.0, 0.02)), "eps: per-channel L2 radii must be > 0, got [0.0, 0.2]"),
+        (("l3", 0.1, 0.01), "norm: must be one of ('linf', 'l2'), got 'l3'"),
     ],
 )
-def test_bad_settings_raise_config_error_naming_the_field(kwargs: dict, field: str) -> None:
+def test_bad_settings_raise_config_error_naming_the_field(args: tuple, message: str) -> None:
     with pytest.raises(ConfigError) as info:
-        make_step(kwargs.pop("norm"), kwargs["eps"], kwargs["step_size"])
-    assert info.value.field == field
+        make_step(*args)
+    assert str(info.value) == message and info.value.field == message.split(":")[0]
+
+
+def test_per_channel_l2_steps_along_the_weighted_gradient() -> None:
+    threat = L2Step((0.1, 0.2), (0.05, 0.1))  # step = 0.5 eps: a weighted length of 0.5
+    x_adv = torch.full((1, 2, 1, 1), 0.5, dtype=torch.float64)
+    grad = torch.tensor([3.0, 2.0], dtype=torch.float64).view(1, 2, 1, 1)
+    # weighted = grad * eps = (0.3, 0.4), norm 0.5 -> (0.6, 0.8); times eps * 0.5 -> (0.03, 0.08)
+    shrink = 0.5 / (0.5 + L2Step.tiny)  # the norm's 1e-10 guard, visible at this precision
+    assert threat.step(x_adv, grad).flatten().tolist() == pytest.approx([0.5 + 0.03 * shrink, 0.5 + 0.08 * shrink],
+                                                                        rel=0, abs=1e-15)  # fmt: skip
+    x = torch.full((1, 2, 1, 1), 0.5, dtype=torch.float64)
+    inside = torch.tensor([0.53, 0.58], dtype=torch.float64).view(1, 2, 1, 1)  # weighted norm 0.5: kept
+    assert torch.equal(threat.project(inside, x), inside)
+
+
+def test_l2_settings_at_the_edges_of_what_is_accepted() -> None:
+    assert L2Step((0.1, 0.2), (0.0, 0.0))._ratio == 0.0  # a zero step is proportional to any eps
+    nearly = L2Step((0.01, 0.01), (1.0, 1.0 + 1e-11))  # ratios 100 and 100 + 1e-9: rounding, accepted
+    assert nearly._ratio == 100.0
+    x = torch.full((1, 1, 1, 2), 0.5, dtype=torch.float64)
+    inside = x + torch.tensor([0.3, 0.4], dtype=torch.float64).view(1, 1, 1, 2)  # norm 0.5 < 1
+    assert torch.equal(L2Step(1.0, 0.1).project(inside, x), inside)  # a radius of exactly 1 shrinks nothing
 
 
 def test_l2_radius_may_exceed_one_and_channel_count_is_checked_on_use() -> None:

@@ -161,12 +161,71 @@ def test_trades_loss_equals_a_hand_computation() -> None:
         (lambda: TRADESTraining(0.03, beta=-1.0), "beta"),
         (lambda: TRADESTraining(0.03, steps=0), "steps"),
         (lambda: TRADESTraining(2.0), "eps"),
+        (lambda: FGSMRSTraining(0.03, mix=1.5), "mix"),
+        (lambda: TRADESTraining(0.03, init_std=-0.1), "init_std"),
     ],
 )
 def test_bad_training_settings_raise_config_error(make, field: str) -> None:
     with pytest.raises(ConfigError) as info:
         make()
     assert info.value.field == field
+
+
+def test_default_and_given_steps_of_every_objective() -> None:
+    assert FGSMRSTraining(0.1).threat.step_size == pytest.approx(0.125)  # 1.25 eps (Wong et al.)
+    assert FGSMRSTraining(0.1, step=0.05).threat.step_size == 0.05
+    assert TRADESTraining(0.1, steps=4).threat.step_size == pytest.approx(0.0625)  # 2.5 eps / steps
+    assert TRADESTraining(0.1, steps=4, step=0.03).threat.step_size == 0.03
+
+
+def test_without_random_start_the_training_attack_is_plain_pgd() -> None:
+    model, x = tiny_model(), batch()  # no batch norm: batch statistics change nothing
+    y = predicted(model, x)
+    adv = PGDTraining(0.05, steps=3, step=0.02, random_start=False).adversarial(model, x, y)
+    expected = PGD(model, 0.05, 0.02, steps=3, random_start=False)(x, y)
+    torch.testing.assert_close(adv, expected, rtol=0, atol=1e-12)
+
+
+class _Forwards(nn.Module):
+    """A model that counts its forwards and the examples they saw."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.calls = model, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(x.shape[0])
+        return self.model(x)
+
+
+def test_a_zero_weight_skips_its_forward_and_its_attack(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, x = _Forwards(tiny_model()), batch()
+    y = predicted(model.model, x)
+    only_clean = PGDTraining(0.05, steps=2, mix=1.0)
+    monkeypatch.setattr(only_clean, "adversarial", lambda *a: pytest.fail("mix=1 must not attack"))
+    only_clean(model, x, y)
+    assert model.calls == [8]  # one clean forward, no attack
+    model.calls.clear()
+    PGDTraining(0.05, steps=2, mix=0.0)(model, x, y)
+    assert model.calls == [8, 8, 8]  # the attack's two forwards, then the adversarial one; no clean forward
+
+
+def test_under_ddp_the_pair_goes_through_one_forward_and_splits_back(tmp_path: Path) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from visionlab.robustness.training import _forward_pair
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        model = _Forwards(tiny_model())
+        first, second = batch(2), batch(5, seed=2)  # 2 and 5 images of 3 channels: no size coincides
+        a, b = _forward_pair(DistributedDataParallel(model), first, second)
+    finally:
+        dist.destroy_process_group()
+    assert model.calls == [7]  # one forward of the concatenation
+    torch.testing.assert_close(a, model.model(first), rtol=0, atol=1e-12)
+    torch.testing.assert_close(b, model.model(second), rtol=0, atol=1e-12)
 
 
 def test_robust_accuracy_on_batch() -> None:
@@ -179,6 +238,14 @@ def test_robust_accuracy_on_batch() -> None:
     assert robust_accuracy_on_batch(model, x, y, PGD(model, 0.0, 0.01, steps=1)) == 75.0
     assert robust_accuracy_on_batch(model, x, y, PGD(model, 0.1, 0.03, steps=5)) < 75.0
     assert model.training and all(torch.equal(v, _bn_state(model)[k]) for k, v in before.items())
+    one = PGD(model, 0.0, 0.01, steps=1)
+    assert robust_accuracy_on_batch(model, x[:1], y[:1], one) == 0.0  # one example, mislabelled: 0 of 1
+    assert robust_accuracy_on_batch(model, x[4:5], y[4:5], one) == 100.0  # one example, right: 1 of 1
+
+
+def test_pgd_training_takes_the_step_given_or_2_5_eps_over_steps() -> None:
+    assert PGDTraining(0.1, steps=4).threat.step_size == pytest.approx(0.0625)
+    assert PGDTraining(0.1, steps=4, step=0.03).threat.step_size == 0.03
 
 
 def test_an_objective_plugs_into_the_trainer(tiny_fmnist: str, tmp_path: Path) -> None:

@@ -354,8 +354,9 @@ class Trainer:
         self.start_epoch, self.step, self.best_top1 = self._restore(state)
         self.ema = self._build_ema(state)
         self._backbone_frozen: bool | None = None
+        self.train_model: nn.Module | None = None
+        self._freeze_for_epoch(self.start_epoch)  # before DDP is built: it buckets what requires grad then
         self.train_model = self._wrap_model()
-        self._freeze_for_epoch(self.start_epoch)
         self.run_dir = self._open_run_dir()
         if cfg.amp and self.device.type == "cpu" and cpu_has_native_bf16() is False:
             self._say(f"WARNING: {AMP_CPU_WARNING}", warning=True)
@@ -582,7 +583,7 @@ class Trainer:
         frozen = self.cfg.unfreeze_at is None or epoch < self.cfg.unfreeze_at
         if frozen != self._backbone_frozen:
             set_backbone_frozen(self.model, frozen)
-            if self.dist.enabled:  # DDP buckets only the parameters that required grad when it was built
+            if self.dist.enabled and self.train_model is not None:  # DDP buckets what required grad when built
                 self.train_model = self._wrap_model()
             if self._backbone_frozen is not None or not frozen:
                 self._say(f"epoch {epoch + 1}: backbone {'frozen' if frozen else 'unfrozen'}")

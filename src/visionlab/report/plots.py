@@ -21,10 +21,11 @@ __all__ = ["curves_figure", "figure_png", "plot_runs"]
 
 
 def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[str] | None = None) -> Path:
-    """Plot loss (train, val), top-1 / top-5 (train, val; validation PGD top-1 when the run measured it) and
-    learning rate against epoch for each run into one figure with three panels; runs are told apart by colour,
-    train/val by line style. The learning rate is drawn per logged step (warmup and cosine as the optimizer saw
-    them) when the run has step records, else per epoch. Returns ``out``."""
+    """Plot loss (train, val), top-1 / top-5 (train, val; validation PGD top-1 and the weight EMA's top-1 and PGD
+    top-1 when the run measured them) and learning rate against epoch for each run into one figure with three
+    panels; runs are told apart by colour, train/val by line style. The learning rate is drawn per logged step
+    (warmup and cosine as the optimizer saw them) when the run has step records, else per epoch. Returns
+    ``out``."""
     fig = curves_figure(run_dirs, labels)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -61,12 +62,7 @@ def curves_figure(run_dirs: Sequence[str | Path], labels: Sequence[str] | None =
             color = f"C{i}"
             ax_loss.plot(x, [r["train_loss"] for r in epochs], color=color, ls="--", label=f"{label} train")
             ax_loss.plot(x, [r["val_loss"] for r in epochs], color=color, label=f"{label} val")
-            ax_acc.plot(x, [r["train_top1"] for r in epochs], color=color, ls="--", label=f"{label} train top-1")
-            ax_acc.plot(x, [r["val_top1"] for r in epochs], color=color, label=f"{label} val top-1")
-            ax_acc.plot(x, [r["val_top5"] for r in epochs], color=color, ls=":", label=f"{label} val top-5")
-            if all("val_robust_top1" in r for r in epochs):  # adversarial training / --select-by robust
-                robust = [r["val_robust_top1"] for r in epochs]
-                ax_acc.plot(x, robust, color=color, ls="-.", marker=".", label=f"{label} val PGD top-1")
+            _accuracy_curves(ax_acc, x, epochs, color, label)
             ax_lr.plot(*_lr_curve(records, epochs), color=color, label=label)
     except BaseException:
         plt.close(fig)
@@ -84,6 +80,26 @@ def curves_figure(run_dirs: Sequence[str | Path], labels: Sequence[str] | None =
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+# The accuracy panel's curves: metric key, legend suffix, line style, marker. A curve is drawn when every epoch
+# record has its key: PGD top-1 with a robustness monitor (adversarial training, --select-by robust), the EMA's
+# with --ema.
+_ACCURACY_CURVES = (
+    ("train_top1", "train top-1", "--", None),
+    ("val_top1", "val top-1", "-", None),
+    ("val_top5", "val top-5", ":", None),
+    ("val_robust_top1", "val PGD top-1", "-.", "."),
+    ("val_ema_top1", "EMA val top-1", "-", "^"),
+    ("val_ema_robust_top1", "EMA val PGD top-1", "-.", "^"),
+)
+
+
+def _accuracy_curves(ax, x: list[int], epochs: list[dict], color: str, label: str) -> None:
+    for key, name, style, marker in _ACCURACY_CURVES:
+        if all(key in r for r in epochs):
+            values = [r[key] for r in epochs]
+            ax.plot(x, values, color=color, ls=style, marker=marker, markersize=4, label=f"{label} {name}")
 
 
 def _lr_curve(records: list[dict], epochs: list[dict]) -> tuple[list[float], list[float]]:

@@ -466,6 +466,8 @@ class AutoAttack(Attack):
             raise ConfigError(
                 f"AutoAttack takes one scalar eps (torchattacks has no per-channel radius), got {eps!r}", field="eps"
             )
+        if isinstance(eps, torch.Tensor):
+            eps = eps.item()  # one element: a scalar for torchattacks, not a 1-channel tuple
         self.threat = make_step(norm, eps, eps)
         if version != "standard":
             raise ConfigError(f"only 'standard' is supported, got {version!r}", field="version")

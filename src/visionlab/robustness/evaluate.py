@@ -13,7 +13,7 @@ import csv
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -22,6 +22,9 @@ from visionlab.engine.distributed import DistContext
 from visionlab.engine.metrics import topk_correct
 from visionlab.progress import progress as progress_bar
 from visionlab.robustness.attacks import PGD, Attack, check_images
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["SWEEP_COLUMNS", "plot_accuracy_vs_eps", "plot_accuracy_vs_steps", "robust_evaluate", "sweep", "write_sweep"]
 
@@ -184,6 +187,15 @@ def _by_model(rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Mapping[
 
 
 def _plot(rows, kind: str, x_key: str, xlabel: str, out: str | Path) -> Path:
+    """:func:`_figure` written to ``out`` (PNG; parent folders created)."""
+    fig = _figure(rows, kind, x_key, xlabel)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    return out
+
+
+def _figure(rows, kind: str, x_key: str, xlabel: str) -> Figure:
     """Robust (solid) and clean (dashed) top-1 against ``x_key`` for the rows of sweep ``kind``, one colour
     per model. Uses the Agg canvas directly, so no global matplotlib backend is set."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -209,10 +221,7 @@ def _plot(rows, kind: str, x_key: str, xlabel: str, out: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    return out
+    return fig
 
 
 def plot_accuracy_vs_eps(

@@ -40,8 +40,8 @@ def _radius(value: Radius, field: str, *, at_most: float | None = None) -> float
         raise ConfigError(f"must be a number or one number per channel, got {value!r}", field=field)
     for v in values:
         if not math.isfinite(v) or v < 0 or (at_most is not None and v > at_most):
-            bound = f"[0, {at_most:g}]" if at_most is not None else "a finite number >= 0"
-            raise ConfigError(f"must be in {bound} (pixel units, images in [0, 1]), got {value!r}", field=field)
+            bound = f"in [0, {at_most:g}]" if at_most is not None else "a finite number >= 0"
+            raise ConfigError(f"must be {bound} (pixel units, images in [0, 1]), got {value!r}", field=field)
     if isinstance(value, int | float):
         return float(value)
     return tuple(float(v) for v in values)
