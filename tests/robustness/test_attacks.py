@@ -442,3 +442,170 @@ def test_fgsm_is_one_full_linf_step_from_the_clean_images() -> None:
     assert FGSM(tiny_model(), 0.1, targeted="least-likely").settings() == {
         "name": "FGSM", "norm": "linf", "eps": 0.1, "step": 0.1, "steps": 1, "random_start": False, "restarts": 1,
         "targeted": "least-likely", "early_stop": False, "loss": "ce"}  # fmt: skip
+
+
+def test_settings_describe_the_target_without_its_values() -> None:
+    def least(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return labels
+
+    class Shift:
+        def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            return (labels + 1) % 5
+
+    described = {
+        None: None,
+        "least-likely": "least-likely",
+        torch.zeros(8, dtype=torch.long): "tensor[8]",
+        least: "callable:least",
+        Shift(): "callable:Shift",  # no __name__: the class's
+    }
+    for targeted, expected in described.items():
+        assert PGD(tiny_model(), 0.1, 0.01, targeted=targeted).settings()["targeted"] == expected
+
+
+def test_pgd_defaults_and_refusals_in_whole() -> None:
+    pgd = PGD(tiny_model(), 0.1, 0.01)
+    assert (pgd.settings()["steps"], pgd.settings()["norm"], pgd.channels_last) == (10, "linf", None)
+    assert PGD(tiny_model(), 0.1, 0.01, channels_last=False).channels_last is False
+    cases = [
+        (dict(restarts=2, random_start=False), "restarts: restarts > 1 need random_start=True (otherwise every "
+         "restart is the same run)"),
+        (dict(loss="hinge"), "loss: must be one of ('ce',), got 'hinge'"),
+        (dict(targeted=5), "targeted: must be None (untargeted), 'least-likely', a tensor of target labels or a "
+         "callable (images, labels) -> targets, got 5"),
+    ]  # fmt: skip
+    for kwargs, message in cases:
+        with pytest.raises(ConfigError) as info:
+            PGD(tiny_model(), 0.1, 0.01, **kwargs)
+        assert str(info.value) == message
+
+
+def test_target_callables_get_the_images_and_targets_become_long_labels() -> None:
+    model, x = tiny_model(), batch(4)
+    y = predicted(model, x)
+    seen = []
+
+    def targets(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        seen.append(images)
+        return ((labels + 1) % 5).int()  # int32: the loss needs int64
+
+    goal = PGD(model, 0.1, 0.01, targeted=targets).goal(x, y)
+    assert seen[0] is x and goal.dtype == torch.long and torch.equal(goal, (y + 1) % 5)
+    with pytest.raises(ValueError) as info:
+        PGD(model, 0.1, 0.01, targeted=torch.zeros(3, dtype=torch.long)).goal(x, y)
+    assert str(info.value) == "PGD: targets have shape (3,), expected (4,)"
+
+
+class _Sizes(nn.Module):
+    """Records the batch size of every forward."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.sizes = model, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(x.shape[0])
+        return self.model(x)
+
+
+def test_restarts_attack_only_the_examples_still_standing() -> None:
+    inner, x = tiny_model(), batch(2)
+    y = predicted(inner, x)
+    y[1] = (y[1] + 1) % 5  # example 1 is misclassified: fooled from the start; eps 0 cannot fool example 0
+    model = _Sizes(inner)
+    PGD(model, 0.0, 0.0, steps=2, random_start=True, restarts=3)(x, y)
+    # run 1: 2 steps + the score on both; runs 2 and 3: on example 0 alone (one left is still one to attack)
+    assert model.sizes == [2, 2, 2, 1, 1, 1, 1, 1, 1]
+    model.sizes.clear()
+    PGD(model, 0.05, 0.01, steps=3, random_start=False)(x, y)
+    assert model.sizes == [2, 2, 2]  # one run: its steps, no scoring forward
+
+
+def test_layout_helpers() -> None:
+    from visionlab.robustness.attacks import attack_layout, full_precision, match_layout, to_layout
+
+    x = batch(2)
+    assert attack_layout(x, None) is True and attack_layout(x[0], None) is False  # auto: NHWC for CPU batches
+    assert attack_layout(x, False) is False and attack_layout(x[0], True) is True  # given: as given
+    assert to_layout(x, False) is x and to_layout(x, True).is_contiguous(memory_format=torch.channels_last)
+    nhwc = x.contiguous(memory_format=torch.channels_last)
+    assert match_layout(x.clone(), nhwc).is_contiguous(memory_format=torch.channels_last)
+    assert match_layout(nhwc.clone(), x).is_contiguous()  # NCHW unless `like` is NHWC only
+    one_pixel = torch.zeros(2, 3, 1, 1)  # both layouts at once: kept NCHW
+    assert match_layout(nhwc.clone(), one_pixel).is_contiguous()
+    assert full_precision(torch.ones(2, dtype=torch.bfloat16)).dtype == torch.float32
+    assert full_precision(torch.ones(2, dtype=torch.float16)).dtype == torch.float32
+    assert full_precision(torch.ones(2, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_the_attack_runs_in_the_layout_asked_for() -> None:
+    class Layouts(nn.Module):
+        def __init__(self, model: nn.Module) -> None:
+            super().__init__()
+            self.model, self.nhwc = model, []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.nhwc.append(not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last))
+            return self.model(x)
+
+    model, x = Layouts(tiny_model()), batch(2)
+    y = predicted(model.model, x)
+    for channels_last, expected in ((None, True), (False, False), (True, True)):
+        model.nhwc.clear()
+        PGD(model, 0.05, 0.01, steps=2, random_start=False, channels_last=channels_last)(x, y)
+        assert model.nhwc == [expected, expected], channels_last
+
+
+def test_an_input_gradient_that_is_none_or_expanded() -> None:
+    class Constant(nn.Module):  # logits that do not depend on the input: no gradient at all
+        def __init__(self) -> None:
+            super().__init__()
+            self.logits = nn.Parameter(torch.tensor([[1.0, 0.0]], dtype=torch.float64))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.logits.expand(x.shape[0], 2)
+
+    class Brightness(nn.Module):  # logits from the sum of the pixels: an expanded (stride-0) gradient
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            s = x.sum(dim=(1, 2, 3))
+            return torch.stack([s, -s], dim=1)
+
+    class Outside(nn.Module):  # logits from a tensor that requires grad but is no parameter the attack freezes
+        def __init__(self) -> None:
+            super().__init__()
+            self.outside = torch.tensor([[1.0, 0.0]], dtype=torch.float64, requires_grad=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.outside.expand(x.shape[0], 2)
+
+    x = batch(2, size=2, lo=0.3, hi=0.7)
+    y = torch.zeros(2, dtype=torch.long)
+    for ignores_input in (Constant(), Outside()):  # no graph at all, or a graph without the input: no move
+        assert torch.equal(PGD(ignores_input, 0.1, 0.05, steps=2, random_start=False)(x, y), x)
+    adv = PGD(Brightness(), 0.1, 0.05, steps=2, random_start=False, channels_last=False)(x, y)
+    torch.testing.assert_close(adv, x - 0.1, rtol=0, atol=1e-15)  # every pixel darker by eps
+
+
+def test_images_and_labels_are_checked_in_whole() -> None:
+    attack = FGSM(tiny_model(), 0.1)
+    x, y = batch(), torch.zeros(8, dtype=torch.long)
+    cases = [
+        ((x * 255).to(torch.uint8), y, "attack: images must be a float (N, C, H, W) tensor, got torch.uint8 "
+         "torch.Size([8, 3, 6, 6])"),
+        (x[0], y, "attack: images must be a float (N, C, H, W) tensor, got torch.float64 torch.Size([3, 6, 6])"),
+        (x, torch.zeros(7, dtype=torch.long), "attack: labels must be an integer tensor of shape (8,), got "
+         "torch.Size([7])"),
+        (x, y.double(), "attack: labels must be an integer tensor of shape (8,), got torch.Size([8])"),
+        (x * 1.5, y, None),  # above 1 only
+        (x - 0.5, y, None),  # below 0 only
+    ]  # fmt: skip
+    for images, labels, message in cases:
+        with pytest.raises(ValueError) as info:
+            attack(images, labels)
+        if message is not None:
+            assert str(info.value) == message
+        else:
+            assert str(info.value).startswith("attack: images must be pixels in [0, 1] (models normalize inside)")
+    with pytest.raises(ConfigError) as bad:
+        PGD(tiny_model(), 0.1, 0.01, steps=True)
+    assert str(bad.value) == "steps: must be an integer >= 1, got True"

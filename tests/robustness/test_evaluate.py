@@ -119,6 +119,7 @@ def test_sweep_hands_every_setting_to_pgd_and_robust_evaluate(monkeypatch: pytes
     attacks.clear()
     sweep(model, loader, "cpu", [0.1], [2], norm="l2", step_ratio=1.0, random_start=True, restarts=3, steps=7)
     assert attacks[0] == dict(eps=0.1, step=0.1 / 7, steps=7, norm="l2", random_start=True, restarts=3)
+    assert evaluations[-1] == dict(progress=False, limit=None, dist=None)  # the defaults: quiet, every image
     for empty in (([], [1]), ([0.1], [])):
         with pytest.raises(ValueError) as info:
             sweep(model, loader, "cpu", *empty)
@@ -142,9 +143,16 @@ def _figure_of(monkeypatch: pytest.MonkeyPatch, plot, rows, out: Path):
     real = evaluate._figure
     monkeypatch.setattr(evaluate, "_figure", lambda *a: drawn.append(real(*a)) or drawn[-1])
     assert plot(rows, out) == out and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    header = out.read_bytes()[16:24]  # the PNG's IHDR: width, height
+    assert (int.from_bytes(header[:4], "big"), int.from_bytes(header[4:], "big")) == (660, 462)  # 6 x 4.2 in, 110 dpi
     (ax,) = drawn[0].axes
     lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
     return ax, lines
+
+
+def _styles(ax) -> dict[str, tuple[str, str, str]]:
+    """label -> (colour, line style, marker) of every curve."""
+    return {line.get_label(): (line.get_color(), line.get_linestyle(), line.get_marker()) for line in ax.get_lines()}
 
 
 def _row(model: str, kind: str, eps: float, steps: int, robust: float, clean: float = 90.0) -> dict:
@@ -157,13 +165,48 @@ def test_plots_draw_each_models_sweep_sorted_with_its_axis_and_title(
 ) -> None:
     rows = [_row("a", "eps", 0.2, 10, 5.0), _row("a", "eps", 0.0, 10, 90.0), _row("a", "steps", 0.2, 3, 20.0),
             _row("a", "steps", 0.2, 1, 40.0), _row("b", "eps", 0.1, 10, 60.0, 80.0)]  # fmt: skip
-    ax, lines = _figure_of(monkeypatch, plot_accuracy_vs_eps, rows, tmp_path / "p" / "eps.png")
+    ax, lines = _figure_of(monkeypatch, plot_accuracy_vs_eps, rows, tmp_path / "p" / "q" / "eps.png")
     assert lines == {"a robust top-1": ([0.0, 0.2], [90.0, 5.0]), "a clean top-1": ([0.0, 0.2], [90.0, 90.0]),
                      "b robust top-1": ([0.1], [60.0]), "b clean top-1": ([0.1], [80.0])}  # fmt: skip
     assert (ax.get_xlabel(), ax.get_title(), ax.get_ylim()) == ("ε (pixel units)", "PGD (linf), 10 steps", (0, 100))
+    assert ax.get_ylabel() == "top-1 accuracy (%)" and ax.xaxis.get_gridlines()[0].get_alpha() == 0.3
+    assert {t.get_fontsize() for t in ax.get_legend().get_texts()} == {7.0}
+    assert _styles(ax) == {"a robust top-1": ("C0", "-", "o"), "a clean top-1": ("C0", "--", "None"),
+                           "b robust top-1": ("C1", "-", "o"), "b clean top-1": ("C1", "--", "None")}  # fmt: skip
+    steps_first = [_row("s", "steps", 0.2, 3, 20.0), *rows]  # a model with no ε rows is skipped, not the end
+    assert set(_figure_of(monkeypatch, plot_accuracy_vs_eps, steps_first, tmp_path / "s.png")[1]) == set(lines)
+    ax, lines = _figure_of(monkeypatch, plot_accuracy_vs_steps, rows[:2], tmp_path / "none.png")  # no steps rows
+    assert lines == {} and ax.get_title() == ""
     ax, lines = _figure_of(monkeypatch, plot_accuracy_vs_steps, {"x": rows[:4]}, tmp_path / "steps.png")
     assert lines == {"x robust top-1": ([1, 3], [40.0, 20.0]), "x clean top-1": ([1, 3], [90.0, 90.0])}
     assert (ax.get_xlabel(), ax.get_title()) == ("PGD steps", "PGD (linf), ε = 0.2")
     unnamed = [{k: v for k, v in r.items() if k != "model"} for r in rows[:2]]  # no model column: "model"
     assert set(_figure_of(monkeypatch, plot_accuracy_vs_eps, unnamed, tmp_path / "u.png")[1]) == {
         "model robust top-1", "model clean top-1"}  # fmt: skip
+
+
+class _TwinWorld(DistContext):
+    """Two ranks that saw the same data: all_reduce doubles, as a sum over two equal shards would."""
+
+    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.mul_(2)
+
+
+def test_counts_are_summed_over_the_world_and_the_bar_is_the_attacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    bars = []
+
+    def recording_bar(iterable, *, desc: str, enabled: bool):
+        bars.append((desc, enabled))
+        return iterable
+
+    monkeypatch.setattr(evaluate, "progress_bar", recording_bar)
+    model, x = tiny_model(classes=8), batch(16)
+    y = torch.arange(16) % 8  # arbitrary labels over 8 classes: top-5 misses some
+    loader = DataLoader(TensorDataset(x, y), batch_size=5)
+    attack = PGD(model, 0.05, 0.01, steps=3, random_start=False)
+    one = robust_evaluate(model, loader, attack, "cpu")
+    two = robust_evaluate(model, loader, attack, "cpu", progress=True, dist=_TwinWorld(rank=0, world_size=2))
+    assert bars == [("attack", False), ("attack", True)]  # quiet by default
+    assert one["n"] == 16 and one["counts"]["clean_top5"] < 16
+    assert two["n"] == 32 and two["counts"] == {k: 2 * v for k, v in one["counts"].items()}
+    assert all(two[k] == one[k] for k in one["counts"])  # the same percentages

@@ -18,7 +18,14 @@ from .conftest import predicted, tiny_model
 
 @pytest.mark.parametrize(
     ("previous", "now", "collapsed"),
-    [(None, 0.0, False), (71.1, 35.6, True), (71.1, 51.2, False), (50.0, 29.9, True), (30.0, 45.0, False)],
+    [
+        (None, 0.0, False),
+        (71.1, 35.6, True),
+        (71.1, 51.2, False),
+        (50.0, 29.9, True),
+        (50.0, 30.0, False),
+        (30.0, 45.0, False),
+    ],
 )
 def test_a_drop_of_more_than_20_points_is_a_collapse(previous: float | None, now: float, collapsed: bool) -> None:
     monitor = RobustMonitor(TensorDataset(torch.rand(2, 3, 6, 6), torch.zeros(2, dtype=torch.long)), eps=0.1)
@@ -33,6 +40,7 @@ def test_measure_is_pgd10_step_eps_over_4_on_the_first_n_images() -> None:
     first8 = DataLoader(TensorDataset(x[:8], predicted(model, x[:8])), batch_size=8)
     expected = robust_evaluate(model, first8, PGD(model, 0.05, 0.0125, 10, random_start=False), "cpu")
     assert monitor.measure(model) == expected["robust_top1"]
+    assert (monitor.loader.batch_size, monitor.loader.num_workers) == (3, 0)  # in process, the batches asked for
 
 
 def test_trainer_flags_the_collapse_and_keeps_the_best_robust_epoch(

@@ -186,3 +186,17 @@ def test_l2_radius_may_exceed_one_and_channel_count_is_checked_on_use() -> None:
     with pytest.raises(ConfigError) as info:  # ...and still checked for 3
         threat.project(batch(), batch())
     assert info.value.field == "eps" and "3 channels" in str(info.value)
+
+
+def test_radii_from_tensors_edges_and_norm_names() -> None:
+    assert LinfStep(torch.tensor(0.25), 0.01).eps == 0.25  # a 0-d tensor: a scalar
+    assert LinfStep(torch.tensor([0.25, 0.5]), 0.01).eps == (0.25, 0.5)  # 1-d: per channel
+    assert LinfStep(1.0, 1.0).eps == 1.0  # the whole pixel range is allowed
+    assert isinstance(make_step("LInf", 0.1, 0.01), LinfStep)
+    with pytest.raises(ConfigError) as info:
+        make_step(None, 0.1, 0.01)
+    assert str(info.value) == "norm: must be one of ('linf', 'l2'), got None"
+    threat = LinfStep(0.1, (0.01, 0.02))  # a per-channel step for two channels, used on three
+    with pytest.raises(ConfigError) as info:
+        threat.step(batch(), batch())
+    assert str(info.value) == "step: has 2 per-channel values but the images have 3 channels"

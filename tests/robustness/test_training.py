@@ -329,3 +329,30 @@ def test_fgsm_rs_training_raises_pgd_accuracy_without_masking_gradients(tmp_path
     (_, _, standard_pgd), (clean, fgsm_acc, pgd_acc) = results[None], results["fgsm-rs"]
     assert pgd_acc > standard_pgd + 15, results
     assert pgd_acc <= fgsm_acc <= clean, results
+
+
+def test_settings_from_tensors_and_refusals_in_whole() -> None:
+    assert PGDTraining(torch.tensor(0.1), steps=4).threat.step_size == pytest.approx(0.0625)  # 2.5 * 0.1 / 4
+    assert PGDTraining((0.1, 0.2, 0.3), steps=5).threat.step_size == pytest.approx((0.05, 0.1, 0.15))
+    cases = [
+        (lambda: PGDTraining(0.1, mix=1.5), "mix: must be in [0, 1], got 1.5"),
+        (lambda: PGDTraining(0.1, mix=True), "mix: must be a finite number >= 0, got True"),
+        (lambda: PGDTraining(0.1, mix=float("nan")), "mix: must be a finite number >= 0, got nan"),
+        (lambda: TRADESTraining(0.1, beta=-1.0), "beta: must be a finite number >= 0, got -1.0"),
+    ]
+    for make, message in cases:
+        with pytest.raises(ConfigError) as info:
+            make()
+        assert str(info.value) == message
+
+
+def test_the_training_batch_range_check_runs_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from visionlab.robustness import training
+
+    calls = []
+    monkeypatch.setattr(training, "check_images", lambda images, target: calls.append(images.shape[0]))
+    model, x = tiny_model(), batch(4)
+    objective = FGSMRSTraining(0.05)
+    for _ in range(3):
+        objective(model, x, predicted(model, x))
+    assert calls == [4]  # the first batch only: a check per step would sync with the device every step

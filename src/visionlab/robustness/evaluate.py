@@ -219,7 +219,8 @@ def _figure(rows, kind: str, x_key: str, xlabel: str) -> Figure:
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_lines():  # rows of the other sweep only: an empty plot, without matplotlib's empty-legend warning
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
