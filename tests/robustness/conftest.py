@@ -41,3 +41,15 @@ def predicted(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """The model's clean predictions, used as labels so that clean accuracy is 100%."""
     with torch.no_grad():
         return model(images).argmax(dim=1)
+
+
+class Forwards(nn.Module):
+    """``model`` that records the batch size of every forward in ``sizes``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.sizes = model, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(x.shape[0])
+        return self.model(x)

@@ -14,7 +14,7 @@ from visionlab.errors import ConfigError
 from visionlab.models import ImageClassifier, Normalize
 from visionlab.robustness.attacks import FGSM, PGD, Attack, AutoAttack, attack_context, original_attack
 
-from .conftest import STD, batch, predicted, tiny_model
+from .conftest import STD, Forwards, batch, predicted, tiny_model
 
 # Same operations in the same order as torchattacks, so the results are identical in practice; 1e-12 (pixel
 # units, float64) only leaves room for another reduction order inside a kernel and is far below one step, so a
@@ -496,23 +496,11 @@ def test_target_callables_get_the_images_and_targets_become_long_labels() -> Non
     assert str(info.value) == "PGD: targets have shape (3,), expected (4,)"
 
 
-class _Sizes(nn.Module):
-    """Records the batch size of every forward."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model, self.sizes = model, []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.sizes.append(x.shape[0])
-        return self.model(x)
-
-
 def test_restarts_attack_only_the_examples_still_standing() -> None:
     inner, x = tiny_model(), batch(2)
     y = predicted(inner, x)
     y[1] = (y[1] + 1) % 5  # example 1 is misclassified: fooled from the start; eps 0 cannot fool example 0
-    model = _Sizes(inner)
+    model = Forwards(inner)
     PGD(model, 0.0, 0.0, steps=2, random_start=True, restarts=3)(x, y)
     # run 1: 2 steps + the score on both; runs 2 and 3: on example 0 alone (one left is still one to attack)
     assert model.sizes == [2, 2, 2, 1, 1, 1, 1, 1, 1]

@@ -210,3 +210,22 @@ def test_counts_are_summed_over_the_world_and_the_bar_is_the_attacks(monkeypatch
     assert one["n"] == 16 and one["counts"]["clean_top5"] < 16
     assert two["n"] == 32 and two["counts"] == {k: 2 * v for k, v in one["counts"].items()}
     assert all(two[k] == one[k] for k in one["counts"])  # the same percentages
+
+
+def test_one_example_and_the_early_stop_flag_in_the_result() -> None:
+    from visionlab.robustness.attacks import Attack
+
+    class Identity(Attack):  # an attack whose settings say nothing about early stopping
+        def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            return images
+
+        def settings(self) -> dict:
+            return {"name": "identity"}
+
+    model, x, y, _ = _data(1)
+    one = DataLoader(TensorDataset(x, y), batch_size=1)  # label 0 is wrong (every 4th): 0 of 1
+    early = robust_evaluate(model, one, PGD(model, 0.05, 0.01, steps=2, early_stop=True), "cpu")
+    assert (early["n"], early["clean_top1"], early["early_stop"]) == (1, 0.0, True)
+    right = DataLoader(TensorDataset(x, predicted(model, x)), batch_size=1)
+    plain = robust_evaluate(model, right, Identity(model), "cpu")
+    assert (plain["clean_top1"], plain["robust_top1"], plain["early_stop"]) == (100.0, 100.0, False)

@@ -16,7 +16,7 @@ from visionlab.errors import ConfigError
 from visionlab.robustness.attacks import PGD
 from visionlab.robustness.training import FGSMRSTraining, PGDTraining, TRADESTraining, robust_accuracy_on_batch
 
-from .conftest import batch, predicted, tiny_model
+from .conftest import Forwards, batch, predicted, tiny_model
 
 EPS_C = (0.02, 0.03, 0.04)
 
@@ -186,28 +186,16 @@ def test_without_random_start_the_training_attack_is_plain_pgd() -> None:
     torch.testing.assert_close(adv, expected, rtol=0, atol=1e-12)
 
 
-class _Forwards(nn.Module):
-    """A model that counts its forwards and the examples they saw."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model, self.calls = model, []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls.append(x.shape[0])
-        return self.model(x)
-
-
 def test_a_zero_weight_skips_its_forward_and_its_attack(monkeypatch: pytest.MonkeyPatch) -> None:
-    model, x = _Forwards(tiny_model()), batch()
+    model, x = Forwards(tiny_model()), batch()
     y = predicted(model.model, x)
     only_clean = PGDTraining(0.05, steps=2, mix=1.0)
     monkeypatch.setattr(only_clean, "adversarial", lambda *a: pytest.fail("mix=1 must not attack"))
     only_clean(model, x, y)
-    assert model.calls == [8]  # one clean forward, no attack
-    model.calls.clear()
+    assert model.sizes == [8]  # one clean forward, no attack
+    model.sizes.clear()
     PGDTraining(0.05, steps=2, mix=0.0)(model, x, y)
-    assert model.calls == [8, 8, 8]  # the attack's two forwards, then the adversarial one; no clean forward
+    assert model.sizes == [8, 8, 8]  # the attack's two forwards, then the adversarial one; no clean forward
 
 
 def test_under_ddp_the_pair_goes_through_one_forward_and_splits_back(tmp_path: Path) -> None:
@@ -218,12 +206,12 @@ def test_under_ddp_the_pair_goes_through_one_forward_and_splits_back(tmp_path: P
 
     dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
     try:
-        model = _Forwards(tiny_model())
+        model = Forwards(tiny_model())
         first, second = batch(2), batch(5, seed=2)  # 2 and 5 images of 3 channels: no size coincides
         a, b = _forward_pair(DistributedDataParallel(model), first, second)
     finally:
         dist.destroy_process_group()
-    assert model.calls == [7]  # one forward of the concatenation
+    assert model.sizes == [7]  # one forward of the concatenation
     torch.testing.assert_close(a, model.model(first), rtol=0, atol=1e-12)
     torch.testing.assert_close(b, model.model(second), rtol=0, atol=1e-12)
 
