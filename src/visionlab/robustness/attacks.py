@@ -128,10 +128,9 @@ def full_precision(logits: torch.Tensor) -> torch.Tensor:
 
 def _input_grad(loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """d loss / d x only (no parameter gradient is computed), as a fresh tensor the caller may overwrite."""
-    if not loss.requires_grad:  # a model that ignores its input, parameters frozen by the attack: no graph
-        return torch.zeros_like(x)
-    (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
-    if grad is None:  # the loss depends on something else that requires grad, not on the input
+    # No graph at all (a model that ignores its input, its parameters frozen by the attack), or one without x.
+    (grad,) = torch.autograd.grad(loss, x, allow_unused=True) if loss.requires_grad else (None,)
+    if grad is None:  # the loss does not depend on the input
         return torch.zeros_like(x)
     if not (grad.is_contiguous() or grad.is_contiguous(memory_format=torch.channels_last)):
         grad = grad.clone()  # e.g. an expanded (stride-0) gradient, which in-place updates must not write
