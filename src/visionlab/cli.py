@@ -123,11 +123,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--clip-grad", type=float, help="max gradient L2 norm, 0 disables (default 1.0)")
     o.add_argument("--label-smoothing", type=float, help="default 0")
     a = p.add_argument_group("adversarial training (L∞, pixel units)")
-    a.add_argument("--adv-train", choices=("pgd", "fgsm-rs", "trades"),
-                   help="train on PGD (Madry), FGSM with random start (Wong et al.) or TRADES examples")  # fmt: skip
+    a.add_argument("--adv-train", choices=("pgd", "fgsm-rs", "n-fgsm", "trades"),
+                   help="train on PGD (Madry), FGSM with random start (Wong et al.), N-FGSM (noise 2 eps, no "
+                        "projection; de Jorge et al.) or TRADES examples")  # fmt: skip
     a.add_argument("--adv-eps", type=float, help="radius (default 0.1)")
     a.add_argument("--adv-steps", type=int, metavar="K", help="PGD / TRADES attack steps (default 3)")
-    a.add_argument("--adv-step", type=float, help="attack step (default 2.5 eps / K; 1.25 eps for fgsm-rs)")
+    a.add_argument("--adv-step", type=float, help="attack step (default 2.5 eps / K; 1.25 eps fgsm-rs; eps n-fgsm)")
     a.add_argument("--adv-mix", type=float, metavar="R", help="weight of the clean loss (default 0; original 0.5)")
     a.add_argument("--trades-beta", type=float, metavar="B", help="TRADES' KL weight (default 6)")
     a.add_argument("--select-by", choices=("clean", "robust"),

@@ -56,7 +56,7 @@ BAD = [
     ("label_smoothing", 2.0, "a number in [0, 1), got 2.0"),
     ("label_smoothing", 1.0, "a number in [0, 1)"),
     ("label_smoothing", -0.1, "a number in [0, 1)"),
-    ("adv_train", "free", "must be one of pgd, fgsm-rs, trades, got 'free'"),
+    ("adv_train", "free", "must be one of pgd, fgsm-rs, n-fgsm, trades, got 'free'"),
     ("adv_eps", 0.0, "a number in (0, 1], got 0.0"),
     ("adv_eps", 1.5, "a number in (0, 1], got 1.5"),
     ("adv_steps", 0, "an integer >= 1, got 0"),
@@ -244,7 +244,7 @@ def test_to_dict_and_from_dict_round_trip_and_missing_keys_default() -> None:
         ("out", 3, "out: must be a non-empty string or unset, got 3"),
         ("model", "lenet", "model: unknown model 'lenet': must be one of REGISTERED"),
         ("conv", "fast", "conv: must be one of native, custom, got 'fast'"),
-        ("adv_train", "free", "adv_train: must be one of pgd, fgsm-rs, trades, got 'free'"),
+        ("adv_train", "free", "adv_train: must be one of pgd, fgsm-rs, n-fgsm, trades, got 'free'"),
         ("model_kwargs", {1: 2}, "model_kwargs: must be a mapping of option names to values, got {1: 2}"),
     ],
 )

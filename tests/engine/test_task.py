@@ -8,7 +8,7 @@ from torch import nn
 
 from visionlab.engine import ClassificationTask, TrainConfig, build_task
 from visionlab.errors import ConfigError
-from visionlab.robustness import FGSMRSTraining, PGDTraining, TRADESTraining
+from visionlab.robustness import FGSMRSTraining, NFGSMTraining, PGDTraining, TRADESTraining
 
 
 def test_classification_task_returns_the_criterion_of_the_models_logits() -> None:
@@ -43,6 +43,13 @@ def test_fgsm_rs_training_gets_every_setting() -> None:
     assert task.criterion.label_smoothing == 0.3
 
 
+def test_n_fgsm_training_gets_every_setting() -> None:
+    task = build_task(TrainConfig(adv_train="n-fgsm", adv_eps=0.05, adv_step=0.04, adv_mix=0.5, label_smoothing=0.3))
+    assert type(task) is NFGSMTraining
+    assert (task.eps, task.step, task.noise, task.mix) == (0.05, 0.04, 2.0, 0.5)
+    assert task.criterion.label_smoothing == 0.3
+
+
 def test_trades_training_gets_every_setting() -> None:
     cfg = TrainConfig(adv_train="trades", adv_eps=0.02, trades_beta=3.0, adv_steps=5, adv_step=0.004,
                       label_smoothing=0.05)  # fmt: skip
@@ -53,5 +60,7 @@ def test_trades_training_gets_every_setting() -> None:
 
 
 def test_an_unknown_objective_names_the_field_and_the_choices() -> None:
-    with pytest.raises(ConfigError, match=r"^adv_train: must be one of pgd, fgsm-rs, trades or unset, got 'free'$"):
+    with pytest.raises(
+        ConfigError, match=r"^adv_train: must be one of pgd, fgsm-rs, n-fgsm, trades or unset, got 'free'$"
+    ):
         build_task(TrainConfig(adv_train="free"))  # not validated: build_task checks on its own

@@ -14,7 +14,13 @@ from torch import nn
 from visionlab.engine import TrainConfig, Trainer
 from visionlab.errors import ConfigError
 from visionlab.robustness.attacks import PGD
-from visionlab.robustness.training import FGSMRSTraining, PGDTraining, TRADESTraining, robust_accuracy_on_batch
+from visionlab.robustness.training import (
+    FGSMRSTraining,
+    NFGSMTraining,
+    PGDTraining,
+    TRADESTraining,
+    robust_accuracy_on_batch,
+)
 
 from .conftest import Forwards, batch, predicted, tiny_model
 
@@ -104,6 +110,78 @@ def test_fgsm_rs_example_is_the_wong_et_al_step_and_stays_in_the_ball() -> None:
     assert adv.min() >= 0 and adv.max() <= 1
 
 
+def _batch_stats_copy(model: nn.Module) -> nn.Module:
+    """A train-mode copy normalizing with each batch's own statistics and tracking none (the training attack)."""
+    attacker = copy.deepcopy(model).train()
+    for m in attacker.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.track_running_stats = False
+    return attacker
+
+
+def _n_fgsm_by_hand(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: float, alpha: torch.Tensor, seed: int):
+    """de Jorge et al.'s N-FGSM, as their training loop writes it: eta uniform in [-k eps, k eps], kept in [0, 1]
+    (``clamp(eta, -x, 1 - x)``), one signed step of ``alpha`` from ``x + eta``, clamped to [0, 1], no projection."""
+    eps = torch.tensor(EPS_C, dtype=x.dtype).view(1, 3, 1, 1)
+    eta = (2 * torch.rand(x.shape, generator=torch.Generator().manual_seed(seed), dtype=x.dtype) - 1) * k * eps
+    eta = torch.max(torch.min(eta, 1 - x), -x).requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(_batch_stats_copy(model)(x + eta), y), eta)
+    delta = eta.detach() + alpha * grad.sign()
+    return x + torch.max(torch.min(delta, 1 - x), -x)
+
+
+def test_n_fgsm_example_is_noise_then_one_unprojected_step() -> None:
+    model, x = _bn_model(), batch()
+    y = torch.arange(8) % 5
+    eps = torch.tensor(EPS_C, dtype=x.dtype).view(1, 3, 1, 1)
+    adv = NFGSMTraining(EPS_C, generator=torch.Generator().manual_seed(3)).adversarial(model, x, y)
+    torch.testing.assert_close(adv, _n_fgsm_by_hand(model, x, y, 2.0, eps, seed=3), rtol=0, atol=1e-15)
+    reach = (adv - x).abs().amax(dim=(0, 2, 3))
+    assert torch.all(reach > 2.5 * eps.flatten()) and torch.all(reach <= 3 * eps.flatten() + 1e-15)  # not projected
+    assert adv.min() >= 0 and adv.max() <= 1
+    given = NFGSMTraining(EPS_C, step=0.01, noise=0.5, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(
+        given.adversarial(model, x, y),
+        _n_fgsm_by_hand(model, x, y, 0.5, torch.tensor(0.01, dtype=x.dtype), seed=4),
+        rtol=0,
+        atol=1e-15,
+    )
+
+
+def test_n_fgsm_loss_mixes_clean_and_adversarial_like_the_others() -> None:
+    model, x = _bn_model(), batch()
+    y = torch.arange(8) % 5
+    manual = copy.deepcopy(model)
+    objective = NFGSMTraining(0.05, mix=0.25, criterion=nn.CrossEntropyLoss(label_smoothing=0.2),
+                              generator=torch.Generator().manual_seed(0))  # fmt: skip
+    loss, logits = objective(model, x, y)
+    eps = torch.full((1, 3, 1, 1), 0.05, dtype=x.dtype)
+    eta = (2 * torch.rand(x.shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype) - 1) * 2 * eps
+    start = (x + eta).clamp(0, 1).requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(_batch_stats_copy(manual)(start), y), start)  # the adversary: CE
+    adv = (start.detach() + 0.05 * grad.sign()).clamp(0, 1)
+    clean, robust = manual(x), manual(adv)
+    expected = 0.25 * F.cross_entropy(clean, y, label_smoothing=0.2) + 0.75 * F.cross_entropy(
+        robust, y, label_smoothing=0.2
+    )
+    torch.testing.assert_close(loss, expected, rtol=0, atol=1e-14)
+    torch.testing.assert_close(logits, robust, rtol=0, atol=1e-14)
+    _assert_same_bn(model, manual, forwards=2)
+
+
+def test_n_fgsm_balls_default_step_and_cap() -> None:
+    default = NFGSMTraining(0.1)
+    assert (default.threat.step_size, default.noise_ball.eps) == (0.1, 0.2)  # step eps, noise 2 eps (the paper's)
+    assert default.threat.eps == pytest.approx(0.3)  # noise + one step: the projection never binds
+    assert NFGSMTraining(0.1, step=0.05, noise=1.0).threat.eps == pytest.approx(0.15)
+    per_channel = NFGSMTraining((0.1, 0.2, 0.4), step=0.05)
+    assert per_channel.noise_ball.eps == pytest.approx((0.2, 0.4, 0.8))
+    assert per_channel.threat.eps == pytest.approx((0.25, 0.45, 0.85))
+    large = NFGSMTraining(0.4, noise=3.0)
+    assert (large.noise_ball.eps, large.threat.eps) == (1.0, 1.0)  # capped: past 1 nothing in [0, 1] is cut
+    assert NFGSMTraining(torch.tensor([0.1, 0.3, 0.6])).threat.eps == pytest.approx((0.3, 0.9, 1.0))
+
+
 def test_trades_beta_zero_is_clean_cross_entropy() -> None:
     model, x = _bn_model(), batch()
     y = torch.arange(8) % 5
@@ -163,6 +241,11 @@ def test_trades_loss_equals_a_hand_computation() -> None:
         (lambda: TRADESTraining(2.0), "eps"),
         (lambda: FGSMRSTraining(0.03, mix=1.5), "mix"),
         (lambda: TRADESTraining(0.03, init_std=-0.1), "init_std"),
+        (lambda: NFGSMTraining(-0.03), "eps"),
+        (lambda: NFGSMTraining(0.03, step=-0.01), "step"),
+        (lambda: NFGSMTraining(0.03, noise=-1.0), "noise"),
+        (lambda: NFGSMTraining(0.03, noise=float("inf")), "noise"),
+        (lambda: NFGSMTraining(0.03, mix=1.5), "mix"),
     ],
 )
 def test_bad_training_settings_raise_config_error(make, field: str) -> None:

@@ -21,7 +21,7 @@ from visionlab.errors import ConfigError
 __all__ = ["OPTIMIZERS", "Range", "TrainConfig", "check_field"]
 
 OPTIMIZERS = ("sgd", "adamw")
-ADV_TRAIN = ("pgd", "fgsm-rs", "trades")
+ADV_TRAIN = ("pgd", "fgsm-rs", "n-fgsm", "trades")
 SELECT_BY = ("clean", "robust")
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 # Dataset kinds whose images have one fixed side (the spec prefixes and aliases of ``visionlab.data``).
@@ -272,8 +272,8 @@ class TrainConfig:
     adv_train: str | None = None
     adv_eps: float = 0.1
     adv_steps: int = 3
-    adv_step: float | None = None  # None: 2.5 eps / steps for PGD and TRADES, 1.25 eps for FGSM-RS
-    adv_mix: float = 0.0  # weight of the clean loss (the course blended 50/50); PGD and FGSM-RS only
+    adv_step: float | None = None  # None: 2.5 eps / steps (PGD, TRADES), 1.25 eps (FGSM-RS), eps (N-FGSM)
+    adv_mix: float = 0.0  # weight of the clean loss (the course blended 50/50); not TRADES
     trades_beta: float = 6.0
     # which epoch model_best keeps: best clean top-1, or best PGD-10 top-1 on the first robust_val val images
     select_by: str = "clean"

@@ -49,12 +49,14 @@ def build_task(cfg: TrainConfig) -> Objective:
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     if cfg.adv_train is None:
         return ClassificationTask(criterion)
-    from visionlab.robustness import FGSMRSTraining, PGDTraining, TRADESTraining
+    from visionlab.robustness import FGSMRSTraining, NFGSMTraining, PGDTraining, TRADESTraining
 
     if cfg.adv_train == "pgd":
         return PGDTraining(cfg.adv_eps, steps=cfg.adv_steps, step=cfg.adv_step, mix=cfg.adv_mix, criterion=criterion)
     if cfg.adv_train == "fgsm-rs":
         return FGSMRSTraining(cfg.adv_eps, step=cfg.adv_step, mix=cfg.adv_mix, criterion=criterion)
+    if cfg.adv_train == "n-fgsm":
+        return NFGSMTraining(cfg.adv_eps, step=cfg.adv_step, mix=cfg.adv_mix, criterion=criterion)
     if cfg.adv_train == "trades":
         return TRADESTraining(cfg.adv_eps, beta=cfg.trades_beta, steps=cfg.adv_steps, step=cfg.adv_step,
                               criterion=criterion)  # fmt: skip

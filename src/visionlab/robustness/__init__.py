@@ -26,7 +26,13 @@ from visionlab.robustness.evaluate import (
 )
 from visionlab.robustness.monitor import RobustMonitor
 from visionlab.robustness.steps import L2Step, LinfStep, Radius, Step, make_step
-from visionlab.robustness.training import FGSMRSTraining, PGDTraining, TRADESTraining, robust_accuracy_on_batch
+from visionlab.robustness.training import (
+    FGSMRSTraining,
+    NFGSMTraining,
+    PGDTraining,
+    TRADESTraining,
+    robust_accuracy_on_batch,
+)
 
 __all__ = [
     "FGSM",
@@ -37,6 +43,7 @@ __all__ = [
     "FGSMRSTraining",
     "L2Step",
     "LinfStep",
+    "NFGSMTraining",
     "PGDTraining",
     "Radius",
     "RobustMonitor",

@@ -11,7 +11,8 @@ mode) let several GPU-search runs collapse for an epoch (BENCHMARKS.md, issue 9)
 plain cross-entropy (or TRADES' KL); ``criterion`` (e.g. with label smoothing) is the training loss only.
 
 References: Madry et al. 2018 (PGD adversarial training); Wong, Rice & Kolter 2020, "Fast is better than free:
-Revisiting adversarial training" (FGSM with random start); Zhang et al. 2019, "Theoretically Principled
+Revisiting adversarial training" (FGSM with random start); de Jorge et al. 2022, "Make Some Noise: Reliable and
+Efficient Single-Step Adversarial Training" (N-FGSM); Zhang et al. 2019, "Theoretically Principled
 Trade-off between Robustness and Accuracy" (TRADES).
 """
 
@@ -40,7 +41,7 @@ from visionlab.robustness.attacks import (
 )
 from visionlab.robustness.steps import Radius, Step, _draw, make_step
 
-__all__ = ["FGSMRSTraining", "PGDTraining", "TRADESTraining", "robust_accuracy_on_batch"]
+__all__ = ["FGSMRSTraining", "NFGSMTraining", "PGDTraining", "TRADESTraining", "robust_accuracy_on_batch"]
 
 
 def _scale(radius: Radius, factor: float) -> Radius:
@@ -101,13 +102,17 @@ class _Adversarial:
 
     random_start: bool
 
+    def _start(self, x: torch.Tensor) -> torch.Tensor:
+        """Where the ascent starts: a uniform random point of the ball, or ``x`` itself."""
+        return self.threat.random_init(x, self.generator) if self.random_start else x
+
     def adversarial(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The adversarial examples the loss trains on (eval mode, parameters frozen, modes restored), detached."""
         model = unwrap(model)  # the attack's forwards and backwards must not trigger DDP's gradient sync
         nhwc = attack_layout(images, None)
         x = to_layout(images, nhwc)
         with attack_context(model, channels_last=nhwc, batch_stats=True):
-            start = self.threat.random_init(x, self.generator) if self.random_start else x
+            start = self._start(x)
             adv = ascend(model, self.threat, x, start, self.steps, lambda z: F.cross_entropy(full_precision(z), target))
         return match_layout(adv, images)
 
@@ -189,6 +194,51 @@ class FGSMRSTraining(_MixedAdversarial):
         self.steps, self.random_start = 1, True
         self.threat = make_step("linf", self.eps, _scale(self.eps, 1.25) if self.step is None else self.step)
         self.mix = _weight(self.mix, "mix", at_most=1.0)
+
+
+def _reach(*radii: float | tuple[float, ...]) -> float | tuple[float, ...]:
+    """The sum of L∞ radii (scalars or per channel), capped at 1: a perturbation past 1 leaves [0, 1]."""
+    total = torch.stack(torch.broadcast_tensors(*(torch.tensor(r, dtype=torch.float64) for r in radii))).sum(0)
+    total = total.clamp(max=1.0)
+    return total.item() if total.dim() == 0 else tuple(total.tolist())
+
+
+@dataclass
+class NFGSMTraining(_MixedAdversarial):
+    """N-FGSM (de Jorge et al. 2022, "Make Some Noise"): single-step adversarial training with strong noise and
+    no projection, L∞ — FGSM-RS's cost without its catastrophic overfitting.
+
+    ``x_noisy = clamp(x + eta, 0, 1)`` with ``eta`` uniform in ``[-noise * eps, noise * eps]``, then
+    ``x_adv = clamp(x_noisy + step * sign(grad_x CE(f(x_noisy), y)), 0, 1)``, *not* projected back onto the
+    ``eps``-ball: the training perturbation reaches ``noise * eps + step`` (3 eps by default). The paper's
+    defaults are ``noise = 2`` and ``step = eps``; loss, ``mix`` and returned logits as for :class:`PGDTraining`.
+
+    Args:
+        eps: radius in pixel units, scalar or per channel (the threat model trained against).
+        step: step size in pixel units; default ``eps``.
+        noise: half-width of the uniform noise as a multiple of ``eps``; default 2.
+        mix, criterion, generator: as for :class:`PGDTraining`.
+    """
+
+    eps: Radius
+    step: Radius | None = None
+    noise: float = 2.0
+    mix: float = 0.0
+    criterion: nn.Module = field(default_factory=nn.CrossEntropyLoss)
+    generator: torch.Generator | None = None
+    _checked: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.steps, self.random_start = 1, True
+        self.noise = _weight(self.noise, "noise")
+        given = make_step("linf", self.eps, self.eps if self.step is None else self.step)  # validates eps, step
+        self.noise_ball = make_step("linf", _reach(_scale(given.eps, self.noise)), given.step_size)
+        # The ascent's ball is as large as noise plus one step can go, so its projection never binds.
+        self.threat = make_step("linf", _reach(self.noise_ball.eps, given.step_size), given.step_size)
+        self.mix = _weight(self.mix, "mix", at_most=1.0)
+
+    def _start(self, x: torch.Tensor) -> torch.Tensor:
+        return self.noise_ball.random_init(x, self.generator)
 
 
 @dataclass
