@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,25 @@ def test_robustness_sweep_of_two_checkpoints(trained: tuple[str, Path], tmp_path
     eps0 = [r for r in rows if r["sweep"] == "eps" and float(r["eps"]) == 0.0]
     assert all(r["robust_top1"] == r["clean_top1"] for r in eps0)  # eps 0 attacks nothing
     assert all((out / f).is_file() for f in ("sweep.json", "accuracy_vs_eps.png", "accuracy_vs_steps.png"))
+
+
+def test_robustness_without_out_writes_the_comparison_into_every_run_once(
+    trained: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, best = trained
+    runs = [tmp_path / "run-a", tmp_path / "run-b"]
+    for run in runs:
+        run.mkdir()
+        shutil.copy(best, run / "model_best.pth.tar")
+    resume = [runs[0] / "model_best.pth.tar", runs[1] / "model_best.pth.tar", runs[1] / "." / "model_best.pth.tar"]
+    argv = ["robustness", "--resume", *map(str, resume), "--eps", "0", "--steps", "1", "--limit-val", "8",
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    tables = [json.loads((run / "robustness" / "sweep.json").read_text()) for run in runs]
+    assert tables[0] == tables[1]  # each run holds the whole comparison
+    assert [r["model"] for r in tables[0]] == ["run-a"] * 2 + ["run-b"] * 4
+    wrote = [line for line in capsys.readouterr().out.splitlines() if line.startswith("wrote ")]
+    assert len(wrote) == 8  # sweep.csv, sweep.json and two plots in each of the two runs: run-b once
 
 
 @pytest.mark.parametrize(

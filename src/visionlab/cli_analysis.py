@@ -262,9 +262,13 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         )  # fmt: skip
     if not dist.is_main:
         return 0
-    out = _out_dir(args, args.resume[0], "robustness")
-    paths = [*write_sweep(rows, out), plot_accuracy_vs_eps(rows, out / "accuracy_vs_eps.png"),
-             plot_accuracy_vs_steps(rows, out / "accuracy_vs_steps.png")]  # fmt: skip
+    # Without --out, every checkpoint's run gets the whole comparison, so each run's report shows it.
+    outs = [Path(args.out)] if args.out else dict.fromkeys(Path(r).resolve().parent / "robustness" for r in args.resume)
+    paths: list[Path] = []
+    for out in outs:
+        out.mkdir(parents=True, exist_ok=True)
+        paths += [*write_sweep(rows, out), plot_accuracy_vs_eps(rows, out / "accuracy_vs_eps.png"),
+                  plot_accuracy_vs_steps(rows, out / "accuracy_vs_steps.png")]  # fmt: skip
     print(f"{'model':<24}{'sweep':<7}{'eps':>8}{'steps':>7}{'clean top-1':>13}{'robust top-1':>14}")
     for r in rows:
         print(f"{r['model']:<24}{r['sweep']:<7}{r['eps']:>8.4g}{r['steps']:>7}{r['clean_top1']:>13.2f}"
