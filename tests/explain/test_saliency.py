@@ -4,6 +4,7 @@ call leaves the model and the input exactly as it found them."""
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -264,3 +265,89 @@ def test_bad_arguments_are_refused(kwargs: dict, error: type[Exception], message
 def test_images_must_be_floating_point_4d(images: torch.Tensor) -> None:
     with pytest.raises(ValueError, match=r"images must be a floating-point tensor \(N, C, H, W\)"):
         saliency(_cnn().eval(), images)
+
+
+def test_smoothgrad_noise_is_the_generator_draw_at_the_default_std() -> None:
+    model = _Recorder().double()
+    x = torch.tensor([[[[0.5, 0.25], [0.75, 0.5]]]], dtype=torch.float64).repeat(2, 1, 1, 1)
+    saliency(model, x, smoothgrad_samples=2, generator=torch.Generator().manual_seed(3))
+    gen = torch.Generator().manual_seed(3)
+    draws = [torch.randn(x.shape, generator=gen, dtype=torch.float64) for _ in range(2)]
+    clean, *noisy = model.seen
+    assert torch.equal(clean, x) and len(noisy) == 2
+    for seen, draw in zip(noisy, draws, strict=True):  # x + 0.1 N(0, 1), float64 draws, clipped to [0, 1]
+        assert torch.equal(seen, (x + 0.1 * draw).clamp(0.0, 1.0))
+
+
+def test_batch_size_sets_the_chunks_the_model_sees() -> None:
+    model = _Recorder()
+    x = torch.rand(5, 1, 2, 2, generator=torch.Generator().manual_seed(4))
+    whole = saliency(model, x, reduce=None)
+    model.seen.clear()
+    chunked = saliency(model, x, reduce=None, batch_size=2)
+    assert [len(seen) for seen in model.seen] == [2, 2, 1]
+    assert torch.equal(torch.cat(model.seen), x)
+    torch.testing.assert_close(chunked, whole)
+    model.seen.clear()
+    torch.testing.assert_close(saliency(model, x, reduce=None, batch_size=1), whole)  # 1 is allowed
+    assert [len(seen) for seen in model.seen] == [1] * 5
+
+
+def test_mean_reduction_keeps_one_map_per_image() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2, 2))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[1.0, -3.0], [0.0, 0.0]]))
+        model[1].bias.zero_()
+    # As in the two-channel test above, per image: |∂CE/∂x| = (0.5, 1.5), mean 1.0, max 1.5.
+    x = torch.zeros(2, 2, 1, 1)
+    assert torch.equal(saliency(model, x, reduce="mean"), torch.ones(2, 1, 1))
+    assert torch.equal(saliency(model, x, reduce="max"), torch.full((2, 1, 1), 1.5))
+
+
+def test_integer_targets_of_any_width_are_used_as_classes() -> None:
+    model = _linear_model()
+    x = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]]).repeat(2, 1, 1, 1)
+    expected = saliency(model, x, target=torch.tensor([0, 2]))
+    assert torch.equal(saliency(model, x, target=torch.tensor([0, 2], dtype=torch.int32)), expected)
+    assert torch.equal(saliency(model, x, target=torch.tensor([0, 2], dtype=torch.uint8)), expected)
+    by_int = saliency(model, x, target=0, abs=False)
+    torch.testing.assert_close(by_int, torch.tensor([[[0.6 * math.log(3), -0.4], [-1.6, 1.8]]]).repeat(2, 1, 1))
+
+
+def test_a_model_that_does_not_return_logits_is_refused() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Unflatten(1, (3, 1)))
+    with pytest.raises(ValueError, match=r"^saliency: the model must return logits \(N, K\), got \(2, 3, 1\)$"):
+        saliency(model, torch.rand(2, 1, 2, 2))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(batch_size=True), "batch_size: must be an integer >= 1 or None, got True"),
+        (dict(batch_size=2.5), "batch_size: must be an integer >= 1 or None, got 2.5"),
+        (dict(smoothgrad_samples=True), "smoothgrad_samples: must be an integer >= 0, got True"),
+        (dict(noise_std=-0.1), r"noise_std: must be a finite number >= 0 \(pixel units\), got -0.1"),
+    ],
+)
+def test_whole_option_error_messages(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        saliency(_linear_model(), torch.rand(2, 1, 2, 2), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("images", "got"),
+    [([[[[0.5]]]], "list"), (torch.rand(3, 6, 6), r"\(3, 6, 6\)"), (torch.zeros(1, 3, 6, 6).long(), r"\(1, 3, 6, 6\)")],
+)
+def test_bad_images_messages_name_what_was_given(images, got: str) -> None:
+    message = rf"^saliency: images must be a floating-point tensor \(N, C, H, W\) in \[0, 1\], got {got}$"
+    with pytest.raises(ValueError, match=message):
+        saliency(_cnn().eval(), images)
+
+
+@pytest.mark.parametrize(
+    "target", [torch.tensor([True, False]), torch.tensor([0.0, 1.0]), torch.tensor([1j, 0j]), [0, 1], True]
+)
+def test_non_integer_targets_are_refused(target) -> None:
+    message = f"saliency: target must be None, an int or an integer tensor (N,), got {target!r}"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        saliency(_linear_model(), torch.rand(2, 1, 2, 2), target=target)
