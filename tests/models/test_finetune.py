@@ -50,3 +50,27 @@ def test_freezing_an_eval_model_keeps_it_in_eval() -> None:
     model = build_model("improved", num_classes=10, in_channels=1, image_size=28).eval()
     set_backbone_frozen(model, True)
     assert not model.training and all(not m.training for m in model.modules())
+
+
+def test_head_names_of_bare_networks_and_a_network_without_a_head() -> None:
+    from visionlab.models import ResNet18, VisionTransformer
+
+    assert head_name(ResNet18(num_classes=3, small_input=True)) == "fc"
+    vit = VisionTransformer(img_size=8, patch_size=4, embed_dim=8, depth=1, num_heads=2, window_block_indexes=())
+    assert head_name(vit) == "head" and head_name(nn.Sequential(nn.ReLU(), vit)) == "1.head"
+
+    class Named(nn.Module):  # "fc" is a prefix of "fc_in" too: the split must go by the dotted name
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc_in, self.fc = nn.Linear(2, 2), nn.Linear(2, 1)
+
+        def get_classifier(self) -> nn.Module:
+            return self.fc
+
+    backbone, head = split_head(Named())
+    assert [n for n, _ in backbone] == ["fc_in.weight", "fc_in.bias"] and [n for n, _ in head] == [
+        "fc.weight",
+        "fc.bias",
+    ]
+    with pytest.raises(ValueError, match=r"^Sequential has no classifier head \(no get_classifier\(\)\) to fine-tune$"):
+        head_name(nn.Sequential(nn.Linear(2, 2)))

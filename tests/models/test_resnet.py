@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torchvision
@@ -96,3 +98,55 @@ def test_custom_conv_gives_the_same_network(channels: int, size: int) -> None:
     custom.load_state_dict(native.state_dict())
     x = torch.rand(2, channels, size, size, dtype=torch.float64)
     torch.testing.assert_close(custom(x), native(x), rtol=1e-10, atol=1e-10)
+
+
+def _reference_then_stem(num_classes: int, stem: nn.Conv2d | None, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
+    """torchvision's ResNet-18 built from ``seed``, then (as ours does) the replaced stem's own init and the
+    fan-out Kaiming normal draw for it: the exact random numbers our constructor must use."""
+    torch.manual_seed(seed)
+    reference = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+    if stem is None:
+        shape = (64, 3, 7, 7)
+    else:
+        stem.reset_parameters()
+        shape = tuple(stem.weight.shape)
+    weight = torch.empty(shape).normal_(0, math.sqrt(2.0) / math.sqrt(64 * shape[2] * shape[3]))
+    return reference, weight
+
+
+@pytest.mark.parametrize(
+    ("in_channels", "small_input", "stem"),
+    [(3, False, None), (1, False, (1, 7, 2, 3)), (1, True, (1, 3, 1, 1)), (3, True, (3, 3, 1, 1))],
+)
+def test_the_stem_is_drawn_exactly_as_torchvision_then_kaiming_fan_out(in_channels, small_input, stem) -> None:
+    spec = (in_channels, 7, 2, 3) if stem is None else stem
+    conv = None  # a stem built without drawing, so that its reset_parameters() draws in our constructor's order
+    if stem is not None:
+        conv = nn.Conv2d(stem[0], 64, stem[1], stem[2], stem[3], bias=False, device="meta").to_empty(device="cpu")
+    reference, weight = _reference_then_stem(10, conv)
+    torch.manual_seed(0)
+    ours = ResNet18(num_classes=10, in_channels=in_channels, small_input=small_input)
+    c = ours.conv1
+    assert (c.in_channels, c.out_channels, c.kernel_size[0], c.stride[0], c.padding[0]) == (spec[0], 64, *spec[1:])
+    assert c.bias is None and type(c) is nn.Conv2d
+    assert torch.equal(c.weight, weight)
+    theirs = reference.state_dict()
+    for key, value in ours.state_dict().items():
+        if key != "conv1.weight":
+            assert torch.equal(value, theirs[key]), key
+    assert isinstance(ours.maxpool, nn.Identity if small_input else nn.MaxPool2d)
+
+
+def test_the_defaults_and_zero_init_residual() -> None:
+    net = ResNet18()
+    assert (net.fc.out_features, net.num_classes, net.conv1.in_channels, net.conv1.kernel_size) == (
+        1000,
+        1000,
+        3,
+        (7, 7),
+    )
+    assert net.small_input is False and isinstance(net.maxpool, nn.MaxPool2d)
+    assert all(torch.equal(b.bn2.weight, torch.ones(b.bn2.num_features)) for b in [net.layer1[0], net.layer4[1]])
+    zero = ResNet18(num_classes=2, zero_init_residual=True)
+    blocks = [b for layer in (zero.layer1, zero.layer2, zero.layer3, zero.layer4) for b in layer]
+    assert len(blocks) == 8 and all(not b.bn2.weight.any() for b in blocks)

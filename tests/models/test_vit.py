@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from visionlab.errors import ConfigError
 from visionlab.models import build_model
 from visionlab.models.vit import (
     Attention,
@@ -295,3 +296,162 @@ def test_wrong_sizes_give_clear_errors() -> None:
                         depth=6, mlp_ratio=2.0, window_block_indexes=())  # fmt: skip
     with pytest.raises(ValueError, match=r"8x8 token grid .* this model has 7x7"):
         model.load_state_dict(other.state_dict())
+
+
+def test_the_constructor_defaults_are_the_original_configuration() -> None:
+    vit = VisionTransformer()
+    assert (vit.img_size, vit.patch_size, vit.grid, vit.num_classes, vit.num_features) == (128, 16, 8, 100, 192)
+    assert isinstance(vit.patch_embed.proj, torch.nn.Conv2d) and vit.patch_embed.proj.in_channels == 3
+    assert vit.pos_embed.shape == (1, 8, 8, 192) and vit.head.out_features == 100
+    assert [b.window_size for b in vit.blocks] == [4, 0, 4, 0]
+    assert [b.drop_path.p for b in vit.blocks] == [0.1 * i / 3 for i in range(4)]
+    assert all(
+        b.attn.num_heads == 4 and b.mlp.fc1.out_features == 768 and b.attn.qkv.bias is not None for b in vit.blocks
+    )
+    block = Block(8, 2)
+    assert (block.window_size, block.drop_path.p, block.mlp.fc1.out_features, block.mlp.fc2.in_features) == (
+        0,
+        0.0,
+        32,
+        32,
+    )
+    assert block.attn.qkv.bias is not None and block.norm1.normalized_shape == block.norm2.normalized_shape == (8,)
+    assert (block.attn.qkv.in_features, block.attn.qkv.out_features, block.attn.proj.in_features) == (8, 24, 8)
+
+
+def test_options_reach_every_block() -> None:
+    vit = tiny_vit(depth=3, num_heads=4, mlp_ratio=1.5, qkv_bias=False, drop_path_rate=0.2, window_size=2,
+                   window_block_indexes=(1, 2), use_abs_pos=False).eval()  # fmt: skip
+    assert [b.window_size for b in vit.blocks] == [0, 2, 2] and [b.drop_path.p for b in vit.blocks] == [0.0, 0.1, 0.2]
+    assert all(b.attn.qkv.bias is None and b.attn.num_heads == 4 and b.mlp.fc1.out_features == 48 for b in vit.blocks)
+    assert vit.pos_embed is None and "pos_embed" not in vit.state_dict()
+    x = torch.rand(2, 1, 28, 28)
+    tokens = vit.patch_embed(x)
+    for block in vit.blocks:  # no position embedding added
+        tokens = block(tokens)
+    torch.testing.assert_close(vit.forward_features(x), tokens, rtol=0, atol=0)
+    vit.check_pos_embed(torch.zeros(3))  # nothing to check without a position embedding
+    assert [b.drop_path.p for b in tiny_vit(depth=1, window_block_indexes=(), drop_path_rate=0.3).blocks] == [0.0]
+    assert Attention(6, 3, qkv_bias=False).qkv.bias is None and Attention(6, 3).qkv.bias is not None
+
+
+def test_the_position_embedding_is_added_to_the_patch_tokens() -> None:
+    torch.manual_seed(0)
+    vit = tiny_vit(depth=1, window_block_indexes=())
+    x = torch.rand(2, 1, 28, 28)
+    tokens = vit.blocks[0](vit.patch_embed(x) + vit.pos_embed)
+    torch.testing.assert_close(vit.forward_features(x), tokens, rtol=0, atol=0)
+    pooled = F.layer_norm(tokens.mean(dim=(1, 2)), (32,), vit.norm.weight, vit.norm.bias, vit.norm.eps)
+    torch.testing.assert_close(vit.forward_head(tokens, pre_logits=True), pooled, rtol=0, atol=1e-6)
+    torch.testing.assert_close(vit(x), pooled @ vit.head.weight.T + vit.head.bias, rtol=0, atol=1e-6)
+
+
+def test_init_weights_by_value() -> None:
+    from visionlab.models.vit import _init_weights
+
+    linear, no_bias, norm = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3, bias=False), torch.nn.LayerNorm(4)
+    with torch.no_grad():
+        norm.weight.fill_(3.0)
+        norm.bias.fill_(2.0)
+    torch.manual_seed(4)
+    for m in (linear, no_bias, norm):
+        _init_weights(m)
+    torch.manual_seed(4)
+    expected = [torch.nn.init.trunc_normal_(torch.empty(3, 5), std=0.02) for _ in range(2)]
+    assert torch.equal(linear.weight, expected[0]) and torch.equal(linear.bias, torch.zeros(3))
+    assert torch.equal(no_bias.weight, expected[1]) and no_bias.bias is None
+    assert torch.equal(norm.weight, torch.ones(4)) and torch.equal(norm.bias, torch.zeros(4))
+
+    vit = tiny_vit()
+    torch.manual_seed(6)
+    vit.reset_classifier(1)  # one class is a linear head too, initialised like the others
+    torch.manual_seed(6)
+    _init_weights(head := torch.nn.Linear(32, 1))
+    assert (
+        isinstance(vit.head, torch.nn.Linear) and torch.equal(vit.head.weight, head.weight) and not vit.head.bias.any()
+    )
+    assert vit.num_classes == 1 and vit(torch.rand(2, 1, 28, 28)).shape == (2, 1)
+
+
+def test_patch_embedding_options_and_errors_are_exact() -> None:
+    stem = PatchEmbed(4, in_chans=3, embed_dim=8, stem_channels=1)  # the narrowest conv stem
+    convs = [m for m in stem.proj if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(3, 1), (1, 2), (2, 8)]
+    assert all((c.padding, c.bias) == ((1, 1), None) for c in convs[:-1]) and convs[-1].bias is not None
+    assert [m.num_features for m in stem.proj if isinstance(m, torch.nn.BatchNorm2d)] == [1, 2]
+    assert all(m.inplace for m in stem.proj if isinstance(m, torch.nn.ReLU))
+    assert [type(m).__name__ for m in stem.proj] == ["Conv2d", "BatchNorm2d", "ReLU"] * 2 + ["Conv2d"]
+    two = PatchEmbed(2, in_chans=3, embed_dim=8, stem_channels=4)
+    assert [m.out_channels for m in two.proj if isinstance(m, torch.nn.Conv2d)] == [4, 8]
+    classic = PatchEmbed(3, in_chans=2, embed_dim=5)
+    assert (classic.proj.in_channels, classic.proj.out_channels, classic.proj.kernel_size, classic.proj.stride) == (
+        2, 5, (3, 3), (3, 3)
+    )  # fmt: skip
+    for patch in (1, 3, 6, 12):
+        with pytest.raises(
+            ConfigError,
+            match=rf"^model_kwargs: a convolutional stem needs a patch size that is a power of 2 >= 2, got {patch}$",
+        ):
+            PatchEmbed(patch, in_chans=3, embed_dim=8, stem_channels=4)
+    with pytest.raises(ConfigError, match=r"^model_kwargs: embed dim 10 is not divisible by num_heads 4$"):
+        Attention(10, 4)
+    with pytest.raises(ConfigError, match=r"^image_size: image size 30 is not a multiple of the patch size 4$"):
+        VisionTransformer(img_size=30, patch_size=4)
+    with pytest.raises(ConfigError, match=r"^model_kwargs: window_block_indexes \(-1,\) must lie in \[0, depth=4\)$"):
+        VisionTransformer(window_block_indexes=(-1,))
+    assert [b.window_size for b in tiny_vit(window_block_indexes=(1,)).blocks] == [0, 4]
+
+
+def test_size_errors_name_both_shapes_exactly() -> None:
+    model = tiny_vit()
+    message = (
+        r"^VisionTransformer was built for 28x28 images, got a non-\(B, C, H, W\) tensor "
+        r"\(input shape \(1, 28, 28\)\); build it with img_size=28 or resize the images$"
+    )
+    with pytest.raises(ValueError, match=message):
+        model(torch.rand(1, 28, 28))
+    message = (
+        r"^VisionTransformer was built for 28x28 images, got 28x32 \(input shape "
+        r"\(1, 1, 28, 32\)\); build it with img_size=32 or resize the images$"
+    )
+    with pytest.raises(ValueError, match=message):
+        model(torch.rand(1, 1, 28, 32))
+    assert model(torch.rand(1, 1, 28, 28)).shape == (1, 10)
+    message = (
+        r"^checkpoint position embedding is for a \(1, 49, 32\) token grid \(shape \(1, 49, "
+        r"32\)\), this model has 7x7 \(image 28, patch 4, shape \(1, 7, 7, 32\)\); build the model at the "
+        r"checkpoint's image size and patch size$"
+    )
+    with pytest.raises(ValueError, match=message):
+        model.check_pos_embed(torch.zeros(1, 49, 32))
+    with pytest.raises(
+        ValueError, match=r"^checkpoint position embedding is for a 8x6 token grid \(shape \(1, 8, 6, 32\)\)"
+    ):
+        model.load_state_dict({**model.state_dict(), "pos_embed": torch.zeros(1, 8, 6, 32)})
+    model.check_pos_embed(torch.zeros(1, 7, 7, 32))
+
+
+@pytest.mark.parametrize(("h", "w", "window"), [(7, 3, 4), (3, 7, 4), (4, 4, 4)])
+def test_window_block_on_grids_the_window_covers_in_one_direction(h: int, w: int, window: int) -> None:
+    torch.manual_seed(0)
+    block = random_block(window=window)
+    x = torch.randn(2, h, w, 16, dtype=torch.float64)
+    torch.testing.assert_close(block(x), block_by_hand(block, x), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize(("h", "w"), [(4, 3), (3, 4), (4, 4), (2, 3)])
+def test_a_window_covering_the_grid_is_global_attention_without_padding(h: int, w: int) -> None:
+    """A grid no larger than the window in both directions is not padded: padded tokens would join as keys."""
+    torch.manual_seed(0)
+    block = random_block(window=4)
+    global_block = random_block(window=0)
+    global_block.load_state_dict(block.state_dict())
+    x = torch.randn(2, h, w, 16, dtype=torch.float64)
+    torch.testing.assert_close(block(x), global_block(x), atol=0, rtol=0)
+
+
+def test_a_window_of_one_token_attends_to_itself_only() -> None:
+    torch.manual_seed(0)
+    block = random_block(window=1)
+    x = torch.randn(2, 3, 2, 16, dtype=torch.float64)
+    torch.testing.assert_close(block(x), block_by_hand(block, x), atol=1e-12, rtol=0)
