@@ -144,7 +144,7 @@ def _figure_of(monkeypatch: pytest.MonkeyPatch, plot, rows, out: Path):
     monkeypatch.setattr(evaluate, "_figure", lambda *a: drawn.append(real(*a)) or drawn[-1])
     assert plot(rows, out) == out and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     header = out.read_bytes()[16:24]  # the PNG's IHDR: width, height
-    assert (int.from_bytes(header[:4], "big"), int.from_bytes(header[4:], "big")) == (660, 462)  # 6 x 4.2 in, 110 dpi
+    assert (int.from_bytes(header[:4], "big"), int.from_bytes(header[4:], "big")) == (660, 528)  # 6 x 4.8 in, 110 dpi
     (ax,) = drawn[0].axes
     lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
     return ax, lines
@@ -170,7 +170,14 @@ def test_plots_draw_each_models_sweep_sorted_with_its_axis_and_title(
                      "b robust top-1": ([0.1], [60.0]), "b clean top-1": ([0.1], [80.0])}  # fmt: skip
     assert (ax.get_xlabel(), ax.get_title(), ax.get_ylim()) == ("ε (pixel units)", "PGD (linf), 10 steps", (0, 100))
     assert ax.get_ylabel() == "top-1 accuracy (%)" and ax.xaxis.get_gridlines()[0].get_alpha() == 0.3
-    assert {t.get_fontsize() for t in ax.get_legend().get_texts()} == {7.0}
+    legend = ax.get_legend()
+    assert {t.get_fontsize() for t in legend.get_texts()} == {7.0}
+    renderer = ax.figure.canvas.get_renderer()
+    columns = {round(t.get_window_extent(renderer).x0) for t in legend.get_texts()}
+    assert len(columns) == 2 and not legend.get_frame_on()  # four entries in two columns, no frame
+    box, axes = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
+    assert box.y1 < axes.y0 and box.y0 > 0  # below the axes (clear of every curve), inside the figure
+    assert abs((box.x0 + box.x1) / 2 - (axes.x0 + axes.x1) / 2) < 1  # centred under them
     assert _styles(ax) == {"a robust top-1": ("C0", "-", "o"), "a clean top-1": ("C0", "--", "None"),
                            "b robust top-1": ("C1", "-", "o"), "b clean top-1": ("C1", "--", "None")}  # fmt: skip
     steps_first = [_row("s", "steps", 0.2, 3, 20.0), *rows]  # a model with no ε rows is skipped, not the end

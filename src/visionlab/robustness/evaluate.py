@@ -201,7 +201,7 @@ def _figure(rows, kind: str, x_key: str, xlabel: str) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6, 4.2))
+    fig = Figure(figsize=(6, 4.8))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for i, (label, group) in enumerate(_by_model(rows).items()):
@@ -220,7 +220,8 @@ def _figure(rows, kind: str, x_key: str, xlabel: str) -> Figure:
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     if ax.get_lines():  # rows of the other sweep only: an empty plot, without matplotlib's empty-legend warning
-        ax.legend(fontsize=7)
+        # Below the axes, two columns: inside them it covered a curve (the robust one crosses the whole height).
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     fig.tight_layout()
     return fig
 

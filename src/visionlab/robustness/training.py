@@ -229,7 +229,7 @@ class NFGSMTraining(_MixedAdversarial):
     _checked: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.steps, self.random_start = 1, True
+        self.steps = 1  # the start is the noise ball's random point (_start), whatever random_start says
         self.noise = _weight(self.noise, "noise")
         given = make_step("linf", self.eps, self.eps if self.step is None else self.step)  # validates eps, step
         self.noise_ball = make_step("linf", _reach(_scale(given.eps, self.noise)), given.step_size)
