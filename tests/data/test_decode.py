@@ -3,6 +3,7 @@ ImageCache layouts."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +148,70 @@ def test_cache_of_mixed_shapes_keeps_every_image(first_odd: int) -> None:
 def test_cache_rejects_what_is_not_a_uint8_image() -> None:
     with pytest.raises(ValueError, match="image 1: expected uint8"):
         ImageCache.build(2, lambda i: torch.zeros(3, 2, 2, dtype=torch.uint8 if i == 0 else torch.float32))
+
+
+# --------------------------------------------------------------------------------------------- exact values
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("empty", "empty file"),
+        ("jpeg_truncated", "Image is incomplete or truncated"),
+        ("png_truncated", "Out of bound read in decode_png. Probably, the input image is corrupted"),
+    ],
+)
+def test_decode_error_message_is_exactly_the_reason(tmp_path: Path, how: str, message: str) -> None:
+    """The whole message: torchvision's ``…/decode_jpeg.cpp:171, `` prefix cut off and nothing put in its place."""
+    path = tmp_path / ("x.png" if how.startswith("png") else "x.jpg")
+    Image.fromarray(noise(32, 32)).save(path)
+    data = path.read_bytes()
+    path.write_bytes({"empty": b"", "jpeg_truncated": data[:-60], "png_truncated": data[: len(data) // 2]}[how])
+    with pytest.raises(ImageDecodeError, match=f"^{re.escape(message)}$"):
+        read_image(path)
+
+
+@pytest.mark.parametrize("suffix", [".pgm", ".bmp", ".tif"])
+def test_grayscale_file_read_through_pil_becomes_three_equal_channels(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"g{suffix}"
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    Image.fromarray(gray).save(path)
+    ours = read_image(path)
+    assert ours.dtype == torch.uint8 and torch.equal(ours, torch.from_numpy(gray).expand(3, -1, -1))
+
+
+def test_cache_of_nothing_is_refused_and_of_one_image_is_built() -> None:
+    with pytest.raises(ValueError, match=r"^nothing to cache$"):
+        ImageCache.build(0, lambda i: torch.zeros(3, 1, 1, dtype=torch.uint8))
+    cache = ImageCache.build(1, lambda i: torch.full((3, 1, 2), 7, dtype=torch.uint8))
+    assert len(cache) == 1 and torch.equal(cache[0], torch.full((3, 1, 2), 7, dtype=torch.uint8))
+
+
+def tagged(i: int, width: int = 2) -> torch.Tensor:
+    """Image ``i`` as (3, 1, width): its index in base 256 in the first two pixels, so every image differs."""
+    image = torch.zeros(3, 1, width, dtype=torch.uint8)
+    image[:, 0, 0], image[:, 0, 1] = i // 256, i % 256
+    return image
+
+
+@pytest.mark.parametrize("mixed", [False, True], ids=["one_shape", "mixed"])
+def test_cache_longer_than_one_chunk_keeps_every_image_in_place(mixed: bool) -> None:
+    """One worker loads 256 images a chunk: images 256..299 come from the second chunk, at their own index."""
+    n = 300
+    images = [tagged(i, width=2 + (mixed and i % 2)) for i in range(n)]
+    loaded: list[int] = []
+    cache = ImageCache.build(n, lambda i: loaded.append(i) or images[i], workers=1)
+    assert sorted(loaded) == list(range(n))
+    assert len(cache) == n
+    for i in (0, 255, 256, 257, 299):
+        assert torch.equal(cache[i], images[i])
+    assert all(torch.equal(cache[i], images[i]) for i in range(n))
+
+
+def test_mixed_cache_offsets_are_exact_int64() -> None:
+    """Offsets in bytes from the start of the flat buffer, int64 (float32 would lose bytes past 2**24)."""
+    shapes = [(3, 2, 2), (1, 3, 3), (3, 1, 5)]
+    images = [torch.full(s, k + 1, dtype=torch.uint8) for k, s in enumerate(shapes)]
+    cache = ImageCache.build(3, images.__getitem__, workers=1)
+    assert cache.offsets is not None and cache.offsets.dtype == torch.int64
+    assert cache.offsets.tolist() == [0, 12, 21]
+    assert cache.shapes.dtype == torch.int64 and cache.shapes.tolist() == [list(s) for s in shapes]
+    assert cache.data.tolist() == [1] * 12 + [2] * 9 + [3] * 15

@@ -161,3 +161,41 @@ def test_load_dataset_fetches_the_default_into_the_data_root(
     assert bundle.val[0][1] == fashion_mnist.test_y[0]
     monkeypatch.setenv("VISIONLAB_DATA", str(tmp_path / "root"))  # the default root, already verified
     assert load_dataset("fmnist").root == bundle.root and fake.calls == ["official", "debian"]
+
+
+def test_the_data_root_comes_from_the_environment_or_defaults_to_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VISIONLAB_DATA", "/somewhere/else")
+    assert fetch_module.fashion_mnist_dir() == Path("/somewhere/else/fashion-mnist")
+    assert fetch_module.fashion_mnist_dir("mine") == Path("mine/fashion-mnist")
+    assert fetch_module.miniplaces_dir() == Path("/somewhere/else/miniplaces")
+    assert fetch_module.miniplaces_dir("mine") == Path("mine/miniplaces")
+    monkeypatch.delenv("VISIONLAB_DATA")
+    assert fetch_module.fashion_mnist_dir() == Path("data/fashion-mnist")
+    assert fetch_module.miniplaces_dir() == Path("data/miniplaces")
+
+
+class RecordingSources(FakeSources):
+    """Also records the staging folder and the timeout the official source is given."""
+
+    def official(self, staging: Path, timeout: float) -> bool:
+        self.seen = (staging, staging.is_dir(), timeout)
+        return super().official(staging, timeout)
+
+
+@pytest.mark.parametrize("timeout", [None, 2.5])
+def test_fetch_stages_beside_the_target_logs_and_passes_the_timeout(
+    tmp_path: Path, source: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, timeout: float | None
+) -> None:
+    """A root whose parents do not exist yet; staging in ``ROOT/.fetch-*`` (the same file system as the target, so
+    the final renames are atomic); the official source gets the timeout (5 s by default)."""
+    fake = RecordingSources(source, official_works=True).install(monkeypatch)
+    root = tmp_path / "a" / "b"
+    kwargs = {} if timeout is None else {"timeout": timeout}
+    target = fetch_fashion_mnist(root, **kwargs)
+    staging, existed, given = fake.seen
+    assert staging.parent == root and staging.name.startswith(".fetch-") and existed
+    assert given == (5.0 if timeout is None else timeout) and _same_files(source, target)
+    assert capsys.readouterr().err == (
+        f"[visionlab] fetching Fashion-MNIST into {target}\n"
+        f"[visionlab] Fashion-MNIST ready: checksums verified in {target}\n"
+    )

@@ -22,6 +22,7 @@ from PIL import Image
 
 from visionlab.cli import main
 from visionlab.data import DatasetError, fetch_miniplaces, load_dataset
+from visionlab.data import fetch as fetch_module
 from visionlab.data.fetch import _miniplaces_archive
 from visionlab.errors import ConfigError
 
@@ -358,3 +359,130 @@ def test_cli_bad_checksum_is_exit_2_and_one_line(tmp_path: Path, server: Served,
 def test_cli_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture, argv: list[str], message: str) -> None:
     assert main(["data", "fetch", *argv, "--root", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith(f"visionlab: error: {message}")
+
+
+# --------------------------------------------------------------------------------------------- helpers, exactly
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        ("http://h/x/data.tar.gz", "data.tar.gz"),
+        ("http://h/dir/", "dir"),
+        ("data.tgz", "data.tgz"),
+        ("http://h/X", "X"),
+        ("/", "archive"),
+    ],
+)
+def test_archive_name_is_the_url_hash_and_its_last_part(tmp_path: Path, url: str, name: str) -> None:
+    digest = hashlib.sha256(url.encode()).hexdigest()[:8]
+    assert _miniplaces_archive(tmp_path, url) == tmp_path / f"miniplaces-{digest}-{name}"
+
+
+def test_layout_of_an_archive_that_unpacked_nothing(tmp_path: Path) -> None:
+    archive = tmp_path / "a.tar"
+    with pytest.raises(DatasetError) as info:
+        fetch_module._miniplaces_layout(tmp_path / "unpacked", archive, "http://kit/", 5.0)
+    assert str(info.value) == f"{archive}: no images/ folder at the top of the archive (expected images/train/...)"
+
+
+class KitDownloads:
+    """Stands in for ``download`` in the list-file step: records its arguments, serves the lists it has."""
+
+    def __init__(self, lists: dict[str, bytes]) -> None:
+        self.lists, self.calls = lists, []
+
+    def __call__(self, url: str, dest: Path, *, timeout: float, show: bool) -> Path:
+        self.calls.append((url, dest, timeout, show))
+        name = url.rsplit("/", 1)[-1]
+        if name not in self.lists:
+            raise DatasetError(f"{url}: the server answered HTTP 404 Not Found")
+        dest.write_bytes(self.lists[name])
+        return dest
+
+
+def test_missing_lists_come_from_the_kit_quietly_with_the_timeout(
+    miniplaces: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    lists = {n: (miniplaces / n).read_bytes() for n in ("train.txt", "val.txt")}
+    for name in ("train.txt", "val.txt", "categories.txt"):
+        (miniplaces / name).unlink()
+    kit = KitDownloads(lists)
+    monkeypatch.setattr(fetch_module, "download", kit)
+    assert fetch_module._miniplaces_layout(miniplaces.parent, Path("a.tar"), "http://kit/", 7.5) == miniplaces
+    assert kit.calls == [
+        (f"http://kit/{n}", miniplaces / n, 7.5, False) for n in ("train.txt", "val.txt", "categories.txt")
+    ]
+    assert capsys.readouterr().err == (
+        "[visionlab] no categories.txt at http://kit/: class names will come from the train folders\n"
+    )
+
+
+def test_a_missing_train_list_the_kit_lacks_is_an_error(miniplaces: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (miniplaces / "train.txt").unlink()
+    monkeypatch.setattr(fetch_module, "download", KitDownloads({}))
+    with pytest.raises(DatasetError) as info:
+        fetch_module._miniplaces_layout(miniplaces.parent, Path("a.tar"), "http://kit/", 5.0)
+    assert str(info.value) == "http://kit/train.txt: the server answered HTTP 404 Not Found"
+
+
+def test_replace_dir_moves_the_old_folder_aside(tmp_path: Path) -> None:
+    new, target, aside = tmp_path / "new", tmp_path / "target", tmp_path / "aside"
+    for folder, text in ((new, "new"), (target, "old")):
+        folder.mkdir()
+        (folder / "f.txt").write_text(text)
+    fetch_module._replace_dir(new, target, aside)
+    assert (target / "f.txt").read_text() == "new" and (aside / "f.txt").read_text() == "old" and not new.exists()
+
+
+def test_replace_dir_puts_the_old_folder_back_when_the_second_rename_fails(tmp_path: Path) -> None:
+    target, aside = tmp_path / "target", tmp_path / "aside"
+    target.mkdir()
+    (target / "f.txt").write_text("old")
+    with pytest.raises(FileNotFoundError):
+        fetch_module._replace_dir(tmp_path / "missing", target, aside)
+    assert (target / "f.txt").read_text() == "old" and not aside.exists()
+
+
+def test_fetch_logs_each_step_and_passes_its_settings_down(
+    tmp_path: Path, server: Served, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A root whose parents do not exist yet, no SHA-256 (the actual one is logged), the download given the
+    timeout and progress setting, unpacking staged in ``ROOT/.fetch-miniplaces-*``; then a second call logs that
+    it is done; ``force`` deletes a stale ``.part`` first (no Range request)."""
+    downloads, staged = [], []
+    real_download, real_extract = fetch_module.download, fetch_module.safe_extract
+    monkeypatch.setattr(fetch_module, "download", lambda *a, **k: downloads.append(k) or real_download(*a, **k))
+    monkeypatch.setattr(fetch_module, "safe_extract", lambda a, d: staged.append(d) or real_extract(a, d))
+    root, url = tmp_path / "a" / "b", server.url("/data.tar.gz")
+    target = fetch_miniplaces(root, url=url, timeout=4.5, show_progress=False)
+    archive = _miniplaces_archive(root, url)
+    assert downloads == [{"timeout": 4.5, "show": False}]
+    assert staged[0].name == "unpacked" and staged[0].parent.parent == root
+    assert staged[0].parent.name.startswith(".fetch-miniplaces-")
+    assert capsys.readouterr().err.splitlines() == [
+        f"[visionlab] downloading {url} into {archive}",
+        f"[visionlab] {archive}: {len(ARCHIVE)} bytes, sha256 {SHA256} (not verified: no SHA-256 given; give this "
+        "one next time)",
+        f"[visionlab] unpacking {archive}",
+        f"[visionlab] MiniPlaces ready in {target}",
+    ]
+    assert json.loads((target / "fetched.json").read_text())["sha256"] == SHA256
+    assert fetch_miniplaces(root, url=url) == target
+    assert capsys.readouterr().err == f"[visionlab] MiniPlaces already fetched into {target}\n"
+    archive.with_name(archive.name + ".part").write_bytes(b"stale")
+    fetch_miniplaces(root, url=url, force=True)  # progress shown by default
+    assert server.requests[-1] == ("/data.tar.gz", None)
+    assert f"{archive.name} (MiB): 1/1 (100%)" in capsys.readouterr().err
+
+
+def test_fetch_gives_its_timeout_to_the_list_downloads(
+    tmp_path: Path, server: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = make_archive(top="", with_lists=False)
+    server.files = {"/data.tar.gz": archive, **{f"/devkit/{n}": data for n, data in _lists().items()}}
+    timeouts = []
+    real_download = fetch_module.download
+    monkeypatch.setattr(
+        fetch_module, "download", lambda *a, **k: timeouts.append(k["timeout"]) or real_download(*a, **k)
+    )
+    _fetch(tmp_path, server, sha256=hashlib.sha256(archive).hexdigest(), timeout=4.5)
+    assert timeouts == [4.5] * 4  # the archive, then the three lists

@@ -17,6 +17,7 @@ from torchvision.transforms.v2 import functional as TF
 from visionlab.data.transforms import (
     MiniPlacesAugment,
     RandomChannelScale,
+    RandomInterpolationResize,
     RandomRotateCrop,
     eval_transform,
     inscribed_rect,
@@ -48,6 +49,8 @@ def random_pil(width: int, height: int, seed: int = 0, mode: str = "RGB") -> Ima
         (100, 10, 30, (5 / 0.5, 5 / math.cos(math.radians(30)))),
         (10, 100, 30, (5 / math.cos(math.radians(30)), 5 / 0.5)),
         (0, 10, 10, (0, 0)),
+        (0, 10, 0, (0, 0)),  # degenerate at 0 degrees too (no division by sin 0)
+        (10, 0, 0, (0, 0)),
     ],
 )
 def test_inscribed_rect_by_hand(w: float, h: float, degrees: float, expected: tuple[float, float]) -> None:
@@ -250,3 +253,164 @@ def test_split_deterministic_composes_back_with_the_same_draws(recipe: str) -> N
         whole = transform(image)
         torch.manual_seed(seed)
         assert torch.equal(rest(prepare(image)), whole)
+
+
+# --------------------------------------------------------------------------------------------- exact values
+@pytest.mark.parametrize("mode", [v2.InterpolationMode.BILINEAR, v2.InterpolationMode.BICUBIC])
+def test_interpolation_resize_is_torchvisions_antialiased_resize_with_the_drawn_kernel(
+    mode: v2.InterpolationMode,
+) -> None:
+    """Shrinking 32 -> 8: the drawn kernel is used, with antialiasing (which only shows when shrinking)."""
+    x = torch.randint(0, 256, (3, 32, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    out = RandomInterpolationResize(8, modes=(mode,))(x)
+    assert out.shape == (3, 8, 10)
+    assert torch.equal(out, TF.resize(x, [8], interpolation=mode, antialias=True))
+
+
+@pytest.mark.parametrize("angle", [0.0, 10.0])
+def test_rotate_crop_is_a_bilinear_rotation_then_the_inscribed_centre_crop(angle: float) -> None:
+    x = torch.randint(0, 256, (3, 30, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    out = RandomRotateCrop(15.0).transform(x, {"angle": angle})
+    cw, ch = inscribed_rect(40, 30, math.radians(angle))
+    rotated = TF.rotate(x, angle, interpolation=v2.InterpolationMode.BILINEAR)
+    assert torch.equal(out, TF.center_crop(rotated, [int(ch), int(cw)]))
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 5), (3, 5, 1)])
+def test_rotate_crop_of_a_one_pixel_thin_image_keeps_its_one_pixel(shape: tuple[int, int, int]) -> None:
+    x = torch.arange(15, dtype=torch.uint8).reshape(shape)
+    assert torch.equal(RandomRotateCrop(15.0).transform(x, {"angle": 0.0}), x)
+
+
+def test_channel_scale_rejects_uint8_with_the_whole_message() -> None:
+    message = r"^RandomChannelScale expects float pixels in \[0, 1\]; put it after ToDtype$"
+    with pytest.raises(TypeError, match=message):
+        RandomChannelScale(0.15)(torch.zeros(3, 2, 2, dtype=torch.uint8))
+
+
+def test_channel_scale_clamps_below_zero_and_keeps_the_dtype() -> None:
+    x = torch.tensor([-0.5, 0.0, 2.0]).repeat(3, 1, 1)
+    torch.manual_seed(0)
+    y = RandomChannelScale(0.15)(x)
+    assert y.tolist() == [[[0.0, 0.0, 1.0]]] * 3
+    half = torch.full((3, 2, 2), 0.5, dtype=torch.bfloat16)
+    assert RandomChannelScale(0.15)(half).dtype == torch.bfloat16
+
+
+def test_fused_augmentation_resizes_the_shorter_side_to_the_truncated_nine_eighths() -> None:
+    """20 * 9 // 8 = 22 (not 22.5); the longer side is truncated as torchvision truncates it."""
+    torch.manual_seed(0)
+    params = MiniPlacesAugment(20).make_params([torch.zeros(3, 30, 41, dtype=torch.uint8)])
+    assert params["resized"] == (22, 30) and all(type(v) is int for v in params["resized"])
+    params = MiniPlacesAugment(20).make_params([torch.zeros(3, 41, 30, dtype=torch.uint8)])
+    assert params["resized"] == (30, 22) and all(type(v) is int for v in params["resized"])
+
+
+def test_fused_augmentation_keeps_at_least_a_one_pixel_inscribed_rectangle() -> None:
+    """Size 1: the image is resized to 1x1 (1 * 9 // 8), its inscribed rectangle is 1x1, and the crop is all of it."""
+    fused = MiniPlacesAugment(1, degrees=0.0)
+    torch.manual_seed(0)
+    params = fused.make_params([torch.zeros(3, 2, 2, dtype=torch.uint8)])
+    assert params["resized"] == (1, 1) and params["inscribed"] == (1, 1)
+    assert params["box"] == dict(top=0, left=0, height=1, width=1)
+
+
+def test_reference_chain_is_the_recipe_it_documents() -> None:
+    steps = miniplaces_chain(64).transforms
+    assert [type(t).__name__ for t in steps] == [
+        "ToImage", "RGB", "RandomInterpolationResize", "RandomHorizontalFlip", "RandomRotateCrop",
+        "RandomResizedCrop", "ToDtype", "RandomChannelScale",
+    ]  # fmt: skip
+    assert steps[2].size == 72 and steps[4].degrees == 15.0 and steps[7].amount == 0.15
+    crop = steps[5]
+    assert (crop.size, crop.scale, crop.ratio, crop.antialias) == ((64, 64), (0.25, 1.0), (0.8, 1.2), True)
+
+
+def _whole_image_params(n: int, angle: float, mode: v2.InterpolationMode) -> dict:
+    """Draws for an ``n x n`` image kept at ``n x n``: no flip, no crop, no colour change, only ``angle``."""
+    box, scale = dict(top=0, left=0, height=n, width=n), torch.ones(3, 1, 1)
+    return dict(mode=mode, flip=False, angle=angle, resized=(n, n), inscribed=(n, n), box=box, scale=scale)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_fused_quarter_turn_lands_exactly_on_the_rotated_pixels(dtype: torch.dtype) -> None:
+    """90 degrees about the centre of a square: every output pixel centre is a source pixel centre, so bilinear
+    sampling returns the pixels of ``rot90`` (counter-clockwise, as ``TF.rotate``). A float input is already in
+    [0, 1] and is not divided by 255 again."""
+    x = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    expected = torch.rot90(x.float() / 255, 1, dims=(-2, -1))
+    image = x if dtype == torch.uint8 else x.float() / 255
+    out = MiniPlacesAugment(8).transform(image, _whole_image_params(8, 90.0, v2.InterpolationMode.BILINEAR))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_fused_bicubic_draw_samples_bicubically() -> None:
+    """At 10 degrees the sampling positions fall between pixels: the drawn kernel (bicubic) shows, with zero
+    padding and pixel-centre alignment."""
+    x = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    fused = MiniPlacesAugment(8)
+    params = _whole_image_params(8, 10.0, v2.InterpolationMode.BICUBIC)
+    out = fused.transform(x, params)
+    grid = fused._grid(params)
+    expected = F.grid_sample(x[None].float() / 255, grid, mode="bicubic", padding_mode="zeros", align_corners=False)
+    torch.testing.assert_close(out, expected[0].clamp(0, 1), atol=1e-6, rtol=0)
+    bilinear = F.grid_sample(x[None].float() / 255, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    assert (out - bilinear[0].clamp(0, 1)).abs().max() > 0.01
+
+
+def test_fused_draw_records_the_drawn_interpolation() -> None:
+    fused = MiniPlacesAugment(16)
+    fused.resize.modes = (v2.InterpolationMode.BICUBIC,)
+    assert fused.make_params([torch.zeros(3, 20, 20, dtype=torch.uint8)])["mode"] == v2.InterpolationMode.BICUBIC
+
+
+@pytest.mark.parametrize(("image_size", "pad"), [(14, 1), (28, 2)])
+def test_small_recipe_pads_one_fourteenth_and_reaches_every_shift(image_size: int, pad: int) -> None:
+    """``max(1, size // 14)`` pixels of zero padding: 1 at 14, 2 at 28 (28 // 15 would be 1); over 150 draws every
+    one of the ``(2 pad + 1)**2`` shifts, flipped and not, turns up, and nothing else."""
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randint(1, 256, (3, image_size, image_size), dtype=torch.uint8, generator=gen)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    side = 2 * pad + 1
+    candidates = {
+        (dy, dx, flip): crop.flip(-1) if flip else crop
+        for dy in range(side)
+        for dx in range(side)
+        for crop in [padded[:, dy : dy + image_size, dx : dx + image_size]]
+        for flip in (False, True)
+    }
+    train = train_transform("small", image_size)
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(150):
+        pixels = (train(x) * 255).round().to(torch.uint8)
+        (found,) = [key for key, c in candidates.items() if torch.equal(pixels, c)]
+        seen.add(found)
+    assert seen == set(candidates)
+
+
+def test_miniplaces_train_recipe_settings() -> None:
+    steps = train_transform("miniplaces", 64).transforms
+    assert [type(t).__name__ for t in steps] == ["ToImage", "RGB", "MiniPlacesAugment"]
+    fused = steps[2]
+    assert (fused.size, fused.degrees, fused.colour) == (64, 15.0, 0.15)
+    assert (fused.crop.size, fused.crop.scale, fused.crop.ratio) == ((64, 64), (0.25, 1.0), (0.8, 1.2))
+
+
+@pytest.mark.parametrize("recipe", ["small", "flip"])
+def test_small_eval_recipe_shrinks_with_antialiasing(recipe: str) -> None:
+    x = torch.randint(0, 256, (3, 40, 50), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
+    out = eval_transform(recipe, 10)(x)
+    expected = TF.resize(x, [10, 10], antialias=True).float() / 255
+    torch.testing.assert_close(out.as_subclass(torch.Tensor), expected, atol=1e-6, rtol=0)
+
+
+def test_split_deterministic_stops_at_the_first_random_or_float_step() -> None:
+    prepare, rest = split_deterministic(to_float_transform())
+    assert [type(t).__name__ for t in prepare.transforms] == ["ToImage"]
+    assert [type(t).__name__ for t in rest.transforms] == ["ToDtype"]
+    to_float = v2.ToDtype(torch.float32, scale=True)
+    transform = v2.Compose([v2.ToImage(), v2.RGB(), v2.Resize(8), to_float, v2.CenterCrop(4)])
+    prepare, rest = split_deterministic(transform)
+    assert [type(t).__name__ for t in prepare.transforms] == ["ToImage", "RGB", "Resize"]
+    assert [type(t).__name__ for t in rest.transforms] == ["ToDtype", "CenterCrop"]
