@@ -1,0 +1,728 @@
+"""The report's sections as exact HTML (images reduced to ``data:PNG``, the run folder to ``RUN``): every table,
+caption, note and suggested command of a run with every artefact, of several runs, of a conv pair, and the
+figures the sections draw, read back from matplotlib."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from PIL import Image
+
+from visionlab.report import ModelAnalysis, build_report, load_run, load_runs, sections
+
+from .test_sections import _epoch, fake_analysis, make_run
+
+
+def _png(path: Path, fmt: str = "PNG") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("L", (4, 4), 9).save(path, format=fmt)
+
+
+def _sections(page: str, root: Path) -> dict[str, str]:
+    """Each section's inner HTML (after its heading), images as ``data:PNG`` and ``root`` as ``ROOT``."""
+    page = re.sub(r'data:image/png;base64,[^"]*', "data:PNG", page).replace(str(root), "ROOT")
+    found = re.findall(r'<section id="([\w-]+)" aria-labelledby="\1-h"><h2 id="\1-h">[^<]*</h2>(.*?)</section>', page,
+                       re.S)  # fmt: skip
+    return dict(found)
+
+
+def _rich_run(root: Path) -> Path:
+    """A run with every artefact: attack grids and numbers, saliency grids, a sweep, robust validation epochs."""
+    run = make_run(root, "run", {"robust_val": 16, "ema": None, "amp": True, "nesterov": False})
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for r in records:
+        if r["type"] == "epoch":
+            r["val_robust_top1"] = 30.0 + r["epoch"]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    for name in ("original.png", "adversarial.png", "difference.png"):
+        _png(run / "attack" / name)
+    for name in ("images.png", "saliency.png", "saliency_heatmap.png"):
+        _png(run / "saliency" / name)
+    attack = {"attack": {"repr": "PGD(eps=0.1)"}, "n": 32, "clean_top1": 81.25, "robust_top1": 12.5,
+              "robust_top5": 40.625}  # fmt: skip
+    (run / "attack" / "attack.json").write_text(json.dumps(attack))
+    row = dict(model="m", norm="linf", n=16, clean_top1=75.0)
+    rows = [{**row, "sweep": "eps", "eps": 0.0, "steps": 1, "robust_top1": 75.0},
+            {**row, "sweep": "eps", "eps": 0.1, "steps": 1, "robust_top1": 25.0},
+            {**row, "sweep": "steps", "eps": 0.1, "steps": 2, "robust_top1": 12.5}]  # fmt: skip
+    (run / "robustness").mkdir()
+    (run / "robustness" / "sweep.json").write_text(json.dumps(rows))
+    return run
+
+
+def _analysis_with_saliency(run: Path) -> ModelAnalysis:
+    found = fake_analysis(run, ["a", "b", "c"])
+    found.saliency_png = found.saliency_heatmap_png = found.samples[0].png
+    return found
+
+
+def _two_class_analysis(run: Path) -> ModelAnalysis:
+    found = fake_analysis(run, ["x", "y"])
+    found.confusion, found.samples = [[1, 1], [0, 0]], []
+    return found
+
+
+def _pages(tmp_path: Path) -> dict[str, dict[str, str]]:
+    """The sections of the pages the tests below pin, by scenario."""
+    rich = _rich_run(tmp_path)
+    plain = make_run(tmp_path, "plain")
+    a, b = make_run(tmp_path / "two", "a"), make_run(tmp_path / "two", "b", {"lr": 0.01, "conv": "custom"}, epochs=3)
+    same = make_run(tmp_path / "same", "s1"), make_run(tmp_path / "same", "s2", {"out": "runs/y"})
+    native, custom = make_run(tmp_path, "n", {"out": "runs/n"}), make_run(tmp_path, "c", {"conv": "custom"})
+    with (custom / "metrics.jsonl").open("a") as f:  # images/s of two step records, and a longer epoch
+        f.write(json.dumps(dict(type="step", epoch=1, step=6, lr=0.1, images_per_s=3000.0)) + "\n")
+        f.write(json.dumps({**_epoch(2, 55.0), "seconds": 7.0}) + "\n")
+    odd = tmp_path / "odd"  # one setting, epochs without accuracy, an attack without numbers, a steps sweep
+    odd.mkdir()
+    (odd / "config.yaml").write_text("model: m\n")
+    epochs = [dict(type="epoch", epoch=e, lr=0.5, train_loss=1.0, val_loss=2.0, val_robust_top1=9.0) for e in (0, 1)]
+    epochs[1].pop("val_loss")
+    epochs[1]["val_loss"] = 2.0
+    (odd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in epochs))
+    for name in ("original.png", "adversarial.png", "difference.png"):
+        _png(odd / "attack" / name)
+    (odd / "attack" / "attack.json").write_text('{"attack": "FGSM", "n": 5}')
+    row = dict(model="m", sweep="steps", norm="l2", eps=0.25, steps=3, n=4, clean_top1=50.0, robust_top1=0.0)
+    (odd / "robustness").mkdir()
+    (odd / "robustness" / "sweep.json").write_text(json.dumps([row]))
+    shares = make_run(tmp_path, "shares")
+    pages = {
+        "odd": build_report([load_run(odd)]),
+        "shares": build_report([load_run(shares)], {shares: _two_class_analysis(shares)}),
+        "rich": build_report([load_run(rich)], {rich: fake_analysis(rich, ["a", "b", "c"])}),
+        "computed": build_report([load_run(plain)], {plain: _analysis_with_saliency(plain)}),
+        "no-grids": build_report([load_run(plain)], {plain: fake_analysis(plain, ["a", "b", "c"])}),
+        "failed": build_report([load_run(plain)], {plain: "no such file <x>"}),
+        "untrained": build_report([load_run(plain)]),
+        "two": build_report(load_runs([a, b]), {a: fake_analysis(a, ["a", "b", "c"])}),
+        "same": build_report(load_runs(same)),
+        "pair": build_report(load_runs([custom, native]), {r: fake_analysis(r, list("abc")) for r in (native, custom)}),
+    }
+    return {name: _sections(page, tmp_path) for name, page in pages.items()}
+
+
+# Each section's inner HTML, by "scenario:section id" (see _pages).
+EXPECTED = {
+    "odd:config": (
+        '<div class="pair"><div class="table-wrap"><table><caption>config.yaml</caption><thead><tr>'
+        '<th scope="col">setting</th><th scope="col">value</th></tr></thead><tbody><tr>'
+        '<th scope="row">model</th><td>m</td></tr></tbody></table></div></div>'
+    ),
+    "odd:metrics": (
+        '<div class="table-wrap"><table>'
+        "<caption>Clean accuracy: last epoch of metrics.jsonl, and the checkpoint evaluated by this"
+        ' report</caption><thead><tr><th scope="col">run</th><th scope="col">epochs</th>'
+        '<th scope="col">val top-1 %</th><th scope="col">val top-5 %</th>'
+        '<th scope="col">best val top-1 %</th><th scope="col">val loss</th>'
+        '<th scope="col">top-1 / top-5 % (report)</th></tr></thead><tbody><tr><th scope="row">odd</th>'
+        '<td class="num">2</td><td class="num">—</td><td class="num">—</td>'
+        '<td class="num">— (epoch 1)</td><td class="num">2.0000</td><td>—</td></tr></tbody></table>'
+        '</div><div class="table-wrap"><table>'
+        "<caption>Robust accuracy (the attack run on every image)</caption><thead><tr>"
+        '<th scope="col">run</th><th scope="col">attack</th><th scope="col">images</th>'
+        '<th scope="col">clean top-1 %</th><th scope="col">robust top-1 %</th>'
+        '<th scope="col">robust top-5 %</th></tr></thead><tbody><tr><th scope="row">odd</th>'
+        '<td>FGSM</td><td class="num">5</td><td class="num">—</td><td class="num">—</td>'
+        '<td class="num">—</td></tr><tr><th scope="row">odd</th>'
+        '<td>PGD-10 during training (epoch 2, first ? images)</td><td class="num">?</td>'
+        '<td class="num">—</td><td class="num">9.00</td><td class="num">—</td></tr></tbody></table>'
+        "</div>"
+    ),
+    "odd:curves": (
+        "<figure>"
+        '<img src="data:PNG" alt="Training curves of odd: loss, top-1 and top-5 accuracy, and learning'
+        ' rate against epoch">'
+        "<figcaption>Loss, accuracy and learning rate against epoch. Dashed: training; solid:"
+        " validation; dotted: validation top-5; dash-dot: validation PGD top-1.</figcaption></figure>"
+        '<details open><summary>Per-epoch numbers of odd</summary><div class="table-wrap"><table>'
+        "<caption>Per-epoch numbers of odd (metrics.jsonl)</caption><thead><tr>"
+        '<th scope="col">epoch</th><th scope="col">lr</th><th scope="col">train loss</th>'
+        '<th scope="col">train top-1 %</th><th scope="col">val loss</th><th scope="col">val top-1 %</th>'
+        '<th scope="col">val top-5 %</th><th scope="col">val PGD top-1 %</th>'
+        '<th scope="col">seconds</th></tr></thead><tbody><tr><td class="num">1</td>'
+        '<td class="num">0.5</td><td class="num">1.0000</td><td class="num">—</td>'
+        '<td class="num">2.0000</td><td class="num">—</td><td class="num">—</td>'
+        '<td class="num">9.00</td><td class="num">—</td></tr><tr><td class="num">2</td>'
+        '<td class="num">0.5</td><td class="num">1.0000</td><td class="num">—</td>'
+        '<td class="num">2.0000</td><td class="num">—</td><td class="num">—</td>'
+        '<td class="num">9.00</td><td class="num">—</td></tr></tbody></table></div></details>'
+    ),
+    "odd:adversarial": (
+        '<div class="table-wrap"><table>'
+        "<caption>The attack these images come from (attack/attack.json)</caption><thead><tr>"
+        '<th scope="col">attack</th><th scope="col">images</th><th scope="col">clean top-1 %</th>'
+        '<th scope="col">robust top-1 %</th></tr></thead><tbody><tr><th scope="row">FGSM</th>'
+        '<td class="num">5</td><td class="num">—</td><td class="num">—</td></tr></tbody></table></div>'
+        '<div class="grids"><figure class="grid">'
+        '<img src="data:PNG" alt="The clean validation images that were attacked, 10 per row">'
+        "<figcaption>Original images (<code>visionlab attack -v</code> in"
+        ' <code>ROOT/odd/attack</code>).</figcaption></figure><figure class="grid">'
+        '<img src="data:PNG" alt="The same images after the attack (perturbation within the threat'
+        ' model)">'
+        "<figcaption>Adversarial images (<code>visionlab attack -v</code> in"
+        ' <code>ROOT/odd/attack</code>).</figcaption></figure><figure class="grid">'
+        '<img src="data:PNG" alt="Amplified difference between adversarial and original images, grey'
+        ' where unchanged">'
+        "<figcaption>Difference, amplified (grey: unchanged) (<code>visionlab attack -v</code> in"
+        " <code>ROOT/odd/attack</code>).</figcaption></figure></div>"
+    ),
+    "odd:robustness": (
+        '<div class="pair"><figure>'
+        '<img src="data:PNG" alt="Clean and robust top-1 accuracy against PGD steps for m">'
+        "<figcaption>Top-1 accuracy against PGD steps (solid: under PGD, dashed: clean).</figcaption>"
+        '</figure></div><div class="table-wrap"><table>'
+        "<caption>visionlab robustness (ROOT/odd/robustness/sweep.json)</caption><thead><tr>"
+        '<th scope="col">model</th><th scope="col">sweep</th><th scope="col">norm</th>'
+        '<th scope="col">ε</th><th scope="col">steps</th><th scope="col">images</th>'
+        '<th scope="col">clean top-1 %</th><th scope="col">robust top-1 %</th></tr></thead><tbody><tr>'
+        '<th scope="row">m</th><td>steps</td><td>l2</td><td class="num">0.25</td><td class="num">3</td>'
+        '<td class="num">4</td><td class="num">50.00</td><td class="num">0.00</td></tr></tbody></table>'
+        "</div>"
+    ),
+    "shares:per-class": (
+        '<div class="table-wrap"><table>'
+        "<caption>Per-class top-1 of model_best.pth.tar on the first 4 validation images</caption>"
+        '<thead><tr><th scope="col">class</th><th scope="col">images</th><th scope="col">correct</th>'
+        '<th scope="col">accuracy %</th></tr></thead><tbody><tr><th scope="row">x</th>'
+        '<td class="num">2</td><td class="num">1</td><td class="num acc">'
+        '<span class="bar" aria-hidden="true" style="--w: 0.500"></span>50.00</td></tr><tr>'
+        '<th scope="row">y</th><td class="num">0</td><td class="num">0</td><td class="num acc">'
+        '<span class="bar" aria-hidden="true" style="--w: 0.000"></span>—</td></tr></tbody></table>'
+        "</div>"
+    ),
+    "shares:confusion": (
+        '<div class="table-wrap"><table class="confusion">'
+        "<caption>Confusion matrix of model_best.pth.tar on 4 validation images (rows true, columns"
+        ' predicted)</caption><thead><tr><th scope="col">true \\ predicted</th><th scope="col">x</th>'
+        '<th scope="col">y</th></tr></thead><tbody><tr><th scope="row">x</th>'
+        '<td class="diag" style="background: rgba(11, 92, 173, 0.425)">1</td>'
+        '<td style="background: rgba(11, 92, 173, 0.425)">1</td></tr><tr><th scope="row">y</th>'
+        '<td>0</td><td class="diag">0</td></tr></tbody></table></div>'
+    ),
+    "shares:predictions": (
+        '<p class="note">The first 0 validation images, 0 misclassified (red frame, ✗), with the top-5'
+        ' classes of model_best.pth.tar and their probabilities.</p><ul class="samples"></ul>'
+    ),
+    "rich:config": (
+        '<div class="pair"><div class="table-wrap"><table><caption>config.yaml (1 of 3)</caption><thead>'
+        '<tr><th scope="col">setting</th><th scope="col">value</th></tr></thead><tbody><tr>'
+        '<th scope="row">data</th><td>fashion-mnist</td></tr><tr><th scope="row">model</th>'
+        '<td>simplenet</td></tr><tr><th scope="row">conv</th><td>native</td></tr><tr>'
+        '<th scope="row">epochs</th><td>2</td></tr></tbody></table></div><div class="table-wrap"><table>'
+        '<caption>config.yaml (2 of 3)</caption><thead><tr><th scope="col">setting</th>'
+        '<th scope="col">value</th></tr></thead><tbody><tr><th scope="row">lr</th><td>0.002</td></tr>'
+        '<tr><th scope="row">out</th><td>runs/x</td></tr><tr><th scope="row">workers</th><td>1</td></tr>'
+        '<tr><th scope="row">robust_val</th><td>16</td></tr></tbody></table></div>'
+        '<div class="table-wrap"><table><caption>config.yaml (3 of 3)</caption><thead><tr>'
+        '<th scope="col">setting</th><th scope="col">value</th></tr></thead><tbody><tr>'
+        '<th scope="row">ema</th><td>null</td></tr><tr><th scope="row">amp</th><td>true</td></tr><tr>'
+        '<th scope="row">nesterov</th><td>false</td></tr></tbody></table></div></div>'
+    ),
+    "rich:metrics": (
+        '<div class="table-wrap"><table>'
+        "<caption>Clean accuracy: last epoch of metrics.jsonl, and the checkpoint evaluated by this"
+        ' report</caption><thead><tr><th scope="col">run</th><th scope="col">epochs</th>'
+        '<th scope="col">val top-1 %</th><th scope="col">val top-5 %</th>'
+        '<th scope="col">best val top-1 %</th><th scope="col">val loss</th>'
+        '<th scope="col">top-1 / top-5 % (report)</th></tr></thead><tbody><tr><th scope="row">run</th>'
+        '<td class="num">2</td><td class="num">70.00</td><td class="num">95.00</td>'
+        '<td class="num">70.00 (epoch 2)</td><td class="num">0.9000</td>'
+        "<td>75.00 / 100.00 on 4 images (model_best.pth.tar)</td></tr></tbody></table></div>"
+        '<div class="table-wrap"><table>'
+        "<caption>Robust accuracy (the attack run on every image)</caption><thead><tr>"
+        '<th scope="col">run</th><th scope="col">attack</th><th scope="col">images</th>'
+        '<th scope="col">clean top-1 %</th><th scope="col">robust top-1 %</th>'
+        '<th scope="col">robust top-5 %</th></tr></thead><tbody><tr><th scope="row">run</th>'
+        '<td>PGD(eps=0.1)</td><td class="num">32</td><td class="num">81.25</td>'
+        '<td class="num">12.50</td><td class="num">40.62</td></tr><tr><th scope="row">run</th>'
+        '<td>PGD-10 during training (epoch 2, first 16 images)</td><td class="num">16</td>'
+        '<td class="num">—</td><td class="num">31.00</td><td class="num">—</td></tr></tbody></table>'
+        "</div>"
+    ),
+    "rich:curves": (
+        "<figure>"
+        '<img src="data:PNG" alt="Training curves of run: loss, top-1 and top-5 accuracy, and learning'
+        ' rate against epoch">'
+        "<figcaption>Loss, accuracy and learning rate against epoch. Dashed: training; solid:"
+        " validation; dotted: validation top-5; dash-dot: validation PGD top-1.</figcaption></figure>"
+        '<details open><summary>Per-epoch numbers of run</summary><div class="table-wrap"><table>'
+        "<caption>Per-epoch numbers of run (metrics.jsonl)</caption><thead><tr>"
+        '<th scope="col">epoch</th><th scope="col">lr</th><th scope="col">train loss</th>'
+        '<th scope="col">train top-1 %</th><th scope="col">val loss</th><th scope="col">val top-1 %</th>'
+        '<th scope="col">val top-5 %</th><th scope="col">val PGD top-1 %</th>'
+        '<th scope="col">seconds</th></tr></thead><tbody><tr><td class="num">1</td>'
+        '<td class="num">0.1</td><td class="num">1.0000</td><td class="num">50.00</td>'
+        '<td class="num">0.9000</td><td class="num">60.00</td><td class="num">95.00</td>'
+        '<td class="num">30.00</td><td class="num">2.0</td></tr><tr><td class="num">2</td>'
+        '<td class="num">0.1</td><td class="num">1.0000</td><td class="num">50.00</td>'
+        '<td class="num">0.9000</td><td class="num">70.00</td><td class="num">95.00</td>'
+        '<td class="num">31.00</td><td class="num">3.0</td></tr></tbody></table></div></details>'
+    ),
+    "rich:per-class": (
+        '<div class="table-wrap"><table>'
+        "<caption>Per-class top-1 of model_best.pth.tar on the first 4 validation images</caption>"
+        '<thead><tr><th scope="col">class</th><th scope="col">images</th><th scope="col">correct</th>'
+        '<th scope="col">accuracy %</th></tr></thead><tbody><tr><th scope="row">a</th>'
+        '<td class="num">2</td><td class="num">2</td><td class="num acc">'
+        '<span class="bar" aria-hidden="true" style="--w: 1.000"></span>100.00</td></tr><tr>'
+        '<th scope="row">b</th><td class="num">1</td><td class="num">0</td><td class="num acc">'
+        '<span class="bar" aria-hidden="true" style="--w: 0.000"></span>0.00</td></tr><tr>'
+        '<th scope="row">c</th><td class="num">1</td><td class="num">1</td><td class="num acc">'
+        '<span class="bar" aria-hidden="true" style="--w: 1.000"></span>100.00</td></tr></tbody></table>'
+        "</div>"
+    ),
+    "rich:confusion": (
+        '<div class="table-wrap"><table class="confusion">'
+        "<caption>Confusion matrix of model_best.pth.tar on 4 validation images (rows true, columns"
+        ' predicted)</caption><thead><tr><th scope="col">true \\ predicted</th><th scope="col">a</th>'
+        '<th scope="col">b</th><th scope="col">c</th></tr></thead><tbody><tr><th scope="row">a</th>'
+        '<td class="diag" style="background: rgba(11, 92, 173, 0.850); color: #fff">2</td><td>0</td>'
+        '<td>0</td></tr><tr><th scope="row">b</th><td>0</td><td class="diag">0</td>'
+        '<td style="background: rgba(11, 92, 173, 0.850); color: #fff">1</td></tr><tr>'
+        '<th scope="row">c</th><td>0</td><td>0</td>'
+        '<td class="diag" style="background: rgba(11, 92, 173, 0.850); color: #fff">1</td></tr></tbody>'
+        "</table></div>"
+    ),
+    "rich:predictions": (
+        '<p class="note">The first 2 validation images, 1 misclassified (red frame, ✗), with the top-5'
+        ' classes of model_best.pth.tar and their probabilities.</p><ul class="samples">'
+        '<li class="right"><img src="data:PNG" alt="Validation image 1: a a, predicted a (correct)">'
+        '<div class="verdict">✓ correct</div><div>#1, true: <strong>a</strong></div>'
+        "<ol aria-label=\"top-5 predictions\"><li>a <span class='p'>90.0%</span></li>"
+        "<li>b <span class='p'>10.0%</span></li></ol></li><li class=\"wrong\">"
+        '<img src="data:PNG" alt="Validation image 2: a b, predicted c (misclassified)">'
+        '<div class="verdict">✗ misclassified</div><div>#2, true: <strong>b</strong></div>'
+        "<ol aria-label=\"top-5 predictions\"><li>c <span class='p'>90.0%</span></li>"
+        "<li>a <span class='p'>10.0%</span></li></ol></li></ul>"
+    ),
+    "rich:saliency": (
+        '<figure class="grid">'
+        '<img src="data:PNG" alt="The validation images the saliency maps explain, 10 per row">'
+        "<figcaption>Images (written by <code>visionlab saliency</code> in"
+        ' <code>ROOT/run/saliency</code>).</figcaption></figure><figure class="grid">'
+        '<img src="data:PNG" alt="Saliency red overlays: red marks pixels above twice the image&#x27;s'
+        ' mean saliency">'
+        "<figcaption>Red overlay (the course&#x27;s rendering) (written by <code>visionlab"
+        ' saliency</code> in <code>ROOT/run/saliency</code>).</figcaption></figure><figure class="grid">'
+        '<img src="data:PNG" alt="Saliency heat maps blended over the images (bright: large gradient)">'
+        "<figcaption>Heat map (written by <code>visionlab saliency</code> in"
+        " <code>ROOT/run/saliency</code>).</figcaption></figure>"
+    ),
+    "rich:adversarial": (
+        '<div class="table-wrap"><table>'
+        "<caption>The attack these images come from (attack/attack.json)</caption><thead><tr>"
+        '<th scope="col">attack</th><th scope="col">images</th><th scope="col">clean top-1 %</th>'
+        '<th scope="col">robust top-1 %</th></tr></thead><tbody><tr><th scope="row">PGD(eps=0.1)</th>'
+        '<td class="num">32</td><td class="num">81.25</td><td class="num">12.50</td></tr></tbody>'
+        '</table></div><div class="grids"><figure class="grid">'
+        '<img src="data:PNG" alt="The clean validation images that were attacked, 10 per row">'
+        "<figcaption>Original images (<code>visionlab attack -v</code> in"
+        ' <code>ROOT/run/attack</code>).</figcaption></figure><figure class="grid">'
+        '<img src="data:PNG" alt="The same images after the attack (perturbation within the threat'
+        ' model)">'
+        "<figcaption>Adversarial images (<code>visionlab attack -v</code> in"
+        ' <code>ROOT/run/attack</code>).</figcaption></figure><figure class="grid">'
+        '<img src="data:PNG" alt="Amplified difference between adversarial and original images, grey'
+        ' where unchanged">'
+        "<figcaption>Difference, amplified (grey: unchanged) (<code>visionlab attack -v</code> in"
+        " <code>ROOT/run/attack</code>).</figcaption></figure></div>"
+    ),
+    "rich:robustness": (
+        '<div class="pair"><figure>'
+        '<img src="data:PNG" alt="Clean and robust top-1 accuracy against ε for m">'
+        "<figcaption>Top-1 accuracy against ε (solid: under PGD, dashed: clean).</figcaption></figure>"
+        '<figure><img src="data:PNG" alt="Clean and robust top-1 accuracy against PGD steps for m">'
+        "<figcaption>Top-1 accuracy against PGD steps (solid: under PGD, dashed: clean).</figcaption>"
+        '</figure></div><div class="table-wrap"><table>'
+        "<caption>visionlab robustness (ROOT/run/robustness/sweep.json)</caption><thead><tr>"
+        '<th scope="col">model</th><th scope="col">sweep</th><th scope="col">norm</th>'
+        '<th scope="col">ε</th><th scope="col">steps</th><th scope="col">images</th>'
+        '<th scope="col">clean top-1 %</th><th scope="col">robust top-1 %</th></tr></thead><tbody><tr>'
+        '<th scope="row">m</th><td>eps</td><td>linf</td><td class="num">0</td><td class="num">1</td>'
+        '<td class="num">16</td><td class="num">75.00</td><td class="num">75.00</td></tr><tr>'
+        '<th scope="row">m</th><td>eps</td><td>linf</td><td class="num">0.1</td><td class="num">1</td>'
+        '<td class="num">16</td><td class="num">75.00</td><td class="num">25.00</td></tr><tr>'
+        '<th scope="row">m</th><td>steps</td><td>linf</td><td class="num">0.1</td><td class="num">2</td>'
+        '<td class="num">16</td><td class="num">75.00</td><td class="num">12.50</td></tr></tbody>'
+        "</table></div>"
+    ),
+    "rich:conv": (
+        '<p class="missing">'
+        "<strong>Not available:</strong> give two runs that differ only in the convolution: For example"
+        " <code>visionlab train --out runs/native</code> and <code>visionlab train --use-custom-conv"
+        " --out runs/custom</code> with the same other flags, then <code>visionlab report runs/native"
+        " runs/custom</code>.</p>"
+    ),
+    "computed:saliency": (
+        '<p class="note">Computed by the report: the input gradient of the predicted class (Simonyan et'
+        " al. 2014) for the first 2 validation images, 10 per row. <code>visionlab saliency --resume"
+        " ROOT/plain/model_best.pth.tar</code> writes these grids with more options (SmoothGrad, the"
+        ' true class) and the report then shows those.</p><figure class="grid">'
+        '<img src="data:PNG" alt="Saliency red overlays of the first 2 validation images">'
+        "<figcaption>Red overlay: pixels above twice the image&#x27;s mean saliency</figcaption>"
+        '</figure><figure class="grid">'
+        '<img src="data:PNG" alt="Saliency heat maps of the first 2 validation images">'
+        "<figcaption>Heat map (bright: large gradient)</figcaption></figure>"
+    ),
+    "no-grids:saliency": (
+        '<p class="missing">'
+        "<strong>Not available:</strong> saliency grids: run <code>visionlab saliency --resume"
+        " ROOT/plain/model_best.pth.tar</code>.</p>"
+    ),
+    "failed:per-class": (
+        '<p class="missing">'
+        "<strong>Not available:</strong> the per-class accuracy: the report could not evaluate"
+        " <code>ROOT/plain/model_best.pth.tar</code>: no such file &lt;x&gt;. Fix that (e.g."
+        " <code>visionlab report ROOT/plain --data-root DIR</code> where the dataset lives) and run the"
+        " report again.</p>"
+    ),
+    "failed:confusion": (
+        '<p class="missing">'
+        "<strong>Not available:</strong> the confusion matrix: the report could not evaluate"
+        " <code>ROOT/plain/model_best.pth.tar</code>: no such file &lt;x&gt;. Fix that (e.g."
+        " <code>visionlab report ROOT/plain --data-root DIR</code> where the dataset lives) and run the"
+        " report again.</p>"
+    ),
+    "failed:predictions": (
+        '<p class="missing">'
+        "<strong>Not available:</strong> the predictions: the report could not evaluate"
+        " <code>ROOT/plain/model_best.pth.tar</code>: no such file &lt;x&gt;. Fix that (e.g."
+        " <code>visionlab report ROOT/plain --data-root DIR</code> where the dataset lives) and run the"
+        " report again.</p>"
+    ),
+    "failed:saliency": (
+        '<p class="missing">'
+        "<strong>Not available:</strong> saliency maps: the report could not evaluate"
+        " <code>ROOT/plain/model_best.pth.tar</code>: no such file &lt;x&gt;. Fix that (e.g."
+        " <code>visionlab report ROOT/plain --data-root DIR</code> where the dataset lives) and run the"
+        " report again.</p>"
+    ),
+    "untrained:per-class": (
+        '<p class="missing">'
+        "<strong>Not available:</strong> the per-class accuracy: no checkpoint in"
+        " <code>ROOT/plain</code> (no epoch finished). Train it, e.g. <code>visionlab train --out"
+        " ROOT/plain</code>, then run <code>visionlab report ROOT/plain</code> again.</p>"
+    ),
+    "untrained:confusion": (
+        '<p class="missing">'
+        "<strong>Not available:</strong> the confusion matrix: no checkpoint in <code>ROOT/plain</code>"
+        " (no epoch finished). Train it, e.g. <code>visionlab train --out ROOT/plain</code>, then run"
+        " <code>visionlab report ROOT/plain</code> again.</p>"
+    ),
+    "untrained:predictions": (
+        '<p class="missing">'
+        "<strong>Not available:</strong> the predictions: no checkpoint in <code>ROOT/plain</code> (no"
+        " epoch finished). Train it, e.g. <code>visionlab train --out ROOT/plain</code>, then run"
+        " <code>visionlab report ROOT/plain</code> again.</p>"
+    ),
+    "untrained:saliency": (
+        '<p class="missing">'
+        "<strong>Not available:</strong> saliency maps: no checkpoint in <code>ROOT/plain</code> (no"
+        " epoch finished). Train it, e.g. <code>visionlab train --out ROOT/plain</code>, then run"
+        " <code>visionlab report ROOT/plain</code> again.</p>"
+    ),
+    "two:config": (
+        '<div class="table-wrap"><table>'
+        "<caption>config.yaml of each run (settings that differ are highlighted)</caption><thead><tr>"
+        '<th scope="col">setting</th><th scope="col">a</th><th scope="col">b</th></tr></thead><tbody>'
+        '<tr><th scope="row">data</th><td>fashion-mnist</td><td>fashion-mnist</td></tr><tr>'
+        '<th scope="row">model</th><td>simplenet</td><td>simplenet</td></tr><tr class="differs">'
+        '<th scope="row">conv (differs)</th><td>native</td><td>custom</td></tr><tr>'
+        '<th scope="row">epochs</th><td>2</td><td>2</td></tr><tr class="differs">'
+        '<th scope="row">lr (differs)</th><td>0.002</td><td>0.01</td></tr><tr><th scope="row">out</th>'
+        '<td>runs/x</td><td>runs/x</td></tr><tr><th scope="row">workers</th><td>1</td><td>1</td></tr>'
+        "</tbody></table></div>"
+    ),
+    "two:metrics": (
+        '<div class="table-wrap"><table>'
+        "<caption>Clean accuracy: last epoch of metrics.jsonl, and the checkpoint evaluated by this"
+        ' report</caption><thead><tr><th scope="col">run</th><th scope="col">epochs</th>'
+        '<th scope="col">val top-1 %</th><th scope="col">val top-5 %</th>'
+        '<th scope="col">best val top-1 %</th><th scope="col">val loss</th>'
+        '<th scope="col">top-1 / top-5 % (report)</th></tr></thead><tbody><tr><th scope="row">a</th>'
+        '<td class="num">2</td><td class="num">70.00</td><td class="num">95.00</td>'
+        '<td class="num">70.00 (epoch 2)</td><td class="num">0.9000</td>'
+        '<td>75.00 / 100.00 on 4 images (model_best.pth.tar)</td></tr><tr><th scope="row">b</th>'
+        '<td class="num">3</td><td class="num">80.00</td><td class="num">95.00</td>'
+        '<td class="num">80.00 (epoch 3)</td><td class="num">0.9000</td><td>—</td></tr></tbody></table>'
+        '</div><p class="missing">'
+        "<strong>Not available:</strong> robust accuracy under attack: for a, run <code>visionlab"
+        " attack --resume ROOT/two/a/model_best.pth.tar</code>; for b, run <code>visionlab attack"
+        " --resume ROOT/two/b/model_best.pth.tar</code>.</p>"
+    ),
+    "two:curves": (
+        "<figure>"
+        '<img src="data:PNG" alt="Training curves of a, b: loss, top-1 and top-5 accuracy, and learning'
+        ' rate against epoch">'
+        "<figcaption>Loss, accuracy and learning rate against epoch, one colour per run. Dashed:"
+        " training; solid: validation; dotted: validation top-5; dash-dot: validation PGD"
+        " top-1.</figcaption></figure><details open><summary>Per-epoch numbers of a</summary>"
+        '<div class="table-wrap"><table><caption>Per-epoch numbers of a (metrics.jsonl)</caption><thead>'
+        '<tr><th scope="col">epoch</th><th scope="col">lr</th><th scope="col">train loss</th>'
+        '<th scope="col">train top-1 %</th><th scope="col">val loss</th><th scope="col">val top-1 %</th>'
+        '<th scope="col">val top-5 %</th><th scope="col">seconds</th></tr></thead><tbody><tr>'
+        '<td class="num">1</td><td class="num">0.1</td><td class="num">1.0000</td>'
+        '<td class="num">50.00</td><td class="num">0.9000</td><td class="num">60.00</td>'
+        '<td class="num">95.00</td><td class="num">2.0</td></tr><tr><td class="num">2</td>'
+        '<td class="num">0.1</td><td class="num">1.0000</td><td class="num">50.00</td>'
+        '<td class="num">0.9000</td><td class="num">70.00</td><td class="num">95.00</td>'
+        '<td class="num">3.0</td></tr></tbody></table></div></details><details open>'
+        '<summary>Per-epoch numbers of b</summary><div class="table-wrap"><table>'
+        '<caption>Per-epoch numbers of b (metrics.jsonl)</caption><thead><tr><th scope="col">epoch</th>'
+        '<th scope="col">lr</th><th scope="col">train loss</th><th scope="col">train top-1 %</th>'
+        '<th scope="col">val loss</th><th scope="col">val top-1 %</th><th scope="col">val top-5 %</th>'
+        '<th scope="col">seconds</th></tr></thead><tbody><tr><td class="num">1</td>'
+        '<td class="num">0.1</td><td class="num">1.0000</td><td class="num">50.00</td>'
+        '<td class="num">0.9000</td><td class="num">60.00</td><td class="num">95.00</td>'
+        '<td class="num">2.0</td></tr><tr><td class="num">2</td><td class="num">0.1</td>'
+        '<td class="num">1.0000</td><td class="num">50.00</td><td class="num">0.9000</td>'
+        '<td class="num">70.00</td><td class="num">95.00</td><td class="num">3.0</td></tr><tr>'
+        '<td class="num">3</td><td class="num">0.1</td><td class="num">1.0000</td>'
+        '<td class="num">50.00</td><td class="num">0.9000</td><td class="num">80.00</td>'
+        '<td class="num">95.00</td><td class="num">4.0</td></tr></tbody></table></div></details>'
+    ),
+    "two:per-class": (
+        '<h3>a</h3><div class="table-wrap"><table>'
+        "<caption>Per-class top-1 of model_best.pth.tar on the first 4 validation images</caption>"
+        '<thead><tr><th scope="col">class</th><th scope="col">images</th><th scope="col">correct</th>'
+        '<th scope="col">accuracy %</th></tr></thead><tbody><tr><th scope="row">a</th>'
+        '<td class="num">2</td><td class="num">2</td><td class="num acc">'
+        '<span class="bar" aria-hidden="true" style="--w: 1.000"></span>100.00</td></tr><tr>'
+        '<th scope="row">b</th><td class="num">1</td><td class="num">0</td><td class="num acc">'
+        '<span class="bar" aria-hidden="true" style="--w: 0.000"></span>0.00</td></tr><tr>'
+        '<th scope="row">c</th><td class="num">1</td><td class="num">1</td><td class="num acc">'
+        '<span class="bar" aria-hidden="true" style="--w: 1.000"></span>100.00</td></tr></tbody></table>'
+        '</div><h3>b</h3><p class="missing">'
+        "<strong>Not available:</strong> the per-class accuracy: no checkpoint in"
+        " <code>ROOT/two/b</code> (no epoch finished). Train it, e.g. <code>visionlab train --out"
+        " ROOT/two/b</code>, then run <code>visionlab report ROOT/two/b</code> again.</p>"
+    ),
+    "two:saliency": (
+        '<h3>a</h3><p class="missing">'
+        "<strong>Not available:</strong> saliency grids: run <code>visionlab saliency --resume"
+        ' ROOT/two/a/model_best.pth.tar</code>.</p><h3>b</h3><p class="missing">'
+        "<strong>Not available:</strong> saliency maps: no checkpoint in <code>ROOT/two/b</code> (no"
+        " epoch finished). Train it, e.g. <code>visionlab train --out ROOT/two/b</code>, then run"
+        " <code>visionlab report ROOT/two/b</code> again.</p>"
+    ),
+    "two:conv": (
+        '<p class="missing">'
+        "<strong>Not available:</strong> give two runs that differ only in the convolution: a and b"
+        " differ in lr, not only in conv. For example <code>visionlab train --out runs/native</code>"
+        " and <code>visionlab train --use-custom-conv --out runs/custom</code> with the same other"
+        " flags, then <code>visionlab report runs/native runs/custom</code>.</p>"
+    ),
+    "same:conv": (
+        '<p class="missing">'
+        "<strong>Not available:</strong> give two runs that differ only in the convolution: s1 and s2"
+        " use the same conv (native). For example <code>visionlab train --out runs/native</code> and"
+        " <code>visionlab train --use-custom-conv --out runs/custom</code> with the same other flags,"
+        " then <code>visionlab report runs/native runs/custom</code>.</p>"
+    ),
+    "pair:metrics": (
+        '<div class="table-wrap"><table>'
+        "<caption>Clean accuracy: last epoch of metrics.jsonl, and the checkpoint evaluated by this"
+        ' report</caption><thead><tr><th scope="col">run</th><th scope="col">epochs</th>'
+        '<th scope="col">val top-1 %</th><th scope="col">val top-5 %</th>'
+        '<th scope="col">best val top-1 %</th><th scope="col">val loss</th>'
+        '<th scope="col">top-1 / top-5 % (report)</th></tr></thead><tbody><tr><th scope="row">c</th>'
+        '<td class="num">3</td><td class="num">55.00</td><td class="num">95.00</td>'
+        '<td class="num">70.00 (epoch 2)</td><td class="num">0.9000</td>'
+        '<td>75.00 / 100.00 on 4 images (model_best.pth.tar)</td></tr><tr><th scope="row">n</th>'
+        '<td class="num">2</td><td class="num">70.00</td><td class="num">95.00</td>'
+        '<td class="num">70.00 (epoch 2)</td><td class="num">0.9000</td>'
+        "<td>75.00 / 100.00 on 4 images (model_best.pth.tar)</td></tr></tbody></table></div>"
+        '<p class="missing">'
+        "<strong>Not available:</strong> robust accuracy under attack: for c, run <code>visionlab"
+        " attack --resume ROOT/c/model_best.pth.tar</code>; for n, run <code>visionlab attack --resume"
+        " ROOT/n/model_best.pth.tar</code>.</p>"
+    ),
+    "pair:conv": (
+        '<div class="table-wrap"><table><caption>The same training run with either convolution</caption>'
+        '<thead><tr><th scope="col"></th><th scope="col">n (native conv)</th>'
+        '<th scope="col">c (custom conv)</th></tr></thead><tbody><tr><th scope="row">epochs</th>'
+        '<td class="num">2</td><td class="num">3</td></tr><tr>'
+        '<th scope="row">val top-1 % (last epoch)</th><td class="num">70.00</td>'
+        '<td class="num">55.00</td></tr><tr><th scope="row">val top-5 % (last epoch)</th>'
+        '<td class="num">95.00</td><td class="num">95.00</td></tr><tr>'
+        '<th scope="row">best val top-1 %</th><td class="num">70.00</td><td class="num">70.00</td></tr>'
+        '<tr><th scope="row">mean seconds per epoch</th><td class="num">2.5</td><td class="num">4.0</td>'
+        '</tr><tr><th scope="row">mean training images/s</th><td class="num">1000</td>'
+        '<td class="num">2000</td></tr><tr><th scope="row">seconds per epoch, custom / native</th>'
+        '<td class="num">1</td><td class="num">1.60</td></tr><tr><th scope="row">top-1 % (report)</th>'
+        '<td class="num">75.00</td><td class="num">75.00</td></tr></tbody></table></div><figure>'
+        '<img src="data:PNG" alt="Training curves of n (native conv) and c (custom conv) overlaid:'
+        ' loss, accuracy and learning rate">'
+        "<figcaption>Blue: native convolution; orange: custom (unfold/fold) convolution.</figcaption>"
+        "</figure>"
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
+    return _pages(tmp_path_factory.mktemp("pages"))
+
+
+@pytest.mark.parametrize("key", sorted(EXPECTED))
+def test_section_html(pages: dict[str, dict[str, str]], key: str) -> None:
+    scenario, section_id = key.split(":")
+    assert pages[scenario][section_id] == EXPECTED[key]
+
+
+def _capture_figures(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Replace the sections' figure_png by one that keeps each figure (closed by the test) and returns b"png"."""
+    figures = []
+
+    def keep(fig, dpi: int = 110) -> bytes:
+        figures.append(fig)
+        return b"png"
+
+    monkeypatch.setattr(sections, "figure_png", keep)
+    return figures
+
+
+def test_heat_map_figure_and_the_twenty_largest_confusions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = _capture_figures(monkeypatch)
+    run_dir = make_run(tmp_path, "run")
+    counts = [[5 if p == t else 0 for p in range(25)] for t in range(25)]
+    for t in range(22):  # class t taken for class t + 1, t + 1 times
+        counts[t][t + 1] = t + 1
+    found = fake_analysis(run_dir, [f"k{k}" for k in range(25)])
+    found.confusion = counts
+    confusion = _sections(build_report([load_run(run_dir)], {run_dir: found}), tmp_path)["confusion"]
+    rows = re.findall(r'<tr><th scope="row">(\w+)</th><td>(\w+)</td><td class="num">(\d+)</td><td class="num">'
+                      r"([\d.]+)</td></tr>", confusion)  # fmt: skip
+    expected = [(f"k{t}", f"k{t + 1}", str(t + 1), f"{100 * (t + 1) / (t + 6):.2f}") for t in range(21, 1, -1)]
+    assert rows == expected  # the 20 largest, largest first
+    assert confusion.startswith(
+        '<figure><img src="data:PNG" alt="Confusion matrix heat map of 25 classes, each row the '
+        'shares of its true class"><figcaption>Confusion matrix of model_best.pth.tar on 4 validation images (rows '
+        'true, columns predicted)</figcaption></figure><div class="table-wrap"><table><caption>The 20 most frequent '
+        'confusions</caption><thead><tr><th scope="col">true class</th><th scope="col">predicted as</th>'
+        '<th scope="col">images</th><th scope="col">% of the true class</th></tr></thead>'
+    )
+    heat = figures[-1]
+    try:
+        assert tuple(heat.get_size_inches()) == (7.0, 6.0)
+        ax, bar = heat.axes
+        (image,) = ax.get_images()
+        shares = [[c / sum(row) for c in row] for row in counts]
+        assert np.allclose(image.get_array(), shares, rtol=0, atol=1e-12)
+        assert image.get_cmap().name == "Blues" and image.get_clim() == (0, 1)
+        assert (ax.get_xlabel(), ax.get_ylabel(), bar.get_ylabel()) == ("predicted class", "true class",
+                                                                        "share of the true class")  # fmt: skip
+        assert ax.get_position().x0 < 0.1  # laid out tight
+    finally:
+        for fig in figures:
+            plt.close(fig)
+
+
+def test_an_empty_row_of_the_heat_map(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = _capture_figures(monkeypatch)
+    run_dir = make_run(tmp_path, "run")
+    found = fake_analysis(run_dir, [f"k{k}" for k in range(21)])
+    found.confusion = [[0] * 21 for _ in range(21)]
+    found.confusion[0][1] = 2
+    confusion = _sections(build_report([load_run(run_dir)], {run_dir: found}), tmp_path)["confusion"]
+    assert '<tbody><tr><th scope="row">k0</th><td>k1</td><td class="num">2</td><td class="num">100.00</td></tr>' \
+        "</tbody>" in confusion  # fmt: skip
+    shares = figures[-1].axes[0].get_images()[0].get_array()
+    assert shares[0].tolist()[:2] == [0.0, 1.0] and shares[1].tolist() == [0.0] * 21  # 0 / max(0, 1)
+    for fig in figures:
+        plt.close(fig)
+
+
+def test_curves_are_drawn_for_the_trained_runs_under_their_labels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    figures = _capture_figures(monkeypatch)
+    young = tmp_path / "young"
+    young.mkdir()
+    (young / "metrics.jsonl").write_text(json.dumps({"type": "step", "epoch": 0, "step": 1, "lr": 0.1}) + "\n")
+    native, custom = make_run(tmp_path, "n"), make_run(tmp_path, "c", {"conv": "custom"}, epochs=3)
+    page = build_report(load_runs([native, young, custom]))
+    try:
+        curves, conv = figures
+
+        def lr_lines(fig):
+            return [(line.get_label(), len(line.get_xdata())) for line in fig.axes[2].get_lines()]
+
+        assert lr_lines(curves) == [("n", 3), ("c", 4)]
+        assert lr_lines(conv) == [("n (native conv)", 3), ("c (custom conv)", 4)]
+    finally:
+        for fig in figures:
+            plt.close(fig)
+    curves_html = _sections(page, tmp_path)["curves"]
+    assert curves_html.startswith(
+        '<p class="missing"><strong>Not available:</strong> young has no finished epoch in '
+        "<code>ROOT/young/metrics.jsonl</code>: train it (<code>visionlab train --out ROOT/young</code>).</p>"
+        '<figure><img src="data:PNG" alt="Training curves of n, c: loss, top-1 and top-5 accuracy, and learning '
+        'rate against epoch"><figcaption>Loss, accuracy and learning rate against epoch, one colour per run.'
+    )
+    assert curves_html.count("<details open><summary>Per-epoch numbers of ") == 2
+
+
+def test_page_title_introduction_and_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = make_run(tmp_path, "a"), make_run(tmp_path, "b&")
+    page = build_report(load_runs([a, b]), generated="today <1>")
+    version = sections._version()
+    assert page.count("<title>visionlab report: a, b&amp;</title>") == 1
+    assert (
+        f"<header><h1>visionlab report: a, b&amp;</h1><p>Generated by visionlab {version} on today &lt;1&gt; from:</p>"
+        f"<ul><li>a: <code>{a}</code></li><li>b&amp;: <code>{tmp_path}/b&amp;</code></li></ul></header>"
+    ) in page
+    assert re.findall(r'<section id="([\w-]+)"', page) == [i for i, _ in sections.SECTIONS]
+    assert re.findall(r'<h2 id="[\w-]+-h">([^<]+)</h2>', page) == [t for _, t in sections.SECTIONS]
+
+    class Now:
+        @staticmethod
+        def now():
+            from datetime import datetime
+
+            return datetime(2026, 3, 4, 5, 6, 7)
+
+    monkeypatch.setattr(sections, "datetime", Now)
+    assert "on 2026-03-04 05:06 from:" in build_report([load_run(a)])
+
+    import importlib.metadata
+
+    def no_version(name: str) -> str:
+        assert name == "visionlab"
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", no_version)
+    assert sections._version() == "(source tree)"
+    with pytest.raises(ValueError, match=r"^build_report: no runs$"):
+        build_report([])
+
+
+def test_grids_that_are_not_png_files_are_missing(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, "run")
+    for name in ("original.png", "adversarial.png"):
+        _png(run_dir / "attack" / name)
+    _png(run_dir / "attack" / "difference.png", fmt="JPEG")  # decodes, but is no PNG
+    adversarial = _sections(build_report([load_run(run_dir)]), tmp_path)["adversarial"]
+    assert adversarial.startswith('<p class="missing"><strong>Not available:</strong> original / adversarial')
+    _png(run_dir / "attack" / "difference.png")
+    (run_dir / "saliency").mkdir()
+    (run_dir / "saliency" / "saliency.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")  # a PNG header, no image
+    page = _sections(build_report([load_run(run_dir)]), tmp_path)
+    assert page["adversarial"].count("<img") == 3 and "<table>" not in page["adversarial"]
+    assert page["saliency"] == ""  # the command's file is there (it wins), but nothing in it decodes
+
+
+def test_conv_pairs_need_native_and_custom(tmp_path: Path) -> None:
+    n1, n2 = make_run(tmp_path, "n1"), make_run(tmp_path, "n2", {"workers": 3})
+    c = make_run(tmp_path, "c", {"conv": "custom", "print_freq": 5, "progress": False, "tensorboard": True,
+                                 "data_root": "/d", "check_images": True})  # fmt: skip
+    other = make_run(tmp_path, "o", {"conv": "other"})
+    runs = load_runs([n1, c, n2, other])
+    assert [(a.label, b.label) for a, b in sections.conv_pairs(runs)] == [("n1", "c"), ("n2", "c")]
+    assert sections._differences(runs[0], runs[3]) == []  # only conv differs, but it is not native vs custom
+    assert sections.conv_pairs([runs[0], runs[3]]) == []
