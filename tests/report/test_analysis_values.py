@@ -113,3 +113,13 @@ def test_tensor_png_pixels_and_enlargement() -> None:
     with pytest.raises(ValueError, match=re.escape("got (1, 4)") + "$"):
         tensor_png(torch.zeros(1, 4))
     assert [_scale(s) for s in (4, 28, 42, 43, 84, 85, 200)] == [21, 3, 2, 1, 1, 1, 1]
+
+
+def test_an_empty_split_is_analysed_as_zero_images() -> None:
+    empty = TensorDataset(torch.zeros(0, 1, 1, 7), torch.zeros(0, dtype=torch.long))
+    predictions = predict(Pixels(), empty, "cpu", k=3)
+    assert (predictions.labels.shape, predictions.top.shape, predictions.probs.shape) == ((0,), (0, 3), (0, 3))
+    assert predictions.labels.dtype == predictions.top.dtype == torch.int64 and predictions.probs.is_floating_point()
+    found = analyse(Pixels(), empty, list("abcdefg"), "cpu")
+    assert (found.n, found.top1, found.top5, found.samples) == (0, 0.0, 0.0, [])
+    assert found.confusion == [[0] * 7] * 7

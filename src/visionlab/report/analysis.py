@@ -87,6 +87,8 @@ def predict(
     finally:
         for m, mode in modes:
             m.training = mode
+    if not labels:  # an empty split: no rows, k columns (so that ``top[:, 0]`` is an empty column, not an error)
+        return Predictions(torch.zeros(0, dtype=torch.long), torch.zeros(0, k, dtype=torch.long), torch.zeros(0, k))
     return Predictions(torch.cat(labels).long(), torch.cat(top), torch.cat(probs))
 
 
