@@ -20,8 +20,14 @@ setup: $(STAMP)
 demo: setup
 	scripts/demo.sh $(BIN)/visionlab
 
+# One pytest-xdist worker per core (at most 4), each computing on one thread (tests/conftest.py), idle workers
+# taking tests from busy ones: on 2 cores 1450 tests take 92 s instead of 131 s in one process (2026-11-26).
+# TEST_JOBS=0 runs the suite in one process.
+TEST_JOBS ?= auto
+PYTEST := $(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --maxprocesses 4 --dist worksteal)
+
 test: setup
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # The suite again on PyTorch's and MKL's AVX2 kernels, the ones a CPU without AVX-512 runs: a test that passes only
 # by one kernel's rounding fails on one of the two runs. (On a CPU without AVX-512 both runs use AVX2.)
@@ -29,7 +35,7 @@ test-avx2: export ATEN_CPU_CAPABILITY = avx2
 test-avx2: export MKL_ENABLE_INSTRUCTIONS = AVX2
 test-avx2: setup
 	$(BIN)/python -c "import torch; print('ATen CPU capability:', torch.backends.cpu.get_cpu_capability())"
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

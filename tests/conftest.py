@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from pathlib import Path
 
@@ -11,6 +12,25 @@ import pytest
 import torch
 
 from visionlab.engine import ClassificationTask
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test`` runs one worker per core) each worker computes on one thread, and so do
+    the processes its tests start: two workers with two intra-op threads each on two cores slow each other by
+    far more than they gain (busy-waiting threads)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
+
+# Files whose tests start processes of their own (torchrun, DDP worlds of two) and take 5-20 s each: collected
+# first, so that under pytest-xdist they start at once beside the many short tests instead of running alone at
+# the end while the other worker idles.
+_SLOW_FIRST = ("tests/test_torchrun.py", "tests/engine/test_distributed.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(_SLOW_FIRST))  # stable: otherwise in collection order
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
