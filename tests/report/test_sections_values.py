@@ -106,6 +106,20 @@ def _pages(tmp_path: Path) -> dict[str, dict[str, str]]:
     return {name: _sections(page, tmp_path) for name, page in pages.items()}
 
 
+# The per-class table of a fake analysis (4 validation images of classes a, b, c): the rich run's and run a's.
+PER_CLASS = (
+    '<div class="table-wrap"><table>'
+    "<caption>Per-class top-1 of model_best.pth.tar on the first 4 validation images</caption>"
+    '<thead><tr><th scope="col">class</th><th scope="col">images</th><th scope="col">correct</th>'
+    '<th scope="col">accuracy %</th></tr></thead><tbody><tr><th scope="row">a</th>'
+    '<td class="num">2</td><td class="num">2</td><td class="num acc">'
+    '<span class="bar" aria-hidden="true" style="--w: 1.000"></span>100.00</td></tr><tr>'
+    '<th scope="row">b</th><td class="num">1</td><td class="num">0</td><td class="num acc">'
+    '<span class="bar" aria-hidden="true" style="--w: 0.000"></span>0.00</td></tr><tr>'
+    '<th scope="row">c</th><td class="num">1</td><td class="num">1</td><td class="num acc">'
+    '<span class="bar" aria-hidden="true" style="--w: 1.000"></span>100.00</td></tr></tbody></table>'
+)
+
 # Each section's inner HTML, by "scenario:section id" (see _pages).
 EXPECTED = {
     "odd:config": (
@@ -263,19 +277,7 @@ EXPECTED = {
         '<td class="num">0.9000</td><td class="num">70.00</td><td class="num">95.00</td>'
         '<td class="num">31.00</td><td class="num">3.0</td></tr></tbody></table></div></details>'
     ),
-    "rich:per-class": (
-        '<div class="table-wrap"><table>'
-        "<caption>Per-class top-1 of model_best.pth.tar on the first 4 validation images</caption>"
-        '<thead><tr><th scope="col">class</th><th scope="col">images</th><th scope="col">correct</th>'
-        '<th scope="col">accuracy %</th></tr></thead><tbody><tr><th scope="row">a</th>'
-        '<td class="num">2</td><td class="num">2</td><td class="num acc">'
-        '<span class="bar" aria-hidden="true" style="--w: 1.000"></span>100.00</td></tr><tr>'
-        '<th scope="row">b</th><td class="num">1</td><td class="num">0</td><td class="num acc">'
-        '<span class="bar" aria-hidden="true" style="--w: 0.000"></span>0.00</td></tr><tr>'
-        '<th scope="row">c</th><td class="num">1</td><td class="num">1</td><td class="num acc">'
-        '<span class="bar" aria-hidden="true" style="--w: 1.000"></span>100.00</td></tr></tbody></table>'
-        "</div>"
-    ),
+    "rich:per-class": PER_CLASS + "</div>",
     "rich:confusion": (
         '<div class="table-wrap"><table class="confusion">'
         "<caption>Confusion matrix of model_best.pth.tar on 4 validation images (rows true, columns"
@@ -487,17 +489,7 @@ EXPECTED = {
         '<td class="num">95.00</td><td class="num">4.0</td></tr></tbody></table></div></details>'
     ),
     "two:per-class": (
-        '<h3>a</h3><div class="table-wrap"><table>'
-        "<caption>Per-class top-1 of model_best.pth.tar on the first 4 validation images</caption>"
-        '<thead><tr><th scope="col">class</th><th scope="col">images</th><th scope="col">correct</th>'
-        '<th scope="col">accuracy %</th></tr></thead><tbody><tr><th scope="row">a</th>'
-        '<td class="num">2</td><td class="num">2</td><td class="num acc">'
-        '<span class="bar" aria-hidden="true" style="--w: 1.000"></span>100.00</td></tr><tr>'
-        '<th scope="row">b</th><td class="num">1</td><td class="num">0</td><td class="num acc">'
-        '<span class="bar" aria-hidden="true" style="--w: 0.000"></span>0.00</td></tr><tr>'
-        '<th scope="row">c</th><td class="num">1</td><td class="num">1</td><td class="num acc">'
-        '<span class="bar" aria-hidden="true" style="--w: 1.000"></span>100.00</td></tr></tbody></table>'
-        '</div><h3>b</h3><p class="missing">'
+        "<h3>a</h3>" + PER_CLASS + '</div><h3>b</h3><p class="missing">'
         "<strong>Not available:</strong> the per-class accuracy: no checkpoint in"
         " <code>ROOT/two/b</code> (no epoch finished). Train it, e.g. <code>visionlab train --out"
         " ROOT/two/b</code>, then run <code>visionlab report ROOT/two/b</code> again.</p>"
