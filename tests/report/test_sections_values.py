@@ -135,7 +135,7 @@ EXPECTED = {
         '<th scope="col">best val top-1 %</th><th scope="col">val loss</th>'
         '<th scope="col">top-1 / top-5 % (report)</th></tr></thead><tbody><tr><th scope="row">odd</th>'
         '<td class="num">2</td><td class="num">—</td><td class="num">—</td>'
-        '<td class="num">— (epoch 1)</td><td class="num">2.0000</td><td>—</td></tr></tbody></table>'
+        '<td class="num">—</td><td class="num">2.0000</td><td>—</td></tr></tbody></table>'
         '</div><div class="table-wrap"><table>'
         "<caption>Robust accuracy (the attack run on every image)</caption><thead><tr>"
         '<th scope="col">run</th><th scope="col">attack</th><th scope="col">images</th>'

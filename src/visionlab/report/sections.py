@@ -206,7 +206,8 @@ def _metrics(runs: Sequence[Run], analyses: Analyses) -> Raw:
     for r in runs:
         epochs = r.epochs
         last = epochs[-1] if epochs else {}
-        best = max(epochs, key=lambda e: e.get("val_top1", float("-inf"))) if epochs else {}
+        scored = [e for e in epochs if e.get("val_top1") is not None]  # an epoch without validation has no best
+        best = max(scored, key=lambda e: e["val_top1"]) if scored else {}
         found = analyses.get(r.path)
         evaluated = (
             f"{found.top1:.2f} / {found.top5:.2f} on {found.n} images ({found.checkpoint.name})"
