@@ -132,3 +132,12 @@ def test_only_step_and_epoch_records_are_learning_rate_points() -> None:
     other = dict(type="eval", epoch=0, step=3, lr=9.0)
     x, lr = _lr_curve([dict(type="step", epoch=0, step=2, lr=0.5), other, *epochs], epochs)
     assert (x, lr) == ([0.5, 1.0, 2.0], [0.5, 0.3, 0.1])
+
+
+def test_learning_rate_steps_are_placed_by_the_last_epochs_steps_per_epoch() -> None:
+    from visionlab.report.plots import _lr_curve
+
+    # Three epochs of 4 steps; a step record mid-epoch 2 (global step 6) sits at 6 / 4 = 1.5 epochs.
+    epochs = [{"type": "epoch", "epoch": e, "step": 4 * (e + 1), "lr": 0.1 / (e + 1)} for e in range(3)]
+    records = [{"type": "step", "step": 6, "lr": 0.07}, *epochs, {"type": "other", "step": 2, "lr": 9.0}]
+    assert _lr_curve(records, epochs) == ([1.0, 1.5, 2.0, 3.0], [0.1, 0.07, 0.05, 0.1 / 3])
