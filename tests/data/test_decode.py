@@ -94,6 +94,20 @@ def test_other_formats_are_read_through_pil(tmp_path: Path, suffix: str) -> None
 
 
 # --------------------------------------------------------------------------------------------- errors
+def _broken(tmp_path: Path, how: str) -> Path:
+    """A 32x32 noise image saved as PNG (``how`` starting with "png") or JPEG, then broken ``how``."""
+    path = tmp_path / ("x.png" if how.startswith("png") else "x.jpg")
+    Image.fromarray(noise(32, 32)).save(path)
+    data = path.read_bytes()
+    if how == "missing":
+        path.unlink()
+    else:
+        cut = {"empty": b"", "garbage": b"not an image" * 8, "jpeg_truncated": data[:-60],
+               "jpeg_header_only": data[:200], "png_truncated": data[: len(data) // 2]}  # fmt: skip
+        path.write_bytes(cut[how])
+    return path
+
+
 @pytest.mark.parametrize(
     ("how", "reason"),
     [
@@ -106,17 +120,8 @@ def test_other_formats_are_read_through_pil(tmp_path: Path, suffix: str) -> None
     ],
 )
 def test_unreadable_file_raises_decode_error_with_the_reason(tmp_path: Path, how: str, reason: str) -> None:
-    path = tmp_path / ("x.png" if how.startswith("png") else "x.jpg")
-    Image.fromarray(noise(32, 32)).save(path)
-    data = path.read_bytes()
-    if how == "missing":
-        path.unlink()
-    else:
-        cut = {"empty": b"", "garbage": b"not an image" * 8, "jpeg_truncated": data[:-60],
-               "jpeg_header_only": data[:200], "png_truncated": data[: len(data) // 2]}  # fmt: skip
-        path.write_bytes(cut[how])
     with pytest.raises(ImageDecodeError) as info:
-        read_image(path)
+        read_image(_broken(tmp_path, how))
     message = str(info.value)
     assert reason in message, message
     assert ".cpp:" not in message  # torchvision's C++ source location is noise to a user
@@ -161,12 +166,8 @@ def test_cache_rejects_what_is_not_a_uint8_image() -> None:
 )
 def test_decode_error_message_is_exactly_the_reason(tmp_path: Path, how: str, message: str) -> None:
     """The whole message: torchvision's ``…/decode_jpeg.cpp:171, `` prefix cut off and nothing put in its place."""
-    path = tmp_path / ("x.png" if how.startswith("png") else "x.jpg")
-    Image.fromarray(noise(32, 32)).save(path)
-    data = path.read_bytes()
-    path.write_bytes({"empty": b"", "jpeg_truncated": data[:-60], "png_truncated": data[: len(data) // 2]}[how])
     with pytest.raises(ImageDecodeError, match=f"^{re.escape(message)}$"):
-        read_image(path)
+        read_image(_broken(tmp_path, how))
 
 
 @pytest.mark.parametrize("suffix", [".pgm", ".bmp", ".tif"])

@@ -14,6 +14,8 @@ from visionlab.models import ImprovedNet, build_model
 from visionlab.models.improved import BasicBlock
 from visionlab.ops import CustomConv2d
 
+from .conftest import recording_conv
+
 
 def _convs(model: nn.Module) -> list[nn.Conv2d]:
     return [m for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -68,15 +70,6 @@ def test_bad_architectures_are_refused() -> None:
         ImprovedNet(stem_stride=3)
 
 
-def _recording_conv(calls: list):
-    class Recording(nn.Conv2d):
-        def __init__(self, *args, **kwargs):
-            calls.append((args, kwargs))
-            super().__init__(*args, **kwargs)
-
-    return Recording
-
-
 def _conv(c_in: int, c_out: int, k: int, s: int, p: int):
     return ((c_in, c_out), dict(kernel_size=k, stride=s, padding=p, bias=False))
 
@@ -84,7 +77,7 @@ def _conv(c_in: int, c_out: int, k: int, s: int, p: int):
 def test_every_convolution_is_built_as_specified() -> None:
     calls: list = []
     net = ImprovedNet(num_classes=5, in_channels=2, widths=(4, 8), depths=(1, 2), stem_stride=2,
-                      drop_path_rate=0.3, dropout=0.25, conv_layer=_recording_conv(calls))  # fmt: skip
+                      drop_path_rate=0.3, dropout=0.25, conv_layer=recording_conv(calls))  # fmt: skip
     assert calls == [
         _conv(2, 4, 3, 2, 1),  # stem
         _conv(4, 4, 3, 1, 1), _conv(4, 4, 3, 1, 1),  # stage 1, block 1: identity shortcut
@@ -105,7 +98,7 @@ def test_every_convolution_is_built_as_specified() -> None:
     assert net.forward_features(torch.rand(2, 2, 16, 16)).shape == (2, 8, 2, 2)  # 16 -> 8 -> 4 (pool) -> 2
 
     calls.clear()
-    flat = ImprovedNet(in_channels=1, widths=(3,), depths=(1,), conv_layer=_recording_conv(calls))
+    flat = ImprovedNet(in_channels=1, widths=(3,), depths=(1,), conv_layer=recording_conv(calls))
     assert calls[0] == _conv(1, 3, 3, 1, 1) and len(flat.stem) == 3  # stride 1: no max pool
 
 

@@ -11,6 +11,8 @@ from torch import nn
 from visionlab.models import ImprovedNet, Normalize
 from visionlab.models.layers import ConvClassifier, DropPath, replace_convs
 
+from .conftest import recording_conv
+
 
 def test_drop_path_draws_one_bernoulli_per_sample_and_rescales_by_hand() -> None:
     dp = DropPath(0.25).train()
@@ -51,11 +53,7 @@ def test_forward_head_pools_drops_and_classifies_by_hand() -> None:
 def test_replace_convs_calls_the_constructor_with_every_hyperparameter_and_draws_nothing() -> None:
     calls = []
 
-    class Recording(nn.Conv2d):
-        def __init__(self, *args, **kwargs):
-            calls.append((args, kwargs))
-            super().__init__(*args, **kwargs)
-
+    Recording = recording_conv(calls)
     torch.manual_seed(0)
     inner = nn.Conv2d(4, 6, (3, 1), stride=(2, 1), padding=(1, 0), dilation=(2, 1), groups=2, bias=False,
                       padding_mode="reflect")  # fmt: skip

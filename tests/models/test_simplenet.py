@@ -9,15 +9,13 @@ from torch import nn
 
 from visionlab.models import SimpleNet
 
+from .conftest import recording_conv
+
 
 def test_every_layer_is_built_with_exactly_the_original_arguments() -> None:
     calls = []
 
-    class Recording(nn.Conv2d):
-        def __init__(self, *args, **kwargs):
-            calls.append((args, kwargs))
-            super().__init__(*args, **kwargs)
-
+    Recording = recording_conv(calls)
     net = SimpleNet(num_classes=7, in_channels=2, conv_layer=Recording)
     spec = [(2, 64, 7, 2, 3), (64, 64, 1, 1, 0), (64, 64, 3, 1, 1), (64, 256, 1, 1, 0), (256, 128, 1, 1, 0),
             (128, 128, 3, 1, 1), (128, 512, 1, 1, 0)]  # fmt: skip
