@@ -74,6 +74,33 @@ AT: dict[str, dict] = {
     "w24-nfgsm12-ema": {"adv_train": "n-fgsm", "epochs": 12, "ema": 0.999, "model_kwargs": WIDE_24},
     "w24-fgsm10-ema": {"adv_train": "fgsm-rs", "epochs": 10, "ema": 0.999, "model_kwargs": WIDE_24},
     "w24-nfgsm15-ema": {"adv_train": "n-fgsm", "epochs": 15, "ema": 0.999, "model_kwargs": WIDE_24},
+    # fourth search: more capacity (4x the five-stage multiply-adds), a larger training radius (evaluated at 0.1),
+    # multi-step and TRADES objectives on the wider net
+    "w32-fgsm10-ema": {"adv_train": "fgsm-rs", "epochs": 10, "ema": 0.999, "model_kwargs": WIDE_32},
+    "w32-fgsm15-ema": {"adv_train": "fgsm-rs", "epochs": 15, "ema": 0.999, "model_kwargs": WIDE_32},
+    "w24-fgsm10-eps12-ema": {
+        "adv_train": "fgsm-rs",
+        "epochs": 10,
+        "ema": 0.999,
+        "adv_eps": 0.12,
+        "model_kwargs": WIDE_24,
+    },
+    "five-fgsm10-eps12-ema": {
+        "adv_train": "fgsm-rs",
+        "epochs": 10,
+        "ema": 0.999,
+        "adv_eps": 0.12,
+        "model_kwargs": FIVE_STAGE,
+    },
+    "w24-pgd3-10-ema": {"adv_train": "pgd", "adv_steps": 3, "epochs": 10, "ema": 0.999, "model_kwargs": WIDE_24},
+    "w24-trades3-10-ema": {
+        "adv_train": "trades",
+        "adv_steps": 3,
+        "trades_beta": 6.0,
+        "epochs": 10,
+        "ema": 0.999,
+        "model_kwargs": WIDE_24,
+    },
 }
 AT_SHARED = {
     "data": "fashion-mnist", "model": "improved", "batch_size": 128, "optimizer": "sgd", "lr": 0.1,
@@ -99,6 +126,8 @@ CLEAN: dict[str, dict] = {
     "c15-w24-ema": {"epochs": 15, "ema": 0.999, "model_kwargs": WIDE_24},
     "c12-w24-aug-ema": {"epochs": 12, "augment": AUG, "ema": 0.999, "model_kwargs": WIDE_24},
     "c10-w32-ema": {"ema": 0.999, "model_kwargs": WIDE_32},
+    # fourth search: the widest net, twice the schedule with crop + erasing (what 95% would cost)
+    "c20-w32-aug-ema": {"epochs": 20, "augment": AUG, "ema": 0.999, "model_kwargs": WIDE_32},
 }
 CLEAN_SHARED = {"data": "fashion-mnist", "model": "improved"}  # + recipe_for("improved", "fashion-mnist")
 RUNTIME = {"deterministic": False, "progress": False, "tensorboard": False, "print_freq": 10**6}
