@@ -509,6 +509,25 @@ def test_restarts_attack_only_the_examples_still_standing() -> None:
     assert model.sizes == [2, 2, 2]  # one run: its steps, no scoring forward
 
 
+def test_one_channel_attacks_run_nhwc_with_the_strides_spelled_out() -> None:
+    """A (N, 1, H, W) batch and a (C, 1, k, k) weight are both layouts at once; PyTorch's channels-last leaves
+    their NCHW strides, and the convolution then runs NCHW. The attack spells the NHWC strides out."""
+    model = tiny_model(channels=1)
+    conv = model.net[0]
+    ptr = conv.weight.data_ptr()
+    seen: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+    conv.register_forward_pre_hook(lambda m, args: seen.append((args[0].stride(), m.weight.stride())))
+    x = batch(2, channels=1)
+    y = predicted(model, x)
+    seen.clear()
+    adv = PGD(model, 0.05, 0.01, steps=2, random_start=False)(x, y)
+    assert seen == [((36, 1, 6, 1), (9, 1, 3, 1))] * 2
+    assert conv.weight.data_ptr() == ptr and conv.weight.stride() == (9, 9, 3, 1)  # the model's own memory back
+    assert adv.stride() == x.stride()  # returned in the layout it was given
+    nchw = PGD(model, 0.05, 0.01, steps=2, random_start=False, channels_last=False)(x, y)
+    assert torch.allclose(adv, nchw, atol=1e-12)
+
+
 def test_layout_helpers() -> None:
     from visionlab.robustness.attacks import attack_layout, full_precision, match_layout, to_layout
 
@@ -516,11 +535,16 @@ def test_layout_helpers() -> None:
     assert attack_layout(x, None) is True and attack_layout(x[0], None) is False  # auto: NHWC for CPU batches
     assert attack_layout(x, False) is False and attack_layout(x[0], True) is True  # given: as given
     assert to_layout(x, False) is x and to_layout(x, True).is_contiguous(memory_format=torch.channels_last)
+    assert to_layout(batch(2, channels=1), True).stride() == (36, 1, 6, 1)  # NHWC spelled out for one channel
     nhwc = x.contiguous(memory_format=torch.channels_last)
-    assert match_layout(x.clone(), nhwc).is_contiguous(memory_format=torch.channels_last)
-    assert match_layout(nhwc.clone(), x).is_contiguous()  # NCHW unless `like` is NHWC only
-    one_pixel = torch.zeros(2, 3, 1, 1)  # both layouts at once: kept NCHW
-    assert match_layout(nhwc.clone(), one_pixel).is_contiguous()
+    assert match_layout(x.clone(), nhwc).stride() == nhwc.stride() == (108, 1, 18, 3)
+    assert match_layout(nhwc.clone(), x).stride() == x.stride() == (108, 36, 6, 1)
+    t = x.clone()
+    assert match_layout(t, x) is t  # already laid out so: no copy
+    one, spelled = batch(2, channels=1), to_layout(batch(2, channels=1), True)  # both layouts at once
+    assert match_layout(one.clone(), spelled).stride() == (36, 1, 6, 1)
+    assert match_layout(spelled.clone(), one).stride() == (36, 36, 6, 1)
+    assert torch.equal(match_layout(nhwc, x), x)
     assert full_precision(torch.ones(2, dtype=torch.bfloat16)).dtype == torch.float32
     assert full_precision(torch.ones(2, dtype=torch.float16)).dtype == torch.float32
     assert full_precision(torch.ones(2, dtype=torch.float64)).dtype == torch.float64

@@ -16,6 +16,7 @@ Every reader validates what it can before training starts: a malformed list line
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import pickle
 import struct
@@ -31,7 +32,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from visionlab.data.decode import ImageCache, ImageDecodeError, read_image
-from visionlab.data.fetch import DatasetError, default_data_root, fashion_mnist_dir, fetch_fashion_mnist
+from visionlab.data.fetch import DatasetError, default_data_root, fetch_fashion_mnist
 from visionlab.data.memory import BatchAugment
 from visionlab.data.transforms import eval_transform, split_deterministic, to_float_transform, train_transform
 
@@ -205,7 +206,7 @@ def read_idx(path: str | Path) -> torch.Tensor:
     if len(data) < header:
         raise DatasetError(f"{path}: truncated IDX header")
     shape = struct.unpack(f">{ndim}I", data[4:header])
-    expected = int(np.prod(shape)) if shape else 0
+    expected = math.prod(shape)  # 1 for a 0-dimensional array: one element
     if len(data) - header != expected:
         raise DatasetError(f"{path}: IDX header says shape {shape} ({expected} bytes) but holds {len(data) - header}")
     array = np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
@@ -379,9 +380,7 @@ def _idx(path: Path, ndim: int) -> torch.Tensor:
 
 
 def _fashion_mnist(path: str, data_root: Path | None) -> DataBundle:
-    directory = Path(path) if path else fashion_mnist_dir(data_root)
-    if not path:
-        directory = fetch_fashion_mnist(data_root)
+    directory = Path(path) if path else fetch_fashion_mnist(data_root)
     x_train, y_train = (
         _idx(directory / "train-images-idx3-ubyte.gz", 3),
         _idx(directory / "train-labels-idx1-ubyte.gz", 1),
@@ -437,7 +436,7 @@ def _miniplaces_class_names(root: Path, entries: Sequence[ListEntry]) -> list[st
             label = int(fields[1])
             if not 0 <= label < MINIPLACES_CLASSES:
                 raise DatasetError(f"{categories}:{number}: label {label} outside [0, {MINIPLACES_CLASSES})")
-            names[label] = fields[0].strip("/").split("/", 1)[-1] if "/" in fields[0].strip("/") else fields[0]
+            names[label] = fields[0].strip("/").split("/", 1)[-1]  # /a/abbey, a/abbey, /abbey, abbey -> abbey
     else:  # the class folder of the train paths: train/a/abbey/00000001.jpg -> "abbey"
         for entry in entries:
             if not names[entry.label]:

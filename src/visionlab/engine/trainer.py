@@ -38,6 +38,8 @@ from visionlab.engine.task import ClassificationTask, Objective, build_task
 from visionlab.errors import ConfigError, UserError
 from visionlab.models import PretrainedWeights, architecture_kwargs, build_model, load_weights
 from visionlab.models.finetune import set_backbone_frozen, split_head
+from visionlab.ops.layout import channels_last as nhwc
+from visionlab.ops.layout import channels_last_module
 from visionlab.progress import progress as progress_bar
 
 __all__ = [
@@ -211,6 +213,12 @@ def _limit(dataset: Dataset, n: int | None) -> Dataset:
 
 
 @torch.no_grad()
+def _layout(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """A batch as the model runs it: NHWC with its strides spelled out (one channel included) when
+    ``channels_last``, else NCHW-contiguous."""
+    return nhwc(images) if channels_last else images.contiguous()
+
+
 def evaluate(
     model: nn.Module,
     loader: DataLoader,
@@ -229,9 +237,8 @@ def evaluate(
     was_training = model.training
     model.eval()
     stats = RunningStats(device)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
     for images, target in progress_bar(loader, desc=desc, enabled=progress):
-        images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
+        images = _layout(images.to(device, non_blocking=True), channels_last)
         target = target.to(device, non_blocking=True)
         with _autocast(device, amp):
             logits = model(images)
@@ -430,7 +437,6 @@ class Trainer:
             model.load_state_dict(state["model"])
         elif self.pretrained is not None:
             self._say(f"pretrained weights: {self.pretrained.apply(model)}")
-        self.memory_format = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
         if self.cfg.sync_bn and self.device.type != "cuda":
             raise ConfigError(
                 f"needs CUDA devices: PyTorch's SyncBatchNorm runs on GPUs only (here: {self.device}); on the CPU "
@@ -439,7 +445,8 @@ class Trainer:
             )
         if self.cfg.sync_bn and self.dist.enabled:  # batch statistics over the global batch; same parameters
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        return model.to(self.device, memory_format=self.memory_format)
+        model = model.to(self.device)
+        return channels_last_module(model) if self.cfg.channels_last else model
 
     def _wrap_model(self) -> nn.Module:
         """What the training step calls: the model in ``DistributedDataParallel`` under several ranks, then
@@ -655,7 +662,7 @@ class Trainer:
         )
         seen, tick = 0, time.perf_counter()
         for i, (images, target) in enumerate(bar):
-            images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+            images = _layout(images.to(self.device, non_blocking=True), self.cfg.channels_last)
             target = target.to(self.device, non_blocking=True)
             loss, logits = self._train_step(images, target)
             stats.update(loss, logits, target)

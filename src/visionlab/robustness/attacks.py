@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from visionlab.errors import ConfigError
+from visionlab.ops.layout import channels_last as nhwc
 from visionlab.robustness.steps import Radius, Step, make_step
 
 __all__ = [
@@ -72,7 +73,7 @@ def attack_context(model: nn.Module, channels_last: bool = False, batch_stats: b
         for p, _ in flags:
             p.requires_grad_(False)
         for p, data in swapped:
-            p.data = data.contiguous(memory_format=torch.channels_last)
+            p.data = nhwc(data)
         with torch.enable_grad():
             yield model
     finally:
@@ -94,16 +95,18 @@ def attack_layout(images: torch.Tensor, channels_last: bool | None) -> bool:
 
 
 def to_layout(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """``images`` in NHWC layout when ``channels_last``, else as they are."""
-    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+    """``images`` in NHWC layout when ``channels_last`` (strides spelled out even for one channel:
+    :func:`~visionlab.ops.layout.channels_last`), else as they are."""
+    return nhwc(images) if channels_last else images
 
 
 def match_layout(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``t`` in ``like``'s memory layout (NCHW-contiguous unless ``like`` is NHWC only), so what an attack
-    returns is laid out as what it was given and later arithmetic on it is the same with or without NHWC."""
-    if like.dim() == 4 and not like.is_contiguous() and like.is_contiguous(memory_format=torch.channels_last):
-        return t.contiguous(memory_format=torch.channels_last)
-    return t.contiguous()
+    """``t`` (of ``like``'s shape) with ``like``'s strides where ``like`` is dense (NCHW, NHWC, or NHWC spelled
+    out for one channel; else its suggested layout), so what an attack returns is laid out exactly as what it was
+    given, and the model's next forward of it takes the same kernels as that of the clean batch."""
+    if t.stride() == like.stride():
+        return t
+    return torch.empty_like(like).copy_(t)
 
 
 def check_images(images: torch.Tensor, labels: torch.Tensor) -> None:

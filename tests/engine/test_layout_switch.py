@@ -1,0 +1,59 @@
+"""``--channels-last`` on one-channel data: the batches and the model's 4-d weights carry NHWC strides spelled
+out (visionlab.ops.layout), so the first convolution runs NHWC too; the values are the NCHW run's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from visionlab.engine import TrainConfig, Trainer
+from visionlab.engine.trainer import evaluate
+
+CPU = torch.device("cpu")
+
+
+def _cfg(spec: str, out: Path, **overrides) -> TrainConfig:
+    values = dict(
+        data=spec, model="simplenet", out=str(out), epochs=1, batch_size=32, workers=0, device="cpu", lr=0.01,
+        quiet=True, progress=False, tensorboard=False, limit_train=64, limit_val=16, seed=0,
+    )  # fmt: skip
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+class _Strides(nn.Module):
+    """Logits from the first two pixels; records the strides of every batch it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.stride())
+        return x.flatten(1)[:, :2]
+
+
+def test_evaluate_feeds_one_channel_batches_with_nhwc_strides() -> None:
+    loader = [(torch.rand(2, 1, 3, 4), torch.tensor([0, 1]))]
+    model = _Strides()
+    evaluate(model, loader, CPU, channels_last=True)
+    evaluate(model, loader, CPU, channels_last=False)
+    assert model.seen == [(12, 1, 4, 1), (12, 12, 4, 1)]
+
+
+def test_channels_last_training_spells_out_the_strides_and_trains_the_nchw_weights(
+    tiny_fmnist: str, tmp_path: Path
+) -> None:
+    nhwc = Trainer(_cfg(tiny_fmnist, tmp_path / "nhwc", channels_last=True), callbacks=[])
+    stem = nhwc.model.net.features[0].weight
+    assert stem.shape[1] == 1 and stem.stride() == (49, 1, 7, 1)  # (64, 1, 7, 7): NHWC spelled out
+    seen: list[tuple[int, ...]] = []
+    nhwc.model.net.features[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].stride()))
+    nhwc.fit()
+    assert seen[0] == (784, 1, 28, 1) and len(set(seen)) <= 2  # every batch NHWC (the last may be smaller)
+    nchw = Trainer(_cfg(tiny_fmnist, tmp_path / "nchw"), callbacks=[])
+    nchw.fit()
+    for (name, a), b in zip(nhwc.model.state_dict().items(), nchw.model.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-4), name  # the same training, other kernels' rounding
