@@ -131,7 +131,7 @@ def part_switches(args: argparse.Namespace) -> None:
     print(f"{'model':<12} {'switch':<14} {'images/s':>10} {'x plain':>8}")
     for model in args.models:
         base = None
-        for name, switch in SWITCHES.items():
+        for name, switch in ((n, SWITCHES[n]) for n in ["plain", *(s for s in args.switches if s != "plain")]):
             with tempfile.TemporaryDirectory() as out, contextlib.redirect_stderr(io.StringIO()):
                 cfg = _config(args, out, model=model, **switch)
                 trainer = LastEpochTimer(cfg, bundle=bundle, callbacks=[], dist=DistContext())
@@ -151,6 +151,8 @@ def main() -> None:
     ap.add_argument("--data-root", help="where fashion-mnist is (default $VISIONLAB_DATA or ./data)")
     ap.add_argument("--model", default="simplenet", help="part ddp: the model (default simplenet)")
     ap.add_argument("--models", nargs="+", default=["simplenet", "vit", "resnet18"], help="part switches")
+    ap.add_argument("--switches", nargs="+", choices=list(SWITCHES), default=list(SWITCHES),
+                    help="part switches: which (default all; plain always, first)")  # fmt: skip
     ap.add_argument("--nproc", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
