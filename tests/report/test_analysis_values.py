@@ -112,7 +112,7 @@ def test_tensor_png_pixels_and_enlargement() -> None:
         tensor_png(torch.zeros(2, 1, 4))
     with pytest.raises(ValueError, match=re.escape("got (1, 4)") + "$"):
         tensor_png(torch.zeros(1, 4))
-    assert [_scale(s) for s in (4, 28, 42, 43, 84, 85, 200)] == [21, 3, 2, 1, 1, 1, 1]
+    assert [_scale(s) for s in (4, 5, 17, 28, 42, 43, 84, 85, 200)] == [21, 16, 4, 3, 2, 1, 1, 1, 1]
 
 
 def test_an_empty_split_is_analysed_as_zero_images() -> None:
@@ -123,3 +123,36 @@ def test_an_empty_split_is_analysed_as_zero_images() -> None:
     found = analyse(Pixels(), empty, list("abcdefg"), "cpu")
     assert (found.n, found.top1, found.top5, found.samples) == (0, 0.0, 0.0, [])
     assert found.confusion == [[0] * 7] * 7
+
+
+def test_tensor_png_is_written_optimized() -> None:
+    ramp = torch.linspace(0, 1, 48 * 48).reshape(1, 48, 48)
+    picture = Image.fromarray((ramp[0] * 255).round().to(torch.uint8).numpy())
+    optimized, plain = io.BytesIO(), io.BytesIO()
+    picture.save(optimized, format="PNG", optimize=True)
+    picture.save(plain, format="PNG")
+    assert optimized.getvalue() != plain.getvalue()  # so the comparison below can tell them apart
+    assert tensor_png(ramp) == optimized.getvalue()
+
+
+class Recording(Pixels):
+    """:class:`Pixels` that records the size of every batch it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(len(x))
+        return super().forward(x)
+
+
+def test_analyse_batches_and_cards() -> None:
+    torch.manual_seed(0)
+    images, labels = torch.rand(300, 1, 1, 7), torch.randint(0, 7, (300,))
+    model = Recording()
+    found = analyse(model, TensorDataset(images, labels), list("abcdefg"), "cpu")  # the defaults
+    assert len(found.samples) == 20 and model.sizes == [256, 44, 20]  # predict's batches, then the 20 cards'
+    model = Recording()
+    found = analyse(model, TensorDataset(images[:30], labels[:30]), list("abcdefg"), "cpu", batch_size=8)
+    assert len(found.samples) == 20 and model.sizes == [8, 8, 8, 6, 8, 8, 4]  # saliency in batches of 8 too

@@ -82,12 +82,13 @@ def test_write_page_is_atomic_utf8_and_world_readable(tmp_path: Path, monkeypatc
     seen = []
 
     def replace(src: str, dst: Path) -> None:
-        seen.append(Path(src).name)
+        seen.extend([Path(src).name, Path(src).parent])
         raise OSError("disk full")
 
     monkeypatch.setattr(html.os, "replace", replace)
     with pytest.raises(OSError, match=r"^disk full$"):
         write_page("third", out)
     assert seen[0].startswith(".r.html.") and seen[0].endswith(".tmp")
+    assert seen[1] == out.parent  # beside the page, so the rename stays on one file system
     assert sorted(p.name for p in out.parent.iterdir()) == ["r.html"]  # the temporary file is gone
     assert out.read_text(encoding="utf-8") == "second" and os.path.isfile(out)
