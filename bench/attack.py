@@ -17,7 +17,8 @@ ratio >= 1.2.
 Both differentiate with respect to the input alone (input-gradient-only convolution backward), so the loops'
 own overhead is small next to the convolutions. What visionlab gains comes from the layout: on the CPU its
 attacks run with the images and the model's 4-d weights in NHWC (channels-last, swapped in and back, the model
-left as it was), where oneDNN's convolutions are faster; the "NCHW" row is the same attack without that, the
+left as it was; the strides spelled out for one input channel, where PyTorch's own channels-last keeps NCHW ones),
+where oneDNN's convolutions and pools are faster; the "NCHW" row is the same attack without that, the
 loop alone. The kernels differ, so float32 results differ in the last bits, and where a gradient component is
 within rounding of zero its sign — hence a whole step — can differ: the table gives the fraction of pixels that
 differ and both robust accuracies. Early stop saves more (frozen examples leave the batch) but returns

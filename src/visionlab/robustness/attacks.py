@@ -52,9 +52,10 @@ def attack_context(model: nn.Module, channels_last: bool = False, batch_stats: b
     tensors are never touched.
 
     ``channels_last``: run with the 4-d weights in NHWC layout (copies swapped in as ``.data`` and the very
-    same original tensors swapped back on exit, so nothing of the model changes). oneDNN's CPU convolutions are
-    faster on that layout: PGD-10 on SimpleNet ran at 1.22x the images/s here (2-core AVX-512 EPYC, batch 128);
-    pair it with channels-last images (:func:`attack_layout`).
+    same original tensors swapped back on exit, so nothing of the model changes; NHWC strides spelled out even
+    for one input channel, :func:`~visionlab.ops.layout.channels_last`). oneDNN's CPU convolutions and pools are
+    faster on that layout: PGD-10 on SimpleNet ran at 1.25x torchattacks' images/s here (2-core AVX-512 EPYC,
+    batch 128). Pair it with channels-last images (:func:`attack_layout`).
 
     ``batch_stats``: batch-norm layers normalize with the batch's own statistics, as in the training forward
     (``track_running_stats`` switched off for the attack, so the running statistics still do not move); the
