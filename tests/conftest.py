@@ -6,12 +6,14 @@ import gzip
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from visionlab.engine import ClassificationTask
+from visionlab.engine.distributed import DistContext
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -59,6 +61,27 @@ def make_fashion_mnist(root: Path, n_train: int = 96, n_test: int = 48, seed: in
 def tiny_fmnist(tmp_path: Path) -> str:
     """A dataset spec for a tiny Fashion-MNIST-format directory (96 train / 48 test images)."""
     return f"fashion-mnist:{make_fashion_mnist(tmp_path / 'fmnist')}"
+
+
+class IdentityWorld(DistContext):
+    """A world of ``world_size`` ranks without a process group: every collective is the identity (what one rank
+    would get if all ranks held the same values), ``wrap`` returns the model unwrapped. Tests subclass it to
+    record what the trainer hands the collectives."""
+
+    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+    def broadcast(self, obj: Any, src: int = 0) -> Any:
+        return obj
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        return [obj] * self.world_size
+
+    def barrier(self) -> None:
+        pass
+
+    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        return model
 
 
 class Stop(Exception):

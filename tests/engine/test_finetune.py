@@ -12,12 +12,11 @@ import torch
 from visionlab.cli import main
 from visionlab.engine import BEST, CHECKPOINT, Callback, TrainConfig, Trainer, build_optimizer, load_checkpoint
 from visionlab.engine import trainer as trainer_module
-from visionlab.engine.distributed import DistContext
 from visionlab.engine.trainer import model_from_checkpoint
 from visionlab.errors import ConfigError
 from visionlab.models import build_model
 
-from ..conftest import Stop, StopAt
+from ..conftest import IdentityWorld, Stop, StopAt
 
 
 def _cfg(data: str, out: Path, **kw: Any) -> TrainConfig:
@@ -70,23 +69,11 @@ def test_the_backbone_unfreezes_at_the_epoch_given(
     assert "epoch 3: backbone unfrozen" in capsys.readouterr().err
 
 
-class RecordingWorld(DistContext):
+class RecordingWorld(IdentityWorld):
     """A world of two without a process group: collectives are identities, and ``wrap`` records which parameters
     required grad each time DDP would have been built."""
 
     wraps: ClassVar[list[list[str]]] = []
-
-    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor
-
-    def broadcast(self, obj: Any, src: int = 0) -> Any:
-        return obj
-
-    def all_gather(self, obj: Any) -> list[Any]:
-        return [obj] * self.world_size
-
-    def barrier(self) -> None:
-        pass
 
     def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         self.wraps.append([n for n, p in model.named_parameters() if p.requires_grad])

@@ -37,6 +37,7 @@ from visionlab.errors import ConfigError
 from visionlab.models import build_model
 from visionlab.models.finetune import split_head
 
+from ..conftest import IdentityWorld
 from .test_trainer_stages import VAL, _trainer
 from .test_trainer_values import TRAIN_LABELS, _bundle
 
@@ -167,7 +168,7 @@ def test_training_starts_in_train_mode_whatever_mode_the_model_was_left_in(tmp_p
     assert modes == [True] * 6
 
 
-class TwoRanks(DistContext):
+class TwoRanks(IdentityWorld):
     """A world of two without a process group: collectives are identities; ``all_reduce`` records what it is
     given (dtype, shape, values)."""
 
@@ -176,18 +177,6 @@ class TwoRanks(DistContext):
     def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
         self.reduced.append((tensor.dtype, tuple(tensor.shape), tensor.tolist()))
         return tensor
-
-    def broadcast(self, obj: Any, src: int = 0) -> Any:
-        return obj
-
-    def all_gather(self, obj: Any) -> list[Any]:
-        return [obj] * self.world_size
-
-    def barrier(self) -> None:
-        pass
-
-    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-        return model
 
 
 def test_rank_one_of_two_reduces_its_sums_shows_the_mean_loss_and_prints_nothing(
