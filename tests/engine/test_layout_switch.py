@@ -24,23 +24,27 @@ def _cfg(spec: str, out: Path, **overrides) -> TrainConfig:
 
 
 class _Strides(nn.Module):
-    """Logits from the first two pixels; records the strides of every batch it is given."""
+    """Logits from the first two pixels; records the strides of every batch it is given and whether autograd
+    was recording."""
 
     def __init__(self) -> None:
         super().__init__()
         self.seen: list[tuple[int, ...]] = []
+        self.grad_enabled: list[bool] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.seen.append(x.stride())
+        self.grad_enabled.append(torch.is_grad_enabled())
         return x.flatten(1)[:, :2]
 
 
-def test_evaluate_feeds_one_channel_batches_with_nhwc_strides() -> None:
+def test_evaluate_feeds_one_channel_batches_with_nhwc_strides_and_records_no_graph() -> None:
     loader = [(torch.rand(2, 1, 3, 4), torch.tensor([0, 1]))]
     model = _Strides()
     evaluate(model, loader, CPU, channels_last=True)
     evaluate(model, loader, CPU, channels_last=False)
     assert model.seen == [(12, 1, 4, 1), (12, 12, 4, 1)]
+    assert model.grad_enabled == [False, False] and torch.is_grad_enabled()  # no_grad inside, restored after
 
 
 def test_channels_last_training_spells_out_the_strides_and_trains_the_nchw_weights(

@@ -212,13 +212,13 @@ def _limit(dataset: Dataset, n: int | None) -> Dataset:
     return dataset if n is None or n >= len(dataset) else Subset(dataset, range(n))
 
 
-@torch.no_grad()
 def _layout(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """A batch as the model runs it: NHWC with its strides spelled out (one channel included) when
     ``channels_last``, else NCHW-contiguous."""
     return nhwc(images) if channels_last else images.contiguous()
 
 
+@torch.no_grad()
 def evaluate(
     model: nn.Module,
     loader: DataLoader,
