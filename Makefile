@@ -21,7 +21,7 @@ demo: setup
 	scripts/demo.sh $(BIN)/visionlab
 
 # One pytest-xdist worker per core (at most 4), each computing on one thread (tests/conftest.py), idle workers
-# taking tests from busy ones: on 2 cores 1450 tests take 92 s instead of 131 s in one process (2026-11-26).
+# taking tests from busy ones: on 2 cores 1450 tests took 92 s instead of 131 s in one process (2026-11-26).
 # TEST_JOBS=0 runs the suite in one process.
 TEST_JOBS ?= auto
 PYTEST := $(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --maxprocesses 4 --dist worksteal)

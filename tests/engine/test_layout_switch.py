@@ -1,5 +1,6 @@
 """``--channels-last`` on one-channel data: the batches and the model's 4-d weights carry NHWC strides spelled
-out (visionlab.ops.layout), so the first convolution runs NHWC too; the values are the NCHW run's."""
+out (``Tensor.to(memory_format=)``; ``contiguous(memory_format=)`` keeps a one-channel batch's NCHW strides), so
+the first convolution runs NHWC too; the values are the NCHW run's."""
 
 from __future__ import annotations
 
