@@ -269,6 +269,15 @@ def test_saliency_command_explains_the_prediction_by_default_beside_the_checkpoi
         assert img.size == (10 * 30 + 2, 3 * 30 + 2)
 
 
+def test_saliency_of_one_image(ckpt: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--num 1``, the smallest allowed, explains one image: its grid is the image alone."""
+    monkeypatch.setattr(explain, "saliency", _Saliency())
+    assert main(["saliency", "--resume", str(ckpt), "--num", "1", "--no-progress"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "saliency of 1 images (predicted class), 10 per row:"
+    with Image.open(ckpt.parent / "saliency" / "images.png") as img:
+        assert img.size == (28, 28)
+
+
 def test_saliency_refuses_num_zero(ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--num 0`` is one whole error line."""
     assert main(["saliency", "--resume", str(ckpt), "--num", "0", "--no-progress"]) == 2
@@ -370,8 +379,10 @@ class _Evaluate:
 
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
+        self.models: list[torch.nn.Module] = []
 
     def __call__(self, model, loader, attack, device, **kwargs) -> dict[str, Any]:
+        self.models.append(model)
         self.calls.append({"training": model.training, "batches": _batches(loader), "attack": attack,
                            "device": device, **kwargs})  # fmt: skip
         return {"clean_top1": 62.5, "clean_top5": 91.25, "robust_top1": 12.5, "robust_top5": 50.0,
@@ -402,6 +413,7 @@ def test_attack_command_writes_attack_json_and_prints_three_lines(
     (call,) = evaluate.calls
     labels = _labels(ckpt, 10)
     assert call.pop("attack").name == "PGD" and built[0][2]["eps"] == 0.2
+    assert built[0][1] == (evaluate.models[0],)  # the attack is built on the evaluated model
     assert call.pop("dist") == DistContext()
     assert call == {"training": False, "batches": [labels[:4], labels[4:8], labels[8:]],
                     "device": torch.device("cpu"), "progress": True}  # fmt: skip
@@ -439,6 +451,18 @@ def test_attack_json_vis_and_no_progress(
         '{"clean_top1": 62.5, "clean_top5": 91.25, "robust_top1": 12.5, "robust_top5": 50.0, '
         '"robust_and_clean_top1": 10.0, "n": 16, "attack": {"name": "pgd", "eps": 0.1}}\n'
     )
+
+
+def test_attack_builds_autoattack_on_the_model_with_the_datasets_class_count(
+    tmp_path: Path, built: list, evaluate: _Evaluate, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--attack autoattack`` gets the loaded model and the dataset's number of classes."""
+    ckpt = _checkpoint(tmp_path)
+    argv = ["attack", "--resume", str(ckpt), "--attack", "autoattack", "--eps", "0.05", "--seed", "3", "--limit-val",
+            "2", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert built == [("AutoAttack", (evaluate.models[0],), dict(eps=0.05, norm="linf", n_classes=10, seed=3))]
+    assert capsys.readouterr().out.splitlines()[0] == "FakeAutoAttack(eps=0.1) on 16 images"
 
 
 def test_attack_on_a_rank_other_than_0_writes_and_prints_nothing(
@@ -512,7 +536,7 @@ def test_robustness_sweeps_each_checkpoint_and_writes_one_comparison(
     its label; ``--out`` gets the CSV, JSON and two plots of all rows; the table and ``wrote`` lines are exact."""
     fake, plots = swept
     a, b = _checkpoint(tmp_path, run="a"), _checkpoint(tmp_path, run="b")
-    out = tmp_path / "cmp"
+    out = tmp_path / "cmp" / "deep"  # made with its parent
     argv = ["robustness", "--resume", str(a), str(b), "--labels", "first", "second", "--eps", "0", "0.05",
             "--steps", "1", "3", "--at-eps", "0.07", "--at-steps", "4", "--limit-val", "5", "-b", "2",
             "--out", str(out)]  # fmt: skip
@@ -547,11 +571,12 @@ def test_robustness_without_out_writes_into_every_run_once_under_default_labels(
     tmp_path: Path, swept: tuple[_Sweep, list], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Labels default to the run directory's name (the file's stem when it has none); the comparison goes to
-    each distinct run's ``robustness`` folder, in order; the defaults reach ``sweep`` (1000 images, the
+    each distinct run's ``robustness`` folder (new or not), in order; the defaults reach ``sweep`` (1000 images, the
     library's eps and steps of each sweep, the default lists) and ``--no-progress`` turns progress off."""
     fake, plots = swept
     a, b = _checkpoint(tmp_path, run="a"), _checkpoint(tmp_path, run="b")
     monkeypatch.chdir(b.parent)
+    (a.parent / "robustness").mkdir()  # an earlier comparison's folder is reused
     resume = [str(b), str(a), "model_best.pth.tar", str(a.parent / "." / a.name)]
     assert main(["robustness", "--resume", *resume, "--no-progress"]) == 0
     assert [c["label"] for c in fake.calls] == ["b", "a", "model_best.pth", "a"]
