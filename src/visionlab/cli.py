@@ -449,7 +449,11 @@ def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="visionlab", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="visionlab",
+        description="train, evaluate and predict with image classifiers; compare, explain, attack and report on "
+        "them (docs/CLI.md lists every option)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model (and evaluate it every epoch)")
