@@ -12,9 +12,9 @@ from visionlab.engine import load_checkpoint
 from visionlab.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("visionlab_main_py", ROOT / "main.py")
+spec = importlib.util.spec_from_file_location("main", ROOT / "main.py")
 main_py = importlib.util.module_from_spec(spec)
-sys.modules["visionlab_main_py"] = main_py
+sys.modules["main"] = main_py
 spec.loader.exec_module(main_py)
 
 
