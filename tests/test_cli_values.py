@@ -350,11 +350,13 @@ def test_eval_on_another_rank_prints_nothing(eval_stand_ins: dict[str, Any], cap
 
 
 # ------------------------------------------------------------------------------------------------ predict
-def _png(path: Path) -> Path:
+def _png(path: Path, size: tuple[int, int] = (6, 5)) -> Path:
+    """An RGB PNG of random pixels (a resize or a crop changes its values)."""
+    import numpy as np
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (6, 5), (10, 20, 30)).save(path)
+    Image.fromarray(np.random.default_rng(len(str(path))).integers(0, 256, (*size[::-1], 3), dtype=np.uint8)).save(path)
     return path
 
 
@@ -413,25 +415,38 @@ class _Logits(torch.nn.Module):
         super().__init__()
         self.scores = torch.log(torch.arange(1, classes + 1, dtype=torch.float32))
         self.batches: list[tuple[int, ...]] = []
+        self.inputs: list[torch.Tensor] = []
+        self.devices: list[Any] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.batches.append(tuple(x.shape))
+        self.inputs.append(x)
         return self.scores.expand(len(x), -1).clone()
+
+    def built(self, state: dict[str, Any], device: Any) -> _Logits:
+        """Stands in for model_from_checkpoint, recording the device asked for."""
+        self.devices.append(device)
+        return self
 
 
 def test_predict_prints_the_top_k_of_each_image(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:
     """Text and JSON lines, k capped at the number of classes, batches of -b, images converted for the model."""
+    from visionlab.data import eval_transform
+    from visionlab.data.decode import read_image
+
     model = _Logits(4)
-    monkeypatch.setattr("visionlab.engine.model_from_checkpoint", lambda state, device: model)
-    state = _state()
+    monkeypatch.setattr("visionlab.engine.model_from_checkpoint", model.built)
+    state = _state(in_channels=3)
     state["model_args"]["num_classes"] = 4
     state["class_names"] = ["ant", "bee", "cat", "dog"]
     ckpt = _save(state, tmp_path / "m.pth.tar")
     images = [_png(tmp_path / "i" / f"{k}.png") for k in range(3)]
-    assert main(["predict", "--resume", str(ckpt), "--topk", "2", "-b", "2", str(tmp_path / "i")]) == 0
+    argv = ["predict", "--resume", str(ckpt), "--topk", "2", "-b", "2", "--device", "cpu", str(tmp_path / "i")]
+    assert main(argv) == 0
     block = "{}\n   40.00%  dog\n   30.00%  cat\n"
     assert capsys.readouterr().out == "".join(block.format(p) for p in images)
-    assert model.batches == [(2, 1, 28, 28), (1, 1, 28, 28)]
+    assert model.batches == [(2, 3, 28, 28), (1, 3, 28, 28)] and model.devices == [torch.device("cpu")]
+    assert torch.equal(model.inputs[1][0], eval_transform("small", 28, 3)(read_image(images[2])))
     assert main(["predict", "--resume", str(ckpt), "--topk", "9", "--json", str(images[0])]) == 0
     line = json.loads(capsys.readouterr().out)
     assert line["image"] == str(images[0]) and [(t["class"], t["index"]) for t in line["top"]] == [
@@ -443,17 +458,24 @@ def test_predict_prints_the_top_k_of_each_image(monkeypatch: pytest.MonkeyPatch,
 def test_predict_without_class_names_numbers_the_classes(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys
 ) -> None:
-    """A checkpoint without class names: the class indices as names; defaults: top-5, 64 per batch."""
+    """A checkpoint without class names or recipe: class indices as names, the miniplaces transform; top-5."""
+    from visionlab.data import eval_transform
+    from visionlab.data.decode import read_image
+
     model = _Logits(10)
-    monkeypatch.setattr("visionlab.engine.model_from_checkpoint", lambda state, device: model)
-    ckpt = _save(_state(), tmp_path / "m.pth.tar")
-    image = _png(tmp_path / "a.png")
+    monkeypatch.setattr("visionlab.engine.model_from_checkpoint", model.built)
+    state = _state()
+    del state["recipe"]
+    ckpt = _save(state, tmp_path / "m.pth.tar")
+    image = _png(tmp_path / "a.png", (40, 30))
     assert main(["predict", "--resume", str(ckpt), str(image)]) == 0
     shares = [100 * k / 55 for k in (10, 9, 8, 7, 6)]
     assert capsys.readouterr().out == f"{image}\n" + "".join(
         f"  {s:6.2f}%  {k}\n" for s, k in zip(shares, (9, 8, 7, 6, 5), strict=True)
     )
-    assert model.batches == [(1, 1, 28, 28)]
+    assert model.batches == [(1, 1, 28, 28)] and model.devices == [torch.device("cpu")]  # auto: the CPU here
+    assert torch.equal(model.inputs[0][0], eval_transform("miniplaces", 28, 1)(read_image(image)))
+    assert not torch.equal(model.inputs[0][0], eval_transform("small", 28, 1)(read_image(image)))
     assert math.isclose(sum(shares), 100 * 40 / 55)
 
 
