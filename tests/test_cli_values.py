@@ -169,6 +169,13 @@ def test_a_checkpoint_without_a_whole_architecture_is_refused(model_args: Any, t
     assert str(caught.value) == f"{path}: no model architecture stored (model_args); not a visionlab model checkpoint"
 
 
+def test_a_checkpoint_with_exactly_the_four_architecture_keys_is_accepted(tmp_path: Path) -> None:
+    """name, num_classes, in_channels and image_size are enough: nothing else is required."""
+    args = {"name": "simplenet", "num_classes": 2, "in_channels": 1, "image_size": 28}
+    path = _save({"model": {}, "config": {}, "model_args": args}, tmp_path / "m.pth.tar")
+    assert cli._load_model_checkpoint(str(path))["model_args"] == args
+
+
 def test_check_options_reads_an_unset_device_as_auto() -> None:
     """--device unset is auto; another option unset is checked as None (and refused when it may not be)."""
     cli._check_options(argparse.Namespace(device=None, limit_val=None, batch_size=3), "device", "limit_val")
