@@ -96,6 +96,13 @@ def test_given_flags_win_over_the_recipe_and_the_recipe_over_defaults() -> None:
     assert (cfg.amp, cfg.channels_last, cfg.out, cfg.seed, cfg.print_freq) == (True, True, "o", 3, 7)
 
 
+def test_the_recipe_is_the_given_models() -> None:
+    """--model improved on Fashion-MNIST takes improved's recipe, not simplenet's."""
+    cfg, _ = train_config_from_args(_args("train", "--model", "improved"))
+    assert (cfg.model, cfg.epochs, cfg.lr, cfg.label_smoothing, cfg.tta) == ("improved", 10, 5e-3, 0.1, True)
+    assert cfg.model_kwargs == dict(widths=[16, 32, 64, 128, 256], depths=[1, 1, 1, 1, 1])
+
+
 def test_a_file_dataset_gets_the_default_recipe() -> None:
     """A folder: dataset is no Fashion-MNIST: TrainConfig's defaults, the data spec kept whole."""
     cfg, _ = train_config_from_args(_args("train", "--data", "folder:/some/where", "--image-size", "32"))
