@@ -632,6 +632,18 @@ def test_an_internal_error_names_the_prog(capsys) -> None:
     assert err.endswith("main.py: internal error (a bug in visionlab): please report it with the traceback above\n")
 
 
+def test_an_unexpected_os_error_is_a_bug_of_the_given_prog(capsys) -> None:
+    """An OSError of no environment errno is a bug reported under the given prog."""
+
+    def fail(args: argparse.Namespace) -> int:
+        raise FileNotFoundError(errno.ENOENT, "No such file", "/x")
+
+    assert run(fail, argparse.Namespace(), prog="main.py") == 1
+    err = capsys.readouterr().err
+    assert "FileNotFoundError: [Errno 2] No such file: '/x'\n" in err
+    assert err.endswith("\nmain.py: internal error (a bug in visionlab): please report it with the traceback above\n")
+
+
 def test_a_diverged_run_uses_the_given_flags(capsys) -> None:
     """The divergence advice speaks in the flags table handed to run."""
     from visionlab.engine import TrainingDiverged
