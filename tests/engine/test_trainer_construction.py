@@ -121,7 +121,7 @@ def test_the_robust_monitor_attacks_within_the_limited_validation_set(tmp_path: 
 
 
 def test_an_exact_resume_restores_the_optimizer_schedule_and_average(tmp_path: Path) -> None:
-    """The checkpoint's momentum buffers, schedule position and weight EMA come back as saved."""
+    """The checkpoint's momentum buffers, schedule position, weight EMA and its best accuracy come back as saved."""
     run = tmp_path / "run"
     Trainer(_cfg(run, ema=0.9), bundle=_bundle(TRAIN_LABELS, VAL), callbacks=[]).fit()
     state = load_checkpoint(run / CHECKPOINT)
@@ -133,6 +133,7 @@ def test_an_exact_resume_restores_the_optimizer_schedule_and_average(tmp_path: P
     ema = resumed.ema.state_dict()
     assert ema["updates"] == state["ema"]["updates"] == 6
     assert all(torch.equal(v, state["ema"]["model"][k]) for k, v in ema["model"].items())
+    assert resumed.best_ema == state["best_ema"] and isinstance(state["best_ema"], float)
 
 
 def test_the_head_gets_its_own_lr_groups_after_the_backbones(tmp_path: Path) -> None:
