@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -13,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from visionlab import robustness
 from visionlab.report import ModelAnalysis, build_report, load_run, load_runs, sections
 
 from .test_sections import _epoch, fake_analysis, make_run
@@ -556,16 +559,83 @@ EXPECTED = {
 }
 
 
+def _drawn(sweeps: dict[str, list[dict]]) -> list[tuple]:
+    """The figure calls of the pages, in order: each figure_png gets the curves figure made just before (by number);
+    the sweep plots get every row of the sweep file, a file named after the sweep in a visionlab-report- folder."""
+    tmp = (True, True)
+    return [
+        ("curves_figure", ["odd"], ["odd"]), ("figure_png", 1, (), {}),
+        ("plot_accuracy_vs_steps", sweeps["odd"], "steps.png", tmp),
+        ("curves_figure", ["shares"], ["shares"]), ("figure_png", 2, (), {}),
+        ("curves_figure", ["run"], ["run"]), ("figure_png", 3, (), {}),
+        ("plot_accuracy_vs_eps", sweeps["run"], "eps.png", tmp),
+        ("plot_accuracy_vs_steps", sweeps["run"], "steps.png", tmp),
+        *[call for n in (4, 5, 6, 7) for call in (("curves_figure", ["plain"], ["plain"]), ("figure_png", n, (), {}))],
+        ("curves_figure", ["two/a", "two/b"], ["a", "b"]), ("figure_png", 8, (), {}),
+        ("curves_figure", ["same/s1", "same/s2"], ["s1", "s2"]), ("figure_png", 9, (), {}),
+        ("curves_figure", ["c", "n"], ["c", "n"]), ("figure_png", 10, (), {}),
+        ("curves_figure", ["n", "c"], ["n (native conv)", "c (custom conv)"]), ("figure_png", 11, (), {}),
+    ]  # fmt: skip
+
+
+@dataclass
+class Pages:
+    sections: dict[str, dict[str, str]]  # by scenario, then section id
+    drawn: list[tuple]  # what the figure functions were called with, in order
+    root: Path
+
+
+def _recording_figures(mp: pytest.MonkeyPatch, root: Path) -> list[tuple]:
+    """Replace the figure functions the sections call (matplotlib rendering is nearly all of the pages' cost) by
+    stand-ins that record their exact arguments; their own output is pinned in tests/report/test_plots*.py and by
+    the tests below that render for real."""
+    drawn: list[tuple] = []
+
+    class Fig:  # what curves_figure returned: figure_png must be handed this very object
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+    def curves(run_dirs, labels=None):
+        drawn.append(("curves_figure", [str(Path(d).relative_to(root)) for d in run_dirs], labels))
+        return Fig(sum(call[0] == "curves_figure" for call in drawn))
+
+    def png(fig, *args, **kwargs) -> bytes:
+        drawn.append(("figure_png", fig.n if isinstance(fig, Fig) else fig, args, kwargs))
+        return b"png"
+
+    def plot(name: str):
+        def draw(rows, out):
+            out = Path(out)
+            where = (out.parent.name.startswith("visionlab-report-"), out.parent.parent == Path(tempfile.gettempdir()))
+            drawn.append((name, rows, out.name, where))
+            out.write_bytes(b"png")
+            return out
+
+        return draw
+
+    mp.setattr(sections, "curves_figure", curves)
+    mp.setattr(sections, "figure_png", png)
+    mp.setattr(robustness, "plot_accuracy_vs_eps", plot("plot_accuracy_vs_eps"))
+    mp.setattr(robustness, "plot_accuracy_vs_steps", plot("plot_accuracy_vs_steps"))
+    return drawn
+
+
 @pytest.fixture(scope="module")
-def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
-    return _pages(tmp_path_factory.mktemp("pages"))
+def pages(tmp_path_factory: pytest.TempPathFactory) -> Pages:
+    root = tmp_path_factory.mktemp("pages")
+    with pytest.MonkeyPatch.context() as mp:
+        drawn = _recording_figures(mp, root)
+        return Pages(_pages(root), drawn, root)
 
 
-def test_section_html(pages: dict[str, dict[str, str]]) -> None:
+def test_section_html(pages: Pages) -> None:
     """Every section in one test, not one test per section: mutation testing (mutmut) credits the module-scoped
-    pages to the first test that builds them, and runs only that test on a mutant of the code they reach."""
-    found = {key: pages[key.split(":")[0]][key.split(":")[1]] for key in EXPECTED}
+    pages to the first test that builds them, and runs only that test on a mutant of the code they reach. The
+    figures are recorded calls here (exact arguments), drawn for real by the other tests."""
+    found = {key: pages.sections[key.split(":")[0]][key.split(":")[1]] for key in EXPECTED}
     assert found == EXPECTED
+    sweeps = {n: json.loads((pages.root / n / "robustness" / "sweep.json").read_text()) for n in ("run", "odd")}
+    assert pages.drawn == _drawn(sweeps)
 
 
 def _capture_figures(monkeypatch: pytest.MonkeyPatch) -> list:
