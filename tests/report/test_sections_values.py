@@ -105,8 +105,32 @@ def _pages(tmp_path: Path) -> dict[str, dict[str, str]]:
         "two": build_report(load_runs([a, b]), {a: fake_analysis(a, ["a", "b", "c"])}),
         "same": build_report(load_runs(same)),
         "pair": build_report(load_runs([custom, native]), {r: fake_analysis(r, list("abc")) for r in (native, custom)}),
+        **_sparse_pages(tmp_path / "sparse"),
     }
     return {name: _sections(page, tmp_path) for name, page in pages.items()}
+
+
+def _sparse_pages(root: Path) -> dict[str, str]:
+    """Runs with little in them: no config.yaml, no finished epoch, attack.json without the attack, its repr or
+    its image count; and one run with four settings (two tables of settings)."""
+    full, bare, bare2 = root / "full", root / "bare", root / "bare2"
+    for run in (full, bare, bare2):
+        run.mkdir(parents=True)
+        (run / "metrics.jsonl").write_text(json.dumps(dict(type="step", epoch=0, step=1, lr=0.1)) + "\n")
+    (full / "config.yaml").write_text("model: m\n")
+    with (full / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps(_epoch(0, 40.0)) + "\n")
+    (full / "attack").mkdir()
+    (full / "attack" / "attack.json").write_text('{"attack": {"eps": 0.1}, "clean_top1": 50.0}')
+    (bare / "attack").mkdir()
+    (bare / "attack" / "attack.json").write_text('{"robust_top1": 10.0}')
+    four = make_run(root, "four", epochs=1)
+    (four / "config.yaml").write_text("a: 1\nb: 2\nc: 3\nd: 4\n")
+    return {
+        "sparse": build_report(load_runs([full, bare, bare2])),
+        "unconfigured": build_report(load_runs([bare, bare2])),
+        "four": build_report([load_run(four)]),
+    }
 
 
 # The per-class table of a fake analysis (4 validation images of classes a, b, c): the rich run's and run a's.
@@ -556,6 +580,49 @@ EXPECTED = {
         "<figcaption>Blue: native convolution; orange: custom (unfold/fold) convolution.</figcaption>"
         "</figure>"
     ),
+    "sparse:config": (
+        '<p class="missing"><strong>Not available:</strong> <code>ROOT/sparse/bare/config.yaml'
+        '</code> is missing.</p><p class="missing"><strong>Not available:</strong> '
+        '<code>ROOT/sparse/bare2/config.yaml</code> is missing.</p><div class="table-wrap"><table>'
+        "<caption>config.yaml of each run (settings that differ are highlighted)</caption><thead><tr>"
+        '<th scope="col">setting</th><th scope="col">full</th><th scope="col">bare</th><th scope="col">bare2'
+        '</th></tr></thead><tbody><tr class="differs"><th scope="row">model (differs)</th><td>m</td><td>—'
+        "</td><td>—</td></tr></tbody></table></div>"
+    ),
+    "sparse:metrics": (
+        '<div class="table-wrap"><table>'
+        "<caption>Clean accuracy: last epoch of metrics.jsonl, and the checkpoint evaluated by this report"
+        '</caption><thead><tr><th scope="col">run</th><th scope="col">epochs</th><th scope="col">val top-1 %'
+        '</th><th scope="col">val top-5 %</th><th scope="col">best val top-1 %</th><th scope="col">val loss'
+        '</th><th scope="col">top-1 / top-5 % (report)</th></tr></thead><tbody><tr><th scope="row">full</th>'
+        '<td class="num">1</td><td class="num">40.00</td><td class="num">95.00</td>'
+        '<td class="num">40.00 (epoch 1)</td><td class="num">0.9000</td><td>—</td></tr><tr>'
+        '<th scope="row">bare</th><td class="num">0</td><td class="num">—</td><td class="num">—</td>'
+        '<td class="num">—</td><td class="num">—</td><td>—</td></tr><tr><th scope="row">bare2</th>'
+        '<td class="num">0</td><td class="num">—</td><td class="num">—</td><td class="num">—</td>'
+        '<td class="num">—</td><td>—</td></tr></tbody></table></div><div class="table-wrap"><table>'
+        '<caption>Robust accuracy (the attack run on every image)</caption><thead><tr><th scope="col">run'
+        '</th><th scope="col">attack</th><th scope="col">images</th><th scope="col">clean top-1 %</th>'
+        '<th scope="col">robust top-1 %</th><th scope="col">robust top-5 %</th></tr></thead><tbody><tr>'
+        '<th scope="row">full</th><td>?</td><td class="num">—</td><td class="num">50.00</td><td class="num">—'
+        '</td><td class="num">—</td></tr><tr><th scope="row">bare</th><td>?</td><td class="num">—</td>'
+        '<td class="num">—</td><td class="num">10.00</td><td class="num">—</td></tr></tbody></table></div>'
+        '<p class="missing"><strong>Not available:</strong> robust accuracy under attack: for bare2, run '
+        "<code>visionlab attack --resume ROOT/sparse/bare2/model_best.pth.tar</code>.</p>"
+    ),
+    "unconfigured:config": (
+        '<p class="missing"><strong>Not available:</strong> <code>ROOT/sparse/bare/config.yaml'
+        '</code> is missing.</p><p class="missing"><strong>Not available:</strong> '
+        "<code>ROOT/sparse/bare2/config.yaml</code> is missing.</p>"
+    ),
+    "four:config": (
+        '<div class="pair"><div class="table-wrap"><table><caption>config.yaml (1 of 2)</caption><thead><tr>'
+        '<th scope="col">setting</th><th scope="col">value</th></tr></thead><tbody><tr><th scope="row">a</th>'
+        '<td>1</td></tr><tr><th scope="row">b</th><td>2</td></tr></tbody></table></div>'
+        '<div class="table-wrap"><table><caption>config.yaml (2 of 2)</caption><thead><tr>'
+        '<th scope="col">setting</th><th scope="col">value</th></tr></thead><tbody><tr><th scope="row">c</th>'
+        '<td>3</td></tr><tr><th scope="row">d</th><td>4</td></tr></tbody></table></div></div>'
+    ),
 }
 
 
@@ -575,6 +642,8 @@ def _drawn(sweeps: dict[str, list[dict]]) -> list[tuple]:
         ("curves_figure", ["same/s1", "same/s2"], ["s1", "s2"]), ("figure_png", 9, (), {}),
         ("curves_figure", ["c", "n"], ["c", "n"]), ("figure_png", 10, (), {}),
         ("curves_figure", ["n", "c"], ["n (native conv)", "c (custom conv)"]), ("figure_png", 11, (), {}),
+        ("curves_figure", ["sparse/full"], ["full"]), ("figure_png", 12, (), {}),
+        ("curves_figure", ["sparse/four"], ["four"]), ("figure_png", 13, (), {}),
     ]  # fmt: skip
 
 
@@ -846,3 +915,21 @@ def test_conv_note_lists_every_difference_and_an_unknown_conv(tmp_path: Path) ->
     (b / "config.yaml").write_text((a / "config.yaml").read_text())
     conv = _sections(build_report(load_runs([a, b])), tmp_path)["conv"]
     assert " a and b use the same conv (?). For example " in conv
+
+
+def test_conv_means_that_are_not_finite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Infinite or NaN timings (an epoch timed as 0 s) print as Python's lowercase inf / nan, as every other number."""
+    _capture_figures(monkeypatch)
+    native, custom = make_run(tmp_path, "n"), make_run(tmp_path, "c", {"conv": "custom"})
+    for run, seconds, rate in ((native, float("nan"), float("inf")), (custom, float("inf"), float("nan"))):
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        for r in records:
+            r["seconds" if r["type"] == "epoch" else "images_per_s"] = seconds if r["type"] == "epoch" else rate
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    conv = _sections(build_report(load_runs([native, custom])), tmp_path)["conv"]
+    assert (
+        '<tr><th scope="row">mean seconds per epoch</th><td class="num">nan</td><td class="num">inf</td></tr>'
+        '<tr><th scope="row">mean training images/s</th><td class="num">inf</td><td class="num">nan</td></tr>'
+        '<tr><th scope="row">seconds per epoch, custom / native</th><td class="num">1</td><td class="num">nan</td>'
+        "</tr></tbody>"
+    ) in conv
