@@ -112,7 +112,7 @@ def _pages(tmp_path: Path) -> dict[str, dict[str, str]]:
 
 def _sparse_pages(root: Path) -> dict[str, str]:
     """Runs with little in them: no config.yaml, no finished epoch, attack.json without the attack, its repr or
-    its image count; and one run with four settings (two tables of settings)."""
+    its image count; and one run with four settings (two tables of settings) and three monitored epochs."""
     full, bare, bare2 = root / "full", root / "bare", root / "bare2"
     for run in (full, bare, bare2):
         run.mkdir(parents=True)
@@ -124,8 +124,12 @@ def _sparse_pages(root: Path) -> dict[str, str]:
     (full / "attack" / "attack.json").write_text('{"attack": {"eps": 0.1}, "clean_top1": 50.0}')
     (bare / "attack").mkdir()
     (bare / "attack" / "attack.json").write_text('{"robust_top1": 10.0}')
-    four = make_run(root, "four", epochs=1)
+    four = make_run(root, "four", epochs=3)
     (four / "config.yaml").write_text("a: 1\nb: 2\nc: 3\nd: 4\n")
+    records = [json.loads(line) for line in (four / "metrics.jsonl").read_text().splitlines()]
+    for r in records[1:]:  # the PGD monitor's top-1 of the last of three epochs is the one shown
+        r["val_robust_top1"] = 10.0 * (r["epoch"] + 1)
+    (four / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return {
         "sparse": build_report(load_runs([full, bare, bare2])),
         "unconfigured": build_report(load_runs([bare, bare2])),
@@ -622,6 +626,23 @@ EXPECTED = {
         '<div class="table-wrap"><table><caption>config.yaml (2 of 2)</caption><thead><tr>'
         '<th scope="col">setting</th><th scope="col">value</th></tr></thead><tbody><tr><th scope="row">c</th>'
         '<td>3</td></tr><tr><th scope="row">d</th><td>4</td></tr></tbody></table></div></div>'
+    ),
+    "four:metrics": (
+        '<div class="table-wrap"><table>'
+        "<caption>Clean accuracy: last epoch of metrics.jsonl, and the checkpoint evaluated by this report"
+        '</caption><thead><tr><th scope="col">run</th><th scope="col">epochs</th><th scope="col">val top-1 %'
+        '</th><th scope="col">val top-5 %</th><th scope="col">best val top-1 %</th><th scope="col">val loss'
+        '</th><th scope="col">top-1 / top-5 % (report)</th></tr></thead><tbody><tr><th scope="row">four</th>'
+        '<td class="num">3</td><td class="num">80.00</td><td class="num">95.00</td>'
+        '<td class="num">80.00 (epoch 3)</td><td class="num">0.9000</td><td>—</td></tr></tbody></table></div>'
+        '<div class="table-wrap"><table><caption>Robust accuracy (the attack run on every image)</caption>'
+        '<thead><tr><th scope="col">run</th><th scope="col">attack</th><th scope="col">images</th>'
+        '<th scope="col">clean top-1 %</th><th scope="col">robust top-1 %</th><th scope="col">robust top-5 %'
+        '</th></tr></thead><tbody><tr><th scope="row">four</th>'
+        '<td>PGD-10 during training (epoch 3, first ? images)</td><td class="num">?</td><td class="num">—'
+        '</td><td class="num">30.00</td><td class="num">—</td></tr></tbody></table></div><p class="missing">'
+        "<strong>Not available:</strong> robust accuracy under attack: for four, run "
+        "<code>visionlab attack --resume ROOT/sparse/four/model_best.pth.tar</code>.</p>"
     ),
 }
 
