@@ -17,6 +17,7 @@ from PIL import Image
 
 from visionlab import robustness
 from visionlab.report import ModelAnalysis, build_report, load_run, load_runs, sections
+from visionlab.report.analysis import Sample
 
 from .test_sections import _epoch, fake_analysis, make_run
 
@@ -954,3 +955,24 @@ def test_conv_means_that_are_not_finite(tmp_path: Path, monkeypatch: pytest.Monk
         '<tr><th scope="row">seconds per epoch, custom / native</th><td class="num">1</td><td class="num">nan</td>'
         "</tr></tbody>"
     ) in conv
+
+
+def test_twenty_classes_three_cards_and_a_saliency_grid_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twenty classes are still a table of counts; the cards' summary counts the misclassified ones (one of three);
+    a computed red overlay without its heat map is no grid pair: the section says to run visionlab saliency."""
+    _capture_figures(monkeypatch)
+    run = make_run(tmp_path, "run")
+    found = fake_analysis(run, [f"k{k}" for k in range(20)])
+    found.confusion = [[1 if p == t else 0 for p in range(20)] for t in range(20)]
+    found.samples.append(Sample(2, 0, [(0, 1.0)], found.samples[0].png))
+    found.saliency_png, found.saliency_heatmap_png = found.samples[0].png, None
+    page = _sections(build_report([load_run(run)], {run: found}), tmp_path)
+    assert page["confusion"].startswith('<div class="table-wrap"><table class="confusion"><caption>')
+    assert page["predictions"].startswith(
+        '<p class="note">The first 3 validation images, 1 misclassified (red frame, ✗), with the top-5 classes of '
+        "model_best.pth.tar and their probabilities.</p>"
+    )
+    assert page["saliency"] == (
+        '<p class="missing"><strong>Not available:</strong> saliency grids: run <code>visionlab saliency --resume '
+        "ROOT/run/model_best.pth.tar</code>.</p>"
+    )
