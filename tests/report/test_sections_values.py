@@ -125,6 +125,12 @@ def _sparse_pages(root: Path) -> dict[str, str]:
     (full / "attack" / "attack.json").write_text('{"attack": {"eps": 0.1}, "clean_top1": 50.0}')
     (bare / "attack").mkdir()
     (bare / "attack" / "attack.json").write_text('{"robust_top1": 10.0}')
+    for run in (full, bare, bare2):  # grids; bare2 has no attack.json
+        for name in ("original.png", "adversarial.png", "difference.png"):
+            _png(run / "attack" / name)
+    row = dict(sweep="eps", norm="linf", eps=0.5, steps=1, n=2, clean_top1=50.0, robust_top1=0.0)
+    (full / "robustness").mkdir()
+    (full / "robustness" / "sweep.json").write_text(json.dumps([{**row, "model": "m2"}, {**row, "model": 1}]))
     four = make_run(root, "four", epochs=3)
     (four / "config.yaml").write_text("a: 1\nb: 2\nc: 3\nd: 4\n")
     records = [json.loads(line) for line in (four / "metrics.jsonl").read_text().splitlines()]
@@ -645,6 +651,74 @@ EXPECTED = {
         "<strong>Not available:</strong> robust accuracy under attack: for four, run "
         "<code>visionlab attack --resume ROOT/sparse/four/model_best.pth.tar</code>.</p>"
     ),
+    "sparse:adversarial": (
+        '<h3>full</h3><div class="table-wrap"><table>'
+        "<caption>The attack these images come from (attack/attack.json)</caption><thead><tr>"
+        '<th scope="col">attack</th><th scope="col">images</th><th scope="col">clean top-1 %</th>'
+        '<th scope="col">robust top-1 %</th></tr></thead><tbody><tr><th scope="row">?</th><td class="num">—'
+        '</td><td class="num">50.00</td><td class="num">—</td></tr></tbody></table></div><div class="grids">'
+        '<figure class="grid">'
+        '<img src="data:PNG" alt="The clean validation images that were attacked, 10 per row">'
+        "<figcaption>Original images (<code>visionlab attack -v</code> in <code>ROOT/sparse/full/attack"
+        '</code>).</figcaption></figure><figure class="grid">'
+        '<img src="data:PNG" alt="The same images after the attack (perturbation within the threat model)">'
+        "<figcaption>Adversarial images (<code>visionlab attack -v</code> in <code>ROOT/sparse/full/attack"
+        '</code>).</figcaption></figure><figure class="grid">'
+        '<img src="data:PNG" alt="Amplified difference between adversarial and original images, grey where unchanged">'
+        "<figcaption>Difference, amplified (grey: unchanged) (<code>visionlab attack -v</code> in "
+        "<code>ROOT/sparse/full/attack</code>).</figcaption></figure></div><h3>bare</h3>"
+        '<div class="table-wrap"><table><caption>The attack these images come from (attack/attack.json)'
+        '</caption><thead><tr><th scope="col">attack</th><th scope="col">images</th>'
+        '<th scope="col">clean top-1 %</th><th scope="col">robust top-1 %</th></tr></thead><tbody><tr>'
+        '<th scope="row">?</th><td class="num">—</td><td class="num">—</td><td class="num">10.00</td></tr>'
+        '</tbody></table></div><div class="grids"><figure class="grid">'
+        '<img src="data:PNG" alt="The clean validation images that were attacked, 10 per row">'
+        "<figcaption>Original images (<code>visionlab attack -v</code> in <code>ROOT/sparse/bare/attack"
+        '</code>).</figcaption></figure><figure class="grid">'
+        '<img src="data:PNG" alt="The same images after the attack (perturbation within the threat model)">'
+        "<figcaption>Adversarial images (<code>visionlab attack -v</code> in <code>ROOT/sparse/bare/attack"
+        '</code>).</figcaption></figure><figure class="grid">'
+        '<img src="data:PNG" alt="Amplified difference between adversarial and original images, grey where unchanged">'
+        "<figcaption>Difference, amplified (grey: unchanged) (<code>visionlab attack -v</code> in "
+        '<code>ROOT/sparse/bare/attack</code>).</figcaption></figure></div><h3>bare2</h3><div class="grids">'
+        '<figure class="grid">'
+        '<img src="data:PNG" alt="The clean validation images that were attacked, 10 per row">'
+        "<figcaption>Original images (<code>visionlab attack -v</code> in <code>ROOT/sparse/bare2/attack"
+        '</code>).</figcaption></figure><figure class="grid">'
+        '<img src="data:PNG" alt="The same images after the attack (perturbation within the threat model)">'
+        "<figcaption>Adversarial images (<code>visionlab attack -v</code> in <code>ROOT/sparse/bare2/attack"
+        '</code>).</figcaption></figure><figure class="grid">'
+        '<img src="data:PNG" alt="Amplified difference between adversarial and original images, grey where unchanged">'
+        "<figcaption>Difference, amplified (grey: unchanged) (<code>visionlab attack -v</code> in "
+        "<code>ROOT/sparse/bare2/attack</code>).</figcaption></figure></div>"
+    ),
+    "sparse:robustness": (
+        '<h3>full</h3><div class="pair"><figure>'
+        '<img src="data:PNG" alt="Clean and robust top-1 accuracy against ε for 1, m2">'
+        "<figcaption>Top-1 accuracy against ε (solid: under PGD, dashed: clean).</figcaption></figure></div>"
+        '<div class="table-wrap"><table>'
+        "<caption>visionlab robustness (ROOT/sparse/full/robustness/sweep.json)</caption><thead><tr>"
+        '<th scope="col">model</th><th scope="col">sweep</th><th scope="col">norm</th><th scope="col">ε</th>'
+        '<th scope="col">steps</th><th scope="col">images</th><th scope="col">clean top-1 %</th>'
+        '<th scope="col">robust top-1 %</th></tr></thead><tbody><tr><th scope="row">m2</th><td>eps</td>'
+        '<td>linf</td><td class="num">0.5</td><td class="num">1</td><td class="num">2</td>'
+        '<td class="num">50.00</td><td class="num">0.00</td></tr><tr><th scope="row">1</th><td>eps</td>'
+        '<td>linf</td><td class="num">0.5</td><td class="num">1</td><td class="num">2</td>'
+        '<td class="num">50.00</td><td class="num">0.00</td></tr></tbody></table></div><h3>bare</h3>'
+        '<p class="missing"><strong>Not available:</strong> accuracy against ε and against PGD steps: run '
+        "<code>visionlab robustness --resume ROOT/sparse/bare/model_best.pth.tar</code>.</p><h3>bare2</h3>"
+        '<p class="missing"><strong>Not available:</strong> accuracy against ε and against PGD steps: run '
+        "<code>visionlab robustness --resume ROOT/sparse/bare2/model_best.pth.tar</code>.</p>"
+    ),
+    "untrained:adversarial": (
+        '<p class="missing"><strong>Not available:</strong> original / adversarial / difference grids: run '
+        "<code>visionlab attack --resume ROOT/plain/model_best.pth.tar -v"
+        "</code> (add e.g. --eps 0.1 --steps 20 for the threat model).</p>"
+    ),
+    "untrained:robustness": (
+        '<p class="missing"><strong>Not available:</strong> accuracy against ε and against PGD steps: run '
+        "<code>visionlab robustness --resume ROOT/plain/model_best.pth.tar</code>.</p>"
+    ),
 }
 
 
@@ -665,6 +739,7 @@ def _drawn(sweeps: dict[str, list[dict]]) -> list[tuple]:
         ("curves_figure", ["c", "n"], ["c", "n"]), ("figure_png", 10, (), {}),
         ("curves_figure", ["n", "c"], ["n (native conv)", "c (custom conv)"]), ("figure_png", 11, (), {}),
         ("curves_figure", ["sparse/full"], ["full"]), ("figure_png", 12, (), {}),
+        ("plot_accuracy_vs_eps", sweeps["sparse/full"], "eps.png", tmp),
         ("curves_figure", ["sparse/four"], ["four"]), ("figure_png", 13, (), {}),
     ]  # fmt: skip
 
@@ -725,7 +800,9 @@ def test_section_html(pages: Pages) -> None:
     figures are recorded calls here (exact arguments), drawn for real by the other tests."""
     found = {key: pages.sections[key.split(":")[0]][key.split(":")[1]] for key in EXPECTED}
     assert found == EXPECTED
-    sweeps = {n: json.loads((pages.root / n / "robustness" / "sweep.json").read_text()) for n in ("run", "odd")}
+    sweeps = {
+        n: json.loads((pages.root / n / "robustness" / "sweep.json").read_text()) for n in ("run", "odd", "sparse/full")
+    }
     assert pages.drawn == _drawn(sweeps)
 
 
