@@ -62,6 +62,42 @@ def test_read_metrics_skips_blank_lines_and_names_the_bad_line(tmp_path) -> None
         read_metrics(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("[1, 2]", "not a JSON object (got list)"),
+        ('"epoch"', "not a JSON object (got str)"),
+        ('{"type": "epoch", "epoch": 0, "lr": 0.1, "train_loss": 2.0}', "epoch record without a number for val_loss"),
+        ('{"type": "epoch", "epoch": true, "lr": null, "train_loss": "2", "val_loss": 1}',
+         "epoch record without a number for epoch, lr, train_loss"),
+        ('{"type": "step", "epoch": 0, "lr": 0.1}', "step record without a number for step"),
+        ('{"type": "step", "step": 3, "lr": 0.1}', "step record without a number for epoch"),
+    ],
+)  # fmt: skip
+def test_read_metrics_names_the_line_of_a_record_its_readers_cannot_use(tmp_path, line, message) -> None:
+    """The report and `visionlab plot` read these keys without a default: a record without them fails here, with
+    file and line, not as a bare KeyError inside a plot."""
+    from visionlab.engine.metrics import read_metrics
+    from visionlab.errors import UserError
+
+    good = '{"type": "step", "epoch": 0, "step": 1, "lr": 0.1}'
+    (tmp_path / "metrics.jsonl").write_text(f"{good}\n\n{line}\n", encoding="utf-8")
+    with pytest.raises(UserError) as caught:
+        read_metrics(tmp_path)
+    assert str(caught.value) == f"{tmp_path / 'metrics.jsonl'}:3: {message}"
+
+
+def test_read_metrics_checks_only_the_record_types_it_knows(tmp_path) -> None:
+    from visionlab.engine.metrics import read_metrics
+
+    records = [{"type": "epoch", "epoch": 1, "lr": 0, "train_loss": 1.5, "val_loss": float("nan")},
+               {"type": "step", "epoch": 1.0, "step": 7, "lr": 1e-3},
+               {"type": "note"}, {"type": ["epoch"]}, {}]  # fmt: skip
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    read = read_metrics(tmp_path)
+    assert read[1:] == records[1:] and read[0]["val_loss"] != read[0]["val_loss"]  # NaN, as Python's json writes it
+
+
 def _log(tmp_path, **kwargs):
     from visionlab.engine.metrics import MetricsLog
 
@@ -85,8 +121,10 @@ def test_metrics_log_appends_records_and_a_fresh_log_starts_empty(tmp_path) -> N
 def test_metrics_log_on_resume_keeps_the_records_through_the_resumed_epoch(tmp_path) -> None:
     from visionlab.engine.metrics import read_metrics
 
-    records = [{"type": "step", "epoch": 0}, {"type": "epoch", "epoch": 0}, {"type": "step", "epoch": 1},
-               {"type": "epoch", "epoch": 1}, {"type": "step", "epoch": 2}, {"note": "no epoch"}]  # fmt: skip
+    step, epoch = {"lr": 0.1, "step": 1}, {"lr": 0.1, "train_loss": 2.0, "val_loss": 2.5}
+    records = [{"type": "step", "epoch": 0, **step}, {"type": "epoch", "epoch": 0, **epoch},
+               {"type": "step", "epoch": 1, **step}, {"type": "epoch", "epoch": 1, **epoch},
+               {"type": "step", "epoch": 2, **step}, {"note": "no epoch"}]  # fmt: skip
     old = tmp_path / "old"
     old.mkdir()
     (old / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")

@@ -177,6 +177,21 @@ def test_command_line_handshake_and_close(fake) -> None:
     assert p.calls == [("wait", 10)]
 
 
+def test_the_browser_ends_are_moved_to_descriptors_from_ten(fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """F_DUPFD_CLOEXEC's floor is 10: with the lowest free descriptor instead, an end could land on 3 or 4 and be
+    overwritten by the other's dup2 in the child. (In pytest the lowest free one is already >= 10, so the floor is
+    read off the calls.)"""
+    calls = []
+
+    def recording(fd: int, cmd: int, arg: int = 0) -> int:
+        calls.append((cmd, arg))
+        return fcntl.fcntl(fd, cmd, arg)
+
+    monkeypatch.setattr(browser, "fcntl", SimpleNamespace(F_DUPFD_CLOEXEC=fcntl.F_DUPFD_CLOEXEC, fcntl=recording))
+    Chromium("chromium").close()
+    assert calls == [(fcntl.F_DUPFD_CLOEXEC, 10)] * 2
+
+
 def test_defaults_and_an_executable_not_on_path(fake) -> None:
     """No executable: find_chromium's; one that which() does not know is used as given; 1280 x 900, 30 s."""
     c = Chromium()

@@ -92,6 +92,22 @@ def test_load_run_errors_in_full(tmp_path: Path) -> None:
         load_run(run_dir)
 
 
+def test_an_epoch_record_the_curves_cannot_draw_is_named_by_line(tmp_path: Path) -> None:
+    """A hand-edited metrics.jsonl whose epoch record lacks val_loss fails when the run is read, naming file and
+    line, before any figure is drawn (it was a bare KeyError from the loss panel)."""
+    from visionlab.errors import UserError
+
+    run_dir = make_run(tmp_path, "run")
+    metrics = run_dir / "metrics.jsonl"
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    number = 1 + next(i for i, r in enumerate(records) if r["type"] == "epoch")
+    del records[number - 1]["val_loss"]
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(UserError) as caught:
+        load_run(run_dir)
+    assert str(caught.value) == f"{metrics}:{number}: epoch record without a number for val_loss"
+
+
 def test_one_of_the_two_files_is_enough(tmp_path: Path) -> None:
     only_config = make_run(tmp_path, "c")
     (only_config / "metrics.jsonl").unlink()

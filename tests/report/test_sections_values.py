@@ -998,6 +998,21 @@ def test_conv_pair_with_an_untrained_run_and_epochs_without_seconds(tmp_path: Pa
     )
 
 
+def test_conv_best_skips_epochs_without_accuracy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An epoch record without val_top1 (or with null) has no best to offer, as in the metrics table: the best is
+    over the others, a dash when none has one (it was a bare KeyError)."""
+    _capture_figures(monkeypatch)
+    native, custom = make_run(tmp_path, "n"), make_run(tmp_path, "c", {"conv": "custom"})
+    for run, drop in ((native, (0,)), (custom, (0, 1))):
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        epochs = [r for r in records if r["type"] == "epoch"]
+        for i in drop:
+            epochs[i].pop("val_top1") if i == 0 else epochs[i].update(val_top1=None)
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    conv = _sections(build_report(load_runs([native, custom])), tmp_path)["conv"]
+    assert '<tr><th scope="row">best val top-1 %</th><td class="num">70.00</td><td class="num">—</td></tr>' in conv
+
+
 def test_a_setting_only_one_run_has_is_a_difference(tmp_path: Path) -> None:
     native, custom = make_run(tmp_path, "n"), make_run(tmp_path, "c", {"conv": "custom", "ema": 0.999})
     runs = load_runs([native, custom])

@@ -61,8 +61,16 @@ class RunningStats:
         }
 
 
+# What the readers of metrics.jsonl (the report, `visionlab plot`, a resume) take from each record type without
+# a default; the trainer writes all of them. A hand-edited or foreign file missing one fails here, naming its
+# line, instead of as a bare KeyError or TypeError inside a plot.
+_REQUIRED_NUMBERS = {"epoch": ("epoch", "lr", "train_loss", "val_loss"), "step": ("epoch", "step", "lr")}
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Records of ``run_dir/metrics.jsonl`` (a missing file reads as none); a bad line names file and line."""
+    """Records of ``run_dir/metrics.jsonl`` (a missing file reads as none). A line that is not a JSON object, or
+    an epoch or step record without a number for one of the keys its readers need, is a
+    :class:`~visionlab.errors.UserError` naming file and line."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
@@ -70,10 +78,22 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if line.strip():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise UserError(f"{path}:{number}: not JSON ({exc})") from exc
+            _check_record(record, f"{path}:{number}")
+            records.append(record)
     return records
+
+
+def _check_record(record: Any, where: str) -> None:
+    if not isinstance(record, dict):
+        raise UserError(f"{where}: not a JSON object (got {type(record).__name__})")
+    kind = record.get("type")
+    required = _REQUIRED_NUMBERS.get(kind, ()) if isinstance(kind, str) else ()
+    missing = [key for key in required if type(record.get(key)) not in (int, float)]  # bool is no number here
+    if missing:
+        raise UserError(f"{where}: {kind} record without a number for {', '.join(missing)}")
 
 
 class MetricsLog:

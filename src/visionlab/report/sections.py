@@ -489,6 +489,12 @@ def conv_pairs(runs: Sequence[Run]) -> list[tuple[Run, Run]]:
     return pairs
 
 
+def _best_top1(run: Run) -> float | None:
+    """The best validation top-1 of ``run``'s epochs; None when no epoch has one (none finished, or records of a
+    run that was not validated)."""
+    return max((e["val_top1"] for e in run.epochs if e.get("val_top1") is not None), default=None)
+
+
 def _differences(a: Run, b: Run) -> list[str]:
     keys = (set(a.config) | set(b.config)) - CONV_IGNORED - {"conv"}
     return sorted(k for k in keys if a.config.get(k) != b.config.get(k))
@@ -526,8 +532,7 @@ def _conv(runs: Sequence[Run], analyses: Analyses) -> Raw:
             ["epochs", *(_num(len(r.epochs)) for r in (native, custom))],
             ["val top-1 % (last epoch)", *(_num(_pct(_last(r, "val_top1"))) for r in (native, custom))],
             ["val top-5 % (last epoch)", *(_num(_pct(_last(r, "val_top5"))) for r in (native, custom))],
-            ["best val top-1 %", *(_num(_pct(max((e["val_top1"] for e in r.epochs), default=None)))
-                                   for r in (native, custom))],
+            ["best val top-1 %", *(_num(_pct(_best_top1(r))) for r in (native, custom))],
             ["mean seconds per epoch", *(_num(_mean_text(r, "epoch", "seconds", ".1f")) for r in (native, custom))],
             ["mean training images/s", *(_num(_mean_text(r, "step", "images_per_s", ".0f"))
                                          for r in (native, custom))],
