@@ -102,6 +102,14 @@ def init_sent(width: int = 1280, height: int = 900, target: str = "T1", session:
 CLOSE = _message({"id": 0, "method": "Browser.close"})
 
 
+def _started(fake) -> tuple[Chromium, FakeProcess]:
+    """A Chromium past its handshake and the fake browser it talks to, with the handshake's bytes read off."""
+    c = Chromium()
+    p = fake.processes[-1]
+    assert p.sent() == init_sent()
+    return c, p
+
+
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch):
     """Popen replaced by a FakeProcess answering ``fake.queue`` (the handshake by default); which() recorded."""
@@ -245,9 +253,7 @@ def test_open_waits_for_a_fresh_load_event(fake, tmp_path: Path, monkeypatch: py
     stale_load = {"method": "Page.loadEventFired", "params": {"timestamp": 1}}
     other = {"method": "Page.frameNavigated", "params": {}}
     fake.queue = [*init_replies()[:5], stale_error, stale_load, other, init_replies()[5]]
-    c = Chromium()
-    p = fake.processes[0]
-    p.sent()
+    c, p = _started(fake)
     assert c.errors == ["old"] and c._events == [stale_error, stale_load, other]
     (tmp_path / "page.html").write_text("<p>x</p>")
     monkeypatch.chdir(tmp_path)
@@ -265,9 +271,7 @@ def test_open_waits_for_a_fresh_load_event(fake, tmp_path: Path, monkeypatch: py
 
 def test_evaluate_returns_the_value_or_raises_the_page_exception(fake) -> None:
     """Runtime.evaluate by value; a missing value is None; an exception in the page is a RuntimeError."""
-    c = Chromium()
-    p = fake.processes[0]
-    p.sent()
+    c, p = _started(fake)
     p.reply({"id": 7, "result": {"result": {"type": "number", "value": 3}}}, {"id": 8, "result": {"result": {}}},
             {"id": 9, "result": {"exceptionDetails": {"text": "Uncaught ReferenceError"}, "result": {}}})  # fmt: skip
     assert c.evaluate("1 + 2") == 3
@@ -285,9 +289,7 @@ def test_evaluate_returns_the_value_or_raises_the_page_exception(fake) -> None:
 
 def test_screenshots_of_the_viewport_and_of_the_whole_page(fake) -> None:
     """PNG bytes decoded from base64; a full page is clipped at its CSS size, at most max_height high."""
-    c = Chromium()
-    p = fake.processes[0]
-    p.sent()
+    c, p = _started(fake)
     data = base64.b64encode(b"\x89PNG shot").decode()
     metrics = {"cssContentSize": {"width": 800.5, "height": 20000}}
     p.reply(
@@ -322,9 +324,7 @@ def test_screenshots_of_the_viewport_and_of_the_whole_page(fake) -> None:
 
 def test_print_media_and_pdf(fake) -> None:
     """Print layout on (the default) and off, and a PDF with backgrounds."""
-    c = Chromium()
-    p = fake.processes[0]
-    p.sent()
+    c, p = _started(fake)
     p.reply({"id": 7}, {"id": 8}, {"id": 9}, {"id": 10, "result": {"data": base64.b64encode(b"%PDF-1.4").decode()}})
     c.print_media()
     c.print_media(True)
@@ -340,9 +340,7 @@ def test_print_media_and_pdf(fake) -> None:
 
 def test_errors_the_page_reports(fake) -> None:
     """Console errors and asserts, uncaught exceptions and error log entries, each as one line; others ignored."""
-    c = Chromium()
-    p = fake.processes[0]
-    p.sent()
+    c, p = _started(fake)
     events = [
         {"method": "Runtime.consoleAPICalled",
          "params": {"type": "error", "args": [{"value": 1}, {"description": "Error: y"}, {"type": "undefined"}]}},
