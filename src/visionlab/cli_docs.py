@@ -35,7 +35,8 @@ def _value(action: argparse.Action) -> str:
         name = action.metavar or (action.dest if not action.option_strings else action.dest.upper())
     if action.type is not None:
         name += f" ({getattr(action.type, '__name__', action.type)})"
-    counts = {"?": f"[{name}] (alone: {action.const})", "*": f"[{name} ...]", "+": f"{name} [{name} ...]"}
+    alone = f" (alone: {action.const})" if action.option_strings else ""  # a flag given without its value
+    counts = {"?": f"[{name}]{alone}", "*": f"[{name} ...]", "+": f"{name} [{name} ...]"}
     return counts.get(str(action.nargs), name)
 
 
