@@ -1003,11 +1003,13 @@ def test_conv_best_skips_epochs_without_accuracy(tmp_path: Path, monkeypatch: py
     over the others, a dash when none has one (it was a bare KeyError)."""
     _capture_figures(monkeypatch)
     native, custom = make_run(tmp_path, "n"), make_run(tmp_path, "c", {"conv": "custom"})
-    for run, drop in ((native, (0,)), (custom, (0, 1))):
+    # native: epoch 1 null, epoch 2 scored (70); custom: epoch 1 without the key, epoch 2 null
+    for run, (first, second) in ((native, (None, 70.0)), (custom, ("missing", None))):
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         epochs = [r for r in records if r["type"] == "epoch"]
-        for i in drop:
-            epochs[i].pop("val_top1") if i == 0 else epochs[i].update(val_top1=None)
+        assert epochs[1]["val_top1"] == 70.0
+        for epoch, value in zip(epochs, (first, second), strict=True):
+            epoch.pop("val_top1") if value == "missing" else epoch.update(val_top1=value)
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     conv = _sections(build_report(load_runs([native, custom])), tmp_path)["conv"]
     assert '<tr><th scope="row">best val top-1 %</th><td class="num">70.00</td><td class="num">—</td></tr>' in conv

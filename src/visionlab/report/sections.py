@@ -206,8 +206,7 @@ def _metrics(runs: Sequence[Run], analyses: Analyses) -> Raw:
     for r in runs:
         epochs = r.epochs
         last = epochs[-1] if epochs else {}
-        scored = [e for e in epochs if e.get("val_top1") is not None]  # an epoch without validation has no best
-        best = max(scored, key=lambda e: e["val_top1"]) if scored else {}
+        best = _best_epoch(r)
         found = analyses.get(r.path)
         evaluated = (
             f"{found.top1:.2f} / {found.top5:.2f} on {found.n} images ({found.checkpoint.name})"
@@ -489,10 +488,11 @@ def conv_pairs(runs: Sequence[Run]) -> list[tuple[Run, Run]]:
     return pairs
 
 
-def _best_top1(run: Run) -> float | None:
-    """The best validation top-1 of ``run``'s epochs; None when no epoch has one (none finished, or records of a
-    run that was not validated)."""
-    return max((e["val_top1"] for e in run.epochs if e.get("val_top1") is not None), default=None)
+def _best_epoch(run: Run) -> dict[str, Any]:
+    """The epoch record of ``run``'s best validation top-1; ``{}`` when no epoch has one (none finished, or
+    records of a run that was not validated)."""
+    scored = [e for e in run.epochs if e.get("val_top1") is not None]
+    return max(scored, key=lambda e: e["val_top1"]) if scored else {}
 
 
 def _differences(a: Run, b: Run) -> list[str]:
@@ -532,7 +532,7 @@ def _conv(runs: Sequence[Run], analyses: Analyses) -> Raw:
             ["epochs", *(_num(len(r.epochs)) for r in (native, custom))],
             ["val top-1 % (last epoch)", *(_num(_pct(_last(r, "val_top1"))) for r in (native, custom))],
             ["val top-5 % (last epoch)", *(_num(_pct(_last(r, "val_top5"))) for r in (native, custom))],
-            ["best val top-1 %", *(_num(_pct(_best_top1(r))) for r in (native, custom))],
+            ["best val top-1 %", *(_num(_pct(_best_epoch(r).get("val_top1"))) for r in (native, custom))],
             ["mean seconds per epoch", *(_num(_mean_text(r, "epoch", "seconds", ".1f")) for r in (native, custom))],
             ["mean training images/s", *(_num(_mean_text(r, "step", "images_per_s", ".0f"))
                                          for r in (native, custom))],
