@@ -275,7 +275,7 @@ class PlotCurves(Callback):
     and after any other epoch once ``interval`` seconds have passed since the last drawing (or since the first
     epoch began).
 
-    One drawing costs ~0.13 s on 2 CPU cores (matplotlib's figure, layout and PNG; the first in a process more):
+    One drawing costs ~0.16 s on 2 CPU cores (matplotlib's figure, layout and PNG; `bench/curves.py`, BENCHMARKS.md):
     nothing beside a 30 s CPU epoch, which is still drawn every time, but a quarter of the trainer tests' time
     (29.6 s -> 21.6 s of the suite, 2026-11-27) when every sub-second epoch of theirs was drawn. ``clock``
     (seconds) is for tests."""
