@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.visionlab-installed
 
-.PHONY: setup demo test test-avx2 lint format bench clean mutate
+.PHONY: setup demo test test-avx2 test-threads lint format bench clean mutate
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,13 @@ test-avx2: export MKL_ENABLE_INSTRUCTIONS = AVX2
 test-avx2: setup
 	$(BIN)/python -c "import torch; print('ATen CPU capability:', torch.backends.cpu.get_cpu_capability())"
 	$(PYTEST)
+
+# The statistical tests (asserting on training or a random draw: tests/statistical.py, docs/TESTING.md) again at two
+# intra-op threads, on the default and on the AVX2 kernels: `make test` gives each worker one thread, and a sum split
+# over two threads rounds differently. Their thresholds are measured by bench/statistical_tests.py.
+test-threads: setup
+	OMP_NUM_THREADS=2 $(BIN)/python -m pytest -q -p no:xdist -m statistical
+	OMP_NUM_THREADS=2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 $(BIN)/python -m pytest -q -p no:xdist -m statistical
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -15,6 +15,22 @@ import torch
 from visionlab.engine import ClassificationTask
 from visionlab.engine.distributed import DistContext
 
+from . import statistical
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    statistical.add_options(parser)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    statistical.parametrize(metafunc)
+
+
+@pytest.fixture
+def stat(request: pytest.FixtureRequest, stat_seed: int) -> statistical.Statistic:
+    """Checks (or, under ``--stat-out``, records) a statistical test's quantities: tests/statistical.py."""
+    return statistical.fixture(request, stat_seed)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist (``make test`` runs one worker per core) each worker computes on one thread, and so do

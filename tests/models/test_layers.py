@@ -11,17 +11,20 @@ from torch import nn
 from visionlab.models import ImprovedNet, Normalize
 from visionlab.models.layers import ConvClassifier, DropPath, replace_convs
 
+from ..statistical import Statistic
 from .conftest import recording_conv
 
 
-def test_drop_path_draws_one_bernoulli_per_sample_and_rescales_by_hand() -> None:
+@pytest.mark.statistical(seed=3)
+def test_drop_path_draws_one_bernoulli_per_sample_and_rescales_by_hand(stat_seed: int, stat: Statistic) -> None:
     dp = DropPath(0.25).train()
-    x = torch.rand(6, 2, 3, 3)
-    torch.manual_seed(3)
+    x = torch.rand(24, 2, 3, 3)
+    torch.manual_seed(stat_seed)
     y = dp(x)
-    torch.manual_seed(3)
-    keep = torch.empty(6, 1, 1, 1).bernoulli_(0.75)  # one draw per sample, broadcast over the rest
-    assert 0 < int(keep.sum()) < 6  # both kinds of sample occur with this seed
+    torch.manual_seed(stat_seed)
+    keep = torch.empty(24, 1, 1, 1).bernoulli_(0.75)  # one draw per sample, broadcast over the rest
+    stat.check("samples kept of 24", keep.sum(), ">", 0)  # both kinds of sample occur
+    stat.check("samples kept of 24", keep.sum(), "<", 24)
     assert torch.equal(y, x * (keep / 0.75))
     assert dp.extra_repr() == "p=0.25" and DropPath().p == 0.0
 

@@ -20,6 +20,8 @@ from visionlab.models.vit import (
     window_unpartition,
 )
 
+from ..statistical import Statistic
+
 
 def tiny_vit(**kwargs) -> VisionTransformer:
     """A 28 px, 7x7-token ViT small enough for float64 and many calls."""
@@ -146,14 +148,16 @@ def test_window_attention_stays_inside_its_window(token: tuple[int, int]) -> Non
     assert change[~inside].max() < 1e-12, change[1]
 
 
-def test_drop_path_is_identity_in_eval_and_drops_samples_in_training() -> None:
-    torch.manual_seed(0)
+@pytest.mark.statistical(seed=0)
+def test_drop_path_is_identity_in_eval_and_drops_samples_in_training(stat_seed: int, stat: Statistic) -> None:
+    torch.manual_seed(stat_seed)
     dp = DropPath(0.5)
     x = torch.ones(1000, 3)
     assert torch.equal(dp.eval()(x), x)
     y = dp.train()(x)
     kept = y[:, 0] != 0
-    assert 350 < int(kept.sum()) < 650  # about half the samples dropped, whole samples at a time
+    stat.check("samples kept of 1000", kept.sum(), ">", 350)  # about half dropped, whole samples at a time
+    stat.check("samples kept of 1000", kept.sum(), "<", 650)
     assert torch.equal(y[kept], torch.full_like(y[kept], 2.0))  # the kept ones are rescaled by 1/(1-p)
     assert torch.equal(y[~kept], torch.zeros_like(y[~kept]))
 
@@ -167,7 +171,7 @@ def test_drop_path_is_identity_in_eval_and_drops_samples_in_training() -> None:
     # Training: each sample's last-block branches are dropped (x0) or rescaled (x2), never x1 as in eval, so every
     # sample moves by ~1e-2. (The old `not torch.equal(model(img), model(img))` would also pass on rounding noise.)
     moved = (model.train()(img) - evaluated).abs().amax(dim=1)
-    assert moved.min() > 1e-4, moved
+    stat.check("least move of a sample's logits", moved.min(), ">", 1e-4)
 
 
 @pytest.mark.parametrize(("image_size", "channels"), [(28, 1), (32, 3), (128, 3)])

@@ -22,13 +22,14 @@ from visionlab.robustness.training import (
     robust_accuracy_on_batch,
 )
 
+from ..statistical import Statistic
 from .conftest import Forwards, batch, predicted, tiny_model
 
 EPS_C = (0.02, 0.03, 0.04)
 
 
-def _bn_model() -> nn.Module:
-    model = tiny_model(bn=True)
+def _bn_model(seed: int = 0) -> nn.Module:
+    model = tiny_model(bn=True, seed=seed)
     model.train()
     return model
 
@@ -299,15 +300,16 @@ def test_under_ddp_the_pair_goes_through_one_forward_and_splits_back(tmp_path: P
     torch.testing.assert_close(b, model.model(second), rtol=0, atol=1e-12)
 
 
-def test_robust_accuracy_on_batch() -> None:
-    model, x = _bn_model(), batch(16)
+@pytest.mark.statistical(seed=0)
+def test_robust_accuracy_on_batch(stat_seed: int, stat: Statistic) -> None:
+    model, x = _bn_model(stat_seed), batch(16, seed=stat_seed + 1)
     model.eval()
     y = predicted(model, x)
     y[:4] = (y[:4] + 1) % 5
     model.train()
     before = _bn_state(model)
     assert robust_accuracy_on_batch(model, x, y, PGD(model, 0.0, 0.01, steps=1)) == 75.0
-    assert robust_accuracy_on_batch(model, x, y, PGD(model, 0.1, 0.03, steps=5)) < 75.0
+    stat.check("PGD top-1 (clean 75)", robust_accuracy_on_batch(model, x, y, PGD(model, 0.1, 0.03, steps=5)), "<", 75)
     assert model.training and all(torch.equal(v, _bn_state(model)[k]) for k, v in before.items())
     one = PGD(model, 0.0, 0.01, steps=1)
     assert robust_accuracy_on_batch(model, x[:1], y[:1], one) == 0.0  # one example, mislabelled: 0 of 1
@@ -370,10 +372,14 @@ def test_adversarial_training_is_built_from_the_config_and_resumes_exactly(
     assert resumed.best_robust_top1 == reference.best_robust_top1
 
 
-def test_fgsm_rs_training_raises_pgd_accuracy_without_masking_gradients(tmp_path: Path) -> None:
-    """On data whose class is a bright row, a standard model is fooled by PGD at eps 0.2 (about 6% robust here)
-    while the FGSM-RS model keeps ~40% (the margin asserted is half the gap measured on AVX-512 and AVX2). No
-    gradient masking: its FGSM accuracy is not above its clean accuracy, and multi-step PGD finds more."""
+@pytest.mark.statistical(seed=1)
+def test_fgsm_rs_training_raises_pgd_accuracy_without_masking_gradients(
+    tmp_path: Path, stat_seed: int, stat: Statistic
+) -> None:
+    """On data whose class is a bright row, six epochs of FGSM-RS at eps 0.2 give a model that PGD-10 at eps 0.2
+    hardly fools, while the standard model loses most of its accuracy. No gradient masking: its FGSM accuracy is
+    not above its clean accuracy, and multi-step PGD finds at least as much. (Four epochs, as this test once had,
+    left the FGSM-RS model half-trained: its PGD gap over the standard one ranged 9-72 points over ten seeds.)"""
     import contextlib
     import io
 
@@ -383,12 +389,12 @@ def test_fgsm_rs_training_raises_pgd_accuracy_without_masking_gradients(tmp_path
 
     from ..conftest import make_fashion_mnist
 
-    data = f"fashion-mnist:{make_fashion_mnist(tmp_path / 'fm', n_train=320, n_test=64)}"
+    data = f"fashion-mnist:{make_fashion_mnist(tmp_path / 'fm', n_train=320, n_test=64, seed=stat_seed)}"
     results = {}
     for adv in (None, "fgsm-rs"):
         cfg = TrainConfig(
-            data=data, out=str(tmp_path / str(adv)), epochs=4, batch_size=32, workers=0, progress=False,
-            tensorboard=False, lr=3e-3, optimizer="adamw", adv_train=adv, adv_eps=0.2, seed=1,
+            data=data, out=str(tmp_path / str(adv)), epochs=6, batch_size=32, workers=0, progress=False,
+            tensorboard=False, lr=3e-3, optimizer="adamw", adv_train=adv, adv_eps=0.2, seed=stat_seed,
         )  # fmt: skip
         trainer = Trainer(cfg, callbacks=[])
         with contextlib.redirect_stderr(io.StringIO()):
@@ -398,8 +404,10 @@ def test_fgsm_rs_training_raises_pgd_accuracy_without_masking_gradients(tmp_path
         fgsm = robust_evaluate(model, loader, FGSM(model, 0.2), "cpu")
         results[adv] = (pgd["clean_top1"], fgsm["robust_top1"], pgd["robust_top1"])
     (_, _, standard_pgd), (clean, fgsm_acc, pgd_acc) = results[None], results["fgsm-rs"]
-    assert pgd_acc > standard_pgd + 15, results
-    assert pgd_acc <= fgsm_acc <= clean, results
+    stat.check("FGSM-RS PGD top-1", pgd_acc, ">=", 80)
+    stat.check("FGSM-RS PGD top-1 - standard PGD top-1", pgd_acc - standard_pgd, ">", 15)
+    stat.check("FGSM-RS FGSM top-1 - PGD top-1", fgsm_acc - pgd_acc, ">=", 0)
+    stat.check("FGSM-RS clean top-1 - FGSM top-1", clean - fgsm_acc, ">=", 0)
 
 
 def test_settings_from_tensors_and_refusals_in_whole() -> None:
