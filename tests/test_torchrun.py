@@ -1,9 +1,11 @@
-"""The user's commands under ``torchrun``: ``-m visionlab train`` and ``main.py -e`` as 2 gloo processes on the CPU."""
+"""The user's commands under ``torchrun``: ``-m visionlab train`` and ``main.py -e`` as 2 gloo processes on the CPU,
+and the launch failing with the commands' exit status when they fail."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +51,18 @@ def test_train_and_evaluate_under_torchrun(tmp_path: Path, capsys: pytest.Captur
     assert two["n"] == one["n"] == 11
     for key in ("clean_top1", "clean_top5", "robust_top1", "robust_top5"):  # exact counts summed over ranks
         assert two[key] == one[key], key
+
+
+# What torchrun runs for each front end, ahead of its flags.
+FRONT_ENDS = {"visionlab": ["-m", "visionlab", "eval", "--data", "fashion-mnist"],
+              "main.py": [str(REPO / "main.py"), "fashion-mnist", "-e"]}  # fmt: skip
+
+
+@pytest.mark.parametrize("prog", FRONT_ENDS)
+def test_a_failing_command_fails_the_launch_with_its_exit_status(prog: str, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pth.tar"
+    launch = _torchrun(*FRONT_ENDS[prog], "--resume", str(missing), cwd=tmp_path)
+    assert launch.returncode == 1  # torchrun's status when a process fails
+    assert f"{prog}: error: {missing}: checkpoint not found" in launch.stderr.splitlines()
+    root_cause = launch.stderr.split("Root Cause")[-1]
+    assert re.search(r"exitcode\s*:\s*2 ", root_cause), launch.stderr  # the process's own status: a user error
