@@ -27,12 +27,15 @@ def _torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_train_and_evaluate_under_torchrun(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = f"fashion-mnist:{make_fashion_mnist(tmp_path / 'fmnist', n_train=64, n_test=11)}"
     run = tmp_path / "run"
-    train = _torchrun("-m", "visionlab", "train", "--data", spec, "--epochs", "1", "-b", "16", "--lr", "0.05",
-                      "--out", str(run), "--no-tensorboard", "--no-progress", cwd=tmp_path)  # fmt: skip
+    # 15 training images, no more than one global batch: one step, on 7 + 7 of them
+    train = _torchrun("-m", "visionlab", "train", "--data", spec, "--limit-train", "15", "--epochs", "1", "-b", "16",
+                      "--lr", "0.05", "--out", str(run), "--no-tensorboard", "--no-progress", cwd=tmp_path)  # fmt: skip
     assert train.returncode == 0, train.stderr
     assert train.stdout.count("* Acc@1") == 1  # rank 0 reports, once
     assert "2 processes (cpu, DDP, global batch 16)" in train.stderr
     assert (run / "model_best.pth.tar").is_file() and (run / "curves.png").is_file()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["type"] == "epoch"] == [1]
 
     best = str(run / "model_best.pth.tar")
     evaluated = _torchrun(str(REPO / "main.py"), spec, "--resume", best, "-e", "-b", "4", cwd=tmp_path)
