@@ -18,9 +18,9 @@ from visionlab.cli import main as cli_main
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _torchrun(*args: str, cwd: Path, nproc: int = 2) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
@@ -63,8 +63,10 @@ FRONT_ENDS = {"visionlab": ["-m", "visionlab", "eval", "--data", "fashion-mnist"
 
 @pytest.mark.parametrize("prog", FRONT_ENDS)
 def test_a_failing_command_fails_the_launch_with_its_exit_status(prog: str, tmp_path: Path) -> None:
+    """One process (each costs a ~3 s import): whether a failing process fails the launch does not depend on how
+    many there are."""
     missing = tmp_path / "missing.pth.tar"
-    launch = _torchrun(*FRONT_ENDS[prog], "--resume", str(missing), cwd=tmp_path)
+    launch = _torchrun(*FRONT_ENDS[prog], "--resume", str(missing), cwd=tmp_path, nproc=1)
     assert launch.returncode == 1  # torchrun's status when a process fails
     assert f"{prog}: error: {missing}: checkpoint not found" in launch.stderr.splitlines()
     root_cause = launch.stderr.split("Root Cause")[-1]
