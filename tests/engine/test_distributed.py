@@ -1,8 +1,12 @@
 """Distributed data parallel: sharding arithmetic in one process, and real 2-process gloo runs (spawned).
 
-The 2-process runs train SimpleNet (no batch norm, no dropout) on a tiny Fashion-MNIST-format set: with the same
-global batch its gradient is the mean over the same images whether one process computes it or two average their
-halves, so the weights agree to float tolerance; exact resume on the same number of processes is bit-exact.
+The 2-process runs train SimpleNet (no batch norm, no dropout) with SGD on a tiny Fashion-MNIST-format set: with
+the same global batch its gradient is the mean over the same images whether one process computes it or two average
+their halves, so the weights agree to float tolerance; exact resume on the same number of processes is bit-exact.
+Only with SGD: the two sums differ in rounding, and AdamW's step is about ``lr * sign(g)`` where ``|g|`` is small
+next to ``sqrt(v)``, so a component near zero whose sign the rounding flips moves a whole ``lr`` (SGD moves it
+``lr * g``, about 0). With AdamW (at these runs' lr 0.05) they end up to 0.27 apart; the README says what holds
+for AdamW, measured.
 """
 
 from __future__ import annotations
@@ -107,6 +111,7 @@ def _free_port() -> int:
 
 
 def _config(spec: str, out: Path, **overrides: Any) -> TrainConfig:
+    """SGD, the optimizer under which 1 and 2 processes end with the same weights to float tolerance."""
     values: dict[str, Any] = dict(
         data=spec, model="simplenet", epochs=2, batch_size=16, optimizer="sgd", lr=0.05, warmup=0.5, workers=0,
         device="cpu", out=str(out), tensorboard=False, progress=False, quiet=True, seed=0,
@@ -177,7 +182,7 @@ def ddp_run(spec: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_two_processes_train_the_weights_one_process_trains(spec: str, ddp_run: Path, tmp_path: Path) -> None:
+def test_with_sgd_two_processes_train_the_weights_one_process_trains(spec: str, ddp_run: Path, tmp_path: Path) -> None:
     seen = Fingerprints()
     record, weights = _single(spec, tmp_path / "single", task=seen)
     ranks = [json.loads((ddp_run / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -186,6 +191,8 @@ def test_two_processes_train_the_weights_one_process_trains(spec: str, ddp_run: 
         first, second = ranks[0]["seen"][step], ranks[1]["seen"][step]
         assert len(first) == len(second) == 8
         assert first + second == pytest.approx(images, rel=1e-6)
+    # Measured gap: 3e-8 to 8.3e-7, at most 0.083 of this tolerance (|a - b| <= 1e-5 + 1e-4 |b|), with the single
+    # process at 1 and 2 threads, on AVX-512 and with ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 (AMD EPYC).
     for name, value in weights.items():
         torch.testing.assert_close(_weights(ddp_run)[name], value, rtol=1e-4, atol=1e-5)
         assert torch.equal(_weights(ddp_run, 1)[name], _weights(ddp_run)[name])  # the ranks stay in lockstep
@@ -215,7 +222,8 @@ def test_a_killed_ddp_run_resumes_exactly_on_two_and_closely_on_one(spec: str, d
     for name, value in _weights(ddp_run).items():
         assert torch.equal(_weights(tmp_path / "resumed2")[name], value), name  # same world size: bit-exact
     _, weights = _single(spec, tmp_path / "resumed1", resume=checkpoint)
-    for name, value in _weights(ddp_run).items():  # 2 -> 1 process: same data order and schedule
+    # 2 -> 1 process: same data order and schedule. Measured as above: at most 0.023 of this tolerance.
+    for name, value in _weights(ddp_run).items():
         torch.testing.assert_close(weights[name], value, rtol=1e-4, atol=1e-5)
 
 

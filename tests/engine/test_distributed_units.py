@@ -13,7 +13,12 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from visionlab.engine import distributed
+from tests.conftest import IdentityWorld
+from visionlab.cli import main as cli_main
+from visionlab.data import TensorImageDataset
+from visionlab.data.transforms import to_float_transform
+from visionlab.engine import ClassificationTask, TrainConfig, Trainer, distributed, make_loader
+from visionlab.engine import trainer as trainer_module
 from visionlab.engine.distributed import (
     DistContext,
     ShardedBatchSampler,
@@ -21,6 +26,7 @@ from visionlab.engine.distributed import (
     init_distributed,
     local_batch_size,
     shard_dataset,
+    training_batches,
     unwrap,
 )
 from visionlab.errors import ConfigError
@@ -291,3 +297,100 @@ def test_sharded_batches_need_drop_last() -> None:
         ShardedBatchSampler(10, 4, torch.Generator(), drop_last=False, ctx=DistContext(0, 2))
     assert str(info.value) == "sharded training batches need drop_last=True (every rank must take the same steps)"
     assert len(ShardedBatchSampler(10, 4, torch.Generator(), drop_last=True, ctx=DistContext(0, 2))) == 2
+
+
+@pytest.mark.parametrize(
+    ("n", "batch", "world", "expected"),
+    [
+        (17, 16, 1, (16, True)),  # several batches: a ragged last one is dropped, on any number of processes
+        (17, 16, 2, (16, True)),
+        (32, 16, 4, (16, True)),
+        (15, 16, 1, (16, False)),  # the only batch: one process trains it whole, ragged
+        (16, 16, 1, (16, False)),
+        (15, 16, 2, (14, True)),  # the only batch, on several: 7 + 7 images, the 15th left over
+        (16, 16, 2, (16, True)),
+        (7, 16, 4, (4, True)),
+        (2, 16, 2, (2, True)),
+    ],
+)
+def test_a_training_set_no_larger_than_one_global_batch_is_one_step_of_equal_slices(
+    n: int, batch: int, world: int, expected: tuple[int, bool]
+) -> None:
+    assert training_batches(n, batch, DistContext(world - 1, world)) == expected
+
+
+@pytest.mark.parametrize(
+    ("n", "batch", "world", "message"),
+    [
+        (1, 16, 2, "limit_train: 1 training image for 2 processes: distributed training needs at least 2 (one per "
+                   "process)"),
+        (3, 16, 4, "limit_train: 3 training images for 4 processes: distributed training needs at least 4 (one per "
+                   "process)"),
+        (15, 15, 2, "batch_size: 15 is the global batch, split over 2 processes: it must be a multiple of 2"),
+    ],
+)  # fmt: skip
+def test_fewer_training_images_than_processes_or_an_uneven_batch_is_refused(
+    n: int, batch: int, world: int, message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        training_batches(n, batch, DistContext(0, world))
+    assert str(info.value) == message
+
+
+def test_both_loaders_give_each_rank_an_equal_slice_of_a_set_no_larger_than_one_batch() -> None:
+    labels = torch.arange(15)
+    images = torch.randint(0, 256, (15, 1, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    in_memory = TensorImageDataset(images, labels, to_float_transform(), in_memory=True)
+    for dataset in (TensorDataset(images.float(), labels), in_memory):  # a DataLoader, an InMemoryLoader
+
+        def epoch(rank: int, world: int, dataset: Any = dataset) -> list[list[int]]:
+            loader = make_loader(dataset, 16, train=True, workers=0, device=CPU,
+                                 generator=torch.Generator().manual_seed(5), dist=DistContext(rank, world))  # fmt: skip
+            return [target.tolist() for _, target in loader]
+
+        (whole,) = epoch(0, 1)
+        assert sorted(whole) == list(range(15))  # one process: one step of all 15
+        first, second = epoch(0, 2), epoch(1, 2)
+        assert len(first) == len(second) == 1
+        assert first[0] + second[0] == whole[:14]  # two: one step each, 7 + 7 of the same permutation
+
+
+class Targets(ClassificationTask):
+    """The plain objective, recording each training step's labels."""
+
+    def __init__(self) -> None:
+        super().__init__(nn.CrossEntropyLoss())
+        self.steps: list[list[int]] = []
+
+    def __call__(self, model, images, target):
+        self.steps.append(target.tolist())
+        return super().__call__(model, images, target)
+
+
+def test_a_rank_trains_one_step_on_its_slice_when_the_set_is_no_larger_than_one_batch(
+    tiny_fmnist: str, tmp_path: Path
+) -> None:
+    def fit(rank: int, world: int) -> tuple[dict[str, Any], list[list[int]]]:
+        cfg = TrainConfig(data=tiny_fmnist, out=str(tmp_path / f"{rank}of{world}"), epochs=1, batch_size=16,
+                          limit_train=15, limit_val=8, workers=0, device="cpu", tensorboard=False, progress=False,
+                          quiet=True, seed=0)  # fmt: skip
+        task = Targets()
+        record = Trainer(cfg, task=task, callbacks=[], dist=IdentityWorld(rank, world)).fit()
+        return record, task.steps
+
+    (one, whole), (_, first), (two, second) = fit(0, 1), fit(0, 2), fit(1, 2)
+    assert one["step"] == two["step"] == 1
+    assert len(whole[0]) == 15 and first[0] + second[0] == whole[0][:14]
+
+
+def test_fewer_training_images_than_processes_is_one_line_naming_the_flag(
+    tiny_fmnist: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(trainer_module, "init_distributed", lambda device: (IdentityWorld(0, 2), CPU))
+    argv = ["train", "--data", tiny_fmnist, "--limit-train", "1", "--epochs", "1", "--out", str(tmp_path / "run"),
+            "--no-tensorboard", "--no-progress"]  # fmt: skip
+    assert cli_main(argv) == 2
+    assert capsys.readouterr().err == (
+        "visionlab: error: --limit-train: 1 training image for 2 processes: distributed training needs at least 2 "
+        "(one per process)\n"
+    )

@@ -11,7 +11,9 @@ What the trainer builds on this (see :class:`visionlab.engine.Trainer`):
 * ``batch_size`` is the *global* batch: each of N ranks trains on ``batch_size / N`` images per step. All ranks
   share one data-order generator, draw the same global permutation and take their own slice of each global
   batch (:class:`ShardedBatchSampler`, :class:`~visionlab.data.memory.InMemoryLoader`'s ``shard``), so the
-  steps per epoch, the learning-rate schedule and the images seen per step do not depend on N.
+  steps per epoch, the learning-rate schedule and the images seen per step do not depend on N — except on a
+  training set no larger than one global batch, whose single step takes its largest multiple of N images
+  (:func:`training_batches`).
 * Evaluation shards the dataset by ``rank::N`` — no padding, no duplicate — and sums exact counts
   (:meth:`DistContext.all_reduce`), so metrics equal a single process's.
 """
@@ -37,6 +39,7 @@ __all__ = [
     "current_context",
     "init_distributed",
     "shard_dataset",
+    "training_batches",
     "unwrap",
 ]
 
@@ -181,6 +184,28 @@ def local_batch_size(batch_size: int, ctx: DistContext) -> int:
             field="batch_size",
         )
     return batch_size // ctx.world_size
+
+
+def training_batches(n: int, batch_size: int, ctx: DistContext) -> tuple[int, bool]:
+    """``(global batch, drop_last)`` of an epoch over ``n`` training images with ``batch_size`` images a step.
+
+    A ragged last batch is dropped, unless it is the only one (``n <= batch_size``: a single step of every image).
+    Several ranks must all take that single step with equal slices, so there the global batch shrinks to ``n``
+    rounded down to a multiple of ``world_size`` (each rank ``n // world_size`` images; the fewer than
+    ``world_size`` left over are dropped, as a ragged batch is). Raises :class:`ConfigError` when ``batch_size``
+    does not split evenly, or when ``n < world_size`` (a rank would have nothing to train on).
+    """
+    local_batch_size(batch_size, ctx)
+    if n > batch_size or not ctx.enabled:
+        return batch_size, n > batch_size
+    if n < ctx.world_size:
+        images = f"{n} training image" + ("" if n == 1 else "s")
+        raise ConfigError(
+            f"{images} for {ctx.world_size} processes: distributed training needs at least {ctx.world_size} "
+            "(one per process)",
+            field="limit_train",
+        )
+    return n - n % ctx.world_size, True
 
 
 class ShardedBatchSampler(Sampler[list[int]]):

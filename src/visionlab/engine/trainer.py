@@ -30,7 +30,13 @@ from visionlab.data import DataBundle, DatasetError, load_dataset
 from visionlab.data.memory import InMemoryLoader, is_in_memory, parse_augment
 from visionlab.engine.checkpoint import CheckpointError, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from visionlab.engine.config import TrainConfig
-from visionlab.engine.distributed import DistContext, ShardedBatchSampler, init_distributed, shard_dataset
+from visionlab.engine.distributed import (
+    DistContext,
+    ShardedBatchSampler,
+    init_distributed,
+    shard_dataset,
+    training_batches,
+)
 from visionlab.engine.ema import WeightEMA
 from visionlab.engine.metrics import MetricsLog, RunningStats
 from visionlab.engine.schedule import WarmupCosine
@@ -166,7 +172,8 @@ def make_loader(
     generator: torch.Generator | None = None,
     dist: DistContext | None = None,
 ) -> DataLoader | InMemoryLoader:
-    """Batches of ``dataset``; training shuffles with ``generator`` and drops a ragged last batch.
+    """Batches of ``dataset``; training shuffles with ``generator`` and drops a ragged last batch (unless it is the
+    only one: :func:`~visionlab.engine.distributed.training_batches`).
 
     A dataset held in memory (Fashion-MNIST, CIFAR-10) is served by an :class:`InMemoryLoader` (whole-batch
     indexing and augmentation in this process; ``workers`` unused), anything else by a DataLoader. Its workers
@@ -177,7 +184,7 @@ def make_loader(
     add the rank to their seed so ranks do not draw the same augmentation. Evaluation loaders are not sharded
     here: pass :func:`~visionlab.engine.distributed.shard_dataset`'s share."""
     dist = dist or DistContext()
-    drop_last = train and len(dataset) > batch_size
+    batch_size, drop_last = training_batches(len(dataset), batch_size, dist) if train else (batch_size, False)
     if is_in_memory(dataset):
         return InMemoryLoader(
             dataset, batch_size, shuffle=train, drop_last=drop_last, generator=generator,
