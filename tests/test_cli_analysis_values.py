@@ -336,20 +336,111 @@ def test_build_attack_hands_pgd_every_flag(built: list) -> None:
     generator seeded with ``--seed``."""
     assert _built([], built) == ("PGD", (), dict(eps=0.1, step=0.025, steps=10, norm="linf", random_start=True,
                                                  restarts=1, targeted=None, early_stop=False, generator=0))  # fmt: skip
-    argv = ["--eps", "0.3", "--step", "0.05", "--steps", "7", "--norm", "l2", "--no-random-start", "--restarts", "2",
-            "--targeted", "least-likely", "--early-stop", "--seed", "5"]  # fmt: skip
-    assert _built(argv, built) == ("PGD", (), dict(eps=0.3, step=0.05, steps=7, norm="l2", random_start=False,
+    argv = ["--eps", "0.3", "--step", "0.05", "--steps", "7", "--norm", "l2", "--restarts", "2", "--targeted",
+            "least-likely", "--early-stop", "--seed", "5"]  # fmt: skip
+    assert _built(argv, built) == ("PGD", (), dict(eps=0.3, step=0.05, steps=7, norm="l2", random_start=True,
                                                    restarts=2, targeted="least-likely", early_stop=True,
                                                    generator=5))  # fmt: skip
-    assert _built(["--eps", "0.2", "--step", "0"], built)[2]["step"] == 0.0  # an explicit 0 is kept
+    assert _built(["--no-random-start"], built)[2]["random_start"] is False
+    assert _built(["--eps", "0.2", "--step", "5e-324"], built)[2]["step"] == 5e-324  # the smallest step > 0
 
 
 def test_build_attack_fgsm_autoattack_and_the_original(built: list) -> None:
-    """FGSM gets the model and eps; AutoAttack eps, norm, the class count and seed; the original the model."""
-    assert _built(["--attack", "fgsm", "--eps", "0.2"], built) == ("FGSM", (0.2,), {})
+    """FGSM gets the model, eps, the target and the norm; AutoAttack eps, norm, the class count and seed; the
+    original the model. The flags that only say what fgsm and original do anyway are accepted."""
+    assert _built(["--attack", "fgsm", "--eps", "0.2"], built) == ("FGSM", (0.2,), dict(targeted=None, norm="linf"))
+    argv = ["--attack", "fgsm", "--eps", "0.5", "--norm", "l2", "--targeted", "least-likely", "--no-random-start"]
+    assert _built(argv, built) == ("FGSM", (0.5,), dict(targeted="least-likely", norm="l2"))
     argv = ["--attack", "autoattack", "--eps", "0.3", "--norm", "l2", "--seed", "4"]
     assert _built(argv, built, num_classes=7) == ("AutoAttack", (), dict(eps=0.3, norm="l2", n_classes=7, seed=4))
+    assert _built(["--attack", "autoattack"], built)[2] == dict(eps=0.1, norm="linf", n_classes=10, seed=0)
     assert _built(["--attack", "original"], built) == ("original_attack", (), {})
+    argv = ["--attack", "original", "--targeted", "least-likely", "--no-random-start"]
+    assert _built(argv, built) == ("original_attack", (), {})
+
+
+_FGSM = "(one step of length --eps from the clean images)"
+_AA = "(torchattacks' standard ensemble sets its own steps, restarts, starts and targets)"
+_ORIGINAL = "(the course's fixed attack: 10 steps of 0.01 std in the 0.1 std ball towards the least-likely class)"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--attack", "fgsm", "--step", "0.01"], f"--step: not used by --attack fgsm {_FGSM}"),
+        (["--attack", "fgsm", "--steps", "10"], f"--steps: not used by --attack fgsm {_FGSM}"),
+        (["--attack", "fgsm", "--restarts", "1"], f"--restarts: not used by --attack fgsm {_FGSM}"),
+        (["--attack", "fgsm", "--early-stop"], f"--early-stop: not used by --attack fgsm {_FGSM}"),
+        (["--attack", "fgsm", "--seed", "0"], f"--seed: not used by --attack fgsm {_FGSM}"),
+        (["--attack", "autoattack", "--targeted", "least-likely"],
+         f"--targeted: not used by --attack autoattack {_AA}"),
+        (["--attack", "autoattack", "--step", "0.01"], f"--step: not used by --attack autoattack {_AA}"),
+        (["--attack", "autoattack", "--steps", "5"], f"--steps: not used by --attack autoattack {_AA}"),
+        (["--attack", "autoattack", "--restarts", "2"], f"--restarts: not used by --attack autoattack {_AA}"),
+        (["--attack", "autoattack", "--no-random-start"], f"--no-random-start: not used by --attack autoattack {_AA}"),
+        (["--attack", "autoattack", "--early-stop"], f"--early-stop: not used by --attack autoattack {_AA}"),
+        (["--attack", "original", "--eps", "0.3", "--steps", "3"], f"--eps: not used by --attack original {_ORIGINAL}"),
+        (["--attack", "original", "--norm", "linf"], f"--norm: not used by --attack original {_ORIGINAL}"),
+        (["--attack", "original", "--step", "0.01"], f"--step: not used by --attack original {_ORIGINAL}"),
+        (["--attack", "original", "--steps", "10"], f"--steps: not used by --attack original {_ORIGINAL}"),
+        (["--attack", "original", "--restarts", "1"], f"--restarts: not used by --attack original {_ORIGINAL}"),
+        (["--attack", "original", "--early-stop"], f"--early-stop: not used by --attack original {_ORIGINAL}"),
+        (["--attack", "original", "--seed", "0"], f"--seed: not used by --attack original {_ORIGINAL}"),
+        (["--no-random-start", "--seed", "0"],
+         "--seed: not used with --no-random-start (it seeds PGD's random starts)"),
+        (["--attack", "original", "--eps", "0"], f"--eps: not used by --attack original {_ORIGINAL}"),
+        (["--step", "0"], "--step: must be a number > 0, got 0.0"),
+        (["--step=-1e-9"], "--step: must be a number > 0, got -1e-09"),
+        (["--steps", "0"], "--steps: must be an integer >= 1, got 0"),
+        (["--restarts", "0"], "--restarts: must be an integer >= 1, got 0"),
+    ],
+)  # fmt: skip
+def test_attack_refuses_a_flag_the_attack_would_ignore_before_reading_the_checkpoint(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One whole line and exit 2, before the (here missing) checkpoint is read."""
+    assert main(["attack", "--resume", str(tmp_path / "missing.pth.tar"), *argv]) == 2
+    assert capsys.readouterr().err == f"visionlab: error: {message}\n"
+
+
+def test_attack_fgsm_under_l2_towards_the_least_likely_class_runs_that_attack(
+    ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--attack fgsm --norm l2 --targeted least-likely`` runs the L2, targeted FGSM: its settings and numbers are
+    the library's for that attack on the same images (the attack's values are tested against torchattacks)."""
+    from torch.utils.data import DataLoader, Subset
+
+    argv = ["attack", "--resume", str(ckpt), "--attack", "fgsm", "--norm", "l2", "--eps", "0.5", "--targeted",
+            "least-likely", "--limit-val", "8", "--json", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    model = _model(ckpt)
+    attack = robustness.FGSM(model, 0.5, targeted="least-likely", norm="l2")
+    expected = robustness.robust_evaluate(
+        model, DataLoader(Subset(_val(ckpt), range(8)), batch_size=250), attack, "cpu"
+    )
+    assert result == {k: expected[k] for k in KEYS}
+    assert result["attack"] == {
+        "repr": "FGSM(norm='l2', eps=0.5, step=0.5, steps=1, random_start=False, restarts=1, targeted='least-likely', "
+        "early_stop=False, loss='ce')",
+        "name": "FGSM", "norm": "l2", "eps": 0.5, "step": 0.5, "steps": 1, "random_start": False, "restarts": 1,
+        "targeted": "least-likely", "early_stop": False, "loss": "ce",
+    }  # fmt: skip
+
+
+def test_attack_options_fill_in_the_defaults_and_keep_what_is_given() -> None:
+    """Unset options get the documented defaults (--step stays unset: PGD takes eps / 4); given ones are kept."""
+    parse = build_parser().parse_args
+    assert cli_analysis.attack_options(parse(["attack", "--resume", "x"])) == dict(
+        norm="linf", eps=0.1, step=None, steps=10, restarts=1, no_random_start=False, targeted=None, early_stop=False,
+        seed=0,
+    )  # fmt: skip
+    argv = ["attack", "--resume", "x", "--norm", "l2", "--eps", "0", "--step", "0.5", "--steps", "1", "--restarts",
+            "1", "--seed", "7", "--targeted", "least-likely", "--early-stop"]  # fmt: skip
+    assert cli_analysis.attack_options(parse(argv)) == dict(
+        norm="l2", eps=0.0, step=0.5, steps=1, restarts=1, no_random_start=False, targeted="least-likely",
+        early_stop=True, seed=7,
+    )  # fmt: skip
 
 
 def test_save_adversarial_grids_writes_the_first_20_and_their_difference(tmp_path: Path) -> None:
