@@ -697,6 +697,43 @@ def test_robustness_refuses_a_label_count_that_differs_and_limit_val_zero(
     assert swept[0].calls == []
 
 
+_RADIUS = "must be a number in [0, 1] (an L∞ radius in pixel units)"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--steps", "1", "0"], "--steps: must be an integer >= 1, got 0"),
+        (["--at-steps", "0"], "--at-steps: must be an integer >= 1, got 0"),
+        (["--at-eps", "5"], f"--at-eps: {_RADIUS}, got 5.0"),
+        (["--at-eps", "1.0000001"], f"--at-eps: {_RADIUS}, got 1.0000001"),
+        (["--at-eps=-0.001"], f"--at-eps: {_RADIUS}, got -0.001"),
+        (["--at-eps", "nan"], f"--at-eps: {_RADIUS}, got nan"),
+        (["--eps", "0", "1.5"], f"--eps: {_RADIUS}, got 1.5"),
+        (["--eps=-0.1"], f"--eps: {_RADIUS}, got -0.1"),
+    ],
+)
+def test_robustness_refuses_a_radius_or_iteration_count_out_of_range_naming_its_flag(
+    argv: list[str], message: str, tmp_path: Path, swept: tuple[_Sweep, list], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One whole line and exit 2 (no ZeroDivisionError traceback; --at-eps blamed as --at-eps), before the (here
+    missing) checkpoint is read."""
+    assert main(["robustness", "--resume", str(tmp_path / "missing.pth.tar"), *argv]) == 2
+    assert capsys.readouterr().err == f"visionlab: error: {message}\n"
+    assert swept[0].calls == []
+
+
+def test_robustness_takes_the_bounds_of_each_range(ckpt: Path, swept: tuple[_Sweep, list]) -> None:
+    """Radii 0 and 1 and one iteration are the nearest settings accepted; they reach the sweep as given."""
+    argv = ["robustness", "--resume", str(ckpt), "--eps", "0", "1", "--steps", "1", "--at-eps", "1", "--at-steps",
+            "1", "--limit-val", "2", "--out", str(ckpt.parent / "r"), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert main([*argv, "--at-eps", "0"]) == 0
+    assert [(c["eps_list"], c["steps_list"], c["eps"], c["steps"]) for c in swept[0].calls] == [
+        ([0.0, 1.0], [1], 1.0, 1), ([0.0, 1.0], [1], 0.0, 1)
+    ]  # fmt: skip
+
+
 def test_robustness_on_a_rank_other_than_0_writes_and_prints_nothing(
     ckpt: Path, swept: tuple[_Sweep, list], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

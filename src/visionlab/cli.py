@@ -68,7 +68,7 @@ FIELD_FLAGS: dict[str, str] = {
     # the analysis commands' options (visionlab.cli_analysis) and the settings of the objects they build
     "attack": "--attack", "eps": "--eps", "step": "--step", "steps": "--steps", "restarts": "--restarts",
     "norm": "--norm", "targeted": "--targeted", "num": "--num", "smoothgrad_samples": "--smoothgrad",
-    "noise_std": "--noise-std",
+    "noise_std": "--noise-std", "at_eps": "--at-eps", "at_steps": "--at-steps",
     # data fetch
     "sha256": "--sha256",
 }  # fmt: skip

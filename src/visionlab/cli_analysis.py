@@ -80,10 +80,12 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("robustness", help="accuracy vs eps and vs PGD steps: CSV, JSON and plots")
     _common(p, resume_nargs="+")
     p.add_argument("--labels", nargs="+", help="one name per checkpoint (default: run directory names)")
-    p.add_argument("--eps", dest="eps_list", type=float, nargs="+", default=[0.0, 0.025, 0.05, 0.1, 0.15, 0.2])
-    p.add_argument("--steps", dest="steps_list", type=int, nargs="+", default=[1, 2, 5, 10, 20])
-    p.add_argument("--at-eps", type=float, help="radius of the steps sweep (default: the largest --eps)")
-    p.add_argument("--at-steps", type=int, help="iterations of the eps sweep (default: the most --steps)")
+    p.add_argument("--eps", dest="eps_list", type=float, nargs="+", default=[0.0, 0.025, 0.05, 0.1, 0.15, 0.2],
+                   help="L∞ radii of the eps sweep, each in [0, 1]")  # fmt: skip
+    p.add_argument("--steps", dest="steps_list", type=int, nargs="+", default=[1, 2, 5, 10, 20],
+                   help="PGD iterations of the steps sweep, each >= 1")  # fmt: skip
+    p.add_argument("--at-eps", type=float, help="radius of the steps sweep, in [0, 1] (default: the largest --eps)")
+    p.add_argument("--at-steps", type=int, help="iterations of the eps sweep, >= 1 (default: the most --steps)")
     p.add_argument("--limit-val", type=int, default=1000, metavar="N", help="first N images (default 1000)")
     p.set_defaults(func=cmd_robustness)
 
@@ -294,12 +296,29 @@ def _write_json(value: Any, path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ robustness
+def _check_sweep_options(args: argparse.Namespace) -> None:
+    """Each radius in [0, 1] (L∞, pixel units) and each iteration count >= 1, named by its own flag (``--at-eps``,
+    not the ``--eps`` of the sweep it parametrises), before any checkpoint is read."""
+    from visionlab.engine.config import Range
+
+    radius, count = Range(0, 1, text="a number in [0, 1] (an L∞ radius in pixel units)"), Range(1, integer=True)
+    for eps in args.eps_list:
+        radius.check("eps", eps)
+    for steps in args.steps_list:
+        count.check("steps", steps)
+    if args.at_eps is not None:
+        radius.check("at_eps", args.at_eps)
+    if args.at_steps is not None:
+        count.check("at_steps", args.at_steps)
+
+
 def cmd_robustness(args: argparse.Namespace) -> int:
     from visionlab.cli import CLIError, _check_options
     from visionlab.engine.distributed import current_context
     from visionlab.robustness import plot_accuracy_vs_eps, plot_accuracy_vs_steps, sweep, write_sweep
 
     _check_options(args, "limit_val")
+    _check_sweep_options(args)
     dist = current_context()
     labels = args.labels or [Path(r).parent.name or Path(r).stem for r in args.resume]
     if len(labels) != len(args.resume):
