@@ -249,6 +249,14 @@ def test_train_validates_the_whole_config_before_building_the_trainer(trainer: t
     assert trainer.built == []
 
 
+def test_train_on_a_folder_that_does_not_exist_names_the_folder(tmp_path: Path, capsys) -> None:
+    """``--data folder:PATH`` with no PATH: one line about PATH itself, exit 2, and no run directory."""
+    missing, out = tmp_path / "nonexistent", tmp_path / "run"
+    assert main(["train", "--data", f"folder:{missing}", "--out", str(out), "--no-tensorboard"]) == 2
+    assert capsys.readouterr().err == f"visionlab: error: dataset 'folder:{missing}': {missing}: no such directory\n"
+    assert not out.exists()
+
+
 # ------------------------------------------------------------------------------------------------ eval
 class _Split(list):
     """A validation split of seven items with a settable transform."""
