@@ -284,6 +284,27 @@ def test_saliency_refuses_num_zero(ckpt: Path, capsys: pytest.CaptureFixture[str
     assert capsys.readouterr().err == "visionlab: error: --num: must be an integer >= 1, got 0\n"
 
 
+@pytest.mark.parametrize("extra", [[], ["--smoothgrad", "0"]])
+def test_saliency_refuses_a_noise_std_without_smoothgrad(
+    extra: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The plain map adds no noise: ``--noise-std`` alone is one whole line, before the (missing) checkpoint."""
+    assert main(["saliency", "--resume", str(tmp_path / "missing.pth.tar"), "--noise-std", "0.2", *extra]) == 2
+    assert capsys.readouterr().err == (
+        "visionlab: error: --noise-std: only with --smoothgrad N (the noise of its N copies; the plain map has none)\n"
+    )
+
+
+def test_saliency_takes_a_noise_std_with_one_smoothgrad_sample(ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--smoothgrad 1`` is the fewest samples that read ``--noise-std``; without it the noise is 0.1."""
+    fake = _Saliency()
+    monkeypatch.setattr(explain, "saliency", fake)
+    argv = ["saliency", "--resume", str(ckpt), "--num", "1", "--out", str(ckpt.parent / "s"), "--smoothgrad", "1"]
+    assert main([*argv, "--noise-std", "0.2"]) == 0
+    assert main(argv) == 0
+    assert [(c["smoothgrad_samples"], c["noise_std"]) for c in fake.calls] == [(1, 0.2), (1, 0.1)]
+
+
 # ------------------------------------------------------------------------------------------------ attack
 class _Recorder:
     """A stand-in attack class: records its construction; called, it returns ``1 - images`` (a visible change)."""

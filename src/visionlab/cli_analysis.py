@@ -29,7 +29,7 @@ def _common(p: argparse.ArgumentParser, resume_nargs: str | None = None) -> None
     else:
         p.add_argument("--resume", required=True, metavar="CKPT", help="checkpoint to load (best or last)")
     p.add_argument("--data", help="dataset spec (default: the one the checkpoint was trained on)")
-    p.add_argument("--data-root", help="where fashion-mnist is kept")
+    p.add_argument("--data-root", help="where fashion-mnist is kept, for a checkpoint or --data on fashion-mnist")
     p.add_argument("-b", "--batch-size", type=int, default=250, help="images per batch (default 250)")
     p.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N")
     p.add_argument("--out", metavar="DIR", help="where images and tables go (default: next to the checkpoint)")
@@ -64,7 +64,7 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", choices=("predicted", "label"), default="predicted",
                    help="explain the model's own prediction (the original) or the true label")  # fmt: skip
     p.add_argument("--smoothgrad", type=int, default=0, metavar="N", help="SmoothGrad samples (default 0: off)")
-    p.add_argument("--noise-std", type=float, default=0.1, help="SmoothGrad noise std in pixels (default 0.1)")
+    p.add_argument("--noise-std", type=float, help="with --smoothgrad: the noise std in pixels (default 0.1)")
     p.set_defaults(func=cmd_saliency)
 
     p = sub.add_parser("attack", help="clean and robust accuracy under an attack; -v saves image grids")
@@ -91,8 +91,11 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ loading
-def _load(args: argparse.Namespace, resume: str) -> tuple[dict[str, Any], torch.nn.Module, Any, torch.device]:
-    """``(checkpoint, model in eval mode on the device, dataset bundle, device)``."""
+def _load(
+    args: argparse.Namespace, resume: str, *, strict: bool = True
+) -> tuple[dict[str, Any], torch.nn.Module, Any, torch.device]:
+    """``(checkpoint, model in eval mode on the device, dataset bundle, device)``; ``strict`` as for
+    :func:`visionlab.cli._eval_data`."""
     from visionlab.cli import _check_options, _eval_data, _load_model_checkpoint
     from visionlab.engine import model_from_checkpoint
     from visionlab.engine.distributed import init_distributed
@@ -100,7 +103,7 @@ def _load(args: argparse.Namespace, resume: str) -> tuple[dict[str, Any], torch.
     _check_options(args, "batch_size", "device")
     state = _load_model_checkpoint(resume)
     _, device = init_distributed(args.device or "auto")  # under torchrun: this rank's device
-    bundle = _eval_data(state, argparse.Namespace(**{**vars(args), "resume": resume}))
+    bundle = _eval_data(state, argparse.Namespace(**{**vars(args), "resume": resume}), strict=strict)
     return state, model_from_checkpoint(state, device).eval(), bundle, device
 
 
@@ -147,16 +150,20 @@ def _tensorboard(out: Path, tags: dict[str, torch.Tensor]) -> None:
 def cmd_saliency(args: argparse.Namespace) -> int:
     import torch
 
+    from visionlab.cli import CLIError
     from visionlab.engine.config import Range
     from visionlab.explain import TAG_SALIENCY, heatmap_overlay, red_overlay, saliency, save_grid
 
     Range(1, integer=True).check("num", args.num)
+    if args.noise_std is not None and not args.smoothgrad:
+        raise CLIError("--noise-std: only with --smoothgrad N (the noise of its N copies; the plain map has none)")
     _, model, bundle, device = _load(args, args.resume)
     images, labels = _first(bundle.val, args.num)
     images, labels = images.to(device), labels.to(device)
+    noise_std = 0.1 if args.noise_std is None else args.noise_std
     maps = saliency(
         model, images, target=labels if args.target == "label" else None, smoothgrad_samples=args.smoothgrad,
-        noise_std=args.noise_std, generator=torch.Generator().manual_seed(0), batch_size=args.batch_size,
+        noise_std=noise_std, generator=torch.Generator().manual_seed(0), batch_size=args.batch_size,
     )  # fmt: skip
     out = _out_dir(args, args.resume, "saliency")
     overlay = red_overlay(images.cpu(), maps.cpu())
