@@ -24,7 +24,7 @@ from visionlab.errors import ConfigError, UserError
 
 # The original flags, with the original defaults.
 _FLAGS: list[tuple[tuple[str, ...], dict]] = [
-    (("-j", "--workers"), dict(default=4, type=int, metavar="N", help="data loading workers (default: 4)")),
+    (("-j", "--workers"), dict(default=4, type=int, metavar="N", help="data loading workers (default: min(4, CPUs))")),
     (("--epochs",), dict(default=90, type=int, metavar="N", help="number of total epochs to run")),
     (("--warmup",), dict(default=5, type=int, metavar="N", help="number of epochs for warmup")),
     (("--clip-grad",), dict(default=1.0, type=float, metavar="N", help="max gradient norm (0 disables)")),
@@ -50,6 +50,45 @@ _FLAGS: list[tuple[tuple[str, ...], dict]] = [
 # The TrainConfig fields this front end sets through flags spelled differently from visionlab's (DATA is positional,
 # the device comes from --gpu), for its error messages.
 _FIELD_FLAGS = {**FIELD_FLAGS, "data": "DATA", "lr": "--lr/--learning-rate", "device": "--gpu", "gpu": "--gpu"}
+
+
+# What -e and -a read besides DATA, --gpu and their own switch (the rest trains): any other flag given is refused
+# with the reason, never passed on and ignored.
+_MODE_READS = {"evaluate": ("resume", "batch_size", "workers", "tta", "vis", "out"),
+               "attack": ("resume", "batch_size", "vis", "out")}  # fmt: skip
+_TRAINING_ONLY = ("epochs", "warmup", "clip_grad", "start_epoch", "lr", "momentum", "weight_decay", "print_freq")
+_MODEL_FLAGS = ("use_custom_conv", "use_vit", "use_resnet18")
+
+
+def _flag_names() -> dict[str, str]:
+    """dest -> the flag as the user spells it (``-j/--workers``, ``--lr/--learning-rate``)."""
+    return {options.get("dest", names[-1].lstrip("-").replace("-", "_")): "/".join(names) for names, options in _FLAGS}
+
+
+def _why_unread(dest: str) -> str:
+    """Why -e or -a does not read the flag ``dest`` (one that :data:`_MODE_READS` leaves out)."""
+    if dest in _TRAINING_ONLY:
+        return "a training option"
+    if dest in _MODEL_FLAGS:
+        return "the checkpoint fixes the model"
+    if dest == "workers":
+        return "the attack loads its images in this process"
+    if dest == "tta":
+        return "the attack has no test-time augmentation"
+    return "-e writes no files; --out takes the saliency maps of -e -v"  # out, the one flag -e reads with -v only
+
+
+def check_given(args: argparse.Namespace, given: set[str]) -> None:
+    """Refuse a flag in ``given`` that the mode ``args`` asks for would not read (``-e --epochs 5``, ``-a --tta``,
+    ``-e --out DIR`` without ``-v``): one line naming the flag, the mode and why."""
+    mode = "attack" if args.attack else "evaluate" if args.evaluate else None
+    if mode is None:
+        return
+    names = _flag_names()
+    reads = set(_MODE_READS[mode]) - ({"out"} if mode == "evaluate" and not args.vis else set())
+    for dest in names:
+        if dest in given and dest not in reads and dest not in ("evaluate", "attack", "gpu"):
+            raise CLIError(f"{names[dest]}: not used with {names[mode]} ({_why_unread(dest)})")
 
 
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
@@ -90,6 +129,8 @@ def translate(args: argparse.Namespace, given: set[str] | None = None) -> list[s
 
     device = _device(args.gpu)
     out = ["--out", args.out] if args.out else []
+    if args.attack and args.evaluate:
+        raise CLIError("-e/--evaluate and -a/--attack: choose one (-a prints the clean accuracy too)")
     if args.attack:  # the course's attack: PGD-10 towards the least-likely class in the 0.1-std ball
         if not args.resume:
             raise CLIError("-a/--attack needs --resume CKPT (the model to attack)")
@@ -135,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     given = set(vars(build_parser(suppress_defaults=True).parse_args(argv)))
     try:
+        check_given(args, given)
         commands = [translate(args, given), *follow_ups(args)]
     except UserError as exc:
         print(f"main.py: error: {format_user_error(exc, _FIELD_FLAGS)}", file=sys.stderr)

@@ -284,6 +284,27 @@ def test_saliency_refuses_num_zero(ckpt: Path, capsys: pytest.CaptureFixture[str
     assert capsys.readouterr().err == "visionlab: error: --num: must be an integer >= 1, got 0\n"
 
 
+@pytest.mark.parametrize("extra", [[], ["--smoothgrad", "0"]])
+def test_saliency_refuses_a_noise_std_without_smoothgrad(
+    extra: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The plain map adds no noise: ``--noise-std`` alone is one whole line, before the (missing) checkpoint."""
+    assert main(["saliency", "--resume", str(tmp_path / "missing.pth.tar"), "--noise-std", "0.2", *extra]) == 2
+    assert capsys.readouterr().err == (
+        "visionlab: error: --noise-std: only with --smoothgrad N (the noise of its N copies; the plain map has none)\n"
+    )
+
+
+def test_saliency_takes_a_noise_std_with_one_smoothgrad_sample(ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--smoothgrad 1`` is the fewest samples that read ``--noise-std``; without it the noise is 0.1."""
+    fake = _Saliency()
+    monkeypatch.setattr(explain, "saliency", fake)
+    argv = ["saliency", "--resume", str(ckpt), "--num", "1", "--out", str(ckpt.parent / "s"), "--smoothgrad", "1"]
+    assert main([*argv, "--noise-std", "0.2"]) == 0
+    assert main(argv) == 0
+    assert [(c["smoothgrad_samples"], c["noise_std"]) for c in fake.calls] == [(1, 0.2), (1, 0.1)]
+
+
 # ------------------------------------------------------------------------------------------------ attack
 class _Recorder:
     """A stand-in attack class: records its construction; called, it returns ``1 - images`` (a visible change)."""
@@ -336,20 +357,111 @@ def test_build_attack_hands_pgd_every_flag(built: list) -> None:
     generator seeded with ``--seed``."""
     assert _built([], built) == ("PGD", (), dict(eps=0.1, step=0.025, steps=10, norm="linf", random_start=True,
                                                  restarts=1, targeted=None, early_stop=False, generator=0))  # fmt: skip
-    argv = ["--eps", "0.3", "--step", "0.05", "--steps", "7", "--norm", "l2", "--no-random-start", "--restarts", "2",
-            "--targeted", "least-likely", "--early-stop", "--seed", "5"]  # fmt: skip
-    assert _built(argv, built) == ("PGD", (), dict(eps=0.3, step=0.05, steps=7, norm="l2", random_start=False,
+    argv = ["--eps", "0.3", "--step", "0.05", "--steps", "7", "--norm", "l2", "--restarts", "2", "--targeted",
+            "least-likely", "--early-stop", "--seed", "5"]  # fmt: skip
+    assert _built(argv, built) == ("PGD", (), dict(eps=0.3, step=0.05, steps=7, norm="l2", random_start=True,
                                                    restarts=2, targeted="least-likely", early_stop=True,
                                                    generator=5))  # fmt: skip
-    assert _built(["--eps", "0.2", "--step", "0"], built)[2]["step"] == 0.0  # an explicit 0 is kept
+    assert _built(["--no-random-start"], built)[2]["random_start"] is False
+    assert _built(["--eps", "0.2", "--step", "5e-324"], built)[2]["step"] == 5e-324  # the smallest step > 0
 
 
 def test_build_attack_fgsm_autoattack_and_the_original(built: list) -> None:
-    """FGSM gets the model and eps; AutoAttack eps, norm, the class count and seed; the original the model."""
-    assert _built(["--attack", "fgsm", "--eps", "0.2"], built) == ("FGSM", (0.2,), {})
+    """FGSM gets the model, eps, the target and the norm; AutoAttack eps, norm, the class count and seed; the
+    original the model. The flags that only say what fgsm and original do anyway are accepted."""
+    assert _built(["--attack", "fgsm", "--eps", "0.2"], built) == ("FGSM", (0.2,), dict(targeted=None, norm="linf"))
+    argv = ["--attack", "fgsm", "--eps", "0.5", "--norm", "l2", "--targeted", "least-likely", "--no-random-start"]
+    assert _built(argv, built) == ("FGSM", (0.5,), dict(targeted="least-likely", norm="l2"))
     argv = ["--attack", "autoattack", "--eps", "0.3", "--norm", "l2", "--seed", "4"]
     assert _built(argv, built, num_classes=7) == ("AutoAttack", (), dict(eps=0.3, norm="l2", n_classes=7, seed=4))
+    assert _built(["--attack", "autoattack"], built)[2] == dict(eps=0.1, norm="linf", n_classes=10, seed=0)
     assert _built(["--attack", "original"], built) == ("original_attack", (), {})
+    argv = ["--attack", "original", "--targeted", "least-likely", "--no-random-start"]
+    assert _built(argv, built) == ("original_attack", (), {})
+
+
+_FGSM = "(one step of length --eps from the clean images)"
+_AA = "(torchattacks' standard ensemble sets its own steps, restarts, starts and targets)"
+_ORIGINAL = "(the course's fixed attack: 10 steps of 0.01 std in the 0.1 std ball towards the least-likely class)"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--attack", "fgsm", "--step", "0.01"], f"--step: not used by --attack fgsm {_FGSM}"),
+        (["--attack", "fgsm", "--steps", "10"], f"--steps: not used by --attack fgsm {_FGSM}"),
+        (["--attack", "fgsm", "--restarts", "1"], f"--restarts: not used by --attack fgsm {_FGSM}"),
+        (["--attack", "fgsm", "--early-stop"], f"--early-stop: not used by --attack fgsm {_FGSM}"),
+        (["--attack", "fgsm", "--seed", "0"], f"--seed: not used by --attack fgsm {_FGSM}"),
+        (["--attack", "autoattack", "--targeted", "least-likely"],
+         f"--targeted: not used by --attack autoattack {_AA}"),
+        (["--attack", "autoattack", "--step", "0.01"], f"--step: not used by --attack autoattack {_AA}"),
+        (["--attack", "autoattack", "--steps", "5"], f"--steps: not used by --attack autoattack {_AA}"),
+        (["--attack", "autoattack", "--restarts", "2"], f"--restarts: not used by --attack autoattack {_AA}"),
+        (["--attack", "autoattack", "--no-random-start"], f"--no-random-start: not used by --attack autoattack {_AA}"),
+        (["--attack", "autoattack", "--early-stop"], f"--early-stop: not used by --attack autoattack {_AA}"),
+        (["--attack", "original", "--eps", "0.3", "--steps", "3"], f"--eps: not used by --attack original {_ORIGINAL}"),
+        (["--attack", "original", "--norm", "linf"], f"--norm: not used by --attack original {_ORIGINAL}"),
+        (["--attack", "original", "--step", "0.01"], f"--step: not used by --attack original {_ORIGINAL}"),
+        (["--attack", "original", "--steps", "10"], f"--steps: not used by --attack original {_ORIGINAL}"),
+        (["--attack", "original", "--restarts", "1"], f"--restarts: not used by --attack original {_ORIGINAL}"),
+        (["--attack", "original", "--early-stop"], f"--early-stop: not used by --attack original {_ORIGINAL}"),
+        (["--attack", "original", "--seed", "0"], f"--seed: not used by --attack original {_ORIGINAL}"),
+        (["--no-random-start", "--seed", "0"],
+         "--seed: not used with --no-random-start (it seeds PGD's random starts)"),
+        (["--attack", "original", "--eps", "0"], f"--eps: not used by --attack original {_ORIGINAL}"),
+        (["--step", "0"], "--step: must be a number > 0, got 0.0"),
+        (["--step=-1e-9"], "--step: must be a number > 0, got -1e-09"),
+        (["--steps", "0"], "--steps: must be an integer >= 1, got 0"),
+        (["--restarts", "0"], "--restarts: must be an integer >= 1, got 0"),
+    ],
+)  # fmt: skip
+def test_attack_refuses_a_flag_the_attack_would_ignore_before_reading_the_checkpoint(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One whole line and exit 2, before the (here missing) checkpoint is read."""
+    assert main(["attack", "--resume", str(tmp_path / "missing.pth.tar"), *argv]) == 2
+    assert capsys.readouterr().err == f"visionlab: error: {message}\n"
+
+
+def test_attack_fgsm_under_l2_towards_the_least_likely_class_runs_that_attack(
+    ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--attack fgsm --norm l2 --targeted least-likely`` runs the L2, targeted FGSM: its settings and numbers are
+    the library's for that attack on the same images (the attack's values are tested against torchattacks)."""
+    from torch.utils.data import DataLoader, Subset
+
+    argv = ["attack", "--resume", str(ckpt), "--attack", "fgsm", "--norm", "l2", "--eps", "0.5", "--targeted",
+            "least-likely", "--limit-val", "8", "--json", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    model = _model(ckpt)
+    attack = robustness.FGSM(model, 0.5, targeted="least-likely", norm="l2")
+    expected = robustness.robust_evaluate(
+        model, DataLoader(Subset(_val(ckpt), range(8)), batch_size=250), attack, "cpu"
+    )
+    assert result == {k: expected[k] for k in KEYS}
+    assert result["attack"] == {
+        "repr": "FGSM(norm='l2', eps=0.5, step=0.5, steps=1, random_start=False, restarts=1, targeted='least-likely', "
+        "early_stop=False, loss='ce')",
+        "name": "FGSM", "norm": "l2", "eps": 0.5, "step": 0.5, "steps": 1, "random_start": False, "restarts": 1,
+        "targeted": "least-likely", "early_stop": False, "loss": "ce",
+    }  # fmt: skip
+
+
+def test_attack_options_fill_in_the_defaults_and_keep_what_is_given() -> None:
+    """Unset options get the documented defaults (--step stays unset: PGD takes eps / 4); given ones are kept."""
+    parse = build_parser().parse_args
+    assert cli_analysis.attack_options(parse(["attack", "--resume", "x"])) == dict(
+        norm="linf", eps=0.1, step=None, steps=10, restarts=1, no_random_start=False, targeted=None, early_stop=False,
+        seed=0,
+    )  # fmt: skip
+    argv = ["attack", "--resume", "x", "--norm", "l2", "--eps", "0", "--step", "0.5", "--steps", "1", "--restarts",
+            "1", "--seed", "7", "--targeted", "least-likely", "--early-stop"]  # fmt: skip
+    assert cli_analysis.attack_options(parse(argv)) == dict(
+        norm="l2", eps=0.0, step=0.5, steps=1, restarts=1, no_random_start=False, targeted="least-likely",
+        early_stop=True, seed=7,
+    )  # fmt: skip
 
 
 def test_save_adversarial_grids_writes_the_first_20_and_their_difference(tmp_path: Path) -> None:
@@ -604,6 +716,43 @@ def test_robustness_refuses_a_label_count_that_differs_and_limit_val_zero(
     assert main(["robustness", "--resume", str(ckpt), "--limit-val", "0", "--no-progress"]) == 2
     assert capsys.readouterr().err == "visionlab: error: --limit-val: must be an integer >= 1, got 0\n"
     assert swept[0].calls == []
+
+
+_RADIUS = "must be a number in [0, 1] (an L∞ radius in pixel units)"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--steps", "1", "0"], "--steps: must be an integer >= 1, got 0"),
+        (["--at-steps", "0"], "--at-steps: must be an integer >= 1, got 0"),
+        (["--at-eps", "5"], f"--at-eps: {_RADIUS}, got 5.0"),
+        (["--at-eps", "1.0000001"], f"--at-eps: {_RADIUS}, got 1.0000001"),
+        (["--at-eps=-0.001"], f"--at-eps: {_RADIUS}, got -0.001"),
+        (["--at-eps", "nan"], f"--at-eps: {_RADIUS}, got nan"),
+        (["--eps", "0", "1.5"], f"--eps: {_RADIUS}, got 1.5"),
+        (["--eps=-0.1"], f"--eps: {_RADIUS}, got -0.1"),
+    ],
+)
+def test_robustness_refuses_a_radius_or_iteration_count_out_of_range_naming_its_flag(
+    argv: list[str], message: str, tmp_path: Path, swept: tuple[_Sweep, list], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One whole line and exit 2 (no ZeroDivisionError traceback; --at-eps blamed as --at-eps), before the (here
+    missing) checkpoint is read."""
+    assert main(["robustness", "--resume", str(tmp_path / "missing.pth.tar"), *argv]) == 2
+    assert capsys.readouterr().err == f"visionlab: error: {message}\n"
+    assert swept[0].calls == []
+
+
+def test_robustness_takes_the_bounds_of_each_range(ckpt: Path, swept: tuple[_Sweep, list]) -> None:
+    """Radii 0 and 1 and one iteration are the nearest settings accepted; they reach the sweep as given."""
+    argv = ["robustness", "--resume", str(ckpt), "--eps", "0", "1", "--steps", "1", "--at-eps", "1", "--at-steps",
+            "1", "--limit-val", "2", "--out", str(ckpt.parent / "r"), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert main([*argv, "--at-eps", "0"]) == 0
+    assert [(c["eps_list"], c["steps_list"], c["eps"], c["steps"]) for c in swept[0].calls] == [
+        ([0.0, 1.0], [1], 1.0, 1), ([0.0, 1.0], [1], 0.0, 1)
+    ]  # fmt: skip
 
 
 def test_robustness_on_a_rank_other_than_0_writes_and_prints_nothing(

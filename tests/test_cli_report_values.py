@@ -18,8 +18,9 @@ from visionlab.errors import CheckpointError
 class _Run:
     """A run as :func:`visionlab.report.load_runs` returns it: a path, a checkpoint or None, and its files."""
 
-    def __init__(self, path: Path, checkpoint: Path | None, saliency: bool = False) -> None:
+    def __init__(self, path: Path, checkpoint: Path | None, saliency: bool = False, data: str = "folder:/f") -> None:
         self.path, self.checkpoint, self.saliency = path, checkpoint, saliency
+        self.config = {"data": data}
 
     def file(self, *parts: str) -> Path | None:
         return self.path.joinpath(*parts) if parts == ("saliency", "saliency.png") and self.saliency else None
@@ -91,6 +92,20 @@ def test_report_checks_its_options_before_reading_runs(report_lib: dict[str, Any
     assert "paths" not in report_lib
 
 
+def test_report_takes_a_data_root_only_when_a_run_reads_one(report_lib: dict[str, Any], tmp_path: Path, capsys) -> None:
+    """--data-root with no run on the plain fashion-mnist spec is one whole line before any analysis; with one
+    such run among others it reaches the analyses (each run reads it or not)."""
+    assert main(["report", "ra", "--data-root", "/d", "-o", str(tmp_path / "p.html")]) == 2
+    assert capsys.readouterr().err == (
+        "visionlab: error: --data-root: none of these runs reads fashion-mnist from a data root (each names its "
+        "folder)\n"
+    )
+    assert report_lib["analysed"] == []
+    report_lib["runs"].append(_Run(tmp_path / "c", None, data="fashion-mnist"))
+    assert main(["report", "ra", "--data-root", "/d", "-o", str(tmp_path / "p.html")]) == 0
+    assert [args.data_root for _, _, args in report_lib["analysed"]] == ["/d"]
+
+
 def _args(**extra: Any) -> argparse.Namespace:
     values = dict(runs=["r"], out="report.html", data_root=None, limit_val=None, num=20, batch_size=256,
                   device=None, no_check_images=False, screenshot=None)  # fmt: skip
@@ -107,8 +122,8 @@ def loaded(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     seen: dict[str, Any] = {"bundle": SimpleNamespace(val=_Split(range(6)), class_names=["x", "y"])}
     seen["state"] = {"class_names": ["cat", "dog"]}
 
-    def load(namespace: argparse.Namespace, resume: str) -> tuple[Any, ...]:
-        seen["load"] = (namespace, resume)
+    def load(namespace: argparse.Namespace, resume: str, *, strict: bool = True) -> tuple[Any, ...]:
+        seen["load"] = (namespace, resume, strict)
         return seen["state"], "MODEL", seen["bundle"], "DEV"
 
     monkeypatch.setattr("visionlab.cli_analysis._load", load)
@@ -126,8 +141,9 @@ def test_analyse_loads_the_checkpoint_as_eval_does_and_hands_the_options_on(load
     run = _Run(Path("/r"), Path("/r/model_best.pth.tar"))
     args = _args(limit_val=4, batch_size=8, num=3, data_root="/d")
     assert cli_report._analyse(run, Path("/r/model_best.pth.tar"), args) == "ANALYSIS"
-    namespace, resume = loaded["load"]
+    namespace, resume, strict = loaded["load"]
     assert vars(namespace) == {**vars(args), "data": None} and resume == "/r/model_best.pth.tar"
+    assert strict is False  # --data-root applies to the runs on fashion-mnist, not refused for the others
     assert loaded["analyse"] == (
         "MODEL", [0, 1, 2, 3], ["cat", "dog"], "DEV",
         dict(checkpoint=Path("/r/model_best.pth.tar"), batch_size=8, num_images=3, with_saliency=True),
@@ -148,7 +164,7 @@ def test_analyse_falls_back_to_the_datasets_class_names_and_skips_drawn_saliency
 def test_analyse_of_an_unreadable_checkpoint_is_its_message(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     """A user error while loading: one note on stderr, and the message becomes the model sections' text."""
 
-    def load(namespace: argparse.Namespace, resume: str) -> None:
+    def load(namespace: argparse.Namespace, resume: str, *, strict: bool = True) -> None:
         raise CheckpointError(f"{resume}: checkpoint not found")
 
     monkeypatch.setattr("visionlab.cli_analysis._load", load)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import pytest
 import torch
 
+import visionlab.engine.distributed as distributed
 from visionlab import cli
 from visionlab.cli import CLIError, build_parser, main, not_available, run, train_config_from_args
 from visionlab.engine import TrainConfig, save_checkpoint
@@ -78,10 +79,17 @@ def test_switches_become_their_fields() -> None:
     )  # fmt: skip
 
 
-def test_a_namespace_without_the_switches_is_the_defaults() -> None:
-    """A namespace holding none of the optional switches (main.py's, a library caller's) resolves to defaults."""
+@pytest.fixture
+def three_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine's default number of DataLoader workers is 3 (whatever its CPUs)."""
+    monkeypatch.setattr(distributed, "default_workers", lambda: 3)
+
+
+def test_a_namespace_without_the_switches_is_the_defaults(three_workers: None) -> None:
+    """A namespace holding none of the optional switches (main.py's, a library caller's) resolves to defaults,
+    the machine's number of workers included."""
     cfg, resume = train_config_from_args(argparse.Namespace(data="folder:/x", model="simplenet"))
-    assert resume is None and cfg == TrainConfig(data="folder:/x")
+    assert resume is None and cfg == TrainConfig(data="folder:/x", workers=3)
 
 
 def test_given_flags_win_over_the_recipe_and_the_recipe_over_defaults() -> None:
@@ -103,10 +111,18 @@ def test_the_recipe_is_the_given_models() -> None:
     assert cfg.model_kwargs == dict(widths=[16, 32, 64, 128, 256], depths=[1, 1, 1, 1, 1])
 
 
-def test_a_file_dataset_gets_the_default_recipe() -> None:
+def test_a_file_dataset_gets_the_default_recipe(three_workers: None) -> None:
     """A folder: dataset is no Fashion-MNIST: TrainConfig's defaults, the data spec kept whole."""
     cfg, _ = train_config_from_args(_args("train", "--data", "folder:/some/where", "--image-size", "32"))
-    assert cfg == TrainConfig(data="folder:/some/where", image_size=32)
+    assert cfg == TrainConfig(data="folder:/some/where", image_size=32, workers=3)
+
+
+def test_workers_given_or_from_the_recipe_win_over_the_machines_default(three_workers: None) -> None:
+    """-j N is N (0 too); the ViT's Fashion-MNIST recipe sets 1; otherwise the machine's default."""
+    assert train_config_from_args(_args("train", "--data", "folder:/x", "-j", "1"))[0].workers == 1
+    assert train_config_from_args(_args("train", "-j", "0"))[0].workers == 0
+    assert train_config_from_args(_args("train", "--model", "vit"))[0].workers == 1
+    assert train_config_from_args(_args("train"))[0].workers == 3
 
 
 def test_flags_are_checked_before_the_checkpoint_is_read(tmp_path: Path) -> None:
@@ -143,12 +159,13 @@ def test_an_exact_resume_keeps_the_stored_run_and_says_what_it_ignores(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """checkpoint.pth.tar: the stored config, out reset, run-time flags applied, others noted whole."""
-    ckpt = _save(_state(optimizer=True, lr=0.05, epochs=4, out="/old/run", seed=2), tmp_path / "ck.pth.tar")
+    stored = dict(lr=0.05, seed=2, data="folder:/f")
+    ckpt = _save(_state(optimizer=True, epochs=4, out="/old/run", **stored), tmp_path / "ck.pth.tar")
     argv = ["train", "--resume", str(ckpt), "--lr", "0.5", "--epochs", "6", "-j", "1", "--seed", "2",
             "--label-smoothing", "0.1", "--no-progress"]  # fmt: skip
     cfg, resume = train_config_from_args(_args(*argv))
     assert resume == str(ckpt)
-    assert cfg == TrainConfig.from_dict({**_state(lr=0.05, seed=2)["config"], "epochs": 6, "workers": 1,
+    assert cfg == TrainConfig.from_dict({**_state(**stored)["config"], "epochs": 6, "workers": 1,
                                          "progress": False, "out": None})  # fmt: skip
     assert capsys.readouterr().err.splitlines() == [
         "[visionlab] note: ignoring --lr 0.5: an exact resume keeps the checkpoint's 0.05 (fine-tune from "
@@ -249,6 +266,79 @@ def test_train_validates_the_whole_config_before_building_the_trainer(trainer: t
     assert trainer.built == []
 
 
+_IN_MEMORY = "is held in memory and batched without worker processes (leave -j unset)"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-j", "1"], f"-j/--workers: fashion-mnist {_IN_MEMORY}"),
+        (["--data", "cifar10:/c", "-j", "2"], f"-j/--workers: cifar10:/c {_IN_MEMORY}"),
+        (["--data", "folder:/x", "--data-root", "/r"],
+         "--data-root: only --data fashion-mnist is looked up there; folder:/x names its own folder"),
+        (["--data", "fashion-mnist:/p", "--data-root", "/r"],
+         "--data-root: only --data fashion-mnist is looked up there; fashion-mnist:/p names its own folder"),
+        (["--adv-eps", "0.1"], "--adv-eps: used only with --adv-train or --select-by robust (the radius of their PGD)"),
+        (["--robust-val", "100"],
+         "--robust-val: used only with --adv-train or --select-by robust (the images their PGD validation attacks)"),
+        (["--adv-step", "0.01"], "--adv-step: used only with --adv-train"),
+        (["--adv-train", "fgsm-rs", "--adv-steps", "3"],
+         "--adv-steps: used only with --adv-train pgd or trades (fgsm-rs and n-fgsm take one step)"),
+        (["--adv-train", "n-fgsm", "--adv-steps", "3"],
+         "--adv-steps: used only with --adv-train pgd or trades (fgsm-rs and n-fgsm take one step)"),
+        (["--adv-train", "trades", "--adv-mix", "0.5"],
+         "--adv-mix: used only with --adv-train pgd, fgsm-rs or n-fgsm (TRADES weighs its two terms by --trades-beta)"),
+        (["--adv-mix", "0"],
+         "--adv-mix: used only with --adv-train pgd, fgsm-rs or n-fgsm (TRADES weighs its two terms by --trades-beta)"),
+        (["--adv-train", "pgd", "--trades-beta", "6"], "--trades-beta: used only with --adv-train trades"),
+    ],
+)  # fmt: skip
+def test_train_refuses_a_flag_the_run_would_not_read(
+    argv: list[str], message: str, trainer: type[_Trainer], capsys
+) -> None:
+    """One whole line, exit 2, and no Trainer: a flag accepted and not read would leave the user believing it ran."""
+    assert main(["train", *argv]) == 2
+    assert capsys.readouterr().err == f"visionlab: error: {message}\n"
+    assert trainer.built == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-j", "0"], ["--data", "folder:/x", "-j", "1"], ["--data", "fmnist", "--data-root", "/r"],
+        ["--select-by", "robust", "--adv-eps", "0.2", "--robust-val", "10"],
+        ["--adv-train", "fgsm-rs", "--adv-eps", "0.2", "--adv-step", "0.25", "--adv-mix", "0.5", "--robust-val", "10"],
+        ["--adv-train", "n-fgsm", "--adv-step", "0.1", "--adv-mix", "0.5"],
+        ["--adv-train", "pgd", "--adv-steps", "2", "--adv-step", "0.05", "--adv-mix", "0.5"],
+        ["--adv-train", "trades", "--adv-steps", "2", "--adv-step", "0.05", "--trades-beta", "3"],
+    ],
+)  # fmt: skip
+def test_train_takes_each_flag_where_the_run_reads_it(argv: list[str], trainer: type[_Trainer]) -> None:
+    """The nearest combinations that are read: the flags reach the Trainer's config."""
+    trainer.result = {"run_dir": "r"}
+    assert main(["train", "--epochs", "2", *argv]) == 0
+    ((cfg, _),) = trainer.built
+    given = vars(_args("train", *argv))
+    assert all(getattr(cfg, k) == v for k, v in given.items() if k in cli._TRAIN_FIELDS and v is not None)
+
+
+def test_an_exact_resume_refuses_workers_for_data_held_in_memory(tmp_path: Path) -> None:
+    """-j is a run-time flag an exact resume applies: refused all the same for the stored Fashion-MNIST run."""
+    ckpt = _save(_state(optimizer=True, data="fashion-mnist"), tmp_path / "ck.pth.tar")
+    with pytest.raises(CLIError) as caught:
+        train_config_from_args(_args("train", "--resume", str(ckpt), "-j", "2"))
+    assert str(caught.value) == f"-j/--workers: fashion-mnist {_IN_MEMORY}"
+    assert train_config_from_args(_args("train", "--resume", str(ckpt), "-j", "0"))[0].workers == 0
+
+
+def test_train_on_a_folder_that_does_not_exist_names_the_folder(tmp_path: Path, capsys) -> None:
+    """``--data folder:PATH`` with no PATH: one line about PATH itself, exit 2, and no run directory."""
+    missing, out = tmp_path / "nonexistent", tmp_path / "run"
+    assert main(["train", "--data", f"folder:{missing}", "--out", str(out), "--no-tensorboard"]) == 2
+    assert capsys.readouterr().err == f"visionlab: error: dataset 'folder:{missing}': {missing}: no such directory\n"
+    assert not out.exists()
+
+
 # ------------------------------------------------------------------------------------------------ eval
 class _Split(list):
     """A validation split of seven items with a settable transform."""
@@ -270,12 +360,36 @@ def test_eval_data_loads_the_checkpoints_dataset_as_stored(monkeypatch: pytest.M
     args = _args("eval", "--resume", "m.pth")
     assert cli._eval_data(state, args) is bundle and bundle.val.transform is None
     assert calls.pop() == ("fashion-mnist", dict(data_root="/stored", image_size=None, check_images=True))
-    args = _args("eval", "--resume", "m", "--data", "folder:/f", "--data-root", "/r", "--no-check-images")
+    args = _args("eval", "--resume", "m", "--data", "folder:/f", "--no-check-images")
     cli._eval_data(state, args)
-    assert calls.pop() == ("folder:/f", dict(data_root="/r", image_size=28, check_images=False))
+    assert calls.pop() == ("folder:/f", dict(data_root="/stored", image_size=28, check_images=False))
+    cli._eval_data(state, _args("eval", "--resume", "m", "--data", "fmnist", "--data-root", "/r"))
+    assert calls.pop() == ("fmnist", dict(data_root="/r", image_size=None, check_images=True))
     assert capsys.readouterr().err == ""
     cli._eval_data(_state(data="miniplaces:/m", image_size=64), _args("eval", "--resume", "m"))
     assert calls.pop()[1]["image_size"] == 64
+
+
+def test_eval_data_refuses_data_flags_its_dataset_would_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--data-root for a spec with its own folder, -j N for data held in memory: refused before loading, unless
+    ``strict`` is off (report: its flags apply to the runs that read them)."""
+    monkeypatch.setattr("visionlab.data.load_dataset", lambda data, **kw: _bundle())
+    cases = [
+        (_state(data="folder:/f"), ["--data-root", "/r"],
+         "--data-root: only --data fashion-mnist is looked up there; folder:/f names its own folder"),
+        (_state(), ["--data", "miniplaces:/m", "--data-root", "/r"],
+         "--data-root: only --data fashion-mnist is looked up there; miniplaces:/m names its own folder"),
+        (_state(), ["-j", "1"], f"-j/--workers: fashion-mnist {_IN_MEMORY}"),
+        (_state(data="cifar10:/c"), ["-j", "4"], f"-j/--workers: cifar10:/c {_IN_MEMORY}"),
+    ]  # fmt: skip
+    for state, extra, message in cases:
+        args = _args("eval", "--resume", "m", *extra)
+        with pytest.raises(CLIError) as caught:
+            cli._eval_data(state, args)
+        assert str(caught.value) == message
+        cli._eval_data(state, args, strict=False)
+    cli._eval_data(_state(data="folder:/f"), _args("eval", "--resume", "m", "-j", "1"))
+    cli._eval_data(_state(), _args("eval", "--resume", "m", "-j", "0", "--data-root", "/r"))
 
 
 def test_eval_data_converts_images_the_model_does_not_take(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
@@ -334,10 +448,11 @@ def eval_stand_ins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str,
     return seen
 
 
-def test_eval_hands_its_options_on_and_prints_one_line(eval_stand_ins: dict[str, Any], capsys) -> None:
+def test_eval_hands_its_options_on_and_prints_one_line(eval_stand_ins: dict[str, Any], tmp_path: Path, capsys) -> None:
     """-b, -j, --limit-val, --tta and --device reach the loader and evaluation; the line has three decimals."""
     seen = eval_stand_ins
-    argv = ["eval", "--resume", seen["ckpt"], "-b", "5", "-j", "3", "--limit-val", "4", "--tta", "--device", "cpu"]
+    ckpt = _save(_state(data="folder:/f"), tmp_path / "folder.pth.tar")  # files: -j reads them
+    argv = ["eval", "--resume", str(ckpt), "-b", "5", "-j", "3", "--limit-val", "4", "--tta", "--device", "cpu"]
     assert main(argv) == 0
     assert capsys.readouterr().out == "* Acc@1 12.346 Acc@5 50.000\n"
     assert seen["device"] == "cpu"
@@ -345,13 +460,13 @@ def test_eval_hands_its_options_on_and_prints_one_line(eval_stand_ins: dict[str,
     assert seen["evaluate"] == (("model", "dev"), "L", "dev", dict(tta=True, progress=True, dist=seen["dist"]))
 
 
-def test_eval_json_defaults_and_no_progress(eval_stand_ins: dict[str, Any], capsys) -> None:
-    """--json prints exactly top1, top5, n and loss; defaults: auto device, 256 per batch, 2 workers."""
+def test_eval_json_defaults_and_no_progress(eval_stand_ins: dict[str, Any], three_workers: None, capsys) -> None:
+    """--json prints exactly top1, top5, n and loss; defaults: auto device, 256 per batch, the machine's workers."""
     seen = eval_stand_ins
     assert main(["eval", "--resume", seen["ckpt"], "--json", "--no-progress"]) == 0
     assert capsys.readouterr().out == '{"top1": 12.3456, "top5": 50.0, "n": 7, "loss": 2.5}\n'
     assert seen["device"] == "auto"
-    assert seen["loader"] == (("shard", list(range(7)), seen["dist"]), 256, dict(train=False, workers=2, device="dev"))
+    assert seen["loader"] == (("shard", list(range(7)), seen["dist"]), 256, dict(train=False, workers=3, device="dev"))
     assert seen["evaluate"][3] == dict(tta=False, progress=False, dist=seen["dist"])
 
 
@@ -415,6 +530,8 @@ def test_predict_paths_of_a_dataset_split(monkeypatch: pytest.MonkeyPatch) -> No
         (["--data", "fashion-mnist:/x"], "--data fashion-mnist:/x: fashion-mnist keeps its images in arrays, not "
          "files; use eval"),
         (["x.png", "--data", "folder:/f"], "predict: give IMAGE paths or --data SPEC, not both"),
+        (["x.png", "--split", "val"], "--split: only with --data SPEC (IMAGE paths are predicted as given)"),
+        (["x.png", "--split", "test"], "--split: only with --data SPEC (IMAGE paths are predicted as given)"),
     ]  # fmt: skip
     for extra, message in cases:
         with pytest.raises(CLIError) as caught:

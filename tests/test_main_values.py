@@ -94,9 +94,6 @@ def test_evaluate_and_attack_command_lines() -> None:
         "attack", "--resume", "m", "--data", "d", "--device", "cpu", "--attack", "original", "-b", "4", "--vis",
         "--out", "o",
     ]  # fmt: skip
-    assert _translate("d", "-a", "-e", "--resume", "m", "--gpu", "-1", given=True) == [
-        "attack", "--resume", "m", "--data", "d", "--device", "cpu", "--attack", "original",
-    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -106,6 +103,7 @@ def test_evaluate_and_attack_command_lines() -> None:
         (["-e"], "-e/--evaluate needs --resume CKPT (the model to evaluate)"),
         (["-v"], "-v/--vis needs -e (saliency maps of the evaluated model) or -a (adversarial samples)"),
         (["--use-vit", "--use-resnet18"], "--use-vit and --use-resnet18: choose one model"),
+        (["-a", "-e", "--resume", "m"], "-e/--evaluate and -a/--attack: choose one (-a prints the clean accuracy too)"),
     ],
 )
 def test_flags_that_do_not_go_together(argv: list[str], message: str) -> None:
@@ -172,6 +170,57 @@ def test_main_prints_a_translation_error_in_its_own_flags(monkeypatch: pytest.Mo
     assert capsys.readouterr().err == (
         "main.py: error: --gpu: must be in [0, 1) (the visible GPUs) or negative for the CPU, got 3\n"
     )
+
+
+_TRAINING = "a training option"
+_MODEL = "the checkpoint fixes the model"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-e", "--epochs", "5"], f"--epochs: not used with -e/--evaluate ({_TRAINING})"),
+        (["-e", "--warmup", "1"], f"--warmup: not used with -e/--evaluate ({_TRAINING})"),
+        (["-e", "--clip-grad", "0"], f"--clip-grad: not used with -e/--evaluate ({_TRAINING})"),
+        (["-e", "--start-epoch", "1"], f"--start-epoch: not used with -e/--evaluate ({_TRAINING})"),
+        (["-e", "--learning-rate", "0.1"], f"--lr/--learning-rate: not used with -e/--evaluate ({_TRAINING})"),
+        (["-e", "--momentum", "0.9"], f"--momentum: not used with -e/--evaluate ({_TRAINING})"),
+        (["-e", "--wd", "0"], f"--wd/--weight-decay: not used with -e/--evaluate ({_TRAINING})"),
+        (["-e", "-p", "5"], f"-p/--print-freq: not used with -e/--evaluate ({_TRAINING})"),
+        (["-e", "--use-custom-conv"], f"--use-custom-conv: not used with -e/--evaluate ({_MODEL})"),
+        (["-e", "--use-vit"], f"--use-vit: not used with -e/--evaluate ({_MODEL})"),
+        (["-e", "--use-resnet18"], f"--use-resnet18: not used with -e/--evaluate ({_MODEL})"),
+        (["-e", "--out", "o"],
+         "--out: not used with -e/--evaluate (-e writes no files; --out takes the saliency maps of -e -v)"),
+        (["-a", "--epochs", "5"], f"--epochs: not used with -a/--attack ({_TRAINING})"),
+        (["-a", "--use-vit"], f"--use-vit: not used with -a/--attack ({_MODEL})"),
+        (["-a", "-j", "2"], "-j/--workers: not used with -a/--attack (the attack loads its images in this process)"),
+        (["-a", "--tta"], "--tta: not used with -a/--attack (the attack has no test-time augmentation)"),
+    ],
+)  # fmt: skip
+def test_main_refuses_a_flag_the_mode_would_not_read(
+    argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """-e and -a run eval and attack on the checkpoint: a training or model flag, or one the command lacks, is one
+    whole line and exit 2, and nothing runs."""
+    monkeypatch.setattr(main_py, "visionlab_main", lambda argv, **kw: pytest.fail("ran"))
+    assert main_py.main(["d", "--resume", "m", "--gpu", "-1", *argv]) == 2
+    assert capsys.readouterr().err == f"main.py: error: {message}\n"
+
+
+def test_main_passes_on_every_flag_the_mode_reads(visionlab_main: list[tuple[list[str], dict[str, Any]]]) -> None:
+    """The nearest accepted lines: -e with -b, -j, --tta, and --out with -v; -a with -b, -v and --out."""
+    eval_argv = ["d", "-e", "--resume", "m", "--gpu", "-1", "-b", "8", "-j", "0", "--tta", "-v", "--out", "o"]
+    assert main_py.main(eval_argv) == 5  # eval (0), then the saliency maps (5)
+    assert [argv for argv, _ in visionlab_main] == [
+        ["eval", "--resume", "m", "--data", "d", "--device", "cpu", "-b", "8", "-j", "0", "--tta"],
+        ["saliency", "--resume", "m", "--data", "d", "--device", "cpu", "--out", "o"],
+    ]
+    assert main_py.main(["d", "-a", "--resume", "m", "--gpu", "-1", "-b", "8", "-v", "--out", "o"]) == 0
+    assert visionlab_main[-1][0] == [
+        "attack", "--resume", "m", "--data", "d", "--device", "cpu", "--attack", "original", "-b", "8", "--vis",
+        "--out", "o",
+    ]  # fmt: skip
 
 
 def test_main_py_flag_table() -> None:

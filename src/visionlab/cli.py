@@ -23,9 +23,11 @@ __all__ = [
     "FIELD_FLAGS",
     "CLIError",
     "build_parser",
+    "check_data_flags",
     "format_user_error",
     "main",
     "not_available",
+    "reads_data_root",
     "run",
     "train_config_from_args",
 ]
@@ -68,7 +70,7 @@ FIELD_FLAGS: dict[str, str] = {
     # the analysis commands' options (visionlab.cli_analysis) and the settings of the objects they build
     "attack": "--attack", "eps": "--eps", "step": "--step", "steps": "--steps", "restarts": "--restarts",
     "norm": "--norm", "targeted": "--targeted", "num": "--num", "smoothgrad_samples": "--smoothgrad",
-    "noise_std": "--noise-std",
+    "noise_std": "--noise-std", "at_eps": "--at-eps", "at_steps": "--at-steps",
     # data fetch
     "sha256": "--sha256",
 }  # fmt: skip
@@ -82,15 +84,21 @@ def not_available(flag: str, what: str) -> CLIError:
     return CLIError(f"{flag}: {what} is not available yet in this version of visionlab")
 
 
+_WORKERS_HELP = (
+    "data-loading worker processes of each process (default: min(4, the CPUs this process may use / torchrun's "
+    "processes on this node)); not for fashion-mnist or cifar10, batched in memory"
+)
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """Training flags (no defaults here: None means 'from the recipe or TrainConfig')."""
     d = p.add_argument_group("data")
     d.add_argument("--data", help="fashion-mnist (default) | miniplaces:PATH | folder:PATH | cifar10:PATH | PATH")
-    d.add_argument("--data-root", help="where fashion-mnist is kept (default $VISIONLAB_DATA or ./data)")
+    d.add_argument("--data-root", help="where --data fashion-mnist is kept (default $VISIONLAB_DATA or ./data)")
     d.add_argument("--image-size", type=int, help="model input side for file datasets (default 128)")
     d.add_argument("--limit-train", type=int, metavar="N", help="use only the first N training images")
     d.add_argument("--limit-val", type=int, metavar="N", help="use only the first N validation images")
-    d.add_argument("-j", "--workers", type=int, help="data-loading processes (default 4)")
+    d.add_argument("-j", "--workers", type=int, help=_WORKERS_HELP)
     d.add_argument("--no-check-images", action="store_true", help="skip verifying every image file up front")
     d.add_argument("--augment", metavar="SPEC",
                    help="Fashion-MNIST / CIFAR-10 batch augmentation: none, or comma-separated flip, crop=PAD, "
@@ -169,11 +177,14 @@ def train_config_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
     """Resolve flags + recipe + defaults into a TrainConfig; returns ``(config, resume_path)``.
 
     Every flag given is checked against its field's range first, before the checkpoint or any data is read
-    (also a flag an exact resume then ignores); the caller validates the resolved config as a whole.
+    (also a flag an exact resume then ignores); then each flag given against the resolved run, which must read
+    it (:func:`check_data_flags`, :func:`_check_adversarial_flags`). ``-j`` left unset is
+    :func:`~visionlab.engine.distributed.default_workers`. The caller validates the resolved config as a whole.
     """
     from visionlab.data import parse_spec
     from visionlab.engine import TrainConfig
     from visionlab.engine.config import check_field
+    from visionlab.engine.distributed import default_workers
     from visionlab.recipes import recipe_for
 
     given = {f: getattr(args, f) for f in _TRAIN_FIELDS if getattr(args, f, None) is not None}
@@ -193,7 +204,9 @@ def train_config_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
     resume = getattr(args, "resume", None)
     state = _load_model_checkpoint(resume) if resume else None
     if state is not None and "optimizer" in state:  # exact resume: the stored run, run-time fields overridable
-        return _exact_resume_config(state, given), resume
+        cfg = _exact_resume_config(state, given)
+        check_data_flags(cfg.data, workers=given.get("workers"), data_root=given.get("data_root"))
+        return cfg, resume
     if state is not None:  # fine-tuning: the architecture comes from the checkpoint, the rest from the flags
         given.setdefault("model", state["model_args"]["name"])
         given.setdefault("conv", state["model_args"].get("conv", "native"))
@@ -205,7 +218,56 @@ def train_config_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
         given.setdefault("image_size", state["model_args"]["image_size"])  # decode at the size the model takes
     values = recipe_for(given.get("model", TrainConfig.model), kind)
     values.update(given)
-    return TrainConfig(**values), resume
+    values.setdefault("workers", default_workers())
+    cfg = TrainConfig(**values)
+    check_data_flags(cfg.data, workers=given.get("workers"), data_root=given.get("data_root"))
+    _check_adversarial_flags(cfg, given)
+    return cfg, resume
+
+
+# Datasets held in memory and batched in the training process itself: no DataLoader worker processes.
+_IN_MEMORY_KINDS = ("fashion-mnist", "cifar10")
+
+
+def reads_data_root(data: str) -> bool:
+    """Whether the dataset spec ``data`` is looked up in the data root: only the plain Fashion-MNIST spec is
+    (every other spec names its own folder)."""
+    return data in ("fashion-mnist", "fashionmnist", "fmnist")
+
+
+def check_data_flags(data: str, *, workers: int | None = None, data_root: str | None = None) -> None:
+    """Refuse a data flag that the dataset ``data`` would not read: ``-j N`` (N > 0) for a dataset held in memory,
+    whose batches are made in the process itself, and ``--data-root`` for a spec that names its own folder."""
+    from visionlab.data import parse_spec
+
+    if workers and parse_spec(data)[0] in _IN_MEMORY_KINDS:
+        raise CLIError(f"-j/--workers: {data} is held in memory and batched without worker processes (leave -j unset)")
+    if data_root is not None and not reads_data_root(data):
+        raise CLIError(f"--data-root: only --data fashion-mnist is looked up there; {data} names its own folder")
+
+
+def _adversarial_readers(cfg: Any) -> dict[str, tuple[bool, str]]:
+    """The adversarial-training fields only some runs read: ``field -> (whether cfg's run reads it, what it
+    needs)``."""
+    monitored = cfg.adv_train is not None or cfg.select_by == "robust"
+    return {
+        "adv_eps": (monitored, "--adv-train or --select-by robust (the radius of their PGD)"),
+        "adv_steps": (cfg.adv_train in ("pgd", "trades"),
+                      "--adv-train pgd or trades (fgsm-rs and n-fgsm take one step)"),
+        "adv_step": (cfg.adv_train is not None, "--adv-train"),
+        "adv_mix": (cfg.adv_train in ("pgd", "fgsm-rs", "n-fgsm"),
+                    "--adv-train pgd, fgsm-rs or n-fgsm (TRADES weighs its two terms by --trades-beta)"),
+        "trades_beta": (cfg.adv_train == "trades", "--adv-train trades"),
+        "robust_val": (monitored, "--adv-train or --select-by robust (the images their PGD validation attacks)"),
+    }  # fmt: skip
+
+
+def _check_adversarial_flags(cfg: Any, given: Mapping[str, Any]) -> None:
+    """Refuse an adversarial-training flag given to a run that does not read it (``--trades-beta`` without
+    TRADES, ``--adv-steps`` with FGSM-RS, ...): run and ignored, the run would not be the one asked for."""
+    for field, (reads, needs) in _adversarial_readers(cfg).items():
+        if field in given and not reads:
+            raise CLIError(f"{FIELD_FLAGS[field]}: used only with {needs}")
 
 
 def _exact_resume_config(state: dict[str, Any], given: dict[str, Any]) -> Any:
@@ -266,17 +328,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_data(state: dict[str, Any], args: argparse.Namespace):
+def _eval_data(state: dict[str, Any], args: argparse.Namespace, *, strict: bool = True):
     """The dataset to evaluate, its validation images fed to the model as it takes them.
 
     Data that does not fit the checkpoint (an RGB folder for a grayscale 28-px model, 28-px Fashion-MNIST for a
     32-px RGB model) is converted as ``predict`` converts any image: to the model's channels and size with the
     checkpoint's evaluation transform. A different number of classes cannot be converted and is an error.
+    ``strict``: refuse ``-j`` / ``--data-root`` where this dataset would not read them (:func:`check_data_flags`);
+    ``report``, which applies its flags to several runs, reads them where they apply.
     """
     from visionlab.data import DatasetError, eval_transform, load_dataset, parse_spec
 
     stored, margs = state["config"], state["model_args"]
     data = args.data or stored["data"]
+    if strict:
+        check_data_flags(data, workers=getattr(args, "workers", None), data_root=args.data_root)
     kind, _ = parse_spec(data)
     bundle = load_dataset(
         data,
@@ -299,15 +365,18 @@ def _eval_data(state: dict[str, Any], args: argparse.Namespace):
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from visionlab.engine import evaluate, make_loader, model_from_checkpoint
-    from visionlab.engine.distributed import init_distributed, shard_dataset
+    from visionlab.engine.distributed import default_workers, init_distributed, shard_dataset
     from visionlab.engine.trainer import _limit
 
-    _check_options(args, "batch_size", "workers", "limit_val", "device")
+    _check_options(args, "batch_size", "limit_val", "device")
+    if args.workers is not None:
+        _check_options(args, "workers")
     state = _load_model_checkpoint(args.resume)
     dist, device = init_distributed(args.device or "auto")  # under torchrun each rank evaluates its share
     bundle = _eval_data(state, args)
     shard = shard_dataset(_limit(bundle.val, args.limit_val), dist)
-    loader = make_loader(shard, args.batch_size, train=False, workers=args.workers, device=device)
+    workers = default_workers() if args.workers is None else args.workers
+    loader = make_loader(shard, args.batch_size, train=False, workers=workers, device=device)
     model = model_from_checkpoint(state, device)
     stats = evaluate(model, loader, device, tta=args.tta, progress=not args.no_progress and dist.is_main, dist=dist)
     if not dist.is_main:
@@ -341,6 +410,8 @@ def _predict_paths(args: argparse.Namespace) -> list[Path]:
     from visionlab.data import load_dataset, parse_spec
 
     if not args.data:
+        if args.split is not None:
+            raise CLIError("--split: only with --data SPEC (IMAGE paths are predicted as given)")
         return _image_paths(args.images)
     if args.images:
         raise CLIError("predict: give IMAGE paths or --data SPEC, not both")
@@ -348,7 +419,7 @@ def _predict_paths(args: argparse.Namespace) -> list[Path]:
     if kind not in _FILE_KINDS:
         raise CLIError(f"--data {args.data}: {kind} keeps its images in arrays, not files; use eval")
     bundle = load_dataset(args.data)
-    split = bundle.test if args.split == "test" else bundle.val
+    split = bundle.val if args.split == "val" else bundle.test
     if split is None:
         raise CLIError(f"--data {args.data}: no test split (test.txt or images/test/); try --split val")
     return [e.path for e in split.entries]
@@ -439,10 +510,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", required=True, metavar="CKPT", help="checkpoint to load (best or last)")
     p.add_argument("--data", help="dataset spec (default: the one the checkpoint was trained on)")
-    p.add_argument("--data-root", help="where fashion-mnist is kept")
+    p.add_argument("--data-root", help="where fashion-mnist is kept, for a checkpoint or --data on fashion-mnist")
     p.add_argument("--limit-val", type=int, metavar="N", help="use only the first N validation images")
     p.add_argument("-b", "--batch-size", type=int, default=256)
-    p.add_argument("-j", "--workers", type=int, default=2)
+    p.add_argument("-j", "--workers", type=int, help=_WORKERS_HELP)
     p.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N")
     p.add_argument("--no-check-images", action="store_true", help="skip verifying every image file up front")
     p.add_argument("--no-progress", action="store_true")
@@ -470,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or directories")
     p.add_argument("--resume", required=True, metavar="CKPT")
     p.add_argument("--data", help="predict a dataset split instead of IMAGE paths")
-    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--split", choices=("test", "val"), help="with --data: the split to predict (default test)")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("-b", "--batch-size", type=int, default=64)
     p.add_argument("--device")

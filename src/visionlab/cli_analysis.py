@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch is imported by the commands, not by `visionlab --help`
     import torch
 
-__all__ = ["add_analysis_commands", "build_attack", "cmd_attack", "cmd_robustness", "cmd_saliency"]
+__all__ = ["add_analysis_commands", "attack_options", "build_attack", "cmd_attack", "cmd_robustness", "cmd_saliency"]
 
 ATTACKS = ("pgd", "fgsm", "autoattack", "original")
 
@@ -29,7 +29,7 @@ def _common(p: argparse.ArgumentParser, resume_nargs: str | None = None) -> None
     else:
         p.add_argument("--resume", required=True, metavar="CKPT", help="checkpoint to load (best or last)")
     p.add_argument("--data", help="dataset spec (default: the one the checkpoint was trained on)")
-    p.add_argument("--data-root", help="where fashion-mnist is kept")
+    p.add_argument("--data-root", help="where fashion-mnist is kept, for a checkpoint or --data on fashion-mnist")
     p.add_argument("-b", "--batch-size", type=int, default=250, help="images per batch (default 250)")
     p.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N")
     p.add_argument("--out", metavar="DIR", help="where images and tables go (default: next to the checkpoint)")
@@ -40,17 +40,20 @@ def _common(p: argparse.ArgumentParser, resume_nargs: str | None = None) -> None
 def _attack_arguments(p: argparse.ArgumentParser) -> None:
     a = p.add_argument_group("threat model (pixel units: images in [0, 1])")
     a.add_argument("--attack", choices=ATTACKS, default="pgd",
-                   help="pgd (default) | fgsm | autoattack (torchattacks' standard ensemble) | original (the "
-                        "course's: 10 steps of 0.01 std in the 0.1 std ball, least-likely target)")  # fmt: skip
-    a.add_argument("--norm", choices=("linf", "l2"), default="linf")
-    a.add_argument("--eps", type=float, default=0.1, help="radius (default 0.1)")
-    a.add_argument("--step", type=float, help="PGD step size (default eps / 4)")
-    a.add_argument("--steps", type=int, default=10, help="PGD iterations (default 10)")
-    a.add_argument("--restarts", type=int, default=1, help="PGD random restarts (default 1)")
+                   help="pgd (default) | fgsm (one step of length --eps: reads --norm, --eps, --targeted) | "
+                        "autoattack (torchattacks' standard ensemble: reads --norm, --eps, --seed) | original (the "
+                        "course's: 10 steps of 0.01 std in the 0.1 std ball, least-likely target; reads none). A "
+                        "threat-model flag the attack does not read is refused")  # fmt: skip
+    a.add_argument("--norm", choices=("linf", "l2"), help="threat model: linf (default) or l2")
+    a.add_argument("--eps", type=float, help="radius (default 0.1)")
+    a.add_argument("--step", type=float, help="PGD step size, > 0 (default eps / 4)")
+    a.add_argument("--steps", type=int, help="PGD iterations (default 10)")
+    a.add_argument("--restarts", type=int, help="PGD random restarts (default 1)")
     a.add_argument("--no-random-start", action="store_true", help="start PGD at the clean images")
-    a.add_argument("--targeted", choices=("least-likely",), help="targeted PGD towards the least-likely class")
+    a.add_argument("--targeted", choices=("least-likely",),
+                   help="pgd / fgsm: step towards the least-likely class (down its loss)")  # fmt: skip
     a.add_argument("--early-stop", action="store_true", help="PGD stops on examples already fooled (faster)")
-    a.add_argument("--seed", type=int, default=0, help="random starts (and AutoAttack) seed (default 0)")
+    a.add_argument("--seed", type=int, help="seed of PGD's random starts and of AutoAttack (default 0)")
 
 
 def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
@@ -61,7 +64,7 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", choices=("predicted", "label"), default="predicted",
                    help="explain the model's own prediction (the original) or the true label")  # fmt: skip
     p.add_argument("--smoothgrad", type=int, default=0, metavar="N", help="SmoothGrad samples (default 0: off)")
-    p.add_argument("--noise-std", type=float, default=0.1, help="SmoothGrad noise std in pixels (default 0.1)")
+    p.add_argument("--noise-std", type=float, help="with --smoothgrad: the noise std in pixels (default 0.1)")
     p.set_defaults(func=cmd_saliency)
 
     p = sub.add_parser("attack", help="clean and robust accuracy under an attack; -v saves image grids")
@@ -77,17 +80,22 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("robustness", help="accuracy vs eps and vs PGD steps: CSV, JSON and plots")
     _common(p, resume_nargs="+")
     p.add_argument("--labels", nargs="+", help="one name per checkpoint (default: run directory names)")
-    p.add_argument("--eps", dest="eps_list", type=float, nargs="+", default=[0.0, 0.025, 0.05, 0.1, 0.15, 0.2])
-    p.add_argument("--steps", dest="steps_list", type=int, nargs="+", default=[1, 2, 5, 10, 20])
-    p.add_argument("--at-eps", type=float, help="radius of the steps sweep (default: the largest --eps)")
-    p.add_argument("--at-steps", type=int, help="iterations of the eps sweep (default: the most --steps)")
+    p.add_argument("--eps", dest="eps_list", type=float, nargs="+", default=[0.0, 0.025, 0.05, 0.1, 0.15, 0.2],
+                   help="L∞ radii of the eps sweep, each in [0, 1]")  # fmt: skip
+    p.add_argument("--steps", dest="steps_list", type=int, nargs="+", default=[1, 2, 5, 10, 20],
+                   help="PGD iterations of the steps sweep, each >= 1")  # fmt: skip
+    p.add_argument("--at-eps", type=float, help="radius of the steps sweep, in [0, 1] (default: the largest --eps)")
+    p.add_argument("--at-steps", type=int, help="iterations of the eps sweep, >= 1 (default: the most --steps)")
     p.add_argument("--limit-val", type=int, default=1000, metavar="N", help="first N images (default 1000)")
     p.set_defaults(func=cmd_robustness)
 
 
 # ------------------------------------------------------------------------------------------------ loading
-def _load(args: argparse.Namespace, resume: str) -> tuple[dict[str, Any], torch.nn.Module, Any, torch.device]:
-    """``(checkpoint, model in eval mode on the device, dataset bundle, device)``."""
+def _load(
+    args: argparse.Namespace, resume: str, *, strict: bool = True
+) -> tuple[dict[str, Any], torch.nn.Module, Any, torch.device]:
+    """``(checkpoint, model in eval mode on the device, dataset bundle, device)``; ``strict`` as for
+    :func:`visionlab.cli._eval_data`."""
     from visionlab.cli import _check_options, _eval_data, _load_model_checkpoint
     from visionlab.engine import model_from_checkpoint
     from visionlab.engine.distributed import init_distributed
@@ -95,7 +103,7 @@ def _load(args: argparse.Namespace, resume: str) -> tuple[dict[str, Any], torch.
     _check_options(args, "batch_size", "device")
     state = _load_model_checkpoint(resume)
     _, device = init_distributed(args.device or "auto")  # under torchrun: this rank's device
-    bundle = _eval_data(state, argparse.Namespace(**{**vars(args), "resume": resume}))
+    bundle = _eval_data(state, argparse.Namespace(**{**vars(args), "resume": resume}), strict=strict)
     return state, model_from_checkpoint(state, device).eval(), bundle, device
 
 
@@ -142,16 +150,20 @@ def _tensorboard(out: Path, tags: dict[str, torch.Tensor]) -> None:
 def cmd_saliency(args: argparse.Namespace) -> int:
     import torch
 
+    from visionlab.cli import CLIError
     from visionlab.engine.config import Range
     from visionlab.explain import TAG_SALIENCY, heatmap_overlay, red_overlay, saliency, save_grid
 
     Range(1, integer=True).check("num", args.num)
+    if args.noise_std is not None and not args.smoothgrad:
+        raise CLIError("--noise-std: only with --smoothgrad N (the noise of its N copies; the plain map has none)")
     _, model, bundle, device = _load(args, args.resume)
     images, labels = _first(bundle.val, args.num)
     images, labels = images.to(device), labels.to(device)
+    noise_std = 0.1 if args.noise_std is None else args.noise_std
     maps = saliency(
         model, images, target=labels if args.target == "label" else None, smoothgrad_samples=args.smoothgrad,
-        noise_std=args.noise_std, generator=torch.Generator().manual_seed(0), batch_size=args.batch_size,
+        noise_std=noise_std, generator=torch.Generator().manual_seed(0), batch_size=args.batch_size,
     )  # fmt: skip
     out = _out_dir(args, args.resume, "saliency")
     overlay = red_overlay(images.cpu(), maps.cpu())
@@ -175,23 +187,71 @@ def cmd_saliency(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ attack
+# The threat-model options each attack reads (argparse dests). Any other one given is refused with the reason:
+# run and ignored, the result would describe an attack the user did not ask for. fgsm and original also accept
+# --no-random-start, and original --targeted least-likely: they describe what those attacks do anyway.
+_READS = {
+    "pgd": ("norm", "eps", "step", "steps", "restarts", "no_random_start", "targeted", "early_stop", "seed"),
+    "fgsm": ("norm", "eps", "targeted", "no_random_start"),
+    "autoattack": ("norm", "eps", "seed"),
+    "original": ("targeted", "no_random_start"),
+}
+_WHY_NOT = {
+    "fgsm": "one step of length --eps from the clean images",
+    "autoattack": "torchattacks' standard ensemble sets its own steps, restarts, starts and targets",
+    "original": "the course's fixed attack: 10 steps of 0.01 std in the 0.1 std ball towards the least-likely class",
+}
+_OPTION_FLAGS = {
+    "norm": "--norm", "eps": "--eps", "step": "--step", "steps": "--steps", "restarts": "--restarts",
+    "no_random_start": "--no-random-start", "targeted": "--targeted", "early_stop": "--early-stop", "seed": "--seed",
+}  # fmt: skip
+_OPTION_DEFAULTS = {"norm": "linf", "eps": 0.1, "steps": 10, "restarts": 1, "seed": 0}
+
+
+def attack_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The threat-model options of ``args`` (``eps``, ``step``, ``steps``, ...) with their defaults filled in.
+
+    Refuses, with a :class:`~visionlab.cli.CLIError` naming the flag and why, an option the chosen ``--attack``
+    does not read, ``--seed`` with ``--no-random-start`` (PGD then draws nothing) and a step, steps or restarts
+    count out of range: a step of 0 never leaves the clean images, and would report the clean accuracy as robust.
+    Reads nothing, so commands call it before loading a checkpoint.
+    """
+    from visionlab.cli import CLIError
+    from visionlab.engine.config import Range
+
+    for name, flag in _OPTION_FLAGS.items():
+        value = getattr(args, name)  # None or False: not given (a given 0 is 0, not False)
+        if value is not None and value is not False and name not in _READS[args.attack]:
+            raise CLIError(f"{flag}: not used by --attack {args.attack} ({_WHY_NOT[args.attack]})")
+    if args.no_random_start and args.seed is not None:
+        raise CLIError("--seed: not used with --no-random-start (it seeds PGD's random starts)")
+    Range(0, low_open=True, optional=True).check("step", args.step)
+    for name in ("steps", "restarts"):
+        Range(1, integer=True, optional=True).check(name, getattr(args, name))
+    options = {name: getattr(args, name) for name in _OPTION_FLAGS}
+    options.update({k: v for k, v in _OPTION_DEFAULTS.items() if options[k] is None})
+    return options
+
+
 def build_attack(args: argparse.Namespace, model: torch.nn.Module, num_classes: int) -> Any:
-    """The attack the flags describe (library objects validate their own settings: ConfigError)."""
+    """The attack the flags describe (:func:`attack_options`; the library objects validate the rest of their
+    settings: ConfigError)."""
     import torch
 
     from visionlab.robustness import FGSM, PGD, AutoAttack, original_attack
 
+    o = attack_options(args)
     if args.attack == "original":
         return original_attack(model)
     if args.attack == "fgsm":
-        return FGSM(model, args.eps)
+        return FGSM(model, o["eps"], targeted=o["targeted"], norm=o["norm"])
     if args.attack == "autoattack":
-        return AutoAttack(model, eps=args.eps, norm=args.norm, n_classes=num_classes, seed=args.seed)
-    step = args.step if args.step is not None else args.eps / 4
+        return AutoAttack(model, eps=o["eps"], norm=o["norm"], n_classes=num_classes, seed=o["seed"])
+    step = o["step"] if o["step"] is not None else o["eps"] / 4
     return PGD(
-        model, eps=args.eps, step=step, steps=args.steps, norm=args.norm, random_start=not args.no_random_start,
-        restarts=args.restarts, targeted=args.targeted, early_stop=args.early_stop,
-        generator=torch.Generator().manual_seed(args.seed),
+        model, eps=o["eps"], step=step, steps=o["steps"], norm=o["norm"], random_start=not o["no_random_start"],
+        restarts=o["restarts"], targeted=o["targeted"], early_stop=o["early_stop"],
+        generator=torch.Generator().manual_seed(o["seed"]),
     )  # fmt: skip
 
 
@@ -213,6 +273,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from visionlab.robustness import robust_evaluate
 
     _check_options(args, "limit_val")
+    attack_options(args)  # a flag the attack would ignore is refused before the checkpoint is read
     _, model, bundle, device = _load(args, args.resume)
     attack = build_attack(args, model, bundle.num_classes)
     loader = _loader(bundle.val, args, args.limit_val)
@@ -242,12 +303,29 @@ def _write_json(value: Any, path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ robustness
+def _check_sweep_options(args: argparse.Namespace) -> None:
+    """Each radius in [0, 1] (L∞, pixel units) and each iteration count >= 1, named by its own flag (``--at-eps``,
+    not the ``--eps`` of the sweep it parametrises), before any checkpoint is read."""
+    from visionlab.engine.config import Range
+
+    radius, count = Range(0, 1, text="a number in [0, 1] (an L∞ radius in pixel units)"), Range(1, integer=True)
+    for eps in args.eps_list:
+        radius.check("eps", eps)
+    for steps in args.steps_list:
+        count.check("steps", steps)
+    if args.at_eps is not None:
+        radius.check("at_eps", args.at_eps)
+    if args.at_steps is not None:
+        count.check("at_steps", args.at_steps)
+
+
 def cmd_robustness(args: argparse.Namespace) -> int:
     from visionlab.cli import CLIError, _check_options
     from visionlab.engine.distributed import current_context
     from visionlab.robustness import plot_accuracy_vs_eps, plot_accuracy_vs_steps, sweep, write_sweep
 
     _check_options(args, "limit_val")
+    _check_sweep_options(args)
     dist = current_context()
     labels = args.labels or [Path(r).parent.name or Path(r).stem for r in args.resume]
     if len(labels) != len(args.resume):

@@ -21,7 +21,9 @@ def add_report_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="one self-contained HTML page of one or more runs (open it in any browser)")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (visionlab train --out DIR)")
     p.add_argument("-o", "--out", default="report.html", metavar="FILE", help="the page to write (default report.html)")
-    p.add_argument("--data-root", help="where fashion-mnist is kept (default: the run's, $VISIONLAB_DATA or ./data)")
+    p.add_argument("--data-root",
+                   help="where fashion-mnist is kept, for the runs on fashion-mnist (default: the run's, "
+                        "$VISIONLAB_DATA or ./data)")  # fmt: skip
     p.add_argument("--limit-val", type=int, metavar="N", help="evaluate only the first N validation images")
     p.add_argument("--num", type=int, default=20, help="validation images shown with their top-5 (default 20)")
     p.add_argument("-b", "--batch-size", type=int, default=256, help="images per batch (default 256)")
@@ -32,13 +34,15 @@ def add_report_command(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from visionlab.cli import _check_options
+    from visionlab.cli import CLIError, _check_options, reads_data_root
     from visionlab.engine.config import Range
     from visionlab.report import build_report, load_runs, write_page
 
     _check_options(args, "batch_size", "limit_val", "device")
     Range(1, integer=True).check("num", args.num)
     runs = load_runs(args.runs)  # every directory checked before any model is loaded
+    if args.data_root is not None and not any(reads_data_root(run.config.get("data", "")) for run in runs):
+        raise CLIError("--data-root: none of these runs reads fashion-mnist from a data root (each names its folder)")
     analyses: dict[Path, Any] = {}
     for run in runs:
         if run.checkpoint is not None:
@@ -60,7 +64,7 @@ def _analyse(run: Any, checkpoint: Path, args: argparse.Namespace) -> Any:
 
     namespace = argparse.Namespace(**{**vars(args), "data": None})
     try:
-        state, model, bundle, device = _load(namespace, str(checkpoint))
+        state, model, bundle, device = _load(namespace, str(checkpoint), strict=False)
     except UserError as exc:  # the checkpoint or its data cannot be read: the rest of the report still can
         print(f"[visionlab] note: {checkpoint}: {exc} (its model sections say so)", file=sys.stderr)
         return str(exc)

@@ -237,3 +237,14 @@ def test_unrecognised_layout_message_in_full(tmp_path: Path) -> None:
         f"{tmp_path}: cannot tell the dataset format (expected train.txt + val.txt [MiniPlaces], train/ + val/ "
         "class folders [ImageFolder], CIFAR-10 python batches, or Fashion-MNIST IDX files)"
     )
+
+
+@pytest.mark.parametrize("kind", ["folder", "miniplaces", "cifar10", "fashion-mnist"])
+def test_a_prefixed_spec_whose_folder_does_not_exist_says_so(tmp_path: Path, kind: str) -> None:
+    """Not the first file the reader looks for inside it (``PATH/train: missing``), but the folder itself."""
+    missing, afile = tmp_path / "nonexistent", tmp_path / "a-file"
+    afile.write_text("")
+    spec = f"{kind}:{missing}"
+    assert message_of(lambda: load_dataset(spec)) == f"dataset {spec!r}: {missing}: no such directory"
+    spec = f"{kind}:{afile}"
+    assert message_of(lambda: load_dataset(spec)) == f"dataset {spec!r}: {afile}: not a directory"

@@ -23,6 +23,7 @@ from visionlab.engine.distributed import (
     DistContext,
     ShardedBatchSampler,
     current_context,
+    default_workers,
     init_distributed,
     local_batch_size,
     shard_dataset,
@@ -394,3 +395,33 @@ def test_fewer_training_images_than_processes_is_one_line_naming_the_flag(
         "visionlab: error: --limit-train: 1 training image for 2 processes: distributed training needs at least 2 "
         "(one per process)\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("cpus", "local", "workers"),
+    [(2, None, 2), (2, "1", 2), (2, "2", 1), (3, "2", 1), (2, "3", 0), (16, None, 4), (16, "4", 4), (16, "5", 3),
+     (5, None, 4), (4, None, 4), (3, None, 3)],
+)  # fmt: skip
+def test_default_workers_share_this_processs_cpus_among_the_local_processes_at_most_four(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, local: str | None, workers: int
+) -> None:
+    """``min(4, CPUs this process may use // LOCAL_WORLD_SIZE)``: the affinity counts, not the machine's CPUs."""
+    monkeypatch.setattr(distributed.os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    monkeypatch.setattr(distributed.os, "cpu_count", lambda: 64)
+    if local is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local)
+    assert default_workers() == workers
+    assert default_workers(limit=1) == min(1, workers)
+
+
+def test_default_workers_count_the_machines_cpus_where_affinity_is_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``os.sched_getaffinity`` (macOS, Windows): ``os.cpu_count()``, or 1 when even that is unknown."""
+    monkeypatch.delattr(distributed.os, "sched_getaffinity", raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr(distributed.os, "cpu_count", lambda: 6)
+    assert default_workers() == 3
+    monkeypatch.setattr(distributed.os, "cpu_count", lambda: None)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert default_workers() == 1

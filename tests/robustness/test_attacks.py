@@ -99,6 +99,32 @@ def test_l2_pgd_equals_torchattacks_pgdl2() -> None:
     torch.testing.assert_close(PGD(model, 0.4, 0.1, steps=6, norm="l2", random_start=False)(x, y), expected, **EXACT)
 
 
+@pytest.mark.parametrize("targeted", [False, True])
+def test_linf_fgsm_equals_torchattacks_fgsm(targeted: bool) -> None:
+    model, x = tiny_model(), batch(16)
+    y = predicted(model, x)
+    theirs = torchattacks.FGSM(model, eps=0.05)
+    if targeted:
+        theirs.set_mode_targeted_least_likely(quiet=True)
+    expected = theirs(x, y)
+    assert not torch.equal(expected, x)
+    ours = FGSM(model, 0.05, targeted="least-likely" if targeted else None)(x, y)
+    torch.testing.assert_close(ours, expected, **EXACT)
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_l2_fgsm_equals_one_torchattacks_pgdl2_step_of_eps(targeted: bool) -> None:
+    model, x = tiny_model(), batch(16)
+    y = predicted(model, x)
+    theirs = torchattacks.PGDL2(model, eps=0.5, alpha=0.5, steps=1, random_start=False)
+    if targeted:
+        theirs.set_mode_targeted_least_likely(quiet=True)
+    expected = theirs(x, y)
+    assert not torch.equal(expected, x)
+    ours = FGSM(model, 0.5, targeted="least-likely" if targeted else None, norm="l2")(x, y)
+    torch.testing.assert_close(ours, expected, **EXACT)
+
+
 def _course_attack_by_hand(model: ImageClassifier, x: torch.Tensor, clamp: bool) -> torch.Tensor:
     """The course's loop in normalized space: least-likely target, 10 steps of 0.01, radius 0.1; ``clamp``
     additionally keeps z inside the image of [0, 1]."""
@@ -155,6 +181,20 @@ def test_fgsm_and_pgd_on_a_linear_model_match_the_closed_form() -> None:
     mid = torch.full_like(x, 0.5)
     l2 = PGD(model, 0.2, 0.1, steps=4, norm="l2", random_start=False)(mid, y)
     torch.testing.assert_close(l2, mid - 0.2 * W / W.norm(), rtol=0, atol=1e-12)
+    # One L2 step of eps lands there too, short by the 1e-10 guard added to the gradient norm (|g| ~ 0.7 here).
+    torch.testing.assert_close(FGSM(model, 0.2, norm="l2")(mid, y), mid - 0.2 * W / W.norm(), rtol=0, atol=1e-10)
+
+
+def test_targeted_fgsm_on_a_linear_model_steps_down_the_targets_loss() -> None:
+    # From the middle of the box the model predicts class 0 (w.x = 1.125 > 0), so the least-likely class is 1.
+    # With true label 1, untargeted FGSM climbs class 1's loss (towards +w); targeted FGSM descends it (-w).
+    model = _linear_model(W)
+    mid, y = torch.full((1, 1, 3, 3), 0.5, dtype=torch.float64), torch.tensor([1])
+    torch.testing.assert_close(FGSM(model, 0.125)(mid, y), mid + 0.125 * W.sign(), rtol=0, atol=1e-15)
+    towards = FGSM(model, 0.125, targeted="least-likely")(mid, y)
+    torch.testing.assert_close(towards, mid - 0.125 * W.sign(), rtol=0, atol=1e-15)
+    l2 = FGSM(model, 0.2, targeted="least-likely", norm="l2")(mid, y)
+    torch.testing.assert_close(l2, mid - 0.2 * W / W.norm(), rtol=0, atol=1e-10)  # the norm guard, as above
 
 
 @pytest.mark.statistical(seed=0)

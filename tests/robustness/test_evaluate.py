@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from visionlab.engine.distributed import DistContext
+from visionlab.errors import ConfigError
 from visionlab.robustness import evaluate
 from visionlab.robustness.attacks import PGD
 from visionlab.robustness.evaluate import (
@@ -133,6 +134,20 @@ def test_sweep_hands_every_setting_to_pgd_and_robust_evaluate(monkeypatch: pytes
         with pytest.raises(ValueError) as info:
             sweep(model, loader, "cpu", *empty)
         assert str(info.value) == "sweep: eps_list and steps_list must not be empty"
+
+
+@pytest.mark.parametrize(
+    ("steps_list", "steps", "field", "bad"),
+    [([1, 0], None, "steps_list", "0"), ([2.0], None, "steps_list", "2.0"), ([True], None, "steps_list", "True"),
+     ([1], 0, "steps", "0")],
+)  # fmt: skip
+def test_sweep_refuses_an_iteration_count_below_one_before_dividing_by_it(
+    steps_list: list, steps: int | None, field: str, bad: str
+) -> None:
+    model, _, _, loader = _data(4)
+    with pytest.raises(ConfigError) as info:
+        sweep(model, loader, "cpu", [0.1], steps_list, steps=steps)
+    assert (info.value.field, info.value.message) == (field, f"PGD iteration counts must be integers >= 1, got {bad}")
 
 
 def test_write_sweep_creates_folders_overwrites_and_writes_indented_json(tmp_path: Path) -> None:

@@ -526,6 +526,9 @@ def load_dataset(
             ``predict``, is not cached; the other formats are held in memory anyway.
     """
     kind, path = parse_spec(spec)
+    if path and not Path(path).is_dir():  # said here, not as the first file the reader misses inside it
+        what = "not a directory" if Path(path).exists() else "no such directory"
+        raise DatasetError(f"dataset {spec!r}: {path}: {what}")
     root = Path(data_root) if data_root is not None else default_data_root()
     if kind == "fashion-mnist":
         bundle = _fashion_mnist(path, root)

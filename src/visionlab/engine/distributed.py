@@ -37,6 +37,7 @@ __all__ = [
     "DistContext",
     "ShardedBatchSampler",
     "current_context",
+    "default_workers",
     "init_distributed",
     "shard_dataset",
     "training_batches",
@@ -125,6 +126,23 @@ def _env_int(name: str) -> int | None:
         return int(value)
     except ValueError:
         raise ConfigError(f"environment variable {name}={value!r} is not an integer (set by torchrun)") from None
+
+
+def default_workers(limit: int = 4) -> int:
+    """DataLoader worker processes for each process when none are asked for: ``min(limit, cpus // local)``.
+
+    ``cpus`` are the CPUs this process may run on (``os.sched_getaffinity``: a container's or ``taskset``'s share,
+    not the machine's count; ``os.cpu_count()`` where that call does not exist), and ``local`` the processes
+    torchrun starts on this node (``LOCAL_WORLD_SIZE``; 1 without torchrun), which share them. More workers than
+    that only queue for the same cores, and PyTorch's DataLoader warns when one process asks for more than its
+    CPUs. On 2 CPUs: 2 workers, or 1 for each of two torchrun processes; 0 (load in the process itself) when the
+    processes outnumber the CPUs.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cpus = os.cpu_count() or 1
+    return min(limit, cpus // max(1, _env_int("LOCAL_WORLD_SIZE") or 1))
 
 
 def current_context() -> DistContext:

@@ -401,14 +401,20 @@ class PGD(Attack):
 
 
 class FGSM(PGD):
-    """Fast gradient sign method (Goodfellow et al. 2015): ``clamp(x + eps * sign(grad_x CE), 0, 1)``, i.e. one
-    L∞ PGD step of size ``eps`` from the clean images (no random start). ``eps`` in pixel units, scalar or per
-    channel; ``targeted`` as for :class:`PGD` (then one step down the target's cross-entropy)."""
+    """Fast gradient sign method (Goodfellow et al. 2015): one PGD step of size ``eps`` from the clean images (no
+    random start), so the step ends on the boundary of the ball (then clamped to [0, 1]).
+
+    ``norm="linf"`` (default) is Goodfellow's ``clamp(x + eps * sign(grad_x CE), 0, 1)``, as ``torchattacks.FGSM``;
+    ``norm="l2"`` is the L2 fast gradient method, ``clamp(x + eps * g / ||g||_2, 0, 1)`` per example, as one step
+    of ``torchattacks.PGDL2`` with ``alpha = eps``. ``eps`` in pixel units, scalar or per channel; ``targeted`` as
+    for :class:`PGD` (then one step down the target's cross-entropy)."""
 
     name = "FGSM"
 
-    def __init__(self, model: nn.Module, eps: Radius, targeted: str | torch.Tensor | TargetFn | None = None) -> None:
-        super().__init__(model, eps=eps, step=eps, steps=1, norm="linf", random_start=False, targeted=targeted)
+    def __init__(
+        self, model: nn.Module, eps: Radius, targeted: str | torch.Tensor | TargetFn | None = None, norm: str = "linf"
+    ) -> None:
+        super().__init__(model, eps=eps, step=eps, steps=1, norm=norm, random_start=False, targeted=targeted)
 
 
 def _find_normalize(model: nn.Module) -> nn.Module:

@@ -20,6 +20,7 @@ from torch import nn
 
 from visionlab.engine.distributed import DistContext
 from visionlab.engine.metrics import topk_correct
+from visionlab.errors import ConfigError
 from visionlab.progress import progress as progress_bar
 from visionlab.robustness.attacks import PGD, Attack, check_images
 
@@ -148,6 +149,11 @@ def sweep(
     """
     if not eps_list or not steps_list:
         raise ValueError("sweep: eps_list and steps_list must not be empty")
+    # Checked before the step sizes are computed from them (a 0 would divide by zero there, not reach PGD's check).
+    for name, counts in (("steps_list", steps_list), ("steps", [] if steps is None else [steps])):
+        for k in counts:
+            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+                raise ConfigError(f"PGD iteration counts must be integers >= 1, got {k!r}", field=name)
     eps = max(eps_list) if eps is None else eps
     steps = max(steps_list) if steps is None else steps
     settings = [("eps", e, steps) for e in eps_list] + [("steps", eps, k) for k in steps_list]
