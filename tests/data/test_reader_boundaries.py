@@ -95,9 +95,11 @@ def test_a_list_of_one_image_is_a_split(miniplaces: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------- categories.txt
-def test_the_last_class_is_named_by_categories(miniplaces: Path) -> None:
+def test_the_last_class_is_named_by_categories_and_a_line_of_spaces_is_blank(miniplaces: Path) -> None:
     insert_line(miniplaces / "categories.txt", 1, "/z/zoo 99")
-    assert load_dataset(str(miniplaces), check_images=False).class_names[99] == "zoo"
+    insert_line(miniplaces / "categories.txt", 2, " \t ")
+    names = load_dataset(str(miniplaces), check_images=False).class_names
+    assert (names[99], names[0], names[7]) == ("zoo", "abbey", "canyon")
 
 
 @pytest.mark.parametrize("label", ["\u00b2", "--5", "1_0", "+5"])  # SUPERSCRIPT TWO passes str.isdigit()
@@ -114,6 +116,17 @@ def test_one_label_more_than_images_is_refused(fashion_mnist: IdxSet) -> None:
     write_idx(labels, np.zeros(7, dtype=np.uint8))  # 6 images
     assert message_of(lambda: load_dataset(str(fashion_mnist.root))) == (
         f"{labels}: 7 labels but train-images-idx3-ubyte.gz holds 6 images"
+    )
+
+
+@pytest.mark.parametrize(("name", "shape", "expected"), [("t10k-labels-idx1-ubyte.gz", (4, 1), 1),
+                                                     ("train-images-idx3-ubyte.gz", (6, 28, 28, 1), 3)])  # fmt: skip
+def test_an_idx_array_of_one_dimension_more_is_refused(
+    fashion_mnist: IdxSet, name: str, shape: tuple[int, ...], expected: int
+) -> None:
+    write_idx(fashion_mnist.root / name, np.zeros(shape, dtype=np.uint8))
+    assert message_of(lambda: load_dataset(str(fashion_mnist.root))) == (
+        f"{fashion_mnist.root / name}: IDX array has {len(shape)} dimensions, expected {expected}"
     )
 
 
