@@ -62,10 +62,12 @@ def test_a_label_at_or_past_the_class_count_or_not_in_ascii_digits_is_refused(
         ("train/b/../a/abbey/00000001.jpg", "train/a/abbey/00000001.jpg"),  # '..' that stays inside
         ("train/../../images/train/a/abbey/00000001.jpg", "train/a/abbey/00000001.jpg"),  # out and back in
         ("train/a/abbey/..00000001.jpg", "train/a/abbey/..00000001.jpg"),  # a name starting with '..' is no parent
+        ("tr:ain/x.jpg", "tr:ain/x.jpg"),  # a colon past the second character is no drive letter
     ],
 )
 def test_a_path_that_resolves_inside_the_image_root_is_taken(miniplaces: Path, rel: str, path: str) -> None:
     save_image(miniplaces / "images/train/a/abbey/..00000001.jpg", seed=1)
+    save_image(miniplaces / "images/tr:ain/x.jpg", seed=4)
     listed = _one_line(miniplaces, f"{rel} 0")
     (entry,) = parse_list_file(listed, miniplaces / "images", MINIPLACES_CLASSES)
     assert entry.path == miniplaces / "images" / path
