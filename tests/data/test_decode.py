@@ -155,6 +155,18 @@ def test_cache_rejects_what_is_not_a_uint8_image() -> None:
         ImageCache.build(2, lambda i: torch.zeros(3, 2, 2, dtype=torch.uint8 if i == 0 else torch.float32))
 
 
+def test_cache_tells_shapes_apart_by_the_channel_count_too_and_refuses_other_ranks() -> None:
+    """The nearest odd shapes: one channel where the first image had three, the same height and width (it must not
+    be broadcast into the first shape), and images of rank 2 and 4."""
+    images = [torch.full((3, 2, 2), 1, dtype=torch.uint8), torch.full((1, 2, 2), 2, dtype=torch.uint8)]
+    cache = ImageCache.build(2, images.__getitem__, workers=1)
+    assert cache.offsets is not None and torch.equal(cache[0], images[0]) and torch.equal(cache[1], images[1])
+    for bad in (torch.zeros(2, 2, dtype=torch.uint8), torch.zeros(1, 3, 2, 2, dtype=torch.uint8)):
+        with pytest.raises(ValueError) as info:
+            ImageCache.build(2, lambda i, bad=bad: images[0] if i == 0 else bad, workers=1)
+        assert str(info.value) == f"image 1: expected uint8 (C, H, W), got torch.uint8 {tuple(bad.shape)}"
+
+
 # --------------------------------------------------------------------------------------------- exact values
 @pytest.mark.parametrize(
     ("how", "message"),

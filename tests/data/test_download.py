@@ -322,6 +322,21 @@ def test_safe_extract_refuses_absolute_paths_windows_style_too(
     assert str(info.value) == f"{archive}: member {name!r} is an absolute path: refused"
 
 
+@pytest.mark.parametrize("with_data_filter", [True, False], ids=["data-filter", "pre-check"])
+def test_safe_extract_takes_names_that_only_look_like_an_escape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_data_filter: bool
+) -> None:
+    """The nearest names to the refused ones: '..' inside a name is no parent folder (a '..' part is refused even
+    where it would stay inside), a colon past the first character is no drive letter."""
+    names = ["top/..hidden.txt", "top/a..b/c.txt", "top/x:y.txt", "xy:z.txt"]
+    archive = _tar(tmp_path / "a.tar.gz", *((name, name.encode()) for name in names))
+    if not with_data_filter:
+        monkeypatch.delattr(tarfile, "data_filter")
+    safe_extract(archive, tmp_path / "out")
+    for name in names:
+        assert (tmp_path / "out" / name).read_bytes() == name.encode(), name
+
+
 def test_safe_extract_without_data_filter_checks_before_unpacking_anything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -331,6 +331,21 @@ def test_a_malformed_sha256_is_a_config_error(tmp_path: Path) -> None:
     assert info.value.field == "sha256"
 
 
+@pytest.mark.parametrize("sha256", [SHA256[:63], SHA256 + "0", SHA256[:63] + "g", " " + SHA256[:63], ""])
+def test_a_sha256_one_digit_short_long_or_off_is_refused_before_any_request(tmp_path: Path, sha256: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        fetch_miniplaces(tmp_path, sha256=sha256, url="http://127.0.0.1:9/never")
+    assert str(info.value) == f"sha256: must be 64 hexadecimal digits (a SHA-256), got {sha256!r}"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_upper_case_sha256_into_an_empty_target_folder_is_fetched(tmp_path: Path, server: Served) -> None:
+    (tmp_path / "miniplaces").mkdir()  # empty: nothing of the user's to lose
+    target = _fetch(tmp_path, server, sha256=SHA256.upper())
+    assert json.loads((target / "fetched.json").read_text())["sha256"] == SHA256
+    assert _fetch(tmp_path, server, sha256=SHA256.upper()) == target and len(server.requests) == 1  # recognised
+
+
 # --------------------------------------------------------------------------------------------- command line
 def _cli(root: Path, server: Served, *extra: str) -> int:
     url = server.url("/data.tar.gz")

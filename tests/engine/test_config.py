@@ -20,13 +20,14 @@ from visionlab.recipes import RECIPES
 # (field, bad value, fragment of the message): one row per bound of every field.
 BAD = [
     ("data", "", "non-empty string"),
+    ("data", None, "must be a non-empty string, got None"),
     ("data_root", "", "non-empty string or unset"),
     ("image_size", 7, "an integer in [8, 4096], got 7"),
     ("image_size", 4097, "an integer in [8, 4096]"),
     ("image_size", 32.0, "an integer in [8, 4096]"),
     ("limit_train", 0, "an integer >= 1, got 0"),
-    ("limit_val", -5, "an integer >= 1, got -5"),
-    ("workers", -3, "an integer >= 0, got -3"),
+    ("limit_val", 0, "an integer >= 1, got 0"),
+    ("workers", -1, "an integer >= 0, got -1"),
     ("workers", True, "an integer >= 0, got True"),
     ("check_images", "yes", "true or false"),
     ("model", "resnet", "unknown model 'resnet': must be one of improved, resnet18, simplenet, vit"),
@@ -40,6 +41,7 @@ BAD = [
     ("head_lr_mult", 0.0, "a number > 0, got 0.0"),
     ("head_lr_mult", math.inf, "a number > 0"),
     ("epochs", 0, "an integer >= 1, got 0"),
+    ("epochs", None, "an integer >= 1, got None"),  # not optional
     ("start_epoch", -1, "an integer >= 0, got -1"),
     ("batch_size", 0, "an integer >= 1, got 0"),
     ("optimizer", "adam", "must be one of sgd, adamw, got 'adam'"),
@@ -61,8 +63,10 @@ BAD = [
     ("adv_eps", 1.5, "a number in (0, 1], got 1.5"),
     ("adv_steps", 0, "an integer >= 1, got 0"),
     ("adv_step", -0.01, "a number in (0, 1]"),
-    ("adv_mix", 1.5, "a number in [0, 1], got 1.5"),
-    ("trades_beta", -1.0, "a number >= 0, got -1.0"),
+    ("adv_step", 1.01, "a number in (0, 1], got 1.01"),
+    ("adv_mix", 1.01, "a number in [0, 1], got 1.01"),
+    ("adv_mix", -0.01, "a number in [0, 1], got -0.01"),
+    ("trades_beta", -0.01, "a number >= 0, got -0.01"),
     ("select_by", "loss", "must be one of clean, robust, got 'loss'"),
     ("robust_val", 0, "an integer >= 1, got 0"),
     ("tta", None, "true or false"),
@@ -73,12 +77,14 @@ BAD = [
     ("device", "gpu", "must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
     ("device", "cuda:x", "must be auto, cpu, cuda, cuda:N or mps"),
     ("device", "meta", "must be auto, cpu, cuda, cuda:N or mps"),
+    ("device", 0, "must be auto, cpu, cuda, cuda:N or mps, got 0"),  # torch.device(0) is cuda:0
     ("amp", "no", "true or false"),
     ("channels_last", 0, "true or false"),
     ("compile", "fastest", "unknown torch.compile backend 'fastest': must be one of"),
     ("sync_bn", 1, "true or false"),
     ("cache_images", "no", "true or false"),
     ("augment", "flip,rotate=10", "'rotate=10' in 'flip,rotate=10': expected 'none' or comma-separated"),
+    ("augment", 2, "must be a string such as 'flip,crop=2,erase=0.5', got 2"),
     ("deterministic", None, "true or false"),
     ("out", "", "non-empty string or unset"),
     ("print_freq", 0, "an integer >= 1, got 0"),
@@ -96,7 +102,9 @@ EDGES = [
     ("device", "cpu"), ("device", "cuda"), ("device", "cuda:1"), ("device", "mps"), ("print_freq", 1),
     ("conv", "custom"), ("model", "vit"), ("optimizer", "adamw"), ("lr", 3), ("pretrained", None),
     ("pretrained", "weights.pth"), ("freeze_backbone", True), ("unfreeze_at", None), ("head_lr_mult", 1e-6),
-    ("head_lr_mult", 100.0), ("ema", 0.0), ("ema", 0.9999),
+    ("head_lr_mult", 100.0), ("ema", 0.0), ("ema", 0.9999), ("limit_val", 1), ("adv_eps", 1.0), ("adv_eps", 1e-9),
+    ("adv_steps", 1), ("adv_step", 1.0), ("adv_step", 1e-9), ("adv_mix", 0.0), ("adv_mix", 1.0), ("trades_beta", 0.0),
+    ("robust_val", 1), ("augment", "none"), ("augment", None), ("compile", None), ("data_root", None), ("out", None),
 ]  # fmt: skip
 
 
@@ -139,6 +147,7 @@ def test_start_epoch_must_lie_below_epochs() -> None:
 
 def test_fine_tuning_fields_that_constrain_each_other() -> None:
     TrainConfig(model="resnet18", pretrained="imagenet", freeze_backbone=True, unfreeze_at=2, epochs=3).validate()
+    TrainConfig(freeze_backbone=True, unfreeze_at=1, epochs=2).validate()  # the lowest and the highest allowed
     cases = [
         (dict(model="simplenet", pretrained="imagenet"), "pretrained", "ImageNet weights exist for resnet18, not "
          "'simplenet'"),

@@ -198,10 +198,12 @@ def test_rank_one_of_two_reduces_its_sums_shows_the_mean_loss_and_prints_nothing
     assert [p["loss"] for p in bars.bars[0].postfixes] == [f"{seen.losses[i] / 2:.3f}" for i in (1, 3, 5)]
     f64, i64 = torch.float64, torch.int64
     assert [(dtype, shape) for dtype, shape, _ in TwoRanks.reduced] == [
-        (f64, ()), (f64, ()), (f64, ()), (i64, (3,)), (f64, ()),  # the checks of steps 2, 4, 6; the epoch's sums
+        (f64, (2,)), (f64, (2,)), (f64, (2,)), (i64, (3,)), (f64, ()),  # the checks of steps 2, 4, 6; epoch's sums
         (i64, (3,)), (f64, ()),  # validation's sums
     ]  # fmt: skip
-    assert [TwoRanks.reduced[i][2] for i in (0, 1, 2)] == [seen.losses[i] for i in (1, 3, 5)]
+    # each check reduces the step's loss and the epoch's running loss sum (8 images a step on this rank)
+    checks = [[seen.losses[i], sum(loss * 8 for loss in seen.losses[: i + 1])] for i in (1, 3, 5)]
+    assert [TwoRanks.reduced[k][2] for k in (0, 1, 2)] == checks
     assert TwoRanks.reduced[3][2] == [sum(seen.hits), TwoRanks.reduced[3][2][1], 48]
     assert TwoRanks.reduced[5][2][2] == 10
 

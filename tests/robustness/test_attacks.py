@@ -668,6 +668,9 @@ def test_images_and_labels_are_checked_in_whole() -> None:
         (x, y.double(), "attack: labels must be an integer tensor of shape (8,), got torch.Size([8])"),
         (x * 1.5, y, None),  # above 1 only
         (x - 0.5, y, None),  # below 0 only
+        (torch.where(x > 0.5, torch.nan, x), y, None),  # NaN is no pixel
+        (x[None], y, "attack: images must be a float (N, C, H, W) tensor, got torch.float64 torch.Size([1, 8, 3, 6, "
+         "6])"),
     ]  # fmt: skip
     for images, labels, message in cases:
         with pytest.raises(ValueError) as info:

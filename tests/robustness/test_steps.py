@@ -132,6 +132,9 @@ def test_zero_radius_leaves_images_unchanged(norm: str) -> None:
         (("linf", 1.5, 0.01), "eps: must be in [0, 1] (pixel units, images in [0, 1]), got 1.5"),
         (("linf", float("nan"), 0.01), "eps: must be in [0, 1] (pixel units, images in [0, 1]), got nan"),
         (("linf", 0.1, -1.0), "step: must be a finite number >= 0 (pixel units, images in [0, 1]), got -1.0"),
+        (("linf", 0.1, float("inf")), "step: must be a finite number >= 0 (pixel units, images in [0, 1]), got inf"),
+        (("l2", float("inf"), 0.1), "eps: must be a finite number >= 0 (pixel units, images in [0, 1]), got inf"),
+        (("linf", [0.1, True], 0.01), "eps: must be a number or one number per channel, got [0.1, True]"),
         (("linf", "0.1", 0.01), "eps: must be a number or one number per channel, got '0.1'"),
         (("linf", True, 0.01), "eps: must be a number or one number per channel, got True"),
         (("linf", [], 0.01), "eps: must be a number or one number per channel, got []"),
@@ -147,6 +150,11 @@ def test_zero_radius_leaves_images_unchanged(norm: str) -> None:
             "(step proportional to eps), got eps=0.1, step=[0.01, 0.02]",
         ),
         (("l2", (0.1, 0.2), (0.01, 0.01)), "step: a per-channel L2 step must be proportional to eps, got [0.01, 0.01]"),
+        (
+            ("l2", (0.1, 0.2), (0.01, 0.02, 0.04)),
+            "step: a per-channel L2 ball needs per-channel eps and step of the same length "
+            "(step proportional to eps), got eps=[0.1, 0.2], step=[0.01, 0.02, 0.04]",
+        ),
         (("l2", (0.0, 0.2), (0.0, 0.02)), "eps: per-channel L2 radii must be > 0, got [0.0, 0.2]"),
         (("l3", 0.1, 0.01), "norm: must be one of ('linf', 'l2'), got 'l3'"),
     ],

@@ -413,6 +413,8 @@ def test_fgsm_rs_training_raises_pgd_accuracy_without_masking_gradients(
 def test_settings_from_tensors_and_refusals_in_whole() -> None:
     assert PGDTraining(torch.tensor(0.1), steps=4).threat.step_size == pytest.approx(0.0625)  # 2.5 * 0.1 / 4
     assert PGDTraining((0.1, 0.2, 0.3), steps=5).threat.step_size == pytest.approx((0.05, 0.1, 0.15))
+    assert TRADESTraining(0.1, beta=24.0).beta == 24.0  # no upper bound: 6 is the paper's default, not a limit
+    assert NFGSMTraining(0.1, noise=0.0).noise_ball.eps == 0.0  # the lowest noise: none
     cases = [
         (lambda: PGDTraining(0.1, mix=1.5), "mix: must be in [0, 1], got 1.5"),
         (lambda: PGDTraining(0.1, mix=True), "mix: must be a finite number >= 0, got True"),

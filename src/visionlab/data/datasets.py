@@ -9,8 +9,9 @@ Spec strings (the command line's ``--data``, or ``main.py DATA``)::
     PATH                     auto-detected among the three above
 
 Every reader validates what it can before training starts: a malformed list line, a label outside
-``[0, num_classes)``, a path escaping the image root, a missing or undecodable image, an empty split -> a
-:class:`DatasetError` that names the file and line.
+``[0, num_classes)`` or not in ASCII digits, a path escaping the image root, a missing or undecodable image, an
+empty split, CIFAR-10 values a cast to ``uint8`` / ``int64`` would change, class names that are not one per
+class, Fashion-MNIST images not square or not of one size -> a :class:`DatasetError` that names the file and line.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import gzip
 import math
 import os
 import pickle
+import re
 import struct
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +60,9 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 MINIPLACES_CLASSES = 100
+# A label as the list files write it: ASCII digits, a minus sign allowed so that -1 is told apart as out of range.
+# Not int()'s grammar, which also takes "1_0" (10), "+5", and digits of other scripts ("٣", "５").
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 # --------------------------------------------------------------------------------------------- datasets
@@ -247,10 +252,9 @@ def parse_list_file(
         if labeled:
             if len(fields) != 2:
                 raise DatasetError(f"{source}: expected 'relative/path.jpg LABEL', got {line!r}")
-            try:
-                label = int(fields[1])
-            except ValueError:
-                raise DatasetError(f"{source}: label {fields[1]!r} is not an integer") from None
+            if not _INTEGER.fullmatch(fields[1]):
+                raise DatasetError(f"{source}: label {fields[1]!r} is not an integer")
+            label = int(fields[1])
             if not 0 <= label < num_classes:
                 raise DatasetError(f"{source}: label {label} outside [0, {num_classes})")
         else:
@@ -289,41 +293,75 @@ def verify_images(entries: Sequence[ListEntry], workers: int = 8) -> None:
                 raise DatasetError(problem)
 
 
+CIFAR10_CLASSES = 10
+
+
 def read_cifar10(
     root: str | Path,
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor], list[str]]:
     """Read CIFAR-10 python batches: ``((train_x, train_y), (test_x, test_y), class_names)``, images as
-    ``uint8 (N, 3, 32, 32)``."""
+    ``uint8 (N, 3, 32, 32)``. Every batch is checked (:func:`_cifar_batch`); ``batches.meta``, when present, must
+    name the 10 classes (without it they are numbered)."""
     root = Path(root)
 
-    def load(name: str) -> dict:
-        path = root / name
-        if not path.is_file():
-            raise DatasetError(f"{path}: missing CIFAR-10 batch")
-        try:
-            with open(path, "rb") as f:
-                return pickle.load(f, encoding="bytes")
-        except Exception as exc:
-            raise DatasetError(f"{path}: not a CIFAR-10 python batch ({exc})") from exc
-
     def split(names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys = [], []
-        for name in names:
-            batch = load(name)
-            data, labels = batch.get(b"data"), batch.get(b"labels")
-            if data is None or labels is None or len(data) != len(labels) or np.asarray(data).shape[1:] != (3072,):
-                raise DatasetError(f"{root / name}: expected b'data' (N, 3072) uint8 and N b'labels'")
-            if len(labels) == 0:
-                raise DatasetError(f"{root / name}: the batch is empty")
-            if min(labels) < 0 or max(labels) >= 10:
-                raise DatasetError(f"{root / name}: label outside [0, 10)")
-            xs.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(labels, dtype=np.int64))
-        return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+        batches = [_cifar_batch(root / name, _load_cifar_pickle(root / name)) for name in names]
+        images, labels = (np.concatenate([batch[k] for batch in batches]) for k in (0, 1))
+        return torch.from_numpy(images), torch.from_numpy(labels)
 
-    meta = load("batches.meta") if (root / "batches.meta").is_file() else {}
-    names = [n.decode() for n in meta.get(b"label_names", [])] or [str(i) for i in range(10)]
-    return split([f"data_batch_{i}" for i in range(1, 6)]), split(["test_batch"]), names
+    return split([f"data_batch_{i}" for i in range(1, 6)]), split(["test_batch"]), _cifar_names(root / "batches.meta")
+
+
+def _load_cifar_pickle(path: Path) -> Any:
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing CIFAR-10 batch")
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+    except Exception as exc:
+        raise DatasetError(f"{path}: not a CIFAR-10 python batch ({exc})") from exc
+
+
+def _cifar_batch(path: Path, batch: Any) -> tuple[np.ndarray, np.ndarray]:
+    """One unpickled batch as ``(uint8 images (N, 3, 32, 32), int64 labels (N,))``. Refused, naming ``path``: not
+    a dict of ``b'data'`` (N, 3072) and N ``b'labels'``, no images, pixels that are not integers in [0, 255] (any
+    integer storage is taken; a cast would wrap 256 to 0 or cut 0.7 to 0), labels that are not integers in
+    [0, 10) (a cast would cut 1.9 to 1)."""
+    try:
+        pixels = np.asarray(batch[b"data"]) if isinstance(batch, dict) and b"data" in batch else None
+        labels = np.asarray(batch[b"labels"]) if isinstance(batch, dict) and b"labels" in batch else None
+    except (ValueError, TypeError):  # a ragged list
+        pixels = labels = None
+    if pixels is None or labels is None or pixels.shape[1:] != (3072,) or labels.shape != pixels.shape[:1]:
+        raise DatasetError(f"{path}: expected b'data' (N, 3072) uint8 and N b'labels'")
+    if len(labels) == 0:
+        raise DatasetError(f"{path}: the batch is empty")
+    if pixels.dtype.kind not in "iu":
+        raise DatasetError(f"{path}: pixels must be integers in [0, 255], got {pixels.dtype}")
+    if pixels.dtype != np.uint8 and (pixels.min() < 0 or pixels.max() > 255):
+        raise DatasetError(f"{path}: pixels must be integers in [0, 255], got {pixels.min()} to {pixels.max()}")
+    if labels.dtype.kind not in "iu":
+        raise DatasetError(f"{path}: labels must be integers, got {labels.dtype}")
+    if labels.min() < 0 or labels.max() >= CIFAR10_CLASSES:
+        raise DatasetError(f"{path}: label outside [0, {CIFAR10_CLASSES})")
+    return pixels.astype(np.uint8).reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def _cifar_names(path: Path) -> list[str]:
+    """The class names ``batches.meta`` lists under ``b'label_names'`` (10 strings, bytes as Python 2 pickled
+    them), or ``"0"``..``"9"`` when there is no such file or key."""
+    if not path.is_file():
+        return [str(i) for i in range(CIFAR10_CLASSES)]
+    meta = _load_cifar_pickle(path)
+    names = meta.get(b"label_names") if isinstance(meta, dict) else []
+    if names is None:
+        return [str(i) for i in range(CIFAR10_CLASSES)]
+    if not isinstance(names, list | tuple) or len(names) != CIFAR10_CLASSES:
+        raise DatasetError(f"{path}: expected b'label_names', a list of the {CIFAR10_CLASSES} class names")
+    decoded = [n.decode(errors="replace") if isinstance(n, bytes) else n for n in names]
+    if not all(isinstance(n, str) for n in decoded):
+        raise DatasetError(f"{path}: expected b'label_names', a list of the {CIFAR10_CLASSES} class names")
+    return decoded
 
 
 # --------------------------------------------------------------------------------------------- bundles
@@ -379,6 +417,23 @@ def _idx(path: Path, ndim: int) -> torch.Tensor:
     return array
 
 
+def _check_fashion_mnist(directory: Path, images: torch.Tensor, labels: torch.Tensor, name: str) -> None:
+    """One split's images ``(N, H, W)`` and labels ``(N,)``: as many of each, at least one, labels below 10 (the
+    bytes are unsigned: none below 0), square images (the models take a square side)."""
+    if len(images) != len(labels):
+        raise DatasetError(
+            f"{directory / f'{name}-labels-idx1-ubyte.gz'}: {len(labels)} labels but "
+            f"{name}-images-idx3-ubyte.gz holds {len(images)} images"
+        )
+    if len(labels) == 0:
+        raise DatasetError(f"{directory}: the {name} split is empty")
+    if int(labels.max()) >= 10:
+        raise DatasetError(f"{directory}/{name}-labels-idx1-ubyte.gz: label {int(labels.max())} outside [0, 10)")
+    height, width = images.shape[1:]
+    if height != width:
+        raise DatasetError(f"{directory / f'{name}-images-idx3-ubyte.gz'}: images are {height}x{width}, not square")
+
+
 def _fashion_mnist(path: str, data_root: Path | None) -> DataBundle:
     directory = Path(path) if path else fetch_fashion_mnist(data_root)
     x_train, y_train = (
@@ -386,17 +441,15 @@ def _fashion_mnist(path: str, data_root: Path | None) -> DataBundle:
         _idx(directory / "train-labels-idx1-ubyte.gz", 1),
     )
     x_test, y_test = _idx(directory / "t10k-images-idx3-ubyte.gz", 3), _idx(directory / "t10k-labels-idx1-ubyte.gz", 1)
+    _check_fashion_mnist(directory, x_train, y_train, "train")
+    _check_fashion_mnist(directory, x_test, y_test, "t10k")
+    if x_test.shape[1:] != x_train.shape[1:]:
+        (h, w), (height, width) = x_test.shape[1:], x_train.shape[1:]
+        raise DatasetError(
+            f"{directory / 't10k-images-idx3-ubyte.gz'}: images are {h}x{w}, but train-images-idx3-ubyte.gz's are "
+            f"{height}x{width}"
+        )
     x_train, x_test = x_train.unsqueeze(1), x_test.unsqueeze(1)
-    for x, y, name in ((x_train, y_train, "train"), (x_test, y_test, "t10k")):
-        if len(x) != len(y):
-            raise DatasetError(
-                f"{directory / f'{name}-labels-idx1-ubyte.gz'}: {len(y)} labels but "
-                f"{name}-images-idx3-ubyte.gz holds {len(x)} images"
-            )
-        if len(y) == 0:
-            raise DatasetError(f"{directory}: the {name} split is empty")
-        if int(y.max()) >= 10:
-            raise DatasetError(f"{directory}/{name}-labels-idx1-ubyte.gz: label {int(y.max())} outside [0, 10)")
     size = x_train.shape[-1]
     return DataBundle(
         kind="fashion-mnist", root=str(directory),
@@ -431,7 +484,7 @@ def _miniplaces_class_names(root: Path, entries: Sequence[ListEntry]) -> list[st
             fields = raw.split()
             if not fields:
                 continue
-            if len(fields) != 2 or not fields[1].lstrip("-").isdigit():
+            if len(fields) != 2 or not _INTEGER.fullmatch(fields[1]):
                 raise DatasetError(f"{categories}:{number}: expected '/a/abbey 0', got {raw.strip()!r}")
             label = int(fields[1])
             if not 0 <= label < MINIPLACES_CLASSES:

@@ -646,10 +646,35 @@ class Trainer:
             return str(self.device)
         return f"{self.dist.world_size} processes ({self.device.type}, DDP, global batch {self.cfg.batch_size})"
 
-    def _diverged(self, epoch: int, detail: str) -> TrainingDiverged:
+    def _diverged(self, epoch: int, value: float, where: str | None = None) -> TrainingDiverged:
+        """The error for a loss of ``value`` (NaN or infinite) at epoch ``epoch``; ``where`` says at which step
+        (default: the one just taken)."""
         last = self.run_dir / CHECKPOINT
         keep = f"the last good checkpoint {last} is untouched" if last.exists() else "no checkpoint was written"
-        return TrainingDiverged(f"loss is {detail} at epoch {epoch + 1}, step {self.step}; stopping ({keep})")
+        where = where or f"step {self.step}"
+        return TrainingDiverged(f"loss is {value} at epoch {epoch + 1}, {where}; stopping ({keep})")
+
+    def _checked_loss(self, epoch: int, loss: torch.Tensor, stats: RunningStats, since: int) -> float:
+        """This logged step's loss averaged over the ranks, once it and the epoch's running loss sum are finite.
+
+        Why both: the running sum holds every step of the epoch, so a loss that was NaN or infinite at an unlogged
+        step since the last logged one (global steps ``since`` to ``self.step - 1``) is caught here too, even when
+        the steps after it are finite again, instead of only at the end of the epoch. Raises
+        :class:`TrainingDiverged` naming the step (or the unlogged steps it lies among) and the epoch. One
+        all-reduce of the two numbers: every rank sees the same values, so all stop together.
+        """
+        both = self.dist.all_reduce(torch.stack([loss.detach().double(), stats.loss]))
+        value, running = (float(v) for v in both.tolist())
+        value /= self.dist.world_size
+        if not math.isfinite(value):
+            raise self._diverged(epoch, value)
+        if not math.isfinite(running):
+            last = self.step - 1
+            steps = f"step {last}" if since == last else f"one of steps {since} to {last}"
+            raise self._diverged(
+                epoch, running, f"{steps} (not logged: the epoch's running loss caught it at step {self.step})"
+            )
+        return value
 
     # ------------------------------------------------------------------------------------------ loop
     def _train_step(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -678,6 +703,7 @@ class Trainer:
             self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=cfg.progress and self.dist.is_main
         )
         seen, tick = 0, time.perf_counter()
+        since = self.step + 1  # the first step the next logged step's check covers
         for i, (images, target) in enumerate(bar):
             # .to(memory_format=), not .contiguous(memory_format=): the latter leaves a one-channel batch with its
             # NCHW strides (both layouts address its memory alike), and the first convolution and pool then ran
@@ -687,10 +713,9 @@ class Trainer:
             loss, logits = self._train_step(images, target)
             stats.update(loss, logits, target)
             seen += target.shape[0]
-            if (i + 1) % cfg.print_freq == 0:
-                value = self.dist.all_reduce(loss.detach().double()).item() / self.dist.world_size
-                if not math.isfinite(value):  # every rank sees the same mean, so all stop together
-                    raise self._diverged(epoch, str(value))
+            if (i + 1) % cfg.print_freq == 0:  # a bad loss stops the run at the first logged step at or after it
+                value = self._checked_loss(epoch, loss, stats, since)
+                since = self.step + 1
                 rate = seen / (time.perf_counter() - tick)
                 lr = self.optimizer.param_groups[0]["lr"]
                 running = stats.summary()
@@ -702,8 +727,8 @@ class Trainer:
                 )  # fmt: skip
         bar.close()
         summary = stats.all_reduce(self.dist).summary()
-        if not math.isfinite(summary["loss"]):
-            raise self._diverged(epoch, str(summary["loss"]))
+        if not math.isfinite(summary["loss"]):  # a bad loss after the epoch's last logged step
+            raise self._diverged(epoch, summary["loss"])
         return summary
 
     def _is_best(self, epoch: int, val: dict[str, float]) -> bool:
