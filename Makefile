@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The tour (scripts/demo.sh): fetch Fashion-MNIST, train SimpleNet, evaluate, saliency, PGD attack, HTML report;
-# prints each stage's time and the report's path. Every run writes a new runs/demo-<date>-<time>/.
+# The tour (scripts/demo.sh): fetch Fashion-MNIST, train SimpleNet, evaluate, saliency, PGD attack, robustness
+# sweep, custom vs native conv (a shortened run trained with each), HTML report; prints each stage's time and the
+# report's path. Every run writes a new runs/demo-<date>-<time>/.
 demo: setup
 	scripts/demo.sh $(BIN)/visionlab
 

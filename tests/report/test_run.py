@@ -129,3 +129,23 @@ def test_labels_of_colliding_runs(tmp_path: Path) -> None:
     assert [r.label for r in load_runs([c, c])] == ["y/other", "y/other (2)"]
     assert [r.label for r in load_runs([str(tmp_path / "x" / ".." / "y" / "run")])] == ["run"]
     assert all(isinstance(r, Run) for r in load_runs([a]))
+
+
+def test_the_runs_of_the_conv_folder_are_read_with_the_run(tmp_path: Path) -> None:
+    """RUN/conv/* holds the short run make demo trains with each convolution: read with RUN, by name, labelled
+    conv/NAME; a folder holding neither file, or a plain file, is no run; a bad file in one fails the whole read."""
+    run_dir = make_run(tmp_path, "run")
+    assert load_run(run_dir).conv == []
+    custom, native = make_run(run_dir / "conv", "custom", {"conv": "custom"}), make_run(run_dir / "conv", "native")
+    (custom / "metrics.jsonl").unlink()  # config.yaml alone is a run
+    (native / "config.yaml").unlink()  # so is metrics.jsonl alone
+    (run_dir / "conv" / "tensorboard").mkdir()
+    (run_dir / "conv" / "notes.txt").write_text("x")
+    run = load_run(run_dir)
+    assert [(r.label, r.path, r.config.get("conv"), len(r.records)) for r in run.conv] == [
+        ("conv/custom", custom, "custom", 0), ("conv/native", native, None, 3)
+    ]  # fmt: skip
+    assert run.label == "run" and [r.conv for r in run.conv] == [[], []]
+    (custom / "config.yaml").write_text("- a\n")
+    with _raises(f"{custom / 'config.yaml'}: not a mapping of settings (got list)"):
+        load_run(run_dir)

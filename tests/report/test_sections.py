@@ -130,6 +130,23 @@ def test_two_runs_differing_only_in_conv_are_compared(tmp_path: Path) -> None:
     assert "seconds per epoch, custom / native" in conv
 
 
+def test_the_pairs_given_come_first_then_the_pair_in_each_runs_conv_folder(tmp_path: Path) -> None:
+    native = make_run(tmp_path, "n")
+    custom = make_run(tmp_path, "c", {"conv": "custom"})
+    inner_native = make_run(native / "conv", "a", {"out": "elsewhere"})  # n's own settings: no differences to list
+    inner_custom = make_run(native / "conv", "b", {"conv": "custom"})
+    conv = _section(build_report(load_runs([custom, native])), "conv")
+    captions = re.findall(r"<th scope=\"col\">([^<]*) \(native conv\)</th><th scope=\"col\">([^<]*) \(custom", conv)
+    assert captions == [("n", "c"), ("conv/a", "conv/b")] and conv.count("<img") == 2
+    note = re.findall(r'<p class="note">.*?</p>', conv)
+    assert note == [
+        '<p class="note">A training run of its own, trained twice with the same flags and seed: with PyTorch\'s '
+        f"convolution in <code>{inner_native}</code> and with the unfold/fold convolution in <code>{inner_custom}"
+        "</code>. Compare its two columns with each other.</p>"
+    ]
+    assert conv.index("<caption>") < conv.index('<p class="note">')  # the given pair's table comes first
+
+
 def test_many_classes_get_a_heat_map_and_the_largest_confusions(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, "run")
     names = [f"class{k}" for k in range(25)]

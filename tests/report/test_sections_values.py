@@ -107,8 +107,21 @@ def _pages(tmp_path: Path) -> dict[str, dict[str, str]]:
         "same": build_report(load_runs(same)),
         "pair": build_report(load_runs([custom, native]), {r: fake_analysis(r, list("abc")) for r in (native, custom)}),
         **_sparse_pages(tmp_path / "sparse"),
+        "nested": build_report([load_run(_run_with_a_conv_pair(tmp_path / "nested"))]),
     }
     return {name: _sections(page, tmp_path) for name, page in pages.items()}
+
+
+def _run_with_a_conv_pair(root: Path) -> Path:
+    """A run whose conv/ folder holds a shorter run with each convolution (as make demo writes it), a third run
+    that differs in lr too (no pair), and a folder that is no run."""
+    outer = make_run(root, "outer", {"seed": 0, "batch_size": 64, "limit_train": None})
+    short = {"epochs": 3, "limit_train": 8, "limit_val": 4, "seed": 0, "batch_size": 64}
+    make_run(outer / "conv", "native", {**short, "out": "o/conv/native", "tensorboard": False}, epochs=3)
+    make_run(outer / "conv", "custom", {**short, "conv": "custom", "out": "o/conv/custom"}, epochs=1)
+    make_run(outer / "conv", "other", {**short, "conv": "custom", "lr": 0.5})
+    (outer / "conv" / "notes").mkdir()
+    return outer
 
 
 def _sparse_pages(root: Path) -> dict[str, str]:
@@ -396,7 +409,9 @@ EXPECTED = {
         "<strong>Not available:</strong> give two runs that differ only in the convolution: For example"
         " <code>visionlab train --out runs/native</code> and <code>visionlab train --use-custom-conv"
         " --out runs/custom</code> with the same other flags, then <code>visionlab report runs/native"
-        " runs/custom</code>.</p>"
+        " runs/custom</code>"
+        "; or train the two into <code>ROOT/run/conv</code> (<code>--out ROOT/run/conv/native</code>,"
+        " <code>--out ROOT/run/conv/custom</code>), which <code>visionlab report ROOT/run</code> shows.</p>"
     ),
     "computed:saliency": (
         '<p class="note">Computed by the report: the input gradient of the predicted class (Simonyan et'
@@ -545,14 +560,18 @@ EXPECTED = {
         "<strong>Not available:</strong> give two runs that differ only in the convolution: a and b"
         " differ in lr, not only in conv. For example <code>visionlab train --out runs/native</code>"
         " and <code>visionlab train --use-custom-conv --out runs/custom</code> with the same other"
-        " flags, then <code>visionlab report runs/native runs/custom</code>.</p>"
+        " flags, then <code>visionlab report runs/native runs/custom</code>"
+        "; or train the two into <code>ROOT/two/a/conv</code> (<code>--out ROOT/two/a/conv/native</code>,"
+        " <code>--out ROOT/two/a/conv/custom</code>), which <code>visionlab report ROOT/two/a</code> shows.</p>"
     ),
     "same:conv": (
         '<p class="missing">'
         "<strong>Not available:</strong> give two runs that differ only in the convolution: s1 and s2"
         " use the same conv (native). For example <code>visionlab train --out runs/native</code> and"
         " <code>visionlab train --use-custom-conv --out runs/custom</code> with the same other flags,"
-        " then <code>visionlab report runs/native runs/custom</code>.</p>"
+        " then <code>visionlab report runs/native runs/custom</code>; or train the two into"
+        " <code>ROOT/same/s1/conv</code> (<code>--out ROOT/same/s1/conv/native</code>, <code>--out"
+        " ROOT/same/s1/conv/custom</code>), which <code>visionlab report ROOT/same/s1</code> shows.</p>"
     ),
     "pair:metrics": (
         '<div class="table-wrap"><table>'
@@ -573,7 +592,9 @@ EXPECTED = {
         " ROOT/n/model_best.pth.tar</code>.</p>"
     ),
     "pair:conv": (
-        '<div class="table-wrap"><table><caption>The same training run with either convolution</caption>'
+        '<div class="table-wrap"><table><caption>The same training run with either convolution: simplenet on'
+        " fashion-mnist, 2 epochs of all training images (batch ?, seed ?), validated on all validation images"
+        "</caption>"
         '<thead><tr><th scope="col"></th><th scope="col">n (native conv)</th>'
         '<th scope="col">c (custom conv)</th></tr></thead><tbody><tr><th scope="row">epochs</th>'
         '<td class="num">2</td><td class="num">3</td></tr><tr>'
@@ -590,6 +611,26 @@ EXPECTED = {
         ' loss, accuracy and learning rate">'
         "<figcaption>Blue: native convolution; orange: custom (unfold/fold) convolution.</figcaption>"
         "</figure>"
+    ),
+    "nested:conv": (
+        '<p class="note">A training run of its own, trained twice with the same flags and seed: with PyTorch\'s'
+        " convolution in <code>ROOT/nested/outer/conv/native</code> and with the unfold/fold convolution in"
+        " <code>ROOT/nested/outer/conv/custom</code>. It differs from the training of outer in epochs 3 (not 2),"
+        " limit_train 8 (not null), limit_val 4 (not null). Compare its two columns with each other.</p>"
+        '<div class="table-wrap"><table><caption>The same training run with either convolution: simplenet on'
+        " fashion-mnist, 3 epochs of the first 8 training images (batch 64, seed 0), validated on the first 4"
+        ' validation images</caption><thead><tr><th scope="col"></th><th scope="col">conv/native (native conv)'
+        '</th><th scope="col">conv/custom (custom conv)</th></tr></thead><tbody><tr><th scope="row">epochs</th>'
+        '<td class="num">3</td><td class="num">1</td></tr><tr><th scope="row">val top-1 % (last epoch)</th>'
+        '<td class="num">80.00</td><td class="num">60.00</td></tr><tr><th scope="row">val top-5 % (last epoch)'
+        '</th><td class="num">95.00</td><td class="num">95.00</td></tr><tr><th scope="row">best val top-1 %</th>'
+        '<td class="num">80.00</td><td class="num">60.00</td></tr><tr><th scope="row">mean seconds per epoch</th>'
+        '<td class="num">3.0</td><td class="num">2.0</td></tr><tr><th scope="row">mean training images/s</th>'
+        '<td class="num">1000</td><td class="num">1000</td></tr><tr>'
+        '<th scope="row">seconds per epoch, custom / native</th><td class="num">1</td><td class="num">0.67</td>'
+        '</tr></tbody></table></div><figure><img src="data:PNG" alt="Training curves of conv/native (native'
+        ' conv) and conv/custom (custom conv) overlaid: loss, accuracy and learning rate"><figcaption>Blue:'
+        " native convolution; orange: custom (unfold/fold) convolution.</figcaption></figure>"
     ),
     "sparse:config": (
         '<p class="missing"><strong>Not available:</strong> <code>ROOT/sparse/bare/config.yaml'
@@ -741,6 +782,9 @@ def _drawn(sweeps: dict[str, list[dict]]) -> list[tuple]:
         ("curves_figure", ["sparse/full"], ["full"]), ("figure_png", 12, (), {}),
         ("plot_accuracy_vs_eps", sweeps["sparse/full"], "eps.png", tmp),
         ("curves_figure", ["sparse/four"], ["four"]), ("figure_png", 13, (), {}),
+        ("curves_figure", ["nested/outer"], ["outer"]), ("figure_png", 14, (), {}),
+        ("curves_figure", ["nested/outer/conv/native", "nested/outer/conv/custom"],
+         ["conv/native (native conv)", "conv/custom (custom conv)"]), ("figure_png", 15, (), {}),
     ]  # fmt: skip
 
 
@@ -986,9 +1030,11 @@ def test_conv_pair_with_an_untrained_run_and_epochs_without_seconds(tmp_path: Pa
     (custom / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     conv = _sections(build_report(load_runs([native, custom])), tmp_path)["conv"]
     assert conv == (
-        '<div class="table-wrap"><table><caption>The same training run with either convolution</caption>'
-        '<thead><tr><th scope="col"></th><th scope="col">n (native conv)</th><th scope="col">c (custom conv)</th>'
-        '</tr></thead><tbody><tr><th scope="row">epochs</th><td class="num">0</td><td class="num">2</td></tr>'
+        '<div class="table-wrap"><table><caption>The same training run with either convolution: simplenet on'
+        " fashion-mnist, 2 epochs of all training images (batch ?, seed ?), validated on all validation images"
+        '</caption><thead><tr><th scope="col"></th><th scope="col">n (native conv)</th>'
+        '<th scope="col">c (custom conv)</th></tr></thead><tbody><tr><th scope="row">epochs</th><td class="num">0'
+        '</td><td class="num">2</td></tr>'
         '<tr><th scope="row">val top-1 % (last epoch)</th><td class="num">—</td><td class="num">70.00</td></tr>'
         '<tr><th scope="row">val top-5 % (last epoch)</th><td class="num">—</td><td class="num">95.00</td></tr>'
         '<tr><th scope="row">best val top-1 %</th><td class="num">—</td><td class="num">70.00</td></tr>'

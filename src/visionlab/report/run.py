@@ -8,13 +8,17 @@ commands write next to the checkpoint by default.
     RUN/attack/{original,adversarial,difference}.png                          visionlab attack --resume RUN/... -v
     RUN/attack/attack.json                                                    visionlab attack --resume RUN/...
     RUN/robustness/sweep.json                                                 visionlab robustness --resume RUN/...
+    RUN/conv/native/, RUN/conv/custom/     visionlab train --out RUN/conv/native [--use-custom-conv] (make demo)
+
+The last are run directories of their own: one short training run, trained once with each convolution, that the
+report compares (a comparison of RUN's own size would cost a second full training).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ from visionlab.errors import RunDirError
 __all__ = ["Run", "load_run", "load_runs"]
 
 BEST, LAST = "model_best.pth.tar", "checkpoint.pth.tar"
+_RUN_FILES = ("config.yaml", "metrics.jsonl")  # a directory holding either is a run directory
 # What the report reads of each row of sweep.json (visionlab.robustness.SWEEP_COLUMNS holds them all).
 _SWEEP_KEYS = {"model", "sweep", "norm", "eps", "steps", "n", "clean_top1", "robust_top1"}
 
@@ -39,12 +44,15 @@ class Run:
         label: its name in the report (the directory name; made unique when several runs share one).
         config: ``config.yaml`` as a dict (empty when the file is missing).
         records: the records of ``metrics.jsonl`` (step and epoch records, in file order).
+        conv: the run directories in its ``conv/`` folder, labelled ``conv/NAME`` (by name; a sub-folder with
+            neither ``config.yaml`` nor ``metrics.jsonl`` is not a run and is left out).
     """
 
     path: Path
     label: str
     config: dict[str, Any]
     records: list[dict[str, Any]]
+    conv: list[Run] = field(default_factory=list)
 
     @property
     def epochs(self) -> list[dict[str, Any]]:
@@ -88,7 +96,8 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
 
     Raises :class:`~visionlab.errors.RunDirError` naming the path when it does not exist, is not a directory,
     or holds neither ``config.yaml`` nor ``metrics.jsonl``, and when ``config.yaml`` is not a YAML mapping; a bad
-    ``metrics.jsonl`` line is a :class:`~visionlab.errors.UserError` naming file and line.
+    ``metrics.jsonl`` line is a :class:`~visionlab.errors.UserError` naming file and line. The runs of its
+    ``conv/`` folder are read too (and raise the same errors), so a report fails before it evaluates anything.
     """
     path = Path(path)
     if not path.exists():
@@ -109,7 +118,9 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
         if not isinstance(loaded, dict):
             raise RunDirError(f"{config_path}: not a mapping of settings (got {type(loaded).__name__})")
         config = loaded
-    return Run(path=path, label=label or path.resolve().name, config=config, records=read_metrics(path))
+    run = Run(path=path, label=label or path.resolve().name, config=config, records=read_metrics(path))
+    run.conv = [load_run(p, f"conv/{p.name}") for p in _runs_in(path / "conv")]
+    return run
 
 
 def load_runs(paths: Sequence[str | Path]) -> list[Run]:
@@ -126,6 +137,14 @@ def load_runs(paths: Sequence[str | Path]) -> list[Run]:
             label = f"{label} ({i + 1})"
         labels.append(label)
     return [load_run(p, label) for p, label in zip(paths, labels, strict=True)]
+
+
+def _runs_in(folder: Path) -> list[Path]:
+    """The sub-folders of ``folder`` that hold ``config.yaml`` or ``metrics.jsonl``, by name (none when
+    ``folder`` is not a directory)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if any((p / f).is_file() for f in _RUN_FILES))
 
 
 def _read_json(path: Path, kind: type) -> Any:

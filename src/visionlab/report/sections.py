@@ -13,7 +13,9 @@ What the report computes and what it reads:
   ``visionlab robustness``.
 
 A section whose inputs are missing says which command produces them; it never stays blank or raises. The custom
-vs native convolution comparison appears when two of the runs differ only in ``conv``.
+vs native convolution comparison appears when two of the runs differ only in ``conv``, and for each run whose
+``conv/`` folder holds two such runs (``make demo`` trains a short pair there: a pair the size of the run itself
+would cost a second full training).
 """
 
 from __future__ import annotations
@@ -501,54 +503,96 @@ def _differences(a: Run, b: Run) -> list[str]:
 
 
 def _conv(runs: Sequence[Run], analyses: Analyses) -> Raw:
-    pairs = conv_pairs(runs)
-    if not pairs:
-        why = ""
-        if len(runs) >= 2:
-            a, b = runs[0], runs[1]
-            differ = _differences(a, b)
-            why = (
-                f" {esc(a.label)} and {esc(b.label)} differ in {esc(', '.join(differ))}, not only in conv."
-                if differ
-                else f" {esc(a.label)} and {esc(b.label)} use the same conv ({esc(a.config.get('conv', '?'))})."
-            )
-        return missing(
-            Raw(
-                "give two runs that differ only in the convolution:"
-                + why
-                + " For example "
-                + _command("visionlab", "train", "--out", "runs/native")
-                + " and "
-                + _command("visionlab", "train", "--use-custom-conv", "--out", "runs/custom")
-                + " with the same other flags, then "
-                + _command("visionlab", "report", "runs/native", "runs/custom")
-                + "."
-            )
+    """The pairs among ``runs``, then each run's pair in its ``conv/`` folder; or why there is none."""
+    parts = [_conv_pair(native, custom, analyses) for native, custom in conv_pairs(runs)]
+    for run in runs:
+        for native, custom in conv_pairs(run.conv):
+            parts.append(_conv_note(run, native, custom) + _conv_pair(native, custom, analyses))
+    return Raw("".join(parts)) if parts else _conv_missing(runs)
+
+
+def _conv_missing(runs: Sequence[Run]) -> Raw:
+    why = ""
+    if len(runs) >= 2:
+        a, b = runs[0], runs[1]
+        differ = _differences(a, b)
+        why = (
+            f" {esc(a.label)} and {esc(b.label)} differ in {esc(', '.join(differ))}, not only in conv."
+            if differ
+            else f" {esc(a.label)} and {esc(b.label)} use the same conv ({esc(a.config.get('conv', '?'))})."
         )
-    parts = []
-    for native, custom in pairs:
-        columns = ["", f"{native.label} (native conv)", f"{custom.label} (custom conv)"]
-        rows = [
-            ["epochs", *(_num(len(r.epochs)) for r in (native, custom))],
-            ["val top-1 % (last epoch)", *(_num(_pct(_last(r, "val_top1"))) for r in (native, custom))],
-            ["val top-5 % (last epoch)", *(_num(_pct(_last(r, "val_top5"))) for r in (native, custom))],
-            ["best val top-1 %", *(_num(_pct(_best_epoch(r).get("val_top1"))) for r in (native, custom))],
-            ["mean seconds per epoch", *(_num(_mean_text(r, "epoch", "seconds", ".1f")) for r in (native, custom))],
-            ["mean training images/s", *(_num(_mean_text(r, "step", "images_per_s", ".0f"))
-                                         for r in (native, custom))],
-        ]  # fmt: skip
-        seconds = [_mean(r, "epoch", "seconds") for r in (native, custom)]
-        if all(seconds):
-            rows.append(["seconds per epoch, custom / native", _num("1"), _num(f"{seconds[1] / seconds[0]:.2f}")])
-        evaluated = [analyses.get(r.path) for r in (native, custom)]
-        if all(isinstance(a, ModelAnalysis) for a in evaluated):
-            rows.append(["top-1 % (report)", *(_num(_pct(a.top1)) for a in evaluated)])
-        parts.append(table(columns, rows, caption="The same training run with either convolution"))
-        if native.epochs and custom.epochs:
-            labels = [f"{native.label} (native conv)", f"{custom.label} (custom conv)"]
-            png = figure_png(curves_figure([native.path, custom.path], labels))
-            alt = f"Training curves of {labels[0]} and {labels[1]} overlaid: loss, accuracy and learning rate"
-            parts.append(figure(png, alt, "Blue: native convolution; orange: custom (unfold/fold) convolution."))
+    inside = runs[0].path / "conv"
+    return missing(
+        Raw(
+            "give two runs that differ only in the convolution:"
+            + why
+            + " For example "
+            + _command("visionlab", "train", "--out", "runs/native")
+            + " and "
+            + _command("visionlab", "train", "--use-custom-conv", "--out", "runs/custom")
+            + " with the same other flags, then "
+            + _command("visionlab", "report", "runs/native", "runs/custom")
+            + "; or train the two into "
+            + code(str(inside))
+            + " ("
+            + _command("--out", inside / "native")
+            + ", "
+            + _command("--out", inside / "custom")
+            + "), which "
+            + _command("visionlab", "report", runs[0].path)
+            + " shows."
+        )
+    )
+
+
+def _conv_note(run: Run, native: Run, custom: Run) -> Raw:
+    """What the pair in ``run``'s ``conv/`` folder is: not ``run`` itself, and how it differs from it."""
+    settings = ", ".join(
+        f"{k} {_setting(native.config.get(k))} (not {_setting(run.config.get(k))})" for k in _differences(run, native)
+    )
+    return Raw(
+        f'<p class="note">A training run of its own, trained twice with the same flags and seed: with PyTorch\'s '
+        f"convolution in {code(str(native.path))} and with the unfold/fold convolution in {code(str(custom.path))}. "
+        + (f"It differs from the training of {esc(run.label)} in {esc(settings)}. " if settings else "")
+        + "Compare its two columns with each other.</p>"
+    )
+
+
+def _conv_size(run: Run) -> str:
+    """What ``run`` trained, and on how many images: the size of a conv comparison."""
+    c = run.config
+    train = f"the first {c['limit_train']}" if c.get("limit_train") else "all"
+    val = f"the first {c['limit_val']}" if c.get("limit_val") else "all"
+    return (
+        f"{c.get('model', '?')} on {c.get('data', '?')}, {c.get('epochs', '?')} epochs of {train} training images "
+        f"(batch {c.get('batch_size', '?')}, seed {c.get('seed', '?')}), validated on {val} validation images"
+    )
+
+
+def _conv_pair(native: Run, custom: Run, analyses: Analyses) -> Raw:
+    """The table of ``native`` against ``custom``, and their training curves overlaid."""
+    columns = ["", f"{native.label} (native conv)", f"{custom.label} (custom conv)"]
+    rows = [
+        ["epochs", *(_num(len(r.epochs)) for r in (native, custom))],
+        ["val top-1 % (last epoch)", *(_num(_pct(_last(r, "val_top1"))) for r in (native, custom))],
+        ["val top-5 % (last epoch)", *(_num(_pct(_last(r, "val_top5"))) for r in (native, custom))],
+        ["best val top-1 %", *(_num(_pct(_best_epoch(r).get("val_top1"))) for r in (native, custom))],
+        ["mean seconds per epoch", *(_num(_mean_text(r, "epoch", "seconds", ".1f")) for r in (native, custom))],
+        ["mean training images/s", *(_num(_mean_text(r, "step", "images_per_s", ".0f")) for r in (native, custom))],
+    ]
+    seconds = [_mean(r, "epoch", "seconds") for r in (native, custom)]
+    if all(seconds):
+        rows.append(["seconds per epoch, custom / native", _num("1"), _num(f"{seconds[1] / seconds[0]:.2f}")])
+    evaluated = [analyses.get(r.path) for r in (native, custom)]
+    if all(isinstance(a, ModelAnalysis) for a in evaluated):
+        rows.append(["top-1 % (report)", *(_num(_pct(a.top1)) for a in evaluated)])
+    caption = f"The same training run with either convolution: {_conv_size(native)}"
+    parts = [table(columns, rows, caption=caption)]
+    if native.epochs and custom.epochs:
+        labels = [f"{native.label} (native conv)", f"{custom.label} (custom conv)"]
+        png = figure_png(curves_figure([native.path, custom.path], labels))
+        alt = f"Training curves of {labels[0]} and {labels[1]} overlaid: loss, accuracy and learning rate"
+        parts.append(figure(png, alt, "Blue: native convolution; orange: custom (unfold/fold) convolution."))
     return Raw("".join(parts))
 
 
