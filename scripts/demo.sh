@@ -32,7 +32,9 @@ conv_pair() {
 }
 
 stage fetch "$VL" data fetch fashion-mnist
-stage train "$VL" train --data fashion-mnist --model simplenet --out "$RUN"
+# --channels-last: oneDNN's NHWC kernels train SimpleNet 1.4x faster on AVX-512 and 1.6x on the AVX2 kernels a CPU
+# without AVX-512 runs, to the same accuracy (90.72 % and 90.43 %; NCHW 90.47 % and 90.58 %; BENCHMARKS.md).
+stage train "$VL" train --data fashion-mnist --model simplenet --channels-last --out "$RUN"
 stage eval "$VL" eval --resume "$CKPT"
 stage saliency "$VL" saliency --resume "$CKPT" --num 20
 stage attack "$VL" attack --resume "$CKPT" --attack pgd --eps 0.1 --steps 10 --limit-val 1000 -v

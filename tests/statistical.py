@@ -55,7 +55,7 @@ class Statistic:
     def check(self, name: str, value: float, op: str, bound: float) -> None:
         """Assert ``value op bound`` (``op`` one of ``< <= > >=``); under ``--stat-out`` write it down instead, so
         that one seed's failure does not hide the test's other quantities."""
-        value = float(value)
+        value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
         holds = OPS[op](value, bound)
         if self.out is None:
             assert holds, f"{self.test}: {name} = {value!r}, expected {op} {bound!r} (seed {self.seed})"

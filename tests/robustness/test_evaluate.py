@@ -71,17 +71,18 @@ def test_robust_evaluate_limit_and_zero_eps() -> None:
 @pytest.mark.statistical(seed=0)
 def test_sweep_rows_files_and_plots(tmp_path: Path, stat_seed: int, stat: Statistic) -> None:
     model, _, _, loader = _data(40, seed=stat_seed)
-    rows = sweep(model, loader, "cpu", [0.0, 0.005, 0.02], [1, 4], label="tiny")
+    rows = sweep(model, loader, "cpu", [0.0, 0.005, 0.015], [1, 4], label="tiny")
     assert [(r["sweep"], r["eps"], r["steps"]) for r in rows] == [
-        ("eps", 0.0, 4), ("eps", 0.005, 4), ("eps", 0.02, 4), ("steps", 0.02, 1), ("steps", 0.02, 4),
+        ("eps", 0.0, 4), ("eps", 0.005, 4), ("eps", 0.015, 4), ("steps", 0.015, 1), ("steps", 0.015, 4),
     ]  # fmt: skip
     assert all(set(SWEEP_COLUMNS) <= set(r) for r in rows)
     assert rows[0]["robust_top1"] == rows[0]["clean_top1"] == 75.0
     robust = [round(r["robust_top1"] * r["n"] / 100) for r in rows]  # images of 40
-    # each larger eps fools more of the 40 images, and eps 0.02 not all (with 12 images, 0-3 were left at eps
-    # 0.02 and 1-5 fewer at 0.005 than at 0 over 20 seeds: one seed in seven broke the first)
-    stat.check("robust images at eps 0.02", robust[2], ">", 0)
-    stat.check("robust images, eps 0.005 - eps 0.02", robust[1] - robust[2], ">", 0)
+    # Each larger eps fools more of the 40 images, and eps 0.015 not all. Measured, 20 seeds x {1, 2} threads x
+    # {AVX-512, AVX2}: 4-12 robust at 0.015, 10-17 more at 0.005, 5-12 more at 0 (float64: the same on every
+    # setting). With 12 images and eps 0.02, 0-3 were left at 0.02: three seeds of twenty broke that bound.
+    stat.check("robust images at eps 0.015", robust[2], ">", 0)
+    stat.check("robust images, eps 0.005 - eps 0.015", robust[1] - robust[2], ">", 0)
     stat.check("robust images, eps 0 - eps 0.005", robust[0] - robust[1], ">", 0)
     assert rows[2]["robust_top1"] == rows[4]["robust_top1"]  # the same setting reached from both sweeps
     assert rows[1]["step"] == 2.5 * 0.005 / 4

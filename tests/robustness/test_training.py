@@ -404,12 +404,13 @@ def test_fgsm_rs_training_raises_pgd_accuracy_without_masking_gradients(
         fgsm = robust_evaluate(model, loader, FGSM(model, 0.2), "cpu")
         results[adv] = (pgd["clean_top1"], fgsm["robust_top1"], pgd["robust_top1"])
     (_, _, standard_pgd), (clean, fgsm_acc, pgd_acc) = results[None], results["fgsm-rs"]
-    # Measured over 20 seeds x {1, 2} threads x {AVX-512, AVX2} (bench/statistical_tests.py, docs/TESTING.md):
-    # FGSM-RS PGD-10 top-1 87.5-100 % (sd 2.5: the bound is 5 spreads below the worst); the standard model's
-    # ranges over 0-67 % and moves by up to 30 points between kernels at one seed, so its gap to FGSM-RS (33-100,
-    # mean 67, sd 16) is asserted only to be positive: 4 spreads below the mean. (The old bound, a 15-point gap
-    # after four epochs, broke at one thread on an Intel Xeon.)
-    stat.check("FGSM-RS PGD top-1", pgd_acc, ">=", 75)
+    # Measured over 20 seeds x {1, 2} threads x {AVX-512, AVX2} = 80 runs (bench/statistical_tests.py, the table in
+    # docs/TESTING.md): FGSM-RS PGD-10 top-1 75-100 % (one run at 75, the next lowest 87.5; sd 3.8), so the bound
+    # sits 4 spreads below the worst. The standard model's PGD top-1 spans 0-69 % and moves by up to 30 points
+    # between kernels at one seed, so its gap to FGSM-RS (31-100 points, mean 67, sd 16) is asserted only to be
+    # positive: 4 spreads below the mean, 2 below the worst. (The old bound, a 15-point gap after four epochs, broke
+    # at one thread on an Intel Xeon; over ten seeds that gap ranged 9-72.)
+    stat.check("FGSM-RS PGD top-1", pgd_acc, ">=", 60)
     stat.check("FGSM-RS PGD top-1 - standard PGD top-1", pgd_acc - standard_pgd, ">", 0)
     # No gradient masking: FGSM finds no more than PGD, and no accuracy is gained under attack (equal at 100 %).
     stat.check("FGSM-RS FGSM top-1 - PGD top-1", fgsm_acc - pgd_acc, ">=", 0)
