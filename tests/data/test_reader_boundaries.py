@@ -4,6 +4,7 @@ refusal a DatasetError naming the file (and the line, for list files). Tiny data
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -206,6 +207,37 @@ def test_a_batch_that_is_no_dict_of_arrays_is_refused(cifar10: CifarSet, batch: 
     assert message_of(lambda: read_cifar10(_test_batch(cifar10).parent)) == (
         f"{_test_batch(cifar10)}: expected b'data' (N, 3072) uint8 and N b'labels'"
     )
+
+
+class _Mkdir:
+    """Pickles as a call of ``os.mkdir(path)``: what a booby-trapped batch would run while it is unpickled."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.path),)
+
+
+def test_a_batch_that_names_any_other_callable_is_refused_without_running_it(cifar10: CifarSet, tmp_path: Path) -> None:
+    trap = tmp_path / "ran"
+    _test_batch(cifar10).write_bytes(pickle.dumps({b"data": _Mkdir(trap), b"labels": []}))
+    assert message_of(lambda: read_cifar10(_test_batch(cifar10).parent)) == (
+        f"{_test_batch(cifar10)}: not a CIFAR-10 python batch (it names {os.mkdir.__module__}.mkdir, which a "
+        "CIFAR-10 batch never holds)"
+    )
+    assert not trap.exists()
+
+
+def test_a_batch_pickled_as_the_official_files_are_is_read(cifar10: CifarSet) -> None:
+    """The official batches were pickled by numpy 1.x under Python 2: protocol 2, ``numpy.core.multiarray``."""
+    data, labels = cifar10.batches["test_batch"]
+    official = pickle.dumps({b"data": data, b"labels": labels}, protocol=2)
+    official = official.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert b"numpy.core.multiarray" in official and b"_codecs" in official
+    _test_batch(cifar10).write_bytes(official)
+    (test_x, test_y) = read_cifar10(_test_batch(cifar10).parent)[1]
+    assert np.array_equal(test_x.numpy().reshape(len(labels), -1), data) and test_y.tolist() == labels
 
 
 def _meta(cifar10: CifarSet, meta: object) -> Path:

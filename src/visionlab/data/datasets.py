@@ -312,12 +312,31 @@ def read_cifar10(
     return split([f"data_batch_{i}" for i in range(1, 6)]), split(["test_batch"]), _cifar_names(root / "batches.meta")
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what a CIFAR-10 python batch holds: dicts, lists, bytes, numbers and numpy
+    arrays. A pickle may name any importable callable and have it called while loading (``os.system`` included),
+    so a downloaded or hand-placed batch that names anything else is refused instead of run."""
+
+    ALLOWED = frozenset({
+        ("numpy.core.multiarray", "_reconstruct"),  # the official batches (pickled by numpy 1.x under Python 2)
+        ("numpy._core.multiarray", "_reconstruct"),  # numpy 2 writes this name
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # protocol 2's spelling of bytes
+    })  # fmt: skip
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-10 batch never holds")
+        return super().find_class(module, name)
+
+
 def _load_cifar_pickle(path: Path) -> Any:
     if not path.is_file():
         raise DatasetError(f"{path}: missing CIFAR-10 batch")
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
+            return _CifarUnpickler(f, encoding="bytes").load()
     except Exception as exc:
         raise DatasetError(f"{path}: not a CIFAR-10 python batch ({exc})") from exc
 
