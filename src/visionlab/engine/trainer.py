@@ -45,6 +45,7 @@ from visionlab.errors import ConfigError, UserError
 from visionlab.models import PretrainedWeights, architecture_kwargs, build_model, load_weights
 from visionlab.models.finetune import set_backbone_frozen, split_head
 from visionlab.progress import progress as progress_bar
+from visionlab.runtime import eval_mode
 
 __all__ = [
     "Callback",
@@ -233,19 +234,17 @@ def evaluate(
     """Mean cross-entropy, top-1 and top-5 (%) over ``loader``. ``tta`` averages the logits of each image
     and its horizontal mirror. The model's train/eval mode is restored afterwards. With ``dist``, each rank
     passes its shard (:func:`~visionlab.engine.distributed.shard_dataset`) and gets the metrics of all of them."""
-    was_training = model.training
-    model.eval()
     stats = RunningStats(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    for images, target in progress_bar(loader, desc=desc, enabled=progress):
-        images = images.to(device, non_blocking=True, memory_format=fmt)  # see Trainer.train_one_epoch
-        target = target.to(device, non_blocking=True)
-        with _autocast(device, amp):
-            logits = model(images)
-            if tta:
-                logits = 0.5 * (logits + model(images.flip(-1)))
-        stats.update(F.cross_entropy(logits.float(), target), logits, target)
-    model.train(was_training)
+    with eval_mode(model):
+        for images, target in progress_bar(loader, desc=desc, enabled=progress):
+            images = images.to(device, non_blocking=True, memory_format=fmt)  # see Trainer.train_one_epoch
+            target = target.to(device, non_blocking=True)
+            with _autocast(device, amp):
+                logits = model(images)
+                if tta:
+                    logits = 0.5 * (logits + model(images.flip(-1)))
+            stats.update(F.cross_entropy(logits.float(), target), logits, target)
     return stats.all_reduce(dist or DistContext()).summary()
 
 

@@ -17,14 +17,13 @@ SmoothGrad noise standard deviation is in pixel units too.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from visionlab.errors import ConfigError
+from visionlab.runtime import eval_mode
 
 __all__ = ["REDUCTIONS", "saliency"]
 
@@ -80,7 +79,7 @@ def saliency(
     _check_options(images, reduce, smoothgrad_samples, noise_std, batch_size)
     target = _check_target(target, images)
     step = batch_size or max(len(images), 1)
-    with _eval_mode(model):
+    with eval_mode(model):
         if smoothgrad_samples == 0:
             maps = _gradient_maps(model, images, target, abs, step)
         else:
@@ -141,18 +140,6 @@ def _noise(images: Tensor, generator: torch.Generator | None) -> Tensor:
     device = generator.device if generator is not None else images.device
     noise = torch.randn(images.shape, generator=generator, device=device, dtype=images.dtype)
     return noise.to(images.device)
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put ``model`` in eval mode; afterwards give every submodule back its own ``training`` flag."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def _check_options(

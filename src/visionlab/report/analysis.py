@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from visionlab.engine import make_loader
 from visionlab.explain import heatmap_overlay, image_grid, red_overlay, saliency
+from visionlab.runtime import eval_mode
 
 __all__ = ["ModelAnalysis", "Sample", "analyse", "confusion_matrix", "per_class_accuracy", "predict", "tensor_png"]
 
@@ -74,19 +75,14 @@ def predict(
     """Top-``k`` predictions of ``model`` (pixels in [0, 1] in, logits out) over ``dataset`` in order, in eval
     mode; every submodule's mode is restored afterwards."""
     device = torch.device(device)
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
     labels, top, probs = [], [], []
-    try:
+    with eval_mode(model):
         for images, target in make_loader(dataset, batch_size, train=False, workers=0, device=device):
             p = model(images.to(device)).float().softmax(dim=1)
             best = p.topk(min(k, p.shape[1]), dim=1)
             labels.append(target.cpu())
             top.append(best.indices.cpu())
             probs.append(best.values.cpu())
-    finally:
-        for m, mode in modes:
-            m.training = mode
     if not labels:  # an empty split: no rows, k columns (so that ``top[:, 0]`` is an empty column, not an error)
         return Predictions(torch.zeros(0, dtype=torch.long), torch.zeros(0, k, dtype=torch.long), torch.zeros(0, k))
     return Predictions(torch.cat(labels).long(), torch.cat(top), torch.cat(probs))

@@ -25,6 +25,7 @@ from torch import nn
 
 from visionlab.errors import ConfigError
 from visionlab.robustness.steps import Radius, Step, make_step
+from visionlab.runtime import eval_mode
 
 __all__ = [
     "FGSM",
@@ -60,31 +61,28 @@ def attack_context(model: nn.Module, channels_last: bool = False, batch_stats: b
     (``track_running_stats`` switched off for the attack, so the running statistics still do not move); the
     attack then targets the function being trained rather than its lagging running-statistics version, as the
     fast-AT and PGD-AT reference implementations do. Used by adversarial training."""
-    modes = [(m, m.training) for m in model.modules()]
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if batch_stats else []
     tracking = [(m, m.track_running_stats) for m in norms]
     flags = [(p, p.requires_grad) for p in model.parameters()]
     swapped = [(p, p.data) for p in model.parameters() if channels_last and p.dim() == 4]
-    try:
-        model.eval()
-        for m in norms:
-            m.train()
-            m.track_running_stats = False
-        for p, _ in flags:
-            p.requires_grad_(False)
-        for p, data in swapped:
-            p.data = data.to(memory_format=torch.channels_last)
-        with torch.enable_grad():
-            yield model
-    finally:
-        for m, mode in modes:
-            m.training = mode
-        for m, track in tracking:
-            m.track_running_stats = track
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        for p, data in swapped:
-            p.data = data
+    with eval_mode(model):
+        try:
+            for m in norms:
+                m.train()
+                m.track_running_stats = False
+            for p, _ in flags:
+                p.requires_grad_(False)
+            for p, data in swapped:
+                p.data = data.to(memory_format=torch.channels_last)
+            with torch.enable_grad():
+                yield model
+        finally:
+            for m, track in tracking:
+                m.track_running_stats = track
+            for p, flag in flags:
+                p.requires_grad_(flag)
+            for p, data in swapped:
+                p.data = data
 
 
 def attack_layout(images: torch.Tensor, channels_last: bool | None) -> bool:

@@ -23,6 +23,7 @@ from visionlab.engine.metrics import topk_correct
 from visionlab.errors import ConfigError
 from visionlab.progress import progress as progress_bar
 from visionlab.robustness.attacks import PGD, Attack, check_images
+from visionlab.runtime import eval_mode
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -79,9 +80,7 @@ def robust_evaluate(
     keys = ("clean_top1", "clean_top5", "robust_top1", "robust_top5", "robust_and_clean_top1")
     counts = {k: torch.zeros((), dtype=torch.int64, device=device) for k in keys}
     n = 0
-    was_training = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with eval_mode(model):
         batches = _batches(loader, device, limit)
         for images, labels in progress_bar(batches, desc="attack", enabled=progress):
             check_images(images, labels)
@@ -97,9 +96,6 @@ def robust_evaluate(
             both = (clean.argmax(1) == labels) & (robust.argmax(1) == labels)
             counts["robust_and_clean_top1"] += both.sum()
             n += labels.shape[0]
-    finally:
-        for m, mode in was_training:
-            m.training = mode
     total = torch.stack([*counts.values(), torch.tensor(n, device=device)])
     (dist or DistContext()).all_reduce(total)
     exact = {k: int(v) for k, v in zip(keys, total[:-1].tolist(), strict=True)}
