@@ -18,7 +18,7 @@ import torch
 
 import visionlab.engine.distributed as distributed
 from visionlab import cli
-from visionlab.cli import CLIError, build_parser, main, not_available, run, train_config_from_args
+from visionlab.cli import CLIError, build_parser, main, run, train_config_from_args
 from visionlab.engine import TrainConfig, save_checkpoint
 from visionlab.errors import CheckpointError, ConfigError, DatasetError
 from visionlab.models import build_model
@@ -42,13 +42,6 @@ def _state(*, optimizer: bool = False, conv: str = "native", image_size: int = 2
 def _save(state: dict[str, Any], path: Path) -> Path:
     save_checkpoint(state, path)
     return path
-
-
-# ------------------------------------------------------------------------------------------------ messages
-def test_not_available_names_the_flag_and_the_missing_feature() -> None:
-    """The one message for a flag a version cannot honour yet."""
-    exc = not_available("--foo", "bar")
-    assert isinstance(exc, CLIError) and str(exc) == "--foo: bar is not available yet in this version of visionlab"
 
 
 # ------------------------------------------------------------------------------------------------ train flags

@@ -26,7 +26,6 @@ __all__ = [
     "check_data_flags",
     "format_user_error",
     "main",
-    "not_available",
     "reads_data_root",
     "run",
     "train_config_from_args",
@@ -78,10 +77,6 @@ FIELD_FLAGS: dict[str, str] = {
 
 class CLIError(UserError):
     """A command-line usage error (a missing path, flags that do not go together): one line, exit status 2."""
-
-
-def not_available(flag: str, what: str) -> CLIError:
-    return CLIError(f"{flag}: {what} is not available yet in this version of visionlab")
 
 
 _WORKERS_HELP = (

@@ -44,9 +44,6 @@ __all__ = [
     "unwrap",
 ]
 
-# Set by torchrun (and by any launcher following its convention) in every process it starts.
-_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
-
 
 @dataclass(frozen=True)
 class DistContext:
