@@ -331,7 +331,13 @@ def test_a_malformed_sha256_is_a_config_error(tmp_path: Path) -> None:
     assert info.value.field == "sha256"
 
 
-@pytest.mark.parametrize("sha256", [SHA256[:63], SHA256 + "0", SHA256[:63] + "g", " " + SHA256[:63], ""])
+# Explicit ids: the archive (and so SHA256) is built anew in each process, and pytest-xdist's workers must collect
+# the same test names.
+@pytest.mark.parametrize(
+    "sha256",
+    [SHA256[:63], SHA256 + "0", SHA256[:63] + "g", " " + SHA256[:63], ""],
+    ids=["63-digits", "65-digits", "non-hex", "leading-space", "empty"],
+)
 def test_a_sha256_one_digit_short_long_or_off_is_refused_before_any_request(tmp_path: Path, sha256: str) -> None:
     with pytest.raises(ConfigError) as info:
         fetch_miniplaces(tmp_path, sha256=sha256, url="http://127.0.0.1:9/never")
