@@ -227,7 +227,9 @@ _IN_MEMORY_KINDS = ("fashion-mnist", "cifar10")
 def reads_data_root(data: str) -> bool:
     """Whether the dataset spec ``data`` is looked up in the data root: only the plain Fashion-MNIST spec is
     (every other spec names its own folder)."""
-    return data in ("fashion-mnist", "fashionmnist", "fmnist")
+    from visionlab.data.datasets import FASHION_MNIST_ALIASES
+
+    return data in FASHION_MNIST_ALIASES
 
 
 def check_data_flags(data: str, *, workers: int | None = None, data_root: str | None = None) -> None:

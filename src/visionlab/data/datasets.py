@@ -39,6 +39,7 @@ from visionlab.data.memory import BatchAugment
 from visionlab.data.transforms import eval_transform, split_deterministic, to_float_transform, train_transform
 
 __all__ = [
+    "FASHION_MNIST_ALIASES",
     "FASHION_MNIST_CLASSES",
     "DataBundle",
     "ImageListDataset",
@@ -60,6 +61,8 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 MINIPLACES_CLASSES = 100
+# The specs that name Fashion-MNIST in the data root (every other spec names its own folder).
+FASHION_MNIST_ALIASES = ("fashion-mnist", "fashionmnist", "fmnist")
 # A label as the list files write it: ASCII digits, a minus sign allowed so that -1 is told apart as out of range.
 # Not int()'s grammar, which also takes "1_0" (10), "+5", and digits of other scripts ("٣", "５").
 _INTEGER = re.compile(r"-?[0-9]+")
@@ -405,7 +408,7 @@ class DataBundle:
 
 def parse_spec(spec: str) -> tuple[str, str]:
     """``"kind:PATH"`` / ``"fashion-mnist"`` / bare ``PATH`` -> ``(kind, path)``; bare paths are detected."""
-    if spec in ("fashion-mnist", "fashionmnist", "fmnist"):
+    if spec in FASHION_MNIST_ALIASES:
         return "fashion-mnist", ""
     for kind in ("miniplaces", "folder", "cifar10", "fashion-mnist"):
         if spec.startswith(kind + ":"):
