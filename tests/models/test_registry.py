@@ -20,6 +20,7 @@ from visionlab.models import (
     register_model,
     registry,
     resolve_conv,
+    wrap_model,
 )
 from visionlab.ops import CustomConv2d
 
@@ -222,3 +223,22 @@ def test_train_keeps_only_batch_norms_whose_own_parameters_are_all_frozen_in_eva
     assert model.eval().train() is model and model.training and model.net.training
     assert [m.training for m in model.net] == [False, True, True, True, False]
     assert model.train(False) is model and not any(m.training for m in model.modules())
+
+
+def test_wrap_model_puts_normalize_in_front_of_any_module_and_shares_its_parameters():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5))
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    wrapped = wrap_model(net, mean=mean, std=std)
+    x = torch.rand(2, 3, 4, 4)
+    by_hand = net((x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1))
+    torch.testing.assert_close(wrapped(x), by_hand)
+    assert wrapped.net is net
+    assert {id(p) for p in wrapped.parameters()} == {id(p) for p in net.parameters()}
+
+
+def test_wrap_model_refuses_what_is_not_a_module_and_mismatched_statistics():
+    with pytest.raises(TypeError, match=r"nn\.Module"):
+        wrap_model(lambda x: x, mean=(0.5,), std=(0.5,))
+    with pytest.raises(ValueError, match="channels"):
+        wrap_model(torch.nn.Identity(), mean=(0.5, 0.5), std=(0.5,))

@@ -14,6 +14,7 @@ from visionlab.models.registry import (
     register_model,
     resolve_conv,
     takes_conv,
+    wrap_model,
 )
 from visionlab.models.resnet import ResNet18
 from visionlab.models.simplenet import SimpleNet
@@ -37,6 +38,7 @@ __all__ = [
     "register_model",
     "resolve_conv",
     "takes_conv",
+    "wrap_model",
 ]
 
 

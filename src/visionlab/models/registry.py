@@ -26,6 +26,7 @@ __all__ = [
     "register_model",
     "resolve_conv",
     "takes_conv",
+    "wrap_model",
 ]
 
 CONV_TYPES = ("native", "custom")
@@ -123,6 +124,25 @@ class ImageClassifier(nn.Module):
                 if params and not any(p.requires_grad for p in params):
                     m.eval()
         return self
+
+
+def wrap_model(model: nn.Module, *, mean: Sequence[float], std: Sequence[float]) -> ImageClassifier:
+    """Make any classifier take pixels in [0, 1]: ``Normalize(mean, std)`` in front of ``model``.
+
+    ``model`` is any ``nn.Module`` mapping normalized images ``(N, C, H, W)`` to logits ``(N, classes)`` -- a
+    torchvision or timm network, or your own -- and ``mean``/``std`` are the per-channel statistics it was trained
+    with (e.g. ImageNet's ``(0.485, 0.456, 0.406)`` / ``(0.229, 0.224, 0.225)``). Everything in visionlab
+    (attacks, ``robust_evaluate``, saliency, the trainer) then works on pixels in [0, 1], so an attack's ε is in
+    pixel units and its projection onto [0, 1] is the valid image range, whatever the model's preprocessing. The
+    model is not copied: its parameters are the wrapper's.
+
+    Raises:
+        ValueError: ``mean`` and ``std`` differ in length, or a ``std`` is not positive.
+        TypeError: ``model`` is not an ``nn.Module``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"wrap_model: model must be an nn.Module, got {type(model).__name__}")
+    return ImageClassifier(Normalize(list(mean), list(std)), model)
 
 
 def build_model(
