@@ -190,7 +190,7 @@ def test_build_model_defaults_and_errors_are_exact() -> None:
     assert model.normalize.mean.flatten().tolist() == [0.5] * 3 and model.normalize.std.flatten().tolist() == [0.5] * 3
     assert model.net.features[0].in_channels == 3 and type(model.net.features[0]) is nn.Conv2d
     assert model.net is model.get_submodule("net") and model.net.fc.out_features == 2
-    assert build_model("vit", num_classes=2, depth=1, window_block_indexes=()).net.img_size == 128
+    assert build_model("vit", num_classes=2, depth=1, window_block_indexes=()).net.image_size == 128
     gray = build_model("simplenet", num_classes=2, in_channels=1, mean=[0.25], std=[2.0])
     x = torch.rand(1, 1, 32, 32)
     torch.testing.assert_close(gray(x), gray.net((x - 0.25) / 2.0), rtol=0, atol=1e-6)
