@@ -242,3 +242,15 @@ def test_wrap_model_refuses_what_is_not_a_module_and_mismatched_statistics():
         wrap_model(lambda x: x, mean=(0.5,), std=(0.5,))
     with pytest.raises(ValueError, match="channels"):
         wrap_model(torch.nn.Identity(), mean=(0.5, 0.5), std=(0.5,))
+
+
+def test_each_model_registers_in_the_file_that_defines_it_and_the_registry_imports_none() -> None:
+    import ast
+
+    assert {name: entry.builder.__module__ for name, entry in registry._REGISTRY.items()} == {
+        "simplenet": "visionlab.models.simplenet", "improved": "visionlab.models.improved",
+        "resnet18": "visionlab.models.resnet", "vit": "visionlab.models.vit",
+    }  # fmt: skip
+    tree = ast.parse(Path(registry.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert {m for m in imported if m.startswith("visionlab.models")} == {"visionlab.models.normalize"}

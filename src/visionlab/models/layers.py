@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import ClassVar
@@ -86,7 +87,10 @@ class ConvClassifier(ClassifierHead, nn.Module):
 
 def make_act(act_layer: Callable[..., nn.Module]) -> nn.Module:
     """An activation module from its constructor, in place when the constructor takes ``inplace`` (``nn.ReLU``,
-    ``nn.SiLU``: no extra activation tensor is kept) and as it is otherwise (``nn.GELU``)."""
+    ``nn.SiLU``: no extra activation tensor is kept) and as it is otherwise (``nn.GELU``); a
+    ``functools.partial`` that already binds ``inplace`` keeps its choice."""
+    if isinstance(act_layer, functools.partial) and "inplace" in act_layer.keywords:
+        return act_layer()
     try:
         takes_inplace = "inplace" in inspect.signature(act_layer).parameters
     except (TypeError, ValueError):  # a builtin without a signature
