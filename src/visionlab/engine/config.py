@@ -9,13 +9,13 @@ options that share a field's meaning, such as ``batch_size``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
 
+from visionlab.checks import is_number
 from visionlab.errors import ConfigError
 
 __all__ = ["OPTIMIZERS", "Range", "TrainConfig", "check_field"]
@@ -63,9 +63,7 @@ class Range:
         """Whether ``value`` is of the right type and inside the range."""
         if value is None:
             return self.optional
-        if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):
-            return False
-        if not math.isfinite(value):
+        if not is_number(value, integer=self.integer):
             return False
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False

@@ -16,12 +16,11 @@ SmoothGrad noise standard deviation is in pixel units too.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from visionlab.checks import check_integer, check_number
 from visionlab.errors import ConfigError
 from visionlab.runtime import eval_mode
 
@@ -150,12 +149,9 @@ def _check_options(
         raise ValueError(f"saliency: images must be a floating-point tensor (N, C, H, W) in [0, 1], got {got}")
     if reduce is not None and reduce not in REDUCTIONS:
         raise ConfigError(f"must be one of {REDUCTIONS} or None, got {reduce!r}", field="reduce")
-    if isinstance(smoothgrad_samples, bool) or not isinstance(smoothgrad_samples, int) or smoothgrad_samples < 0:
-        raise ConfigError(f"must be an integer >= 0, got {smoothgrad_samples!r}", field="smoothgrad_samples")
-    if not isinstance(noise_std, int | float) or not math.isfinite(noise_std) or noise_std < 0:
-        raise ConfigError(f"must be a finite number >= 0 (pixel units), got {noise_std!r}", field="noise_std")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ConfigError(f"must be an integer >= 1 or None, got {batch_size!r}", field="batch_size")
+    check_integer(smoothgrad_samples, "smoothgrad_samples", minimum=0)
+    check_number(noise_std, "noise_std", unit="pixel units")
+    check_integer(batch_size, "batch_size", minimum=1, optional=True)
 
 
 def _check_target(target: Tensor | int | None, images: Tensor) -> Tensor | None:
