@@ -82,13 +82,33 @@ def saliency(
         if smoothgrad_samples == 0:
             maps = _gradient_maps(model, images, target, abs, step)
         else:
-            if target is None:
-                target = _predict(model, images, step)
-            maps = torch.zeros_like(images)
-            for _ in range(smoothgrad_samples):
-                noisy = (images.detach() + noise_std * _noise(images, generator)).clamp_(0.0, 1.0)
-                maps += _gradient_maps(model, noisy, target, abs, step)
-            maps /= smoothgrad_samples
+            maps = _smoothgrad_maps(model, images, target, abs, step, (smoothgrad_samples, noise_std, generator))
+    return _reduce_channels(maps, reduce)
+
+
+def _smoothgrad_maps(
+    model: nn.Module,
+    images: Tensor,
+    target: Tensor | None,
+    abs: bool,
+    step: int,
+    noise: tuple[int, float, torch.Generator | None],
+) -> Tensor:
+    """The mean of :func:`_gradient_maps` over ``samples`` noisy copies of ``images`` (``noise`` is ``(samples,
+    std, generator)``: Gaussian noise of that std, clipped to [0, 1]), each explaining the clean images'
+    ``target`` (their own prediction when ``None``)."""
+    samples, std, generator = noise
+    if target is None:
+        target = _predict(model, images, step)
+    maps = torch.zeros_like(images)
+    for _ in range(samples):
+        noisy = (images.detach() + std * _noise(images, generator)).clamp_(0.0, 1.0)
+        maps += _gradient_maps(model, noisy, target, abs, step)
+    return maps.div_(samples)
+
+
+def _reduce_channels(maps: Tensor, reduce: str | None) -> Tensor:
+    """``(N, C, H, W)`` maps -> their max or mean over channels ``(N, H, W)``, or as they are for ``None``."""
     if reduce == "max":
         return maps.amax(dim=1)
     if reduce == "mean":
