@@ -44,8 +44,6 @@ _RUNTIME_FIELDS = (
     "epochs", "workers", "out", "print_freq", "device", "data_root", "progress", "quiet", "tensorboard", "compile",
     "cache_images",
 )  # fmt: skip
-# Dataset kinds read from image files, decoded at the model's input size (the others fix their own size).
-_FILE_KINDS = ("miniplaces", "folder")
 
 # The one field -> flag table: a ConfigError about a TrainConfig field (or a command's option) is shown as
 # "FLAG: message". Library messages speak of fields; only this table knows the flags. main.py overrides the few it
@@ -176,7 +174,7 @@ def train_config_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
     it (:func:`check_data_flags`, :func:`_check_adversarial_flags`). ``-j`` left unset is
     :func:`~visionlab.engine.distributed.default_workers`. The caller validates the resolved config as a whole.
     """
-    from visionlab.data import parse_spec
+    from visionlab.data import FILE_KINDS, parse_spec
     from visionlab.engine import TrainConfig
     from visionlab.engine.config import check_field
     from visionlab.engine.distributed import default_workers
@@ -209,7 +207,7 @@ def train_config_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
 
     data = given.get("data", TrainConfig.data)
     kind, _ = parse_spec(data) if data != "fashion-mnist" else ("fashion-mnist", "")
-    if state is not None and kind in _FILE_KINDS:
+    if state is not None and kind in FILE_KINDS:
         given.setdefault("image_size", state["model_args"]["image_size"])  # decode at the size the model takes
     values = recipe_for(given.get("model", TrainConfig.model), kind)
     values.update(given)
@@ -220,14 +218,10 @@ def train_config_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
     return cfg, resume
 
 
-# Datasets held in memory and batched in the training process itself: no DataLoader worker processes.
-_IN_MEMORY_KINDS = ("fashion-mnist", "cifar10")
-
-
 def reads_data_root(data: str) -> bool:
     """Whether the dataset spec ``data`` is looked up in the data root: only the plain Fashion-MNIST spec is
     (every other spec names its own folder)."""
-    from visionlab.data.datasets import FASHION_MNIST_ALIASES
+    from visionlab.data import FASHION_MNIST_ALIASES
 
     return data in FASHION_MNIST_ALIASES
 
@@ -235,9 +229,9 @@ def reads_data_root(data: str) -> bool:
 def check_data_flags(data: str, *, workers: int | None = None, data_root: str | None = None) -> None:
     """Refuse a data flag that the dataset ``data`` would not read: ``-j N`` (N > 0) for a dataset held in memory,
     whose batches are made in the process itself, and ``--data-root`` for a spec that names its own folder."""
-    from visionlab.data import parse_spec
+    from visionlab.data import IN_MEMORY_KINDS, parse_spec
 
-    if workers and parse_spec(data)[0] in _IN_MEMORY_KINDS:
+    if workers and parse_spec(data)[0] in IN_MEMORY_KINDS:
         raise CLIError(f"-j/--workers: {data} is held in memory and batched without worker processes (leave -j unset)")
     if data_root is not None and not reads_data_root(data):
         raise CLIError(f"--data-root: only --data fashion-mnist is looked up there; {data} names its own folder")
@@ -334,7 +328,7 @@ def _eval_data(state: dict[str, Any], args: argparse.Namespace, *, strict: bool 
     ``strict``: refuse ``-j`` / ``--data-root`` where this dataset would not read them (:func:`check_data_flags`);
     ``report``, which applies its flags to several runs, reads them where they apply.
     """
-    from visionlab.data import DatasetError, eval_transform, load_dataset, parse_spec
+    from visionlab.data import FILE_KINDS, DatasetError, eval_transform, load_dataset, parse_spec
 
     stored, margs = state["config"], state["model_args"]
     data = args.data or stored["data"]
@@ -344,7 +338,7 @@ def _eval_data(state: dict[str, Any], args: argparse.Namespace, *, strict: bool 
     bundle = load_dataset(
         data,
         data_root=args.data_root or stored.get("data_root"),
-        image_size=margs["image_size"] if kind in _FILE_KINDS else None,
+        image_size=margs["image_size"] if kind in FILE_KINDS else None,
         check_images=not args.no_check_images,
     )
     if bundle.num_classes != margs["num_classes"]:
@@ -404,7 +398,7 @@ def _image_paths(items: Sequence[str]) -> list[Path]:
 
 def _predict_paths(args: argparse.Namespace) -> list[Path]:
     """The image files to classify: the IMAGE arguments, or the image files of a dataset split."""
-    from visionlab.data import load_dataset, parse_spec
+    from visionlab.data import FILE_KINDS, load_dataset, parse_spec
 
     if not args.data:
         if args.split is not None:
@@ -413,7 +407,7 @@ def _predict_paths(args: argparse.Namespace) -> list[Path]:
     if args.images:
         raise CLIError("predict: give IMAGE paths or --data SPEC, not both")
     kind, _ = parse_spec(args.data)
-    if kind not in _FILE_KINDS:
+    if kind not in FILE_KINDS:
         raise CLIError(f"--data {args.data}: {kind} keeps its images in arrays, not files; use eval")
     bundle = load_dataset(args.data)
     split = bundle.val if args.split == "val" else bundle.test

@@ -141,16 +141,16 @@ def test_checkpoint_stores_the_whole_architecture(
     tiny_fmnist: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A ViT checkpoint keeps the per-size defaults it was built with, so editing them later cannot break it."""
-    from visionlab.models import _VIT_CONFIGS
+    from visionlab.models.vit import VIT_CONFIGS
 
     small = dict(embed_dim=32, depth=2, num_heads=2, window_block_indexes=(0,))
     first = Trainer(_cfg(tiny_fmnist, tmp_path / "a", epochs=1, model="vit", optimizer="adamw", lr=1e-3,
                          model_kwargs=small, limit_train=64, limit_val=32))  # fmt: skip
     first.fit()
     stored = load_checkpoint(tmp_path / "a" / BEST)["model_args"]
-    assert stored["patch_size"] == 4 and stored["stem_channels"] == _VIT_CONFIGS[28]["stem_channels"]  # defaults
+    assert stored["patch_size"] == 4 and stored["stem_channels"] == VIT_CONFIGS[28]["stem_channels"]  # defaults
     assert stored["embed_dim"] == 32 and stored["depth"] == 2  # overrides win
-    monkeypatch.setitem(_VIT_CONFIGS, 28, dict(patch_size=7, embed_dim=64, depth=1, num_heads=1))
+    monkeypatch.setitem(VIT_CONFIGS, 28, dict(patch_size=7, embed_dim=64, depth=1, num_heads=1))
     again = Trainer(_cfg(tiny_fmnist, tmp_path / "b", epochs=1, model="vit"), resume=tmp_path / "a" / BEST)
     assert again.model.net.patch_size == 4 and len(again.model.net.blocks) == 2
     for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values(), strict=True):

@@ -56,7 +56,7 @@ def test_head_names_of_bare_networks_and_a_network_without_a_head() -> None:
     from visionlab.models import ResNet18, VisionTransformer
 
     assert head_name(ResNet18(num_classes=3, small_input=True)) == "fc"
-    vit = VisionTransformer(img_size=8, patch_size=4, embed_dim=8, depth=1, num_heads=2, window_block_indexes=())
+    vit = VisionTransformer(image_size=8, patch_size=4, embed_dim=8, depth=1, num_heads=2, window_block_indexes=())
     assert head_name(vit) == "head" and head_name(nn.Sequential(nn.ReLU(), vit)) == "1.head"
 
     class Named(nn.Module):  # "fc" is a prefix of "fc_in" too: the split must go by the dotted name

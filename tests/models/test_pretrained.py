@@ -302,7 +302,7 @@ def test_a_network_without_a_convolution_or_a_linear_head() -> None:
     )
     assert torch.equal(target.body.weight, source.body.weight) and not torch.equal(target.fc.weight, source.fc.weight)
 
-    kw = dict(img_size=8, patch_size=4, embed_dim=8, depth=1, num_heads=2, window_block_indexes=())
+    kw = dict(image_size=8, patch_size=4, embed_dim=8, depth=1, num_heads=2, window_block_indexes=())
     torch.manual_seed(0)
     vit, headless = VisionTransformer(**kw), VisionTransformer(**kw)
     headless.reset_classifier(0)

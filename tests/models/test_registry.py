@@ -190,7 +190,7 @@ def test_build_model_defaults_and_errors_are_exact() -> None:
     assert model.normalize.mean.flatten().tolist() == [0.5] * 3 and model.normalize.std.flatten().tolist() == [0.5] * 3
     assert model.net.features[0].in_channels == 3 and type(model.net.features[0]) is nn.Conv2d
     assert model.net is model.get_submodule("net") and model.net.fc.out_features == 2
-    assert build_model("vit", num_classes=2, depth=1, window_block_indexes=()).net.img_size == 128
+    assert build_model("vit", num_classes=2, depth=1, window_block_indexes=()).net.image_size == 128
     gray = build_model("simplenet", num_classes=2, in_channels=1, mean=[0.25], std=[2.0])
     x = torch.rand(1, 1, 32, 32)
     torch.testing.assert_close(gray(x), gray.net((x - 0.25) / 2.0), rtol=0, atol=1e-6)
@@ -242,3 +242,15 @@ def test_wrap_model_refuses_what_is_not_a_module_and_mismatched_statistics():
         wrap_model(lambda x: x, mean=(0.5,), std=(0.5,))
     with pytest.raises(ValueError, match="channels"):
         wrap_model(torch.nn.Identity(), mean=(0.5, 0.5), std=(0.5,))
+
+
+def test_each_model_registers_in_the_file_that_defines_it_and_the_registry_imports_none() -> None:
+    import ast
+
+    assert {name: entry.builder.__module__ for name, entry in registry._REGISTRY.items()} == {
+        "simplenet": "visionlab.models.simplenet", "improved": "visionlab.models.improved",
+        "resnet18": "visionlab.models.resnet", "vit": "visionlab.models.vit",
+    }  # fmt: skip
+    tree = ast.parse(Path(registry.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert {m for m in imported if m.startswith("visionlab.models")} == {"visionlab.models.normalize"}

@@ -25,7 +25,7 @@ from ..statistical import Statistic
 
 def tiny_vit(**kwargs) -> VisionTransformer:
     """A 28 px, 7x7-token ViT small enough for float64 and many calls."""
-    config = dict(img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=32, depth=2, num_heads=2,
+    config = dict(image_size=28, patch_size=4, in_channels=1, num_classes=10, embed_dim=32, depth=2, num_heads=2,
                   window_size=4, window_block_indexes=(0,))  # fmt: skip
     return VisionTransformer(**{**config, **kwargs})
 
@@ -218,7 +218,7 @@ def test_patch_embedding_by_hand(patch: int) -> None:
     """Token (i, j) is the flattened ``patch x patch`` window at pixel (patch * i, patch * j) times the weights,
     plus the bias: the classic embedding is a linear map of non-overlapping patches."""
     torch.manual_seed(0)
-    embed = PatchEmbed(patch, in_chans=2, embed_dim=5).double()
+    embed = PatchEmbed(patch, in_channels=2, embed_dim=5).double()
     x = torch.rand(3, 2, 12, 12, dtype=torch.float64)
     grid = 12 // patch
     expected = torch.empty(3, grid, grid, 5, dtype=torch.float64)
@@ -234,7 +234,7 @@ def test_patch_embedding_by_hand(patch: int) -> None:
 @pytest.mark.parametrize(("patch", "image", "widths"), [(4, 28, [8, 16]), (16, 128, [8, 16, 32, 64]), (2, 12, [8])])
 def test_conv_stem_layers_grid_and_overlap(patch: int, image: int, widths: list[int]) -> None:
     torch.manual_seed(0)
-    stem = PatchEmbed(patch, in_chans=3, embed_dim=24, stem_channels=8).double().eval()
+    stem = PatchEmbed(patch, in_channels=3, embed_dim=24, stem_channels=8).double().eval()
     convs = [m for m in stem.proj if isinstance(m, torch.nn.Conv2d)]
     assert [c.out_channels for c in convs] == [*widths, 24]
     assert all((c.kernel_size, c.stride) == ((3, 3), (2, 2)) for c in convs[:-1]) and convs[-1].kernel_size == (1, 1)
@@ -250,7 +250,7 @@ def test_conv_stem_layers_grid_and_overlap(patch: int, image: int, widths: list[
     reached = torch.zeros_like(change, dtype=torch.bool)
     reached[:2, :2] = True
     assert change[reached].min() > 1e-6 and change[~reached].max() < 1e-12, change
-    classic = PatchEmbed(patch, in_chans=3, embed_dim=24).double()
+    classic = PatchEmbed(patch, in_channels=3, embed_dim=24).double()
     change = (classic(bumped) - classic(x)).abs().amax(dim=(0, 3))
     assert change[0, 0] > 1e-6 and change.flatten()[1:].max() < 1e-12, change
 
@@ -259,15 +259,16 @@ def test_conv_stem_in_the_model_and_bad_patch_sizes() -> None:
     model = tiny_vit(stem_channels=8)
     assert model.grid == 7 and model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     with pytest.raises(ValueError, match="convolutional stem needs a patch size that is a power of 2 >= 2, got 6"):
-        VisionTransformer(img_size=24, patch_size=6, stem_channels=8)
+        VisionTransformer(image_size=24, patch_size=6, stem_channels=8)
 
 
 def test_matches_timm_with_the_same_weights() -> None:
     timm_vit = pytest.importorskip("timm.models.vision_transformer")
     torch.manual_seed(0)
     ours = tiny_vit(window_size=0, window_block_indexes=(), drop_path_rate=0.0).double().eval()
-    theirs = timm_vit.VisionTransformer(img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=32,
-                                        depth=2, num_heads=2, class_token=False, global_pool="avg",
+    # timm's names for our image_size / in_channels: img_size / in_chans
+    theirs = timm_vit.VisionTransformer(img_size=ours.image_size, patch_size=4, in_chans=1, num_classes=10,
+                                        embed_dim=32, depth=2, num_heads=2, class_token=False, global_pool="avg",
                                         norm_layer=torch.nn.LayerNorm).double().eval()  # fmt: skip
     state = {("fc_norm." + k[5:] if k.startswith("norm.") else k): v for k, v in ours.state_dict().items()}
     state["pos_embed"] = state["pos_embed"].flatten(1, 2)  # (1, G, G, C) grid -> (1, G*G, C) sequence
@@ -290,7 +291,7 @@ def test_classifier_reset_and_pre_logits() -> None:
 
 def test_wrong_sizes_give_clear_errors() -> None:
     with pytest.raises(ValueError, match="not a multiple of the patch size"):
-        VisionTransformer(img_size=30, patch_size=4)
+        VisionTransformer(image_size=30, patch_size=4)
     with pytest.raises(ValueError, match=r"window_block_indexes \(0, 2\) must lie in \[0, depth=2\)"):
         VisionTransformer(depth=2)
     model = build_model("vit", num_classes=10, in_channels=1, image_size=28)
@@ -304,7 +305,7 @@ def test_wrong_sizes_give_clear_errors() -> None:
 
 def test_the_constructor_defaults_are_the_original_configuration() -> None:
     vit = VisionTransformer()
-    assert (vit.img_size, vit.patch_size, vit.grid, vit.num_classes, vit.num_features) == (128, 16, 8, 100, 192)
+    assert (vit.image_size, vit.patch_size, vit.grid, vit.num_classes, vit.num_features) == (128, 16, 8, 100, 192)
     assert isinstance(vit.patch_embed.proj, torch.nn.Conv2d) and vit.patch_embed.proj.in_channels == 3
     assert vit.pos_embed.shape == (1, 8, 8, 192) and vit.head.out_features == 100
     assert [b.window_size for b in vit.blocks] == [4, 0, 4, 0]
@@ -378,16 +379,16 @@ def test_init_weights_by_value() -> None:
 
 
 def test_patch_embedding_options_and_errors_are_exact() -> None:
-    stem = PatchEmbed(4, in_chans=3, embed_dim=8, stem_channels=1)  # the narrowest conv stem
+    stem = PatchEmbed(4, in_channels=3, embed_dim=8, stem_channels=1)  # the narrowest conv stem
     convs = [m for m in stem.proj if isinstance(m, torch.nn.Conv2d)]
     assert [(c.in_channels, c.out_channels) for c in convs] == [(3, 1), (1, 2), (2, 8)]
     assert all((c.padding, c.bias) == ((1, 1), None) for c in convs[:-1]) and convs[-1].bias is not None
     assert [m.num_features for m in stem.proj if isinstance(m, torch.nn.BatchNorm2d)] == [1, 2]
     assert all(m.inplace for m in stem.proj if isinstance(m, torch.nn.ReLU))
     assert [type(m).__name__ for m in stem.proj] == ["Conv2d", "BatchNorm2d", "ReLU"] * 2 + ["Conv2d"]
-    two = PatchEmbed(2, in_chans=3, embed_dim=8, stem_channels=4)
+    two = PatchEmbed(2, in_channels=3, embed_dim=8, stem_channels=4)
     assert [m.out_channels for m in two.proj if isinstance(m, torch.nn.Conv2d)] == [4, 8]
-    classic = PatchEmbed(3, in_chans=2, embed_dim=5)
+    classic = PatchEmbed(3, in_channels=2, embed_dim=5)
     assert (classic.proj.in_channels, classic.proj.out_channels, classic.proj.kernel_size, classic.proj.stride) == (
         2, 5, (3, 3), (3, 3)
     )  # fmt: skip
@@ -396,11 +397,11 @@ def test_patch_embedding_options_and_errors_are_exact() -> None:
             ConfigError,
             match=rf"^model_kwargs: a convolutional stem needs a patch size that is a power of 2 >= 2, got {patch}$",
         ):
-            PatchEmbed(patch, in_chans=3, embed_dim=8, stem_channels=4)
+            PatchEmbed(patch, in_channels=3, embed_dim=8, stem_channels=4)
     with pytest.raises(ConfigError, match=r"^model_kwargs: embed dim 10 is not divisible by num_heads 4$"):
         Attention(10, 4)
     with pytest.raises(ConfigError, match=r"^image_size: image size 30 is not a multiple of the patch size 4$"):
-        VisionTransformer(img_size=30, patch_size=4)
+        VisionTransformer(image_size=30, patch_size=4)
     with pytest.raises(ConfigError, match=r"^model_kwargs: window_block_indexes \(-1,\) must lie in \[0, depth=4\)$"):
         VisionTransformer(window_block_indexes=(-1,))
     assert [b.window_size for b in tiny_vit(window_block_indexes=(1,)).blocks] == [0, 4]
@@ -410,13 +411,13 @@ def test_size_errors_name_both_shapes_exactly() -> None:
     model = tiny_vit()
     message = (
         r"^VisionTransformer was built for 28x28 images, got a non-\(B, C, H, W\) tensor "
-        r"\(input shape \(1, 28, 28\)\); build it with img_size=28 or resize the images$"
+        r"\(input shape \(1, 28, 28\)\); build it with image_size=28 or resize the images$"
     )
     with pytest.raises(ValueError, match=message):
         model(torch.rand(1, 28, 28))
     message = (
         r"^VisionTransformer was built for 28x28 images, got 28x32 \(input shape "
-        r"\(1, 1, 28, 32\)\); build it with img_size=32 or resize the images$"
+        r"\(1, 1, 28, 32\)\); build it with image_size=32 or resize the images$"
     )
     with pytest.raises(ValueError, match=message):
         model(torch.rand(1, 1, 28, 32))

@@ -322,22 +322,6 @@ def test_screenshots_of_the_viewport_and_of_the_whole_page(fake) -> None:
     c.close()
 
 
-def test_print_media_and_pdf(fake) -> None:
-    """Print layout on (the default) and off, and a PDF with backgrounds."""
-    c, p = _started(fake)
-    p.reply({"id": 7}, {"id": 8}, {"id": 9}, {"id": 10, "result": {"data": base64.b64encode(b"%PDF-1.4").decode()}})
-    c.print_media()
-    c.print_media(True)
-    c.print_media(False)
-    assert c.pdf() == b"%PDF-1.4"
-    media = [{"media": "print"}, {"media": "print"}, {"media": ""}]
-    assert p.sent() == b"".join(
-        _message({"id": 7 + i, "method": "Emulation.setEmulatedMedia", "params": m, "sessionId": "S1"})
-        for i, m in enumerate(media)
-    ) + _message({"id": 10, "method": "Page.printToPDF", "params": {"printBackground": True}, "sessionId": "S1"})
-    c.close()
-
-
 def test_errors_the_page_reports(fake) -> None:
     """Console errors and asserts, uncaught exceptions and error log entries, each as one line; others ignored."""
     c, p = _started(fake)

@@ -21,14 +21,29 @@ from visionlab.data.fetch import (
     fetch_miniplaces,
     verify_fashion_mnist,
 )
+from visionlab.data.kinds import (
+    DATASET_KINDS,
+    DEFAULT_IMAGE_SIZE,
+    FASHION_MNIST_ALIASES,
+    FILE_KINDS,
+    IN_MEMORY_KINDS,
+    DatasetKind,
+    fixed_image_size,
+)
 from visionlab.data.memory import BatchAugment, InMemoryLoader, in_memory_source
 from visionlab.data.transforms import eval_transform, train_transform
 
 __all__ = [
+    "DATASET_KINDS",
+    "DEFAULT_IMAGE_SIZE",
+    "FASHION_MNIST_ALIASES",
     "FASHION_MNIST_CLASSES",
+    "FILE_KINDS",
+    "IN_MEMORY_KINDS",
     "BatchAugment",
     "DataBundle",
     "DatasetError",
+    "DatasetKind",
     "ImageCache",
     "ImageDecodeError",
     "ImageListDataset",
@@ -39,6 +54,7 @@ __all__ = [
     "eval_transform",
     "fetch_fashion_mnist",
     "fetch_miniplaces",
+    "fixed_image_size",
     "in_memory_source",
     "load_dataset",
     "parse_list_file",

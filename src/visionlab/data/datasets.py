@@ -35,11 +35,11 @@ from torch.utils.data import Dataset
 
 from visionlab.data.decode import ImageCache, ImageDecodeError, read_image
 from visionlab.data.fetch import DatasetError, default_data_root, fetch_fashion_mnist
+from visionlab.data.kinds import DATASET_KINDS, DEFAULT_IMAGE_SIZE, FASHION_MNIST_ALIASES, fixed_image_size
 from visionlab.data.memory import BatchAugment
 from visionlab.data.transforms import eval_transform, split_deterministic, to_float_transform, train_transform
 
 __all__ = [
-    "FASHION_MNIST_ALIASES",
     "FASHION_MNIST_CLASSES",
     "DataBundle",
     "ImageListDataset",
@@ -61,8 +61,6 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 MINIPLACES_CLASSES = 100
-# The specs that name Fashion-MNIST in the data root (every other spec names its own folder).
-FASHION_MNIST_ALIASES = ("fashion-mnist", "fashionmnist", "fmnist")
 # A label as the list files write it: ASCII digits, a minus sign allowed so that -1 is told apart as out of range.
 # Not int()'s grammar, which also takes "1_0" (10), "+5", and digits of other scripts ("٣", "５").
 _INTEGER = re.compile(r"-?[0-9]+")
@@ -410,7 +408,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
     """``"kind:PATH"`` / ``"fashion-mnist"`` / bare ``PATH`` -> ``(kind, path)``; bare paths are detected."""
     if spec in FASHION_MNIST_ALIASES:
         return "fashion-mnist", ""
-    for kind in ("miniplaces", "folder", "cifar10", "fashion-mnist"):
+    for kind in DATASET_KINDS:
         if spec.startswith(kind + ":"):
             return kind, spec[len(kind) + 1 :]
     path = Path(spec)
@@ -592,7 +590,8 @@ def load_dataset(
     Args:
         spec: ``fashion-mnist`` | ``miniplaces:PATH`` | ``folder:PATH`` | ``cifar10:PATH`` | ``PATH``.
         data_root: where ``fashion-mnist`` lives / is fetched to (default ``$VISIONLAB_DATA`` or ``./data``).
-        image_size: model input side for file-based datasets (default 128); fixed by the data otherwise.
+        image_size: model input side for file-based datasets (default :data:`~visionlab.data.kinds.DEFAULT_IMAGE_SIZE`,
+            128); fixed by the data otherwise (:func:`~visionlab.data.kinds.fixed_image_size`).
         check_images: verify every image file before training (PIL ``verify`` + a 1/8-scale JPEG decode; about
             1 s per 10k 128-px JPEGs on one core).
         cache: file-based datasets (MiniPlaces, ImageFolder) decode their train and val images once, here, and keep
@@ -610,10 +609,10 @@ def load_dataset(
     elif kind == "cifar10":
         bundle = _cifar10(path)
     elif kind == "miniplaces":
-        bundle = _miniplaces(path, image_size or 128, check_images, cache)
+        bundle = _miniplaces(path, image_size or DEFAULT_IMAGE_SIZE, check_images, cache)
     else:
-        bundle = _folder(path, image_size or 128, check_images, cache)
-    if image_size is not None and kind in ("fashion-mnist", "cifar10") and image_size != bundle.image_size:
+        bundle = _folder(path, image_size or DEFAULT_IMAGE_SIZE, check_images, cache)
+    if image_size is not None and fixed_image_size(kind) is not None and image_size != bundle.image_size:
         size = bundle.image_size
         raise DatasetError(f"{kind} images are {size}x{size}: image size {image_size} requested (leave it unset)")
     return bundle

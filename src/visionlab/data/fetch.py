@@ -205,14 +205,9 @@ def fetch_miniplaces(
         raise ConfigError(f"must be 64 hexadecimal digits (a SHA-256), got {sha256!r}", field="sha256")
     sha256 = sha256.lower() if sha256 else None
     target = miniplaces_dir(root)
-    fetched = target / _FETCHED
-    if not force and fetched.is_file() and sha256 in (None, _read_fetched(fetched).get("sha256")):
+    if _miniplaces_fetched(target, sha256, force):
         _log(f"MiniPlaces already fetched into {target}")
         return target
-    if target.exists() and not fetched.is_file() and any(target.iterdir()):
-        raise DatasetError(
-            f"{target}: holds files `visionlab data fetch` did not put there; move it or use another root"
-        )
     target.parent.mkdir(parents=True, exist_ok=True)
     archive = _miniplaces_archive(target.parent, url)
     if force:
@@ -221,13 +216,7 @@ def fetch_miniplaces(
     if not archive.is_file():
         _log(f"downloading {url} into {archive}")
         download(url, archive, timeout=timeout, show=show_progress)
-    size = archive.stat().st_size
-    if sha256 is not None:
-        verify_sha256(archive, sha256)
-        actual = sha256
-    else:
-        actual = sha256_file(archive)
-        _log(f"{archive}: {size} bytes, sha256 {actual} (not verified: no SHA-256 given; give this one next time)")
+    size, actual = archive.stat().st_size, _archive_sha256(archive, sha256)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".fetch-miniplaces-") as staging_name:
         staging = Path(staging_name)
         _log(f"unpacking {archive}")
@@ -238,6 +227,32 @@ def fetch_miniplaces(
     archive.unlink()
     _log(f"MiniPlaces ready in {target}")
     return target
+
+
+def _miniplaces_fetched(target: Path, sha256: str | None, force: bool) -> bool:
+    """Whether ``target`` already holds this fetch (and ``force`` is off): its fetch record names ``sha256`` (any
+    archive when ``sha256`` is None). Refuses a non-empty ``target`` that visionlab did not fetch (no record), so
+    a folder the user made is never replaced."""
+    fetched = target / _FETCHED
+    if not force and fetched.is_file() and sha256 in (None, _read_fetched(fetched).get("sha256")):
+        return True
+    if target.exists() and not fetched.is_file() and any(target.iterdir()):
+        raise DatasetError(
+            f"{target}: holds files `visionlab data fetch` did not put there; move it or use another root"
+        )
+    return False
+
+
+def _archive_sha256(archive: Path, sha256: str | None) -> str:
+    """The archive's SHA-256: verified against ``sha256`` when given (a mismatch raises), else computed and logged
+    so the next fetch can pin it."""
+    if sha256 is not None:
+        verify_sha256(archive, sha256)
+        return sha256
+    actual = sha256_file(archive)
+    size = archive.stat().st_size
+    _log(f"{archive}: {size} bytes, sha256 {actual} (not verified: no SHA-256 given; give this one next time)")
+    return actual
 
 
 def _miniplaces_archive(root: Path, url: str) -> Path:

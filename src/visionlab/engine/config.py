@@ -9,13 +9,13 @@ options that share a field's meaning, such as ``batch_size``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
 
+from visionlab.checks import is_number
 from visionlab.errors import ConfigError
 
 __all__ = ["OPTIMIZERS", "Range", "TrainConfig", "check_field"]
@@ -24,8 +24,6 @@ OPTIMIZERS = ("sgd", "adamw")
 ADV_TRAIN = ("pgd", "fgsm-rs", "n-fgsm", "trades")
 SELECT_BY = ("clean", "robust")
 DEVICE_TYPES = ("cpu", "cuda", "mps")
-# Dataset kinds whose images have one fixed side (the spec prefixes and aliases of ``visionlab.data``).
-_FIXED_SIZES = {"fashion-mnist": 28, "fashionmnist": 28, "fmnist": 28, "cifar10": 32}
 
 
 @dataclass(frozen=True)
@@ -65,9 +63,7 @@ class Range:
         """Whether ``value`` is of the right type and inside the range."""
         if value is None:
             return self.optional
-        if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):
-            return False
-        if not math.isfinite(value):
+        if not is_number(value, integer=self.integer):
             return False
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
@@ -345,6 +341,7 @@ class TrainConfig:
         """The model takes the convolution type and, when ``image_size`` is set, that size: the data kinds with
         a fixed side must have it, and the network must be buildable at it (built on the ``meta`` device, so
         nothing is allocated)."""
+        from visionlab.data import fixed_image_size
         from visionlab.models import architecture_kwargs, build_model, takes_conv
 
         if self.conv != "native" and not takes_conv(self.model):
@@ -354,7 +351,7 @@ class TrainConfig:
         if self.image_size is None:
             return
         kind = self.data.split(":", 1)[0]
-        fixed = _FIXED_SIZES.get(kind)
+        fixed = fixed_image_size(kind)
         if fixed is not None and self.image_size != fixed:
             raise ConfigError(
                 f"{kind} images are {fixed}x{fixed}: must be {fixed} or unset, got {self.image_size}",

@@ -6,7 +6,6 @@ Every function takes and returns pixels in [0, 1]; images are ``(N, C, H, W)`` w
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +13,7 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
+from visionlab.checks import check_number
 from visionlab.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -52,8 +52,7 @@ def red_overlay(images: Tensor, maps: Tensor, threshold: float = 2.0) -> Tensor:
         keep the image's values.
     """
     _check_pair(images, maps)
-    if not math.isfinite(threshold) or threshold < 0:
-        raise ConfigError(f"must be a finite number >= 0, got {threshold!r}", field="threshold")
+    check_number(threshold, "threshold")
     out = _to_rgb(images).clone()
     mask = maps > threshold * maps.mean(dim=(1, 2), keepdim=True)
     out[:, 0][mask] = 1.0
@@ -127,8 +126,8 @@ def amplified_difference(original: Tensor, adversarial: Tensor, gain: float | No
     if gain is None:
         largest = float(diff.abs().max()) if diff.numel() else 0.0
         gain = 0.5 / largest if largest > 0 else 1.0
-    elif not math.isfinite(gain) or gain <= 0:
-        raise ConfigError(f"must be a finite number > 0 or None, got {gain!r}", field="gain")
+    else:
+        check_number(gain, "gain", inclusive=False, optional=True)
     return (0.5 + gain * diff).clamp_(0.0, 1.0)
 
 

@@ -16,12 +16,11 @@ SmoothGrad noise standard deviation is in pixel units too.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from visionlab.checks import check_integer, check_number
 from visionlab.errors import ConfigError
 from visionlab.runtime import eval_mode
 
@@ -83,13 +82,33 @@ def saliency(
         if smoothgrad_samples == 0:
             maps = _gradient_maps(model, images, target, abs, step)
         else:
-            if target is None:
-                target = _predict(model, images, step)
-            maps = torch.zeros_like(images)
-            for _ in range(smoothgrad_samples):
-                noisy = (images.detach() + noise_std * _noise(images, generator)).clamp_(0.0, 1.0)
-                maps += _gradient_maps(model, noisy, target, abs, step)
-            maps /= smoothgrad_samples
+            maps = _smoothgrad_maps(model, images, target, abs, step, (smoothgrad_samples, noise_std, generator))
+    return _reduce_channels(maps, reduce)
+
+
+def _smoothgrad_maps(
+    model: nn.Module,
+    images: Tensor,
+    target: Tensor | None,
+    abs: bool,
+    step: int,
+    noise: tuple[int, float, torch.Generator | None],
+) -> Tensor:
+    """The mean of :func:`_gradient_maps` over ``samples`` noisy copies of ``images`` (``noise`` is ``(samples,
+    std, generator)``: Gaussian noise of that std, clipped to [0, 1]), each explaining the clean images'
+    ``target`` (their own prediction when ``None``)."""
+    samples, std, generator = noise
+    if target is None:
+        target = _predict(model, images, step)
+    maps = torch.zeros_like(images)
+    for _ in range(samples):
+        noisy = (images.detach() + std * _noise(images, generator)).clamp_(0.0, 1.0)
+        maps += _gradient_maps(model, noisy, target, abs, step)
+    return maps.div_(samples)
+
+
+def _reduce_channels(maps: Tensor, reduce: str | None) -> Tensor:
+    """``(N, C, H, W)`` maps -> their max or mean over channels ``(N, H, W)``, or as they are for ``None``."""
     if reduce == "max":
         return maps.amax(dim=1)
     if reduce == "mean":
@@ -150,12 +169,9 @@ def _check_options(
         raise ValueError(f"saliency: images must be a floating-point tensor (N, C, H, W) in [0, 1], got {got}")
     if reduce is not None and reduce not in REDUCTIONS:
         raise ConfigError(f"must be one of {REDUCTIONS} or None, got {reduce!r}", field="reduce")
-    if isinstance(smoothgrad_samples, bool) or not isinstance(smoothgrad_samples, int) or smoothgrad_samples < 0:
-        raise ConfigError(f"must be an integer >= 0, got {smoothgrad_samples!r}", field="smoothgrad_samples")
-    if not isinstance(noise_std, int | float) or not math.isfinite(noise_std) or noise_std < 0:
-        raise ConfigError(f"must be a finite number >= 0 (pixel units), got {noise_std!r}", field="noise_std")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ConfigError(f"must be an integer >= 1 or None, got {batch_size!r}", field="batch_size")
+    check_integer(smoothgrad_samples, "smoothgrad_samples", minimum=0)
+    check_number(noise_std, "noise_std", unit="pixel units")
+    check_integer(batch_size, "batch_size", minimum=1, optional=True)
 
 
 def _check_target(target: Tensor | int | None, images: Tensor) -> Tensor | None:

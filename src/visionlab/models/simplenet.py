@@ -12,7 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from visionlab.models.layers import ConvClassifier
+from visionlab.models.layers import ConvClassifier, make_act
+from visionlab.models.registry import register_model
 
 __all__ = ["SimpleNet"]
 
@@ -27,33 +28,42 @@ class SimpleNet(ConvClassifier):
         in_channels: image channels (3 for RGB, 1 for Fashion-MNIST).
         conv_layer: constructor with ``nn.Conv2d``'s signature; :class:`visionlab.ops.CustomConv2d` plugs in
             here. Every convolution of the network is built with it.
+        act_layer: activation constructor after every convolution (default ``nn.ReLU``, in place when the
+            constructor takes ``inplace``).
 
     Shapes: ``(N, in_channels, H, W)`` -> ``(N, num_classes)``; for 128x128 input the feature maps are
     64x64 (conv1), 32x32 (block 2), 16x16 (block 3).
     """
 
-    def __init__(self, num_classes: int = 100, in_channels: int = 3, conv_layer: ConvLayer = nn.Conv2d) -> None:
+    def __init__(
+        self,
+        num_classes: int = 100,
+        in_channels: int = 3,
+        conv_layer: ConvLayer = nn.Conv2d,
+        act_layer: Callable[..., nn.Module] = nn.ReLU,
+    ) -> None:
         super().__init__()
-        c = conv_layer
+        c, act = conv_layer, act_layer
         self.features = nn.Sequential(
             c(in_channels, 64, kernel_size=7, stride=2, padding=3),
-            nn.ReLU(inplace=True),
+            make_act(act),
             nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
             c(64, 64, kernel_size=1, stride=1, padding=0),
-            nn.ReLU(inplace=True),
+            make_act(act),
             c(64, 64, kernel_size=3, stride=1, padding=1),
-            nn.ReLU(inplace=True),
+            make_act(act),
             c(64, 256, kernel_size=1, stride=1, padding=0),
-            nn.ReLU(inplace=True),
+            make_act(act),
             nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
             c(256, 128, kernel_size=1, stride=1, padding=0),
-            nn.ReLU(inplace=True),
+            make_act(act),
             c(128, 128, kernel_size=3, stride=1, padding=1),
-            nn.ReLU(inplace=True),
+            make_act(act),
             c(128, 512, kernel_size=1, stride=1, padding=0),
-            nn.ReLU(inplace=True),
+            make_act(act),
         )
-        self.fc = nn.Linear(512, num_classes)
+        self.num_features = 512
+        self.fc = nn.Linear(self.num_features, num_classes)
         self.num_classes = num_classes
         self._init_weights()
 
@@ -68,3 +78,10 @@ class SimpleNet(ConvClassifier):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
+
+
+@register_model("simplenet", takes_conv=True)
+def _simplenet(num_classes: int, in_channels: int, image_size: int, conv_layer: ConvLayer) -> nn.Module:
+    """The original course SimpleNet (7 convs, no normalization layers)."""
+    del image_size  # fully convolutional + global pool: any size >= 32 works
+    return SimpleNet(num_classes=num_classes, in_channels=in_channels, conv_layer=conv_layer)

@@ -12,25 +12,31 @@ drop path rising linearly to 0.1, window 4 on blocks 0 and 2, global attention o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from visionlab.errors import ConfigError
-from visionlab.models.layers import DropPath
+from visionlab.models.layers import ClassifierHead, DropPath, make_act
+from visionlab.models.registry import register_model
 
 __all__ = [
+    "VIT_CONFIGS",
     "Attention",
     "Block",
     "DropPath",
     "Mlp",
     "PatchEmbed",
     "VisionTransformer",
+    "vit_defaults",
     "window_partition",
     "window_unpartition",
 ]
+
+NormLayer = Callable[[int], nn.Module]
+ActLayer = Callable[..., nn.Module]
 
 
 def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -66,12 +72,22 @@ class PatchEmbed(nn.Module):
     convolutions", Xiao et al., 2021) for a patch size ``p = 2^n``: ``n`` 3x3 convs of stride 2 with batch norm
     and ReLU, widths ``c, 2c, 4c, ...``, then a 1x1 conv to ``dim``. Same token grid, but each token sees
     overlapping, non-linearly mixed pixels -- a locality prior that ViTs otherwise have to learn from data.
+    The stem's normalization is ``norm_layer(channels)`` (default ``nn.BatchNorm2d``) and its activation
+    ``act_layer`` (default ``nn.ReLU``, in place when it can be).
     """
 
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, stem_channels: int = 0) -> None:
+    def __init__(
+        self,
+        patch_size: int,
+        in_channels: int,
+        embed_dim: int,
+        stem_channels: int = 0,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        act_layer: ActLayer = nn.ReLU,
+    ) -> None:
         super().__init__()
         if stem_channels <= 0:
-            self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+            self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
             return
         if patch_size < 2 or patch_size & (patch_size - 1):
             raise ConfigError(
@@ -81,10 +97,10 @@ class PatchEmbed(nn.Module):
         layers: list[nn.Module] = []
         for i in range(patch_size.bit_length() - 1):
             width = stem_channels << i
-            conv = nn.Conv2d(in_chans, width, kernel_size=3, stride=2, padding=1, bias=False)
-            layers += [conv, nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
-            in_chans = width
-        layers.append(nn.Conv2d(in_chans, embed_dim, kernel_size=1))
+            conv = nn.Conv2d(in_channels, width, kernel_size=3, stride=2, padding=1, bias=False)
+            layers += [conv, norm_layer(width), make_act(act_layer)]
+            in_channels = width
+        layers.append(nn.Conv2d(in_channels, embed_dim, kernel_size=1))
         self.proj = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,11 +128,11 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """Linear -> GELU -> Linear."""
+    """Linear -> activation (``act_layer``, default ``nn.GELU``) -> Linear."""
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, act_layer: ActLayer = nn.GELU) -> None:
         super().__init__()
-        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), make_act(act_layer), nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
@@ -128,17 +144,20 @@ class Block(nn.Module):
 
     As in ViTDet, a grid the window does not divide is zero-padded after ``norm1``; the padded positions take
     part in attention as keys (their keys are the qkv bias) and are cropped from the output. A window that
-    covers the whole grid is global attention (no padding).
+    covers the whole grid is global attention (no padding). ``norm_layer(dim)`` builds ``norm1``/``norm2``
+    (default ``nn.LayerNorm``, over the last dimension) and ``act_layer`` the MLP's activation (default
+    ``nn.GELU``).
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 drop_path: float = 0.0, window_size: int = 0) -> None:  # fmt: skip
+                 drop_path: float = 0.0, window_size: int = 0, norm_layer: NormLayer = nn.LayerNorm,
+                 act_layer: ActLayer = nn.GELU) -> None:  # fmt: skip
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = norm_layer(dim)
         self.attn = Attention(dim, num_heads, qkv_bias)
         self.drop_path = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer)
         self.window_size = window_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,36 +174,41 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(ClassifierHead, nn.Module):
     """ViT with window + global attention and a learned absolute position embedding.
 
     Args:
-        img_size: input side in pixels; must be a multiple of ``patch_size``.
+        image_size: input side in pixels; must be a multiple of ``patch_size``.
         patch_size: side of the square patches (16 -> 8x8 tokens at 128 px).
         stem_channels: 0 = one strided conv per patch (classic); ``c > 0`` = a convolutional stem of width
             ``c`` on the same token grid (see :class:`PatchEmbed`).
-        in_chans, num_classes: input channels and classifier outputs.
+        in_channels, num_classes: input channels and classifier outputs.
         embed_dim, depth, num_heads, mlp_ratio, qkv_bias: transformer width, blocks, heads, MLP expansion.
         drop_path_rate: stochastic depth of the last block; block i gets ``rate * i / (depth - 1)``.
         window_size: tokens per window side for the blocks in ``window_block_indexes`` (0: all global).
         window_block_indexes: blocks that attend within windows; the others attend globally.
         use_abs_pos: add the learned position embedding (truncated normal, std 0.02).
+        norm_layer: ``norm_layer(embed_dim)`` for the blocks' and the head's normalization (default
+            ``nn.LayerNorm``); the convolutional stem keeps its batch norm (:class:`PatchEmbed`).
+        act_layer: the MLPs' activation (default ``nn.GELU``).
 
-    Shapes: ``(B, in_chans, img_size, img_size)`` -> logits ``(B, num_classes)``. The token grid is
-    ``G = img_size / patch_size`` per side; ``pos_embed`` is ``(1, G, G, embed_dim)``.
+    Shapes: ``(B, in_channels, image_size, image_size)`` -> logits ``(B, num_classes)``. The token grid is
+    ``G = image_size / patch_size`` per side; ``pos_embed`` is ``(1, G, G, embed_dim)``.
 
     Example::
 
-        >>> model = VisionTransformer(img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=64)
+        >>> model = VisionTransformer(image_size=28, patch_size=4, in_channels=1, num_classes=10, embed_dim=64)
         >>> model(torch.rand(2, 1, 28, 28)).shape
         torch.Size([2, 10])
     """
 
+    classifier_name = "head"
+
     def __init__(
         self,
-        img_size: int = 128,
+        image_size: int = 128,
         patch_size: int = 16,
-        in_chans: int = 3,
+        in_channels: int = 3,
         num_classes: int = 100,
         embed_dim: int = 192,
         depth: int = 4,
@@ -196,27 +220,30 @@ class VisionTransformer(nn.Module):
         window_block_indexes: Sequence[int] = (0, 2),
         use_abs_pos: bool = True,
         stem_channels: int = 0,
+        norm_layer: NormLayer = nn.LayerNorm,
+        act_layer: ActLayer = nn.GELU,
     ) -> None:
         super().__init__()
-        if img_size % patch_size:
+        if image_size % patch_size:
             raise ConfigError(
-                f"image size {img_size} is not a multiple of the patch size {patch_size}", field="image_size"
+                f"image size {image_size} is not a multiple of the patch size {patch_size}", field="image_size"
             )
         if any(not 0 <= i < depth for i in window_block_indexes):
             raise ConfigError(
                 f"window_block_indexes {tuple(window_block_indexes)} must lie in [0, depth={depth})",
                 field="model_kwargs",
             )
-        self.img_size, self.patch_size, self.grid = img_size, patch_size, img_size // patch_size
+        self.image_size, self.patch_size, self.grid = image_size, patch_size, image_size // patch_size
         self.num_classes, self.num_features = num_classes, embed_dim
-        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, stem_channels)
+        self.patch_embed = PatchEmbed(patch_size, in_channels, embed_dim, stem_channels)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid, self.grid, embed_dim)) if use_abs_pos else None
         rates = [drop_path_rate * i / max(1, depth - 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, rates[i], window_size if i in window_block_indexes else 0)
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, rates[i], window_size if i in window_block_indexes else 0,
+                  norm_layer, act_layer)
             for i in range(depth)
-        )
-        self.norm = nn.LayerNorm(embed_dim)  # after pooling (timm's ``fc_norm`` with ``global_pool="avg"``)
+        )  # fmt: skip
+        self.norm = norm_layer(embed_dim)  # after pooling (timm's ``fc_norm`` with ``global_pool="avg"``)
         self.head = nn.Linear(embed_dim, num_classes)
         self.apply(_init_weights)
         if self.pos_embed is not None:
@@ -229,7 +256,7 @@ class VisionTransformer(nn.Module):
         theirs = "x".join(map(str, pos_embed.shape[1:3])) if pos_embed.dim() == 4 else f"{tuple(pos_embed.shape)}"
         raise ValueError(
             f"checkpoint position embedding is for a {theirs} token grid (shape {tuple(pos_embed.shape)}), this "
-            f"model has {self.grid}x{self.grid} (image {self.img_size}, patch {self.patch_size}, shape "
+            f"model has {self.grid}x{self.grid} (image {self.image_size}, patch {self.patch_size}, shape "
             f"{tuple(self.pos_embed.shape)}); build the model at the checkpoint's image size and patch size"
         )
 
@@ -239,12 +266,14 @@ class VisionTransformer(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images ``(B, in_chans, img_size, img_size)`` -> token grid ``(B, G, G, embed_dim)``, before pooling."""
-        if x.dim() != 4 or x.shape[-2:] != (self.img_size, self.img_size):
+        """Images ``(B, in_channels, image_size, image_size)`` -> token grid ``(B, G, G, embed_dim)``, before
+        pooling."""
+        size = self.image_size
+        if x.dim() != 4 or x.shape[-2:] != (size, size):
             got = "x".join(map(str, x.shape[-2:])) if x.dim() == 4 else "a non-(B, C, H, W) tensor"
             raise ValueError(
-                f"VisionTransformer was built for {self.img_size}x{self.img_size} images, got {got} (input shape "
-                f"{tuple(x.shape)}); build it with img_size={x.shape[-1]} or resize the images"
+                f"VisionTransformer was built for {size}x{size} images, got {got} (input shape "
+                f"{tuple(x.shape)}); build it with image_size={x.shape[-1]} or resize the images"
             )
         x = self.patch_embed(x)
         if self.pos_embed is not None:
@@ -253,23 +282,14 @@ class VisionTransformer(nn.Module):
             x = block(x)
         return x
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Token grid ``(B, G, G, embed_dim)`` -> mean over tokens -> LayerNorm -> logits ``(B, num_classes)``;
-        ``pre_logits=True`` returns the pooled, normalized features ``(B, embed_dim)`` instead."""
-        x = self.norm(x.mean(dim=(1, 2)))
-        return x if pre_logits else self.head(x)
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Token grid ``(B, G, G, embed_dim)`` -> mean over tokens -> ``norm`` -> pre-logits ``(B, embed_dim)``
+        (:meth:`forward_head` then applies the linear ``head``)."""
+        return self.norm(x.mean(dim=(1, 2)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A freshly initialized ``num_classes``-way head (``nn.Identity`` for 0: the model returns features)."""
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.head.apply(_init_weights)
+    def init_classifier(self, head: nn.Module) -> None:
+        """A new head is initialised as at construction (truncated normal weights, zero biases)."""
+        head.apply(_init_weights)
 
 
 def _init_weights(m: nn.Module) -> None:
@@ -282,3 +302,25 @@ def _init_weights(m: nn.Module) -> None:
     elif isinstance(m, nn.LayerNorm):
         nn.init.ones_(m.weight)
         nn.init.zeros_(m.bias)
+
+
+# Per input size: the original MiniPlaces configuration at 128 px; small-image configurations sized so a
+# Fashion-MNIST run fits a CPU budget (patch 4 -> 7x7 tokens; window 4 pads the grid to 8x8, 2x2 windows).
+VIT_CONFIGS: dict[int, dict] = {
+    128: dict(patch_size=16, embed_dim=192, depth=4, num_heads=4, window_size=4, window_block_indexes=(0, 2)),
+    32: dict(patch_size=4, embed_dim=192, depth=4, num_heads=4, window_size=4, window_block_indexes=(0, 2)),
+    28: dict(patch_size=4, stem_channels=32, embed_dim=128, depth=6, num_heads=4, mlp_ratio=2.0, window_size=4,
+             window_block_indexes=(0, 2, 4), drop_path_rate=0.05),
+}  # fmt: skip
+
+
+def vit_defaults(image_size: int) -> dict:
+    """The registered architecture options at ``image_size`` (a copy; the 128 px configuration for other sizes)."""
+    return dict(VIT_CONFIGS.get(image_size, VIT_CONFIGS[128]))
+
+
+@register_model("vit", defaults=vit_defaults)
+def _vit(num_classes: int, in_channels: int, image_size: int, **kwargs) -> nn.Module:
+    """Vision Transformer (patch embedding, window + global attention, absolute position embedding)."""
+    config = {**vit_defaults(image_size), **kwargs}
+    return VisionTransformer(image_size=image_size, in_channels=in_channels, num_classes=num_classes, **config)

@@ -144,14 +144,6 @@ class Chromium:
             params.update(captureBeyondViewport=True, clip=clip)
         return base64.b64decode(self.send("Page.captureScreenshot", params, session=True)["data"])
 
-    def print_media(self, enabled: bool = True) -> None:
-        """Lay the page out as for printing (``@media print``) or back as for the screen."""
-        self.send("Emulation.setEmulatedMedia", {"media": "print" if enabled else ""}, session=True)
-
-    def pdf(self) -> bytes:
-        """The page printed to PDF (A4-ish defaults of Chromium, backgrounds on)."""
-        return base64.b64decode(self.send("Page.printToPDF", {"printBackground": True}, session=True)["data"])
-
     # ------------------------------------------------------------------------------------------ protocol
     def send(self, method: str, params: dict[str, Any] | None = None, *, session: bool = False) -> dict[str, Any]:
         """Send one protocol command (to the page's session with ``session``) and return its result."""

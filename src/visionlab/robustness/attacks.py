@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from visionlab.checks import check_integer
 from visionlab.errors import ConfigError
 from visionlab.robustness.steps import Radius, Step, make_step
 from visionlab.runtime import eval_mode
@@ -202,9 +203,7 @@ class Attack:
 
 
 def _count(value: int, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"must be an integer >= 1, got {value!r}", field=field)
-    return value
+    return check_integer(value, field, minimum=1)
 
 
 def _target_mode(targeted: str | torch.Tensor | TargetFn | None) -> str | torch.Tensor | TargetFn | None:
@@ -485,9 +484,7 @@ class AutoAttack(Attack):
         self.n_classes = _count(n_classes, "n_classes")
         if self.n_classes < 2:
             raise ConfigError(f"must be >= 2, got {n_classes}", field="n_classes")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigError(f"must be an integer, got {seed!r}", field="seed")
-        self.seed = seed
+        self.seed = check_integer(seed, "seed")
 
     def settings(self) -> dict[str, Any]:
         return {
