@@ -163,7 +163,8 @@ def build_model(
         num_classes: classifier outputs.
         in_channels: image channels.
         image_size: square input side in pixels (models with a fixed token grid need it).
-        mean, std: per-channel pixel statistics of the training set; default 0.5 / 0.5 per channel.
+        mean: per-channel pixel mean of the training set; default 0.5 per channel.
+        std: per-channel pixel standard deviation of the training set; default 0.5 per channel.
         conv: ``"native"`` or ``"custom"``; only for models registered with ``takes_conv``.
         **kwargs: architecture options of the model.
     """
