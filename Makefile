@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.visionlab-installed
 
-.PHONY: setup demo test test-avx2 test-threads lint format bench clean mutate
+.PHONY: setup demo test test-avx2 test-threads lint format docs bench clean mutate
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,23 @@ lint: setup
 format: setup
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
+# The documentation site (mkdocs.yml) into site/: the Python API reference generated from the docstrings
+# (mkdocstrings reads the source, imports nothing), the examples, the CLI reference. Its tools live in their own
+# environment, .venv-docs, pinned in docs/requirements.txt (see there why not in .venv). --strict: any warning (a
+# docstring argument missing from the signature, a broken link or snippet) fails the build. NO_MKDOCS_2_WARNING
+# silences mkdocs-material's end-of-life banner (not a build warning).
+DOCS_VENV ?= .venv-docs
+DOCS_STAMP := $(DOCS_VENV)/.visionlab-docs-installed
+
+$(DOCS_STAMP): docs/requirements.txt
+	test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DOCS_VENV)/bin/python -m pip install --quiet -r docs/requirements.txt
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict
+
 # Mutation testing (docs/TESTING.md); not part of `make test` or CI. MODULE's mutants (a folder or one file under
 # src/visionlab) meet the tests of its mirror folder (src/visionlab/ops -> tests/ops), or TESTS (paths; `tests` for
 # the whole suite); each mutant only the tests that reach the mutated function.
@@ -80,4 +97,4 @@ endef
 export IGNORE_ALL_BUT
 
 clean:
-	rm -rf runs build *.egg-info mutants
+	rm -rf runs build *.egg-info mutants site

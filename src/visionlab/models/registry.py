@@ -165,7 +165,8 @@ def build_model(
         image_size: square input side in pixels (models with a fixed token grid need it); the default is the
             data's :data:`~visionlab.data.kinds.DEFAULT_IMAGE_SIZE` (written out here, as models and data are
             sibling floors that do not import each other; a test keeps the two equal).
-        mean, std: per-channel pixel statistics of the training set; default 0.5 / 0.5 per channel.
+        mean: per-channel pixel mean of the training set; default 0.5 per channel.
+        std: per-channel pixel standard deviation of the training set; default 0.5 per channel.
         conv: ``"native"`` or ``"custom"``; only for models registered with ``takes_conv``.
         **kwargs: architecture options of the model.
     """

@@ -182,8 +182,13 @@ class VisionTransformer(ClassifierHead, nn.Module):
         patch_size: side of the square patches (16 -> 8x8 tokens at 128 px).
         stem_channels: 0 = one strided conv per patch (classic); ``c > 0`` = a convolutional stem of width
             ``c`` on the same token grid (see :class:`PatchEmbed`).
-        in_channels, num_classes: input channels and classifier outputs.
-        embed_dim, depth, num_heads, mlp_ratio, qkv_bias: transformer width, blocks, heads, MLP expansion.
+        in_channels: input channels.
+        num_classes: classifier outputs.
+        embed_dim: transformer width (token dimension).
+        depth: transformer blocks.
+        num_heads: attention heads per block.
+        mlp_ratio: MLP hidden width as a multiple of ``embed_dim``.
+        qkv_bias: bias on the query/key/value projection.
         drop_path_rate: stochastic depth of the last block; block i gets ``rate * i / (depth - 1)``.
         window_size: tokens per window side for the blocks in ``window_block_indexes`` (0: all global).
         window_block_indexes: blocks that attend within windows; the others attend globally.

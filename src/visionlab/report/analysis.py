@@ -29,7 +29,8 @@ def confusion_matrix(predicted: Tensor, target: Tensor, num_classes: int) -> Ten
     """``counts[t, p]``: how many examples of true class ``t`` were predicted as class ``p``.
 
     Args:
-        predicted, target: ``(N,)`` integer class indices in ``[0, num_classes)``.
+        predicted: ``(N,)`` predicted class indices in ``[0, num_classes)``.
+        target: ``(N,)`` true class indices in ``[0, num_classes)``.
         num_classes: ``K``.
 
     Returns an ``int64`` ``(K, K)`` tensor (rows: true class, columns: predicted class); its diagonal holds the

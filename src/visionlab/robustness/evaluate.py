@@ -136,9 +136,12 @@ def sweep(
         norm: ``"linf"`` or ``"l2"``.
         step_ratio: step size = ``step_ratio * eps / steps`` (Madry et al.'s 2.5 lets PGD reach the boundary of
             the ball from any start).
-        random_start, restarts: as for :class:`~visionlab.robustness.attacks.PGD`.
+        random_start: as for :class:`~visionlab.robustness.attacks.PGD`.
+        restarts: as for :class:`~visionlab.robustness.attacks.PGD`.
         label: the model's name in the rows (to overlay several models in one plot).
-        limit, progress, dist: as for :func:`robust_evaluate`.
+        limit: as for :func:`robust_evaluate`.
+        progress: as for :func:`robust_evaluate`.
+        dist: as for :func:`robust_evaluate`.
 
     Returns one row per setting with the keys of :data:`SWEEP_COLUMNS` (``sweep`` is ``"eps"`` or
     ``"steps"``), ε sweep first.

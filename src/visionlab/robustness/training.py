@@ -180,7 +180,9 @@ class FGSMRSTraining(_MixedAdversarial):
     Args:
         eps: radius in pixel units, scalar or per channel.
         step: step size in pixel units; default ``1.25 * eps``.
-        mix, criterion, generator: as for :class:`PGDTraining`.
+        mix: as for :class:`PGDTraining`.
+        criterion: as for :class:`PGDTraining`.
+        generator: as for :class:`PGDTraining`.
     """
 
     eps: Radius
@@ -217,7 +219,9 @@ class NFGSMTraining(_MixedAdversarial):
         eps: radius in pixel units, scalar or per channel (the threat model trained against).
         step: step size in pixel units; default ``eps``.
         noise: half-width of the uniform noise as a multiple of ``eps``; default 2.
-        mix, criterion, generator: as for :class:`PGDTraining`.
+        mix: as for :class:`PGDTraining`.
+        criterion: as for :class:`PGDTraining`.
+        generator: as for :class:`PGDTraining`.
     """
 
     eps: Radius
