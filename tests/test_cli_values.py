@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import pytest
 import torch
 
-import visionlab.engine.distributed as distributed
+import visionlab.runtime.distributed as distributed
 from visionlab import cli
 from visionlab.cli import CLIError, build_parser, main, run, train_config_from_args
 from visionlab.engine import TrainConfig, save_checkpoint
@@ -426,8 +426,8 @@ def eval_stand_ins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str,
         seen["device"] = device
         return seen["dist"], "dev"
 
-    monkeypatch.setattr("visionlab.engine.distributed.init_distributed", init)
-    monkeypatch.setattr("visionlab.engine.distributed.shard_dataset", lambda d, dist: ("shard", list(d), dist))
+    monkeypatch.setattr("visionlab.runtime.distributed.init_distributed", init)
+    monkeypatch.setattr("visionlab.runtime.distributed.shard_dataset", lambda d, dist: ("shard", list(d), dist))
     monkeypatch.setattr(
         "visionlab.engine.make_loader", lambda shard, bs, **kw: seen.setdefault("loader", (shard, bs, kw)) and "L"
     )

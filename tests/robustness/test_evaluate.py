@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from visionlab.engine.distributed import DistContext
 from visionlab.errors import ConfigError
 from visionlab.robustness import evaluate
 from visionlab.robustness.attacks import PGD
@@ -22,6 +21,7 @@ from visionlab.robustness.evaluate import (
     sweep,
     write_sweep,
 )
+from visionlab.runtime.distributed import DistContext
 
 from ..statistical import Statistic
 from .conftest import batch, predicted, tiny_model

@@ -10,8 +10,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from visionlab.engine import BEST, TrainConfig, Trainer, load_checkpoint
-from visionlab.engine.distributed import DistContext
 from visionlab.robustness import PGD, RobustMonitor, robust_evaluate
+from visionlab.runtime.distributed import DistContext
 
 from .conftest import predicted, tiny_model
 
