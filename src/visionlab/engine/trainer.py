@@ -50,7 +50,8 @@ class Trainer(TrainerSetup):
 
     Construction happens in stages, each a method a subclass or a later set-up (distributed, another
     objective) can replace: load the checkpoint and the pretrained weights, data, model, loaders, optimization,
-    restore, run directory.
+    restore, run directory (:class:`~visionlab.engine.setup.TrainerSetup`). The objective, the robust monitor
+    and the callbacks come from the caller, with defaults built from ``cfg``.
 
     Args:
         cfg: the run's configuration (for a full resume, the checkpoint's configuration with run-time fields
