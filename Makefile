@@ -45,8 +45,9 @@ test-threads: setup
 	OMP_NUM_THREADS=2 $(BIN)/python -m pytest -q -p no:xdist -m statistical
 	OMP_NUM_THREADS=2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 $(BIN)/python -m pytest -q -p no:xdist -m statistical
 
+# ruff, then the layer contract of pyproject.toml ([tool.importlinter]: nothing imports upward).
 lint: setup
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 format: setup
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .

@@ -1,7 +1,8 @@
 """What one drawing of ``curves.png`` costs: :func:`visionlab.report.plot_runs` on a synthetic run directory.
 
-The trainer's :class:`~visionlab.engine.PlotCurves` redraws the figure after the last epoch and otherwise at most
-every 10 s; this measures why (the first drawing in a process, which loads fonts, and the median of the next ones).
+The training callback :class:`~visionlab.report.PlotCurves` redraws the figure after the last epoch and otherwise
+at most every 10 s; this measures why (the first drawing in a process, which loads fonts, and the median of the
+next ones).
 
     .venv/bin/python bench/curves.py [--epochs 10] [--repeats 10]
 """

@@ -40,7 +40,7 @@ import torch.multiprocessing as mp
 
 from visionlab.data import load_dataset
 from visionlab.engine import TrainConfig, Trainer
-from visionlab.engine.distributed import DistContext
+from visionlab.runtime.distributed import DistContext
 
 
 class LastEpochTimer(Trainer):

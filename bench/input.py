@@ -43,7 +43,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F1
 
 from visionlab.data import InMemoryLoader, load_dataset
-from visionlab.data.datasets import ListEntry, parse_list_file
+from visionlab.data.lists import ListEntry, parse_list_file
 from visionlab.data.transforms import inscribed_rect
 
 IMAGE_SIZE = 128

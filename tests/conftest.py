@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from visionlab.engine import ClassificationTask
-from visionlab.engine.distributed import DistContext
+from visionlab.runtime.distributed import DistContext
 
 from . import statistical
 

@@ -19,15 +19,15 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import visionlab.engine.distributed as distributed
 import visionlab.explain as explain
 import visionlab.robustness as robustness
+import visionlab.runtime.distributed as distributed
 from visionlab import cli_analysis
 from visionlab.cli import build_parser, main
 from visionlab.engine import TrainConfig, save_checkpoint
-from visionlab.engine.distributed import DistContext
 from visionlab.explain import TAG_ADVERSARIAL, TAG_ORIGINAL, TAG_SALIENCY, save_grid
 from visionlab.models import build_model
+from visionlab.runtime.distributed import DistContext
 
 from .conftest import make_fashion_mnist
 

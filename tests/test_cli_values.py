@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import pytest
 import torch
 
-import visionlab.engine.distributed as distributed
+import visionlab.runtime.distributed as distributed
 from visionlab import cli
 from visionlab.cli import CLIError, build_parser, main, run, train_config_from_args
 from visionlab.engine import TrainConfig, save_checkpoint
@@ -212,8 +212,9 @@ class _Trainer:
     result: ClassVar[dict[str, Any]] = {}
     is_main = True
 
-    def __init__(self, cfg: Any, resume: Any = None) -> None:
+    def __init__(self, cfg: Any, resume: Any = None, callbacks: Any = None) -> None:
         _Trainer.built.append((cfg, resume))
+        _Trainer.callbacks = callbacks
         self.dist = SimpleNamespace(is_main=_Trainer.is_main)
 
     def fit(self) -> dict[str, Any]:
@@ -233,6 +234,7 @@ def test_train_prints_the_result_and_the_run_directory(trainer: type[_Trainer], 
     trainer.result = {"val_top1": 91.23456, "val_top5": 99.5, "best_top1": 92.0, "run_dir": "runs/x"}
     assert main(["train", "--epochs", "2"]) == 0
     assert capsys.readouterr().out == "* Acc@1 91.235 Acc@5 99.500 (best Acc@1 92.000)\nrun directory: runs/x\n"
+    assert [type(c).__name__ for c in trainer.callbacks] == ["PlotCurves"]  # the CLI draws curves.png
     ((cfg, resume),) = trainer.built
     assert cfg.epochs == 2 and resume is None
 
@@ -426,8 +428,8 @@ def eval_stand_ins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str,
         seen["device"] = device
         return seen["dist"], "dev"
 
-    monkeypatch.setattr("visionlab.engine.distributed.init_distributed", init)
-    monkeypatch.setattr("visionlab.engine.distributed.shard_dataset", lambda d, dist: ("shard", list(d), dist))
+    monkeypatch.setattr("visionlab.runtime.distributed.init_distributed", init)
+    monkeypatch.setattr("visionlab.runtime.distributed.shard_dataset", lambda d, dist: ("shard", list(d), dist))
     monkeypatch.setattr(
         "visionlab.engine.make_loader", lambda shard, bs, **kw: seen.setdefault("loader", (shard, bs, kw)) and "L"
     )

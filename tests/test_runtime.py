@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from visionlab.engine.trainer import evaluate
+from visionlab.engine import evaluate
 from visionlab.runtime import eval_mode
 
 

@@ -172,13 +172,13 @@ def train_config_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
     Every flag given is checked against its field's range first, before the checkpoint or any data is read
     (also a flag an exact resume then ignores); then each flag given against the resolved run, which must read
     it (:func:`check_data_flags`, :func:`_check_adversarial_flags`). ``-j`` left unset is
-    :func:`~visionlab.engine.distributed.default_workers`. The caller validates the resolved config as a whole.
+    :func:`~visionlab.runtime.distributed.default_workers`. The caller validates the resolved config as a whole.
     """
     from visionlab.data import FILE_KINDS, parse_spec
     from visionlab.engine import TrainConfig
     from visionlab.engine.config import check_field
-    from visionlab.engine.distributed import default_workers
     from visionlab.recipes import recipe_for
+    from visionlab.runtime.distributed import default_workers
 
     given = {f: getattr(args, f) for f in _TRAIN_FIELDS if getattr(args, f, None) is not None}
     if getattr(args, "use_custom_conv", False):
@@ -304,10 +304,11 @@ def _check_options(args: argparse.Namespace, *names: str) -> None:
 # ------------------------------------------------------------------------------------------------ commands
 def cmd_train(args: argparse.Namespace) -> int:
     from visionlab.engine import Trainer
+    from visionlab.report import PlotCurves
 
     cfg, resume = train_config_from_args(args)
     cfg.validate()  # the whole configuration, before any data is read or a run directory written
-    trainer = Trainer(cfg, resume=resume)
+    trainer = Trainer(cfg, resume=resume, callbacks=[PlotCurves()])
     result = trainer.fit()
     if not trainer.dist.is_main:  # under torchrun: rank 0 reports
         return 0
@@ -355,9 +356,8 @@ def _eval_data(state: dict[str, Any], args: argparse.Namespace, *, strict: bool 
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from visionlab.engine import evaluate, make_loader, model_from_checkpoint
-    from visionlab.engine.distributed import default_workers, init_distributed, shard_dataset
-    from visionlab.engine.trainer import _limit
+    from visionlab.engine import evaluate, limit, make_loader, model_from_checkpoint
+    from visionlab.runtime.distributed import default_workers, init_distributed, shard_dataset
 
     _check_options(args, "batch_size", "limit_val", "device")
     if args.workers is not None:
@@ -365,7 +365,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     state = _load_model_checkpoint(args.resume)
     dist, device = init_distributed(args.device or "auto")  # under torchrun each rank evaluates its share
     bundle = _eval_data(state, args)
-    shard = shard_dataset(_limit(bundle.val, args.limit_val), dist)
+    shard = shard_dataset(limit(bundle.val, args.limit_val), dist)
     workers = default_workers() if args.workers is None else args.workers
     loader = make_loader(shard, args.batch_size, train=False, workers=workers, device=device)
     model = model_from_checkpoint(state, device)

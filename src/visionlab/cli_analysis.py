@@ -46,7 +46,9 @@ def _attack_arguments(p: argparse.ArgumentParser) -> None:
                         "threat-model flag the attack does not read is refused")  # fmt: skip
     a.add_argument("--norm", choices=("linf", "l2"), help="threat model: linf (default) or l2")
     a.add_argument("--eps", type=float, help="radius (default 0.1)")
-    a.add_argument("--step", type=float, help="PGD step size, > 0 (default eps / 4)")
+    a.add_argument("--step", type=float,
+                   help="PGD step size, > 0 (default 2.5 eps / steps, Madry et al.: eps / 4 at the default 10 "
+                        "steps; before, eps / 4 whatever --steps)")  # fmt: skip
     a.add_argument("--steps", type=int, help="PGD iterations (default 10)")
     a.add_argument("--restarts", type=int, help="PGD random restarts (default 1)")
     a.add_argument("--no-random-start", action="store_true", help="start PGD at the clean images")
@@ -98,7 +100,7 @@ def _load(
     :func:`visionlab.cli._eval_data`."""
     from visionlab.cli import _check_options, _eval_data, _load_model_checkpoint
     from visionlab.engine import model_from_checkpoint
-    from visionlab.engine.distributed import init_distributed
+    from visionlab.runtime.distributed import init_distributed
 
     _check_options(args, "batch_size", "device")
     state = _load_model_checkpoint(resume)
@@ -112,7 +114,7 @@ def _loader(dataset: Any, args: argparse.Namespace, limit: int | None) -> torch.
     over ranks by the evaluation)."""
     from torch.utils.data import DataLoader, Subset
 
-    from visionlab.engine.distributed import current_context, shard_dataset
+    from visionlab.runtime.distributed import current_context, shard_dataset
 
     if limit is not None and limit < len(dataset):
         dataset = Subset(dataset, range(limit))
@@ -238,7 +240,7 @@ def build_attack(args: argparse.Namespace, model: torch.nn.Module, num_classes: 
     settings: ConfigError)."""
     import torch
 
-    from visionlab.robustness import FGSM, PGD, AutoAttack, original_attack
+    from visionlab.robustness import FGSM, PGD, AutoAttack, default_step, original_attack
 
     o = attack_options(args)
     if args.attack == "original":
@@ -247,7 +249,7 @@ def build_attack(args: argparse.Namespace, model: torch.nn.Module, num_classes: 
         return FGSM(model, o["eps"], targeted=o["targeted"], norm=o["norm"])
     if args.attack == "autoattack":
         return AutoAttack(model, eps=o["eps"], norm=o["norm"], n_classes=num_classes, seed=o["seed"])
-    step = o["step"] if o["step"] is not None else o["eps"] / 4
+    step = o["step"] if o["step"] is not None else default_step(o["eps"], o["steps"])
     return PGD(
         model, eps=o["eps"], step=step, steps=o["steps"], norm=o["norm"], random_start=not o["no_random_start"],
         restarts=o["restarts"], targeted=o["targeted"], early_stop=o["early_stop"],
@@ -269,8 +271,8 @@ def _save_adversarial_grids(model: torch.nn.Module, attack: Any, dataset: Any, o
 
 def cmd_attack(args: argparse.Namespace) -> int:
     from visionlab.cli import _check_options
-    from visionlab.engine.distributed import current_context
     from visionlab.robustness import robust_evaluate
+    from visionlab.runtime.distributed import current_context
 
     _check_options(args, "limit_val")
     attack_options(args)  # a flag the attack would ignore is refused before the checkpoint is read
@@ -321,8 +323,8 @@ def _check_sweep_options(args: argparse.Namespace) -> None:
 
 def cmd_robustness(args: argparse.Namespace) -> int:
     from visionlab.cli import CLIError, _check_options
-    from visionlab.engine.distributed import current_context
     from visionlab.robustness import plot_accuracy_vs_eps, plot_accuracy_vs_steps, sweep, write_sweep
+    from visionlab.runtime.distributed import current_context
 
     _check_options(args, "limit_val")
     _check_sweep_options(args)

@@ -58,7 +58,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _analyse(run: Any, checkpoint: Path, args: argparse.Namespace) -> Any:
     """What the report computes from ``checkpoint``, or the message saying why it could not."""
     from visionlab.cli_analysis import _load
-    from visionlab.engine.trainer import _limit
+    from visionlab.engine import limit
     from visionlab.errors import UserError
     from visionlab.report import analyse
 
@@ -70,7 +70,7 @@ def _analyse(run: Any, checkpoint: Path, args: argparse.Namespace) -> Any:
         return str(exc)
     names = state.get("class_names") or bundle.class_names
     return analyse(
-        model, _limit(bundle.val, args.limit_val), names, device, checkpoint=checkpoint,
+        model, limit(bundle.val, args.limit_val), names, device, checkpoint=checkpoint,
         batch_size=args.batch_size, num_images=args.num, with_saliency=run.file("saliency", "saliency.png") is None,
     )  # fmt: skip
 

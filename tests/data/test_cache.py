@@ -11,7 +11,7 @@ import torch
 
 from visionlab.data import ImageListDataset, load_dataset
 from visionlab.data.transforms import eval_transform
-from visionlab.engine.trainer import make_loader
+from visionlab.engine import make_loader
 
 from .conftest import IdxSet, save_image
 from .test_datasets import _damage, error_of

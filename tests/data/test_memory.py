@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Subset
 
 from visionlab.data import BatchAugment, InMemoryLoader, TensorImageDataset
 from visionlab.data.transforms import to_float_transform
-from visionlab.engine.trainer import make_loader
+from visionlab.engine import make_loader
 
 from ..statistical import Statistic
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from visionlab.data import DatasetError, load_dataset, parse_list_file, read_cifar10
-from visionlab.data.datasets import MINIPLACES_CLASSES
+from visionlab.data.lists import MINIPLACES_CLASSES
 
 from .conftest import CifarSet, IdxSet, insert_line, save_image, write_cifar_batch, write_idx
 

@@ -8,7 +8,7 @@ import pytest
 
 from visionlab.engine import TrainConfig, Trainer
 from visionlab.engine import trainer as trainer_module
-from visionlab.engine.trainer import cpu_has_native_bf16
+from visionlab.runtime import cpu_has_native_bf16
 
 
 @pytest.mark.parametrize(

@@ -27,9 +27,9 @@ from visionlab.data import TensorImageDataset
 from visionlab.data.memory import BatchAugment, InMemoryLoader
 from visionlab.data.transforms import to_float_transform
 from visionlab.engine import ClassificationTask, TrainConfig, Trainer
-from visionlab.engine.distributed import DistContext, ShardedBatchSampler, init_distributed, shard_dataset
-from visionlab.engine.metrics import RunningStats
 from visionlab.errors import ConfigError
+from visionlab.runtime.distributed import DistContext, ShardedBatchSampler, init_distributed, shard_dataset
+from visionlab.runtime.metrics import RunningStats
 
 STEPS_PER_EPOCH = 6  # 96 training images, global batch 16
 
@@ -236,11 +236,11 @@ def test_adversarial_training_runs_under_ddp(spec: str, tmp_path: Path) -> None:
 
 
 def test_dataloader_workers_of_other_ranks_draw_other_augmentations() -> None:
-    from visionlab.engine.trainer import _RankSeed
+    from visionlab.engine.loaders import RankSeed
 
     def worker_draw(rank: int) -> float:
         torch.manual_seed(1234)  # what the DataLoader does in a worker (base seed + worker id), the same on every rank
-        _RankSeed(DistContext(rank, 3))(0)
+        RankSeed(DistContext(rank, 3))(0)
         return float(torch.rand(()))
 
     assert worker_draw(0) == worker_draw(0)

@@ -1,4 +1,4 @@
-"""``engine/distributed.py`` in one process, value by value (found by mutation testing, docs/TESTING.md): the
+"""``runtime/distributed.py`` in one process, value by value (found by mutation testing, docs/TESTING.md): the
 world-of-N arithmetic, the collectives' calls through a recording stand-in for ``torch.distributed`` (a world of
 two seen from one rank), torchrun's environment, the DDP wrapper's arguments, and a real one-process gloo group
 for ``unwrap`` and ``current_context``. The spawned two-process runs are in ``test_distributed.py``."""
@@ -17,9 +17,11 @@ from tests.conftest import IdentityWorld
 from visionlab.cli import main as cli_main
 from visionlab.data import TensorImageDataset
 from visionlab.data.transforms import to_float_transform
-from visionlab.engine import ClassificationTask, TrainConfig, Trainer, distributed, make_loader
+from visionlab.engine import ClassificationTask, TrainConfig, Trainer, make_loader
 from visionlab.engine import trainer as trainer_module
-from visionlab.engine.distributed import (
+from visionlab.errors import ConfigError
+from visionlab.runtime import distributed
+from visionlab.runtime.distributed import (
     DistContext,
     ShardedBatchSampler,
     current_context,
@@ -30,7 +32,6 @@ from visionlab.engine.distributed import (
     training_batches,
     unwrap,
 )
-from visionlab.errors import ConfigError
 
 CPU = torch.device("cpu")
 

@@ -10,9 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from visionlab.engine import CHECKPOINT, TrainConfig, Trainer, load_checkpoint
+from visionlab.engine import CHECKPOINT, EMA, TrainConfig, Trainer, load_checkpoint
 from visionlab.engine.ema import WeightEMA
-from visionlab.engine.trainer import EMA
 from visionlab.errors import ConfigError
 
 from ..conftest import Stop, StopAt

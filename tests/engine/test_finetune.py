@@ -10,9 +10,18 @@ import pytest
 import torch
 
 from visionlab.cli import main
-from visionlab.engine import BEST, CHECKPOINT, Callback, TrainConfig, Trainer, build_optimizer, load_checkpoint
+from visionlab.engine import (
+    BEST,
+    CHECKPOINT,
+    Callback,
+    TrainConfig,
+    Trainer,
+    WarmupCosine,
+    build_optimizer,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 from visionlab.engine import trainer as trainer_module
-from visionlab.engine.trainer import model_from_checkpoint
 from visionlab.errors import ConfigError
 from visionlab.models import build_model
 
@@ -100,7 +109,7 @@ def test_head_lr_mult_gives_the_head_its_own_groups_and_lr() -> None:
     assert [(g["lr"], g["weight_decay"]) for g in groups] == [(0.02, 1e-3), (0.02, 0.0), (0.2, 1e-3), (0.2, 0.0)]
     assert groups[2]["params"] == [model.net.fc.weight] and groups[3]["params"] == [model.net.fc.bias]
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))  # frozen ones included
-    scheduler = trainer_module.WarmupCosine(optimizer, 2, 10)
+    scheduler = WarmupCosine(optimizer, 2, 10)
     for _ in range(5):
         optimizer.step()
         scheduler.step()

@@ -10,8 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from visionlab.engine import TrainConfig, Trainer
-from visionlab.engine.trainer import evaluate
+from visionlab.engine import TrainConfig, Trainer, evaluate
 
 from ..conftest import make_fashion_mnist
 from ..statistical import Statistic

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from visionlab.engine.metrics import RunningStats, topk_correct
+from visionlab.runtime.metrics import RunningStats, topk_correct
 
 # Seven classes; row i's target (TARGET[i]) sits at rank RANK[i] of its logits (1 = the largest).
 LOGITS = torch.tensor(
@@ -51,8 +51,8 @@ def test_running_stats_weights_batches_by_size() -> None:
 
 # ------------------------------------------------------------------------------------------------ metric logs
 def test_read_metrics_skips_blank_lines_and_names_the_bad_line(tmp_path) -> None:
-    from visionlab.engine.metrics import read_metrics
     from visionlab.errors import UserError
+    from visionlab.runtime.metrics import read_metrics
 
     assert read_metrics(tmp_path) == []  # no metrics.jsonl yet
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 0}\n\n  \n{"epoch": 1}\n', encoding="utf-8")
@@ -77,8 +77,8 @@ def test_read_metrics_skips_blank_lines_and_names_the_bad_line(tmp_path) -> None
 def test_read_metrics_names_the_line_of_a_record_its_readers_cannot_use(tmp_path, line, message) -> None:
     """The report and `visionlab plot` read these keys without a default: a record without them fails here, with
     file and line, not as a bare KeyError inside a plot."""
-    from visionlab.engine.metrics import read_metrics
     from visionlab.errors import UserError
+    from visionlab.runtime.metrics import read_metrics
 
     good = '{"type": "step", "epoch": 0, "step": 1, "lr": 0.1}'
     (tmp_path / "metrics.jsonl").write_text(f"{good}\n\n{line}\n", encoding="utf-8")
@@ -88,7 +88,7 @@ def test_read_metrics_names_the_line_of_a_record_its_readers_cannot_use(tmp_path
 
 
 def test_read_metrics_checks_only_the_record_types_it_knows(tmp_path) -> None:
-    from visionlab.engine.metrics import read_metrics
+    from visionlab.runtime.metrics import read_metrics
 
     records = [{"type": "epoch", "epoch": 1, "lr": 0, "train_loss": 1.5, "val_loss": float("nan")},
                {"type": "step", "epoch": 1.0, "step": 7, "lr": 1e-3},
@@ -99,13 +99,13 @@ def test_read_metrics_checks_only_the_record_types_it_knows(tmp_path) -> None:
 
 
 def _log(tmp_path, **kwargs):
-    from visionlab.engine.metrics import MetricsLog
+    from visionlab.runtime.metrics import MetricsLog
 
     return MetricsLog(tmp_path, tensorboard=False, **kwargs)
 
 
 def test_metrics_log_appends_records_and_a_fresh_log_starts_empty(tmp_path) -> None:
-    from visionlab.engine.metrics import read_metrics
+    from visionlab.runtime.metrics import read_metrics
 
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 5}\n', encoding="utf-8")
     log = _log(tmp_path)  # keep_through_epoch None: a new run, the old file's records go
@@ -119,7 +119,7 @@ def test_metrics_log_appends_records_and_a_fresh_log_starts_empty(tmp_path) -> N
 
 
 def test_metrics_log_on_resume_keeps_the_records_through_the_resumed_epoch(tmp_path) -> None:
-    from visionlab.engine.metrics import read_metrics
+    from visionlab.runtime.metrics import read_metrics
 
     step, epoch = {"lr": 0.1, "step": 1}, {"lr": 0.1, "train_loss": 2.0, "val_loss": 2.5}
     records = [{"type": "step", "epoch": 0, **step}, {"type": "epoch", "epoch": 0, **epoch},
@@ -138,7 +138,7 @@ def test_metrics_log_on_resume_keeps_the_records_through_the_resumed_epoch(tmp_p
 
 
 def test_metrics_log_writes_tensorboard_scalars(tmp_path) -> None:
-    from visionlab.engine.metrics import MetricsLog
+    from visionlab.runtime.metrics import MetricsLog
 
     log = MetricsLog(tmp_path)  # TensorBoard is on by default
     added = []

@@ -11,8 +11,8 @@ import torch
 
 from visionlab.cli import main as cli_main
 from visionlab.engine import TrainConfig, Trainer
-from visionlab.engine import trainer as trainer_module
 from visionlab.errors import ConfigError
+from visionlab.runtime import device as device_module
 
 
 def _cfg(spec: str, out: Path, **overrides: Any) -> TrainConfig:
@@ -48,15 +48,15 @@ def test_inductor_on_a_cpu_without_a_compiler_is_refused_up_front(
     tiny_fmnist: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("CXX", raising=False)
-    monkeypatch.setattr(trainer_module.shutil, "which", lambda name: None)
+    monkeypatch.setattr(device_module.shutil, "which", lambda name: None)
     with pytest.raises(ConfigError, match=r"no C\+\+ compiler was found") as info:
         Trainer(_cfg(tiny_fmnist, tmp_path / "run", compile="inductor"), callbacks=[])
     assert info.value.field == "compile"
     found = {"g++": "/usr/bin/g++"}
-    monkeypatch.setattr(trainer_module.shutil, "which", found.get)
-    trainer_module.check_compile("inductor", torch.device("cpu"))  # a compiler: accepted
-    monkeypatch.setattr(trainer_module.shutil, "which", lambda name: None)
-    trainer_module.check_compile("aot_eager", torch.device("cpu"))  # needs none
+    monkeypatch.setattr(device_module.shutil, "which", found.get)
+    device_module.check_compile("inductor", torch.device("cpu"))  # a compiler: accepted
+    monkeypatch.setattr(device_module.shutil, "which", lambda name: None)
+    device_module.check_compile("aot_eager", torch.device("cpu"))  # needs none
 
 
 def test_sync_bn_on_the_cpu_is_refused_with_the_reason(tiny_fmnist: str, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from visionlab.engine import (
     load_checkpoint,
 )
 from visionlab.engine import trainer as trainer_module
+from visionlab.report import PlotCurves
 
 from ..conftest import Stop, StopAt, make_fashion_mnist
 from ..statistical import Statistic
@@ -69,7 +70,7 @@ def test_killed_and_resumed_run_ends_with_identical_weights(tiny_fmnist: str, tm
 def test_run_directory_contents_and_learning(tmp_path: Path, stat_seed: int, stat: Statistic) -> None:
     data = f"fashion-mnist:{make_fashion_mnist(tmp_path / 'fm', n_train=320, n_test=64, seed=stat_seed)}"
     cfg = _cfg(data, tmp_path / "run", tensorboard=True, epochs=4, optimizer="adamw", lr=3e-3, seed=stat_seed + 7)
-    result = Trainer(cfg).fit()
+    result = Trainer(cfg, callbacks=[PlotCurves()]).fit()  # the CLI's train passes PlotCurves too
     run = tmp_path / "run"
     for name in ("config.yaml", "metrics.jsonl", "curves.png", CHECKPOINT, BEST):
         assert (run / name).is_file(), name

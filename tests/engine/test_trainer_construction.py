@@ -15,10 +15,11 @@ import torch
 from visionlab.engine import CHECKPOINT, TrainConfig, Trainer, load_checkpoint
 from visionlab.engine import trainer as trainer_module
 from visionlab.engine.checkpoint import save_checkpoint
-from visionlab.engine.distributed import DistContext
+from visionlab.engine.optim import param_groups
 from visionlab.engine.task import ClassificationTask
-from visionlab.engine.trainer import param_groups
 from visionlab.models import architecture_kwargs, build_model, load_weights
+from visionlab.models.finetune import split_head
+from visionlab.runtime.distributed import DistContext
 
 from ..conftest import IdentityWorld
 from .test_trainer_values import TRAIN_LABELS, _bundle
@@ -100,7 +101,7 @@ def test_pretrained_weights_bring_their_statistics_and_backbone_and_say_so(
     fresh = build_model("simplenet", num_classes=10, in_channels=1, image_size=28, mean=[0.25], std=[0.5])
     said = load_weights(str(path), "simplenet").apply(fresh)
     assert capsys.readouterr().err == f"[visionlab] pretrained weights: {said}\n"
-    head = trainer_module.split_head(trainer.model)[1]
+    head = split_head(trainer.model)[1]
     head_ids = {id(p) for _, p in head}
     ours = {n: p for n, p in trainer.model.named_parameters() if id(p) not in head_ids}
     theirs = dict(source.named_parameters())

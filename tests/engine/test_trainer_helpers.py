@@ -19,12 +19,13 @@ from visionlab.engine import (
     TrainingDiverged,
     build_optimizer,
     evaluate,
+    limit,
     make_loader,
     model_from_checkpoint,
     select_device,
 )
-from visionlab.engine import trainer as trainer_module
-from visionlab.engine.distributed import ShardedBatchSampler
+from visionlab.runtime import autocast
+from visionlab.runtime.distributed import ShardedBatchSampler
 
 CPU = torch.device("cpu")
 
@@ -53,11 +54,11 @@ def test_auto_device_is_cuda_exactly_when_cuda_is_available(monkeypatch: pytest.
 @pytest.mark.filterwarnings("ignore:CUDA is not available:UserWarning")  # the CUDA context is only built, not entered
 def test_autocast_is_bfloat16_on_the_cpu_and_off_unless_asked() -> None:
     a, b = torch.ones(2, 2), torch.ones(2, 2)
-    with trainer_module._autocast(CPU, True):
+    with autocast(CPU, True):
         assert torch.mm(a, b).dtype == torch.bfloat16
-    with trainer_module._autocast(CPU, False):
+    with autocast(CPU, False):
         assert torch.mm(a, b).dtype == torch.float32
-    cuda = trainer_module._autocast(torch.device("cuda"), True)
+    cuda = autocast(torch.device("cuda"), True)
     assert (cuda.device, cuda.fast_dtype) == ("cuda", torch.float16)
 
 
@@ -126,10 +127,10 @@ def test_loaders_shuffle_and_drop_the_ragged_batch_only_for_training() -> None:
 
 def test_limit_takes_the_first_n_items() -> None:
     data = TensorDataset(torch.arange(5))
-    assert trainer_module._limit(data, None) is data
-    assert trainer_module._limit(data, 5) is data
-    assert trainer_module._limit(data, 9) is data
-    four = trainer_module._limit(data, 4)
+    assert limit(data, None) is data
+    assert limit(data, 5) is data
+    assert limit(data, 9) is data
+    four = limit(data, 4)
     assert isinstance(four, Subset) and four.dataset is data and list(four.indices) == [0, 1, 2, 3]
     assert [int(four[i][0]) for i in range(4)] == [0, 1, 2, 3]
 
@@ -183,11 +184,11 @@ def test_curves_are_drawn_after_the_last_epoch_and_at_most_every_interval_before
     """PlotCurves under a scripted clock: an epoch is drawn once `interval` seconds have passed since the last
     drawing, or since the first epoch began (its record's `seconds` before the first reading); the run's last epoch
     always is."""
-    import visionlab.report
-    from visionlab.engine.trainer import PlotCurves
+    from visionlab.report import PlotCurves
+    from visionlab.report import callbacks as callbacks_module
 
     drawn = []
-    monkeypatch.setattr(visionlab.report, "plot_runs", lambda runs, out, labels: drawn.append((runs, out, labels)))
+    monkeypatch.setattr(callbacks_module, "plot_runs", lambda runs, out, labels: drawn.append((runs, out, labels)))
     now = [100.0]
     plot = PlotCurves(interval=10.0, clock=lambda: now[0])
     trainer = SimpleNamespace(cfg=SimpleNamespace(epochs=8), run_dir=tmp_path / "run")

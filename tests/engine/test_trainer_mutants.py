@@ -23,19 +23,20 @@ from visionlab.engine import (
     CHECKPOINT,
     Callback,
     CheckpointError,
-    PlotCurves,
     TrainConfig,
     Trainer,
     load_checkpoint,
     warmup_cosine_factor,
 )
+from visionlab.engine import evaluation as evaluation_module
 from visionlab.engine import trainer as trainer_module
-from visionlab.engine.checkpoint import capture_rng, save_checkpoint
-from visionlab.engine.distributed import DistContext
-from visionlab.engine.trainer import EMA, _RankSeed
+from visionlab.engine.checkpoint import EMA, capture_rng, save_checkpoint
+from visionlab.engine.loaders import RankSeed
 from visionlab.errors import ConfigError
 from visionlab.models import build_model
 from visionlab.models.finetune import split_head
+from visionlab.runtime import device as device_module
+from visionlab.runtime.distributed import DistContext
 
 from ..conftest import IdentityWorld
 from .test_trainer_stages import VAL, _trainer
@@ -95,7 +96,8 @@ class Losses:
 @pytest.fixture
 def bars(monkeypatch: pytest.MonkeyPatch) -> Bars:
     bars = Bars()
-    monkeypatch.setattr(trainer_module, "progress_bar", bars)
+    monkeypatch.setattr(trainer_module, "progress_bar", bars)  # the epochs' bars
+    monkeypatch.setattr(evaluation_module, "progress_bar", bars)  # validation's
     return bars
 
 
@@ -300,9 +302,9 @@ def test_where_a_run_trains(tmp_path: Path) -> None:
 def test_dataloader_workers_of_rank_r_are_seeded_r_large_primes_apart() -> None:
     torch.manual_seed(1234)
     random.seed(99)
-    _RankSeed(DistContext(0, 3))(0)  # rank 0: both streams untouched
+    RankSeed(DistContext(0, 3))(0)  # rank 0: both streams untouched
     assert (torch.initial_seed(), random.random()) == (1234, random.Random(99).random())
-    _RankSeed(DistContext(2, 3))(1)
+    RankSeed(DistContext(2, 3))(1)
     assert torch.initial_seed() == 1234 + 2 * 1_000_003
     assert random.random() == random.Random(1234 + 2 * 1_000_003).random()
 
@@ -428,7 +430,7 @@ def test_construction_loads_the_configured_data_and_seeds_the_weights_and_the_da
     assert trainer.generator.initial_seed() == 3 and torch.equal(
         trainer.generator.get_state(), torch.Generator().manual_seed(3).get_state()
     )
-    assert [type(c) for c in trainer.callbacks] == [PlotCurves]
+    assert trainer.callbacks == []  # PlotCurves is the CLI's to pass (visionlab.report)
     assert (trainer.best_robust_top1, trainer.last_robust_top1, trainer.best_ema) == (0.0, None, None)
     assert (trainer.start_epoch, trainer.step, trainer.best_top1, trainer.full_resume) == (0, 0, 0.0, False)
     assert trainer.resume_path is None and trainer.train_model is trainer.model and trainer._backbone_frozen is None
@@ -622,31 +624,31 @@ def test_inductor_on_the_cpu_takes_the_first_compiler_found(monkeypatch: pytest.
     monkeypatch.setenv("CXX", "/opt/bin/cxx")
     asked: list[str] = []
     monkeypatch.setattr(
-        trainer_module.shutil, "which", lambda name: asked.append(name) or (name if name == found else None)
+        device_module.shutil, "which", lambda name: asked.append(name) or (name if name == found else None)
     )
-    trainer_module.check_compile("inductor", torch.device("cpu"))
+    device_module.check_compile("inductor", torch.device("cpu"))
     assert asked == order[: order.index(found) + 1]
 
 
 def test_inductor_without_any_compiler_is_refused_with_the_way_out(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CXX", raising=False)
     asked: list[str] = []
-    monkeypatch.setattr(trainer_module.shutil, "which", lambda name: asked.append(name))
+    monkeypatch.setattr(device_module.shutil, "which", lambda name: asked.append(name))
     with pytest.raises(ConfigError) as info:
-        trainer_module.check_compile("inductor", torch.device("cpu"))
+        device_module.check_compile("inductor", torch.device("cpu"))
     assert str(info.value) == (
         "compile: the inductor backend compiles C++ for the CPU, and no C++ compiler was found (set CXX, or install "
         "g++: apt-get install g++); --compile aot_eager needs none (it captures the graph, without speed-up)"
     )
     assert asked == ["g++", "clang++", "c++"]  # an unset CXX is not looked up
     asked.clear()
-    trainer_module.check_compile("inductor", torch.device("cuda"))  # GPU code needs no C++ compiler
-    trainer_module.check_compile("aot_eager", torch.device("cpu"))
+    device_module.check_compile("inductor", torch.device("cuda"))  # GPU code needs no C++ compiler
+    device_module.check_compile("aot_eager", torch.device("cpu"))
     assert asked == []
 
 
 def test_the_cpu_flags_are_read_from_proc_cpuinfo_by_default() -> None:
-    assert trainer_module.cpu_has_native_bf16() is trainer_module.cpu_has_native_bf16("/proc/cpuinfo")
+    assert device_module.cpu_has_native_bf16() is device_module.cpu_has_native_bf16("/proc/cpuinfo")
 
 
 def test_a_full_state_keeps_each_ranks_random_state_and_the_world_size(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from visionlab.engine.distributed import DistContext
 from visionlab.errors import ConfigError
 from visionlab.robustness import evaluate
 from visionlab.robustness.attacks import PGD
@@ -22,6 +21,7 @@ from visionlab.robustness.evaluate import (
     sweep,
     write_sweep,
 )
+from visionlab.runtime.distributed import DistContext
 
 from ..statistical import Statistic
 from .conftest import batch, predicted, tiny_model
@@ -129,7 +129,7 @@ def test_sweep_hands_every_setting_to_pgd_and_robust_evaluate(monkeypatch: pytes
         ("model", "linf", 0.1, 5), ("model", "linf", 0.04, 2), ("model", "linf", 0.04, 5)]  # fmt: skip
     attacks.clear()
     sweep(model, loader, "cpu", [0.1], [2], norm="l2", step_ratio=1.0, random_start=True, restarts=3, steps=7)
-    assert attacks[0] == dict(eps=0.1, step=0.1 / 7, steps=7, norm="l2", random_start=True, restarts=3)
+    assert attacks[0] == dict(eps=0.1, step=0.1 * (1.0 / 7), steps=7, norm="l2", random_start=True, restarts=3)
     assert evaluations[-1] == dict(progress=False, limit=None, dist=None)  # the defaults: quiet, every image
     for empty in (([], [1]), ([0.1], [])):
         with pytest.raises(ValueError) as info:

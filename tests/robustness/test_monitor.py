@@ -10,8 +10,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from visionlab.engine import BEST, TrainConfig, Trainer, load_checkpoint
-from visionlab.engine.distributed import DistContext
 from visionlab.robustness import PGD, RobustMonitor, robust_evaluate
+from visionlab.runtime.distributed import DistContext
 
 from .conftest import predicted, tiny_model
 
@@ -79,4 +79,5 @@ def test_measure_hands_its_attack_and_world_to_robust_evaluate(monkeypatch: pyte
     assert monitor.measure(model) == 12.5
     assert seen["dist"] is world and seen["device"] == "cpu"
     assert {k: seen["settings"][k] for k in ("eps", "step", "steps", "random_start", "restarts", "targeted")} == {
-        "eps": 0.08, "step": 0.02, "steps": 3, "random_start": False, "restarts": 1, "targeted": None}  # fmt: skip
+        "eps": 0.08, "step": 0.08 * (2.5 / 3), "steps": 3, "random_start": False, "restarts": 1,
+        "targeted": None}  # fmt: skip

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from visionlab.errors import ConfigError
-from visionlab.robustness.steps import L2Step, LinfStep, make_step
+from visionlab.robustness.steps import L2Step, LinfStep, default_step, make_step, scale_radius
 
 from .conftest import batch
 
@@ -208,3 +208,20 @@ def test_radii_from_tensors_edges_and_norm_names() -> None:
     with pytest.raises(ConfigError) as info:
         threat.step(batch(), batch())
     assert str(info.value) == "step: has 2 per-channel values but the images have 3 channels"
+
+
+def test_default_step_is_two_and_a_half_radii_over_the_steps() -> None:
+    """Madry et al.'s 2.5 eps / steps, computed as eps * (2.5 / steps): eps / 4 at 10 steps (the monitor's and the
+    CLI's old default, the very same float), eps / 2 at 5, per channel like eps, another ratio when asked."""
+    assert default_step(0.1, 10) == 0.1 / 4 == 0.025
+    assert default_step(0.08, 5) == 0.08 / 2
+    assert default_step(0.3, 3) == 0.3 * (2.5 / 3)
+    assert default_step((0.1, 0.2), 10) == (0.025, 0.05)
+    assert default_step(0.1, 7, 1.0) == 0.1 * (1.0 / 7)
+    per_channel = default_step(torch.tensor([0.1, 0.2], dtype=torch.float64), 5)
+    assert per_channel.dtype == torch.float64 and per_channel.tolist() == [0.5 * 0.1, 0.5 * 0.2]
+
+
+def test_scale_radius_keeps_the_radius_kind() -> None:
+    assert scale_radius(2, 1.25) == 2.5
+    assert scale_radius([0.1, 0.2], 2.0) == (0.2, 0.4)

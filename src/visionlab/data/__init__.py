@@ -4,10 +4,7 @@ from visionlab.data.datasets import (
     FASHION_MNIST_CLASSES,
     DataBundle,
     ImageListDataset,
-    ListEntry,
-    TensorImageDataset,
     load_dataset,
-    parse_list_file,
     parse_spec,
     read_cifar10,
     read_idx,
@@ -21,16 +18,8 @@ from visionlab.data.fetch import (
     fetch_miniplaces,
     verify_fashion_mnist,
 )
-from visionlab.data.kinds import (
-    DATASET_KINDS,
-    DEFAULT_IMAGE_SIZE,
-    FASHION_MNIST_ALIASES,
-    FILE_KINDS,
-    IN_MEMORY_KINDS,
-    DatasetKind,
-    fixed_image_size,
-)
-from visionlab.data.memory import BatchAugment, InMemoryLoader, in_memory_source
+from visionlab.data.lists import ListEntry, parse_list_file
+from visionlab.data.memory import BatchAugment, InMemoryLoader, TensorImageDataset, in_memory_source
 from visionlab.data.transforms import eval_transform, train_transform
 
 __all__ = [

@@ -20,7 +20,6 @@ import gzip
 import math
 import os
 import pickle
-import re
 import struct
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,19 +33,18 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from visionlab.data.decode import ImageCache, ImageDecodeError, read_image
-from visionlab.data.fetch import DatasetError, default_data_root, fetch_fashion_mnist
+from visionlab.data.fetch import default_data_root, fetch_fashion_mnist
 from visionlab.data.kinds import DATASET_KINDS, DEFAULT_IMAGE_SIZE, FASHION_MNIST_ALIASES, fixed_image_size
-from visionlab.data.memory import BatchAugment
+from visionlab.data.lists import LABEL_INTEGER, MINIPLACES_CLASSES, ListEntry, parse_list_file
+from visionlab.data.memory import BatchAugment, TensorImageDataset
 from visionlab.data.transforms import eval_transform, split_deterministic, to_float_transform, train_transform
+from visionlab.errors import DatasetError
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
     "DataBundle",
     "ImageListDataset",
-    "ListEntry",
-    "TensorImageDataset",
     "load_dataset",
-    "parse_list_file",
     "parse_spec",
     "read_cifar10",
     "read_idx",
@@ -60,61 +58,9 @@ FASHION_MNIST_CLASSES = (
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
-MINIPLACES_CLASSES = 100
-# A label as the list files write it: ASCII digits, a minus sign allowed so that -1 is told apart as out of range.
-# Not int()'s grammar, which also takes "1_0" (10), "+5", and digits of other scripts ("٣", "５").
-_INTEGER = re.compile(r"-?[0-9]+")
 
 
 # --------------------------------------------------------------------------------------------- datasets
-class TensorImageDataset(Dataset):
-    """Images held in memory as a ``uint8`` tensor ``(N, C, H, W)`` with integer labels ``(N,)``.
-
-    ``transform`` serves one image (``dataset[i]``). ``in_memory=True`` lets the engine serve whole batches
-    instead (:class:`~visionlab.data.memory.InMemoryLoader`), augmented by ``batch_augment`` — which must then
-    be ``transform``'s batch equivalent (None: ``transform`` only converts to float). Assigning another
-    ``transform`` later turns the batch path off."""
-
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        transform: Transform,
-        *,
-        in_memory: bool = False,
-        batch_augment: BatchAugment | None = None,
-    ) -> None:
-        if images.dim() != 4 or images.dtype != torch.uint8 or len(images) != len(labels):
-            raise ValueError(f"expected uint8 (N, C, H, W) images and N labels, got {tuple(images.shape)}")
-        self.images, self.labels, self._transform = images, labels.long(), transform
-        self.in_memory, self.batch_augment = in_memory, batch_augment
-
-    @property
-    def transform(self) -> Transform:
-        return self._transform
-
-    @transform.setter
-    def transform(self, transform: Transform) -> None:
-        """A new per-image transform (``eval`` converting channels or size, say) has no batch equivalent: the
-        dataset is served image by image from then on."""
-        self._transform, self.in_memory, self.batch_augment = transform, False, None
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.transform(self.images[index]), int(self.labels[index])
-
-
-@dataclass(frozen=True)
-class ListEntry:
-    """One image of a split: its path, label (-1 when unlabeled) and where it was listed (file, line)."""
-
-    path: Path
-    label: int
-    source: str
-
-
 class ImageListDataset(Dataset):
     """Images decoded from files (MiniPlaces lists, ImageFolder trees) and transformed on tensors.
 
@@ -217,58 +163,6 @@ def read_idx(path: str | Path) -> torch.Tensor:
         raise DatasetError(f"{path}: IDX header says shape {shape} ({expected} bytes) but holds {len(data) - header}")
     array = np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
     return torch.from_numpy(array.copy())
-
-
-def _safe_join(root: Path, rel: str, source: str) -> Path:
-    if rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):
-        raise DatasetError(f"{source}: absolute path {rel!r} not allowed (paths are relative to {root})")
-    # Lexical check (abspath collapses "..", follows no links): a symlinked split folder such as
-    # images/train -> /bigdisk/train is the user's choice and stays inside the root.
-    path = Path(os.path.abspath(root / rel))
-    if not path.is_relative_to(os.path.abspath(root)):
-        raise DatasetError(f"{source}: path {rel!r} escapes the image root {root}")
-    return path
-
-
-def parse_list_file(
-    list_path: str | Path, image_root: str | Path, num_classes: int, *, labeled: bool = True
-) -> list[ListEntry]:
-    """Parse a MiniPlaces list: one ``relative/path.jpg LABEL`` per line (``relative/path.jpg`` alone when
-    ``labeled`` is False), paths resolved under ``image_root``. CRLF and blank lines are tolerated; anything
-    else malformed raises :class:`DatasetError` naming ``file:line``."""
-    list_path, image_root = Path(list_path), Path(image_root)
-    if not list_path.is_file():
-        raise DatasetError(f"{list_path}: list file missing")
-    try:
-        text = list_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{list_path}: unreadable ({exc})") from exc
-    entries = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line:
-            continue
-        source = f"{list_path}:{number}"
-        fields = line.split()
-        if labeled:
-            if len(fields) != 2:
-                raise DatasetError(f"{source}: expected 'relative/path.jpg LABEL', got {line!r}")
-            if not _INTEGER.fullmatch(fields[1]):
-                raise DatasetError(f"{source}: label {fields[1]!r} is not an integer")
-            label = int(fields[1])
-            if not 0 <= label < num_classes:
-                raise DatasetError(f"{source}: label {label} outside [0, {num_classes})")
-        else:
-            if len(fields) not in (1, 2):
-                raise DatasetError(f"{source}: expected 'relative/path.jpg', got {line!r}")
-            label = -1
-        path = _safe_join(image_root, fields[0], source)
-        if not path.is_file():
-            raise DatasetError(f"{source}: image {path} does not exist")
-        entries.append(ListEntry(path, label, source))
-    if not entries:
-        raise DatasetError(f"{list_path}: the split is empty")
-    return entries
 
 
 def _check_image(entry: ListEntry) -> str | None:
@@ -504,7 +398,7 @@ def _miniplaces_class_names(root: Path, entries: Sequence[ListEntry]) -> list[st
             fields = raw.split()
             if not fields:
                 continue
-            if len(fields) != 2 or not _INTEGER.fullmatch(fields[1]):
+            if len(fields) != 2 or not LABEL_INTEGER.fullmatch(fields[1]):
                 raise DatasetError(f"{categories}:{number}: expected '/a/abbey 0', got {raw.strip()!r}")
             label = int(fields[1])
             if not 0 <= label < MINIPLACES_CLASSES:

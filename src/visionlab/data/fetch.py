@@ -26,6 +26,7 @@ import urllib.request
 from pathlib import Path
 
 from visionlab.data.download import DEFAULT_TIMEOUT, download, safe_extract, sha256_file, verify_sha256
+from visionlab.data.lists import MINIPLACES_CLASSES, parse_list_file
 from visionlab.errors import ConfigError, DatasetError
 
 __all__ = [
@@ -273,8 +274,6 @@ def _miniplaces_layout(unpacked: Path, archive: Path, devkit_url: str, timeout: 
     """The folder of the unpacked archive that becomes ``ROOT/miniplaces``: the one holding ``images/`` (the top,
     or the one folder an archive wraps everything in), completed with the development kit's list files when the
     archive lacks them, its lists checked against its images."""
-    from visionlab.data.datasets import MINIPLACES_CLASSES, parse_list_file  # datasets imports this module
-
     tops = [unpacked, *sorted(p for p in unpacked.iterdir() if p.is_dir())] if unpacked.is_dir() else []
     found = next((d for d in tops if (d / "images").is_dir()), None)
     if found is None:

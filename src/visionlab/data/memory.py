@@ -13,14 +13,23 @@ so a run resumed from a checkpoint (which stores that generator's state) sees th
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset, Subset
 
-__all__ = ["BatchAugment", "InMemoryLoader", "in_memory_source", "is_in_memory", "parse_augment"]
+__all__ = [
+    "BatchAugment",
+    "InMemoryLoader",
+    "TensorImageDataset",
+    "in_memory_source",
+    "is_in_memory",
+    "parse_augment",
+]
+
+Transform = Callable[[Any], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -102,11 +111,48 @@ def parse_augment(spec: str) -> BatchAugment:
     return BatchAugment(**values)
 
 
+class TensorImageDataset(Dataset):
+    """Images held in memory as a ``uint8`` tensor ``(N, C, H, W)`` with integer labels ``(N,)``.
+
+    ``transform`` serves one image (``dataset[i]``). ``in_memory=True`` lets the engine serve whole batches
+    instead (:class:`~visionlab.data.memory.InMemoryLoader`), augmented by ``batch_augment`` — which must then
+    be ``transform``'s batch equivalent (None: ``transform`` only converts to float). Assigning another
+    ``transform`` later turns the batch path off."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        transform: Transform,
+        *,
+        in_memory: bool = False,
+        batch_augment: BatchAugment | None = None,
+    ) -> None:
+        if images.dim() != 4 or images.dtype != torch.uint8 or len(images) != len(labels):
+            raise ValueError(f"expected uint8 (N, C, H, W) images and N labels, got {tuple(images.shape)}")
+        self.images, self.labels, self._transform = images, labels.long(), transform
+        self.in_memory, self.batch_augment = in_memory, batch_augment
+
+    @property
+    def transform(self) -> Transform:
+        return self._transform
+
+    @transform.setter
+    def transform(self, transform: Transform) -> None:
+        """A new per-image transform (``eval`` converting channels or size, say) has no batch equivalent: the
+        dataset is served image by image from then on."""
+        self._transform, self.in_memory, self.batch_augment = transform, False, None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.images[index]), int(self.labels[index])
+
+
 def _in_memory_base(dataset: Dataset) -> tuple[Any, Sequence[int] | None] | None:
     """The in-memory ``TensorImageDataset`` behind ``dataset`` (itself or a :class:`Subset` of it) and the
     subset's indices (None: all), or None when ``dataset`` is not served in batches. Copies nothing."""
-    from visionlab.data.datasets import TensorImageDataset
-
     indices = None
     if isinstance(dataset, Subset):
         indices, dataset = dataset.indices, dataset.dataset

@@ -1,41 +1,47 @@
-"""Training engine: config, trainer, evaluation, checkpoints, schedule, metrics."""
+"""Training engine: config, trainer, evaluation, checkpoints, schedule, objectives."""
 
-from visionlab.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from visionlab.engine.config import TrainConfig
-from visionlab.engine.schedule import WarmupCosine, warmup_cosine_factor
-from visionlab.engine.task import ClassificationTask, Objective, build_task
-from visionlab.engine.trainer import (
+from visionlab.engine.callbacks import Callback, NullLog
+from visionlab.engine.checkpoint import (
     BEST,
     CHECKPOINT,
-    Callback,
-    PlotCurves,
-    Trainer,
-    TrainingDiverged,
-    build_optimizer,
-    evaluate,
-    make_loader,
+    EMA,
+    CheckpointError,
+    load_checkpoint,
     model_from_checkpoint,
-    select_device,
+    save_checkpoint,
 )
+from visionlab.engine.config import TrainConfig
+from visionlab.engine.divergence import TrainingDiverged
+from visionlab.engine.evaluation import evaluate
+from visionlab.engine.loaders import limit, make_loader
+from visionlab.engine.optim import build_optimizer, param_groups
+from visionlab.engine.schedule import WarmupCosine, warmup_cosine_factor
+from visionlab.engine.task import ClassificationTask, Objective, build_monitor, build_task
+from visionlab.engine.trainer import Trainer
+from visionlab.runtime import select_device
 
 __all__ = [
     "BEST",
     "CHECKPOINT",
+    "EMA",
     "Callback",
     "CheckpointError",
     "ClassificationTask",
+    "NullLog",
     "Objective",
-    "PlotCurves",
     "TrainConfig",
     "Trainer",
     "TrainingDiverged",
     "WarmupCosine",
+    "build_monitor",
     "build_optimizer",
     "build_task",
     "evaluate",
+    "limit",
     "load_checkpoint",
     "make_loader",
     "model_from_checkpoint",
+    "param_groups",
     "save_checkpoint",
     "select_device",
     "warmup_cosine_factor",

@@ -19,12 +19,27 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from visionlab.errors import CheckpointError
+from visionlab.errors import CheckpointError, UserError
+from visionlab.models import build_model
 
-__all__ = ["CheckpointError", "capture_rng", "load_checkpoint", "restore_rng", "save_checkpoint"]
+__all__ = [
+    "BEST",
+    "CHECKPOINT",
+    "EMA",
+    "CheckpointError",
+    "capture_rng",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "restore_rng",
+    "save_checkpoint",
+]
 
 FORMAT = 1
+# A run directory's checkpoints: the last epoch (full, for an exact resume) and the best one (weights only).
+CHECKPOINT, BEST = "checkpoint.pth.tar", "model_best.pth.tar"
+EMA = "model_ema.pth.tar"  # the weight EMA (cfg.ema > 0) of its best epoch by the selection metric, as model_best
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
@@ -141,3 +156,14 @@ def restore_rng(state: dict[str, Any], loader_generator: torch.Generator | None 
         torch.cuda.set_rng_state_all(state["cuda"])
     if loader_generator is not None and "loader" in state:
         loader_generator.set_state(state["loader"])
+
+
+def model_from_checkpoint(state: dict[str, Any], device: torch.device | str = "cpu") -> nn.Module:
+    """Rebuild the model from the checkpoint's stored arguments and load its weights."""
+    args = dict(state["model_args"])
+    try:
+        model = build_model(args.pop("name"), **args)
+        model.load_state_dict(state["model"])
+    except (UserError, RuntimeError, ValueError, TypeError) as exc:  # the checkpoint's values, not our code
+        raise CheckpointError(f"the checkpoint's model cannot be rebuilt from its stored arguments ({exc})") from exc
+    return model.to(device)

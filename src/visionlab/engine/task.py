@@ -4,7 +4,8 @@ An objective is any callable ``(model, images, target) -> (loss, logits)``: ``lo
 minimises, ``logits`` the outputs the trainer's running top-1/top-5 are computed from (for adversarial
 objectives, the logits of the examples the loss trained on). :class:`ClassificationTask` is the plain one;
 adversarial training objectives (:mod:`visionlab.robustness`) have the same signature and plug in through
-``Trainer(task=...)`` or :func:`build_task`.
+``Trainer(task=...)`` or :func:`build_task`. The robust monitor a run measures every epoch with is built here too
+(:func:`build_monitor`), for the same reason: the trainer takes both from its caller, with these as defaults.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ from typing import Protocol
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from visionlab.engine.config import ADV_TRAIN, TrainConfig
+from visionlab.engine.loaders import limit
 from visionlab.errors import ConfigError
+from visionlab.robustness import FGSMRSTraining, NFGSMTraining, PGDTraining, RobustMonitor, TRADESTraining
+from visionlab.runtime import DistContext
 
-__all__ = ["ClassificationTask", "Objective", "build_task"]
+__all__ = ["ClassificationTask", "Objective", "build_monitor", "build_task"]
 
 
 class Objective(Protocol):
@@ -49,8 +54,6 @@ def build_task(cfg: TrainConfig) -> Objective:
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     if cfg.adv_train is None:
         return ClassificationTask(criterion)
-    from visionlab.robustness import FGSMRSTraining, NFGSMTraining, PGDTraining, TRADESTraining
-
     if cfg.adv_train == "pgd":
         return PGDTraining(cfg.adv_eps, steps=cfg.adv_steps, step=cfg.adv_step, mix=cfg.adv_mix, criterion=criterion)
     if cfg.adv_train == "fgsm-rs":
@@ -61,3 +64,14 @@ def build_task(cfg: TrainConfig) -> Objective:
         return TRADESTraining(cfg.adv_eps, beta=cfg.trades_beta, steps=cfg.adv_steps, step=cfg.adv_step,
                               criterion=criterion)  # fmt: skip
     raise ConfigError(f"must be one of {', '.join(ADV_TRAIN)} or unset, got {cfg.adv_train!r}", field="adv_train")
+
+
+def build_monitor(cfg: TrainConfig, val: Dataset, device: torch.device, dist: DistContext) -> RobustMonitor | None:
+    """The robust monitor ``cfg`` asks for: a :class:`~visionlab.robustness.RobustMonitor` (PGD top-1 on the first
+    ``cfg.robust_val`` images of ``val``, cut to ``cfg.limit_val``, at ``cfg.adv_eps``) when the run trains
+    adversarially or selects its best epoch by robust accuracy; else None (no cost)."""
+    if cfg.adv_train is None and cfg.select_by != "robust":
+        return None
+    return RobustMonitor(
+        limit(val, cfg.limit_val), cfg.adv_eps, n=cfg.robust_val, batch_size=cfg.batch_size, device=device, dist=dist
+    )

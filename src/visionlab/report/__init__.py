@@ -6,6 +6,7 @@ sections are computed and which are read from the files of other commands.
 """
 
 from visionlab.report.analysis import ModelAnalysis, analyse, confusion_matrix, per_class_accuracy
+from visionlab.report.callbacks import PlotCurves
 from visionlab.report.html import write_page
 from visionlab.report.plots import curves_figure, figure_png, plot_runs
 from visionlab.report.run import Run, load_run, load_runs
@@ -14,6 +15,7 @@ from visionlab.report.sections import SECTIONS, build_report, conv_pairs
 __all__ = [
     "SECTIONS",
     "ModelAnalysis",
+    "PlotCurves",
     "Run",
     "analyse",
     "build_report",

@@ -14,8 +14,8 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from visionlab.engine.metrics import read_metrics
 from visionlab.errors import ConfigError, UserError
+from visionlab.runtime.metrics import read_metrics
 
 __all__ = ["curves_figure", "figure_png", "plot_runs"]
 

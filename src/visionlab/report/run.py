@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from visionlab.engine.metrics import read_metrics
 from visionlab.errors import RunDirError
+from visionlab.runtime.metrics import read_metrics
 
 __all__ = ["Run", "load_run", "load_runs"]
 

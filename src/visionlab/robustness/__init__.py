@@ -25,7 +25,7 @@ from visionlab.robustness.evaluate import (
     write_sweep,
 )
 from visionlab.robustness.monitor import RobustMonitor
-from visionlab.robustness.steps import L2Step, LinfStep, Radius, Step, make_step
+from visionlab.robustness.steps import L2Step, LinfStep, Radius, Step, default_step, make_step
 from visionlab.robustness.training import (
     FGSMRSTraining,
     NFGSMTraining,
@@ -52,6 +52,7 @@ __all__ = [
     "ascend",
     "attack_context",
     "check_images",
+    "default_step",
     "make_step",
     "original_attack",
     "plot_accuracy_vs_eps",

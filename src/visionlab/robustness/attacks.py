@@ -35,6 +35,7 @@ __all__ = [
     "AutoAttack",
     "ascend",
     "attack_context",
+    "check_count",
     "check_images",
     "full_precision",
     "original_attack",
@@ -202,7 +203,8 @@ class Attack:
         return f"{self.name}({', '.join(items)})"
 
 
-def _count(value: int, field: str) -> int:
+def check_count(value: int, field: str) -> int:
+    """``value`` if it is an integer >= 1 (never a bool), else a ConfigError naming ``field``."""
     return check_integer(value, field, minimum=1)
 
 
@@ -287,8 +289,8 @@ class PGD(Attack):
     ) -> None:
         super().__init__(model, channels_last)
         self.threat = make_step(norm, eps, step)
-        self.steps = _count(steps, "steps")
-        self.restarts = _count(restarts, "restarts")
+        self.steps = check_count(steps, "steps")
+        self.restarts = check_count(restarts, "restarts")
         if self.restarts > 1 and not random_start:
             raise ConfigError("restarts > 1 need random_start=True (otherwise every restart is the same run)",
                               field="restarts")  # fmt: skip
@@ -481,7 +483,7 @@ class AutoAttack(Attack):
         if version != "standard":
             raise ConfigError(f"only 'standard' is supported, got {version!r}", field="version")
         self.version = version
-        self.n_classes = _count(n_classes, "n_classes")
+        self.n_classes = check_count(n_classes, "n_classes")
         if self.n_classes < 2:
             raise ConfigError(f"must be >= 2, got {n_classes}", field="n_classes")
         self.seed = check_integer(seed, "seed")

@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from visionlab.engine.distributed import DistContext
-from visionlab.engine.metrics import topk_correct
 from visionlab.errors import ConfigError
 from visionlab.progress import progress as progress_bar
 from visionlab.robustness.attacks import PGD, Attack, check_images
+from visionlab.robustness.steps import default_step
 from visionlab.runtime import eval_mode
+from visionlab.runtime.distributed import DistContext
+from visionlab.runtime.metrics import topk_correct
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -68,7 +69,7 @@ def robust_evaluate(
         progress: show a progress bar on stderr.
         limit: evaluate the first ``limit`` examples only.
         dist: distributed evaluation: each rank passes its shard of the data
-            (:func:`~visionlab.engine.distributed.shard_dataset`) and every rank gets the exact counts of all.
+            (:func:`~visionlab.runtime.distributed.shard_dataset`) and every rank gets the exact counts of all.
 
     Returns ``{"n", "clean_top1", "clean_top5", "robust_top1", "robust_top5", "robust_and_clean_top1",
     "counts": {same keys: exact integer counts}, "early_stop": bool, "attack": {"repr", **settings}}``. Clean
@@ -134,8 +135,9 @@ def sweep(
         eps: radius of the steps sweep; default ``max(eps_list)``.
         steps: iterations of the ε sweep; default ``max(steps_list)``.
         norm: ``"linf"`` or ``"l2"``.
-        step_ratio: step size = ``step_ratio * eps / steps`` (Madry et al.'s 2.5 lets PGD reach the boundary of
-            the ball from any start).
+        step_ratio: step size = :func:`~visionlab.robustness.steps.default_step` ``(eps, steps, step_ratio)``,
+            i.e. ``eps * (step_ratio / steps)`` (Madry et al.'s 2.5 lets PGD reach the boundary of the ball from any
+            start).
         random_start: as for :class:`~visionlab.robustness.attacks.PGD`.
         restarts: as for :class:`~visionlab.robustness.attacks.PGD`.
         label: the model's name in the rows (to overlay several models in one plot).
@@ -158,10 +160,11 @@ def sweep(
     settings = [("eps", e, steps) for e in eps_list] + [("steps", eps, k) for k in steps_list]
     rows = []
     for kind, e, k in settings:
-        attack = PGD(model, eps=e, step=step_ratio * e / k, steps=k, norm=norm, random_start=random_start,
+        step = default_step(e, k, step_ratio)
+        attack = PGD(model, eps=e, step=step, steps=k, norm=norm, random_start=random_start,
                      restarts=restarts)  # fmt: skip
         result = robust_evaluate(model, loader, attack, device, progress=progress, limit=limit, dist=dist)
-        row = {"model": label, "sweep": kind, "norm": norm, "eps": e, "step": step_ratio * e / k, "steps": k}
+        row = {"model": label, "sweep": kind, "norm": norm, "eps": e, "step": step, "steps": k}
         row.update({c: result[c] for c in SWEEP_COLUMNS if c in result})
         rows.append(row)
     return rows

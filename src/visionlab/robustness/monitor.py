@@ -2,10 +2,10 @@
 catastrophic overfitting.
 
 Every epoch the trainer asks :class:`RobustMonitor` for the PGD-10 top-1 accuracy on a fixed subset of the
-validation images (L∞, the training ε, step ε/4, no random start: deterministic, so it draws no random number
-and exact resume holds). FGSM training can overfit catastrophically (Wong et al. 2020): within an epoch the
-model learns to defeat FGSM alone and its PGD accuracy collapses towards 0 while training accuracy rises; a
-sudden collapse of this number is that signal.
+validation images (L∞, the training ε, step 2.5 ε / 10 = ε / 4, no random start: deterministic, so it draws no
+random number and exact resume holds). FGSM training can overfit catastrophically (Wong et al. 2020): within an
+epoch the model learns to defeat FGSM alone and its PGD accuracy collapses towards 0 while training accuracy
+rises; a sudden collapse of this number is that signal.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from visionlab.engine.distributed import DistContext, shard_dataset
 from visionlab.robustness.attacks import PGD
 from visionlab.robustness.evaluate import robust_evaluate
+from visionlab.robustness.steps import default_step
+from visionlab.runtime.distributed import DistContext, shard_dataset
 
 __all__ = ["RobustMonitor"]
 
@@ -31,7 +32,9 @@ class RobustMonitor:
         val: the validation dataset (pixels in [0, 1]).
         eps: L∞ radius in pixel units (the training ε).
         n: how many validation images (the first ``n``; default 1000).
-        steps: PGD iterations (default 10, step ``eps / 4``: 2.5 ε over the run, as Madry et al.).
+        steps: PGD iterations (default 10); step :func:`~visionlab.robustness.steps.default_step`, ``2.5 * eps /
+            steps`` (Madry et al.): ``eps / 4`` at the default 10 steps, as before; for another count the step was
+            ``eps / 4`` whatever the count until this default was shared.
         batch_size: images per attack batch.
         device: where the model is.
         dist: distributed training: each rank attacks its share of the ``n`` images, counts are summed.
@@ -55,7 +58,7 @@ class RobustMonitor:
 
     def measure(self, model: nn.Module) -> float:
         """PGD top-1 (%) on the subset; the model's mode, flags and statistics are left as they were."""
-        attack = PGD(model, self.eps, self.eps / 4, steps=self.steps, random_start=False)
+        attack = PGD(model, self.eps, default_step(self.eps, self.steps), steps=self.steps, random_start=False)
         return robust_evaluate(model, self.loader, attack, self.device, dist=self.dist)["robust_top1"]
 
     def collapsed(self, previous: float | None, now: float) -> bool:

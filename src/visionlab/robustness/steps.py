@@ -22,11 +22,34 @@ import torch
 
 from visionlab.errors import ConfigError
 
-__all__ = ["L2Step", "LinfStep", "Radius", "Step", "make_step"]
+__all__ = ["L2Step", "LinfStep", "Radius", "Step", "default_step", "draw_like", "make_step", "scale_radius"]
 
 Radius = float | Sequence[float]
 
 NORMS = ("linf", "l2")
+
+
+def scale_radius(radius: Radius | torch.Tensor, factor: float) -> Radius | torch.Tensor:
+    """``factor * radius`` for a scalar, per-channel sequence (a tuple back) or tensor (in float64) radius."""
+    if isinstance(radius, int | float):
+        return factor * radius
+    if isinstance(radius, torch.Tensor):
+        return factor * radius.double()
+    return tuple(factor * r for r in radius)
+
+
+def default_step(eps: Radius | torch.Tensor, steps: int, ratio: float = 2.5) -> Radius | torch.Tensor:
+    """The PGD step size when none is given: ``ratio * eps / steps`` in pixel units, computed as
+    ``eps * (ratio / steps)``, scalar or per channel like ``eps``.
+
+    Madry et al. 2018's 2.5: over ``steps`` steps the ascent can travel 2.5 radii, so it reaches the boundary of
+    the ball from any start, random or clean, and can still move along it. The one default of every PGD in
+    visionlab: adversarial training (:class:`~visionlab.robustness.PGDTraining`, TRADES), the robustness sweep,
+    the robust monitor and the CLI's ``attack`` / ``saliency`` / ``robustness`` commands. At 10 steps it is
+    ``eps / 4``, what the monitor and the CLI used before for any step count: for another ``--steps`` the CLI's
+    default step changed from ``eps / 4`` to ``2.5 eps / steps`` (5 steps: ``eps / 2``; 20 steps: ``eps / 8``).
+    """
+    return scale_radius(eps, ratio / steps)
 
 
 def _radius(value: Radius, field: str, *, at_most: float | None = None) -> float | tuple[float, ...]:
@@ -113,7 +136,7 @@ class Step:
         return f"{type(self).__name__}(eps={_show(self.eps)}, step_size={_show(self.step_size)})"
 
 
-def _draw(x: torch.Tensor, generator: torch.Generator | None, normal: bool) -> torch.Tensor:
+def draw_like(x: torch.Tensor, generator: torch.Generator | None, normal: bool) -> torch.Tensor:
     """Uniform [0, 1) or standard normal numbers of ``x``'s shape and dtype, drawn on the generator's device."""
     device = generator.device if generator is not None else x.device
     draw = torch.randn if normal else torch.rand
@@ -145,7 +168,7 @@ class LinfStep(Step):
 
     def random_init(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         (eps,) = self._values(x, self.eps)
-        noise = _draw(x, generator, normal=False).mul_(2.0).sub_(1.0).mul_(eps)
+        noise = draw_like(x, generator, normal=False).mul_(2.0).sub_(1.0).mul_(eps)
         return noise.add_(x).clamp_(0.0, 1.0)
 
 
@@ -217,8 +240,8 @@ class L2Step(Step):
 
     def random_init(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         (eps,) = self._values(x, self.eps)
-        z = _draw(x, generator, normal=True)
-        radius = _draw(z[:, :1, :1, :1], generator, normal=False).pow_(1.0 / z[0].numel())
+        z = draw_like(x, generator, normal=True)
+        radius = draw_like(z[:, :1, :1, :1], generator, normal=False).pow_(1.0 / z[0].numel())
         return z.div_(_norms(z) + self.tiny).mul_(radius).mul_(eps).add_(x).clamp_(0.0, 1.0)
 
 

@@ -2,13 +2,26 @@
 
 Each objective is called like the task, ``objective(model, images, target) -> (loss, logits)``, with the model
 in train mode and images in [0, 1] (pixel units for every ``eps``). Each one first crafts adversarial examples
-with the parameters frozen and batch-norm layers normalizing with the batch's own statistics, as the training
-forward does, but without updating their running statistics (:func:`~visionlab.robustness.attacks.attack_context`
-with ``batch_stats=True``: dropout and every other layer in eval mode, no parameter ``.grad`` touched, every mode
-restored), then computes the loss with the model back in train mode; only these train-mode forwards update
-batch-norm statistics, in the order clean, then adversarial. Crafting against the running statistics instead (eval
-mode) let several GPU-search runs collapse for an epoch (BENCHMARKS.md, issue 9). The adversary always maximises
-plain cross-entropy (or TRADES' KL); ``criterion`` (e.g. with label smoothing) is the training loss only.
+inside :func:`~visionlab.robustness.attacks.attack_context` (every submodule in eval mode, parameters frozen, no
+parameter ``.grad`` touched, every mode and flag restored on exit), then computes the loss with train-mode
+forwards; only those forwards update batch-norm running statistics. What differs is how batch norm normalizes
+while the examples are crafted:
+
+* PGD, FGSM-RS and N-FGSM (:class:`PGDTraining`, :class:`FGSMRSTraining`, :class:`NFGSMTraining`) craft with
+  ``batch_stats=True``: batch-norm layers normalize with the batch's own statistics, as the training forward does,
+  without updating their running statistics. Crafting against the running statistics instead let several
+  GPU-search runs collapse for an epoch (BENCHMARKS.md, issue 9). Their loss is
+  ``mix * criterion(clean) + (1 - mix) * criterion(adversarial)``, the forward of a term with weight 0 skipped:
+  at the default ``mix = 0`` the one train-mode forward is the adversarial one; with ``0 < mix < 1`` the clean
+  forward comes first; at ``mix = 1`` no attack runs.
+* TRADES (:class:`TRADESTraining`) crafts fully in eval mode, batch norm on its running statistics, as the
+  official implementation does (``model.eval()`` while it crafts): the clean probabilities the KL compares with
+  and every ascent step. Its loss then runs the train-mode forwards clean first, adversarial second.
+
+The adversary always maximises plain cross-entropy (TRADES: its KL term); ``criterion`` (e.g. with label
+smoothing) is the training loss only. Under :class:`~torch.nn.parallel.DistributedDataParallel` the attack runs
+on the unwrapped module (its forwards and backwards must not trigger the gradient sync), and two train-mode
+forwards become one forward of their concatenation (:func:`_forward_pair`).
 
 References: Madry et al. 2018 (PGD adversarial training); Wong, Rice & Kolter 2020, "Fast is better than free:
 Revisiting adversarial training" (FGSM with random start); de Jorge et al. 2022, "Make Some Noise: Reliable and
@@ -26,30 +39,22 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from visionlab.engine.distributed import unwrap
 from visionlab.errors import ConfigError
 from visionlab.robustness.attacks import (
     Attack,
-    _count,
     ascend,
     attack_context,
     attack_layout,
+    check_count,
     check_images,
     full_precision,
     match_layout,
     to_layout,
 )
-from visionlab.robustness.steps import Radius, Step, _draw, make_step
+from visionlab.robustness.steps import Radius, Step, default_step, draw_like, make_step, scale_radius
+from visionlab.runtime.distributed import unwrap
 
 __all__ = ["FGSMRSTraining", "NFGSMTraining", "PGDTraining", "TRADESTraining", "robust_accuracy_on_batch"]
-
-
-def _scale(radius: Radius, factor: float) -> Radius:
-    if isinstance(radius, int | float):
-        return factor * radius
-    if isinstance(radius, torch.Tensor):
-        return factor * radius.double()
-    return tuple(factor * r for r in radius)
 
 
 def _weight(value: float, name: str, *, at_most: float | None = None) -> float:
@@ -88,7 +93,9 @@ def _forward_pair(model: nn.Module, first: torch.Tensor, second: torch.Tensor) -
 
 
 class _Adversarial:
-    """Shared by PGD and FGSM-RS training: the threat model, the one-time input check and the eval-mode attack."""
+    """Shared by every objective here (PGD, FGSM-RS, N-FGSM, TRADES): the threat model, the one-time input check,
+    and the cross-entropy ascent with batch statistics (:meth:`adversarial`), which TRADES replaces by its own
+    KL ascent in eval mode."""
 
     threat: Step
     steps: int
@@ -107,7 +114,8 @@ class _Adversarial:
         return self.threat.random_init(x, self.generator) if self.random_start else x
 
     def adversarial(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The adversarial examples the loss trains on (eval mode, parameters frozen, modes restored), detached."""
+        """The adversarial examples the loss trains on, detached: the ascent runs in eval mode with batch-norm
+        layers on the batch's own statistics (running statistics untouched), parameters frozen, modes restored."""
         model = unwrap(model)  # the attack's forwards and backwards must not trigger DDP's gradient sync
         nhwc = attack_layout(images, None)
         x = to_layout(images, nhwc)
@@ -118,7 +126,7 @@ class _Adversarial:
 
 
 class _MixedAdversarial(_Adversarial):
-    """PGD and FGSM-RS training: ``mix * criterion(clean) + (1 - mix) * criterion(adversarial)``."""
+    """PGD, FGSM-RS and N-FGSM training: ``mix * criterion(clean) + (1 - mix) * criterion(adversarial)``."""
 
     mix: float
     criterion: nn.Module
@@ -143,7 +151,8 @@ class PGDTraining(_MixedAdversarial):
     Args:
         eps: radius in pixel units, scalar or per channel.
         steps: PGD iterations.
-        step: step size in pixel units; default ``2.5 * eps / steps``.
+        step: step size in pixel units; default :func:`~visionlab.robustness.steps.default_step`,
+            ``2.5 * eps / steps``.
         norm: ``"linf"`` or ``"l2"``.
         mix: weight of the clean loss, in [0, 1].
         criterion: training loss on logits (e.g. ``nn.CrossEntropyLoss(label_smoothing=0.1)``).
@@ -162,8 +171,8 @@ class PGDTraining(_MixedAdversarial):
     _checked: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.steps = _count(self.steps, "steps")
-        step = _scale(self.eps, 2.5 / self.steps) if self.step is None else self.step
+        self.steps = check_count(self.steps, "steps")
+        step = default_step(self.eps, self.steps) if self.step is None else self.step
         self.threat = make_step(self.norm, self.eps, step)
         self.mix = _weight(self.mix, "mix", at_most=1.0)
 
@@ -194,7 +203,7 @@ class FGSMRSTraining(_MixedAdversarial):
 
     def __post_init__(self) -> None:
         self.steps, self.random_start = 1, True
-        self.threat = make_step("linf", self.eps, _scale(self.eps, 1.25) if self.step is None else self.step)
+        self.threat = make_step("linf", self.eps, scale_radius(self.eps, 1.25) if self.step is None else self.step)
         self.mix = _weight(self.mix, "mix", at_most=1.0)
 
 
@@ -236,7 +245,7 @@ class NFGSMTraining(_MixedAdversarial):
         self.steps = 1  # the start is the noise ball's random point (_start), whatever random_start says
         self.noise = _weight(self.noise, "noise")
         given = make_step("linf", self.eps, self.eps if self.step is None else self.step)  # validates eps, step
-        self.noise_ball = make_step("linf", _reach(_scale(given.eps, self.noise)), given.step_size)
+        self.noise_ball = make_step("linf", _reach(scale_radius(given.eps, self.noise)), given.step_size)
         # The ascent's ball is as large as noise plus one step can go, so its projection never binds.
         self.threat = make_step("linf", _reach(self.noise_ball.eps, given.step_size), given.step_size)
         self.mix = _weight(self.mix, "mix", at_most=1.0)
@@ -260,7 +269,8 @@ class TRADESTraining(_Adversarial):
         eps: radius in pixel units, scalar or per channel.
         beta: weight of the KL term (6 in the paper for CIFAR-10).
         steps: PGD iterations.
-        step: step size in pixel units; default ``2.5 * eps / steps``.
+        step: step size in pixel units; default :func:`~visionlab.robustness.steps.default_step`,
+            ``2.5 * eps / steps``.
         norm: ``"linf"`` or ``"l2"``.
         init_std: standard deviation of the random start (0.001 in the official code).
         criterion: loss of the clean term.
@@ -278,22 +288,23 @@ class TRADESTraining(_Adversarial):
     _checked: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.steps = _count(self.steps, "steps")
-        step = _scale(self.eps, 2.5 / self.steps) if self.step is None else self.step
+        self.steps = check_count(self.steps, "steps")
+        step = default_step(self.eps, self.steps) if self.step is None else self.step
         self.threat = make_step(self.norm, self.eps, step)
         self.beta = _weight(self.beta, "beta")
         self.init_std = _weight(self.init_std, "init_std")
 
     def adversarial(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
-        """TRADES' adversarial examples for ``images`` (eval mode, parameters frozen), detached. ``target`` is
-        unused (the adversary needs no labels); it is accepted for the common signature."""
+        """TRADES' adversarial examples for ``images``, detached: crafted fully in eval mode (batch norm on its
+        running statistics, unlike the other objectives), parameters frozen, modes restored. ``target`` is unused
+        (the adversary needs no labels); it is accepted for the common signature."""
         model = unwrap(model)
         nhwc = attack_layout(images, None)
         x = to_layout(images, nhwc)
         with attack_context(model, channels_last=nhwc):
             with torch.no_grad():
                 p_clean = F.softmax(full_precision(model(x)), dim=1)
-            noise = _draw(x, self.generator, normal=True).mul_(self.init_std)
+            noise = draw_like(x, self.generator, normal=True).mul_(self.init_std)
             start = self.threat.project(x + noise, x)
 
             def kl(logits: torch.Tensor) -> torch.Tensor:

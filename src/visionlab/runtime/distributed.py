@@ -6,7 +6,7 @@ on GPU) and :class:`~torch.nn.parallel.DistributedDataParallel`, launched by ``t
 the group. A plain ``visionlab train`` has none of them and runs as a world of one: every collective below is
 then the identity, so the single-process code path is the distributed one with ``world_size == 1``.
 
-What the trainer builds on this (see :class:`visionlab.engine.Trainer`):
+What the trainer builds on this (see :class:`visionlab.engine.Trainer` and :mod:`visionlab.engine.loaders`):
 
 * ``batch_size`` is the *global* batch: each of N ranks trains on ``batch_size / N`` images per step. All ranks
   share one data-order generator, draw the same global permutation and take their own slice of each global
@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, Sampler, Subset
 
 from visionlab.errors import ConfigError
+from visionlab.runtime.device import select_device
 
 __all__ = [
     "DistContext",
@@ -157,8 +158,6 @@ def init_distributed(device: str = "auto") -> tuple[DistContext, torch.device]:
     ``select_device(device)``. Otherwise the backend is NCCL when the device is CUDA (each rank on
     ``cuda:LOCAL_RANK``) and gloo on the CPU; an already initialised default group is reused.
     """
-    from visionlab.engine.trainer import select_device
-
     world = _env_int("WORLD_SIZE")
     if world is None or world <= 1:
         return DistContext(), select_device(device)

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from visionlab.engine.distributed import DistContext
 from visionlab.errors import UserError
+from visionlab.runtime.distributed import DistContext
 
 __all__ = ["MetricsLog", "RunningStats", "read_metrics", "topk_correct"]
 

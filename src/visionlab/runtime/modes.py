@@ -1,4 +1,4 @@
-"""Run-time helpers every floor of the package may use (nothing here imports the rest of visionlab)."""
+"""Model modes: :func:`eval_mode`, used by every analysis that must leave a model as it found it."""
 
 from __future__ import annotations
 

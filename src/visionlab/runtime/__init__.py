@@ -1,0 +1,47 @@
+"""The run-time floor every other floor of the package may use; it imports nothing of visionlab above
+:mod:`visionlab.errors`.
+
+* :mod:`~visionlab.runtime.modes`: :func:`eval_mode`, the one way analyses put a model in eval mode and give
+  every submodule its own mode back.
+* :mod:`~visionlab.runtime.device`: device selection, the autocast context, and the up-front checks of amp on
+  the CPU and of ``torch.compile``'s backend.
+* :mod:`~visionlab.runtime.distributed`: where this process stands in a ``torchrun`` job (:class:`DistContext`)
+  and the sharding of data over its ranks.
+* :mod:`~visionlab.runtime.metrics`: top-k counts, running statistics summed exactly over ranks, and the run
+  directory's metrics log.
+"""
+
+from visionlab.runtime.device import AMP_CPU_WARNING, autocast, check_compile, cpu_has_native_bf16, select_device
+from visionlab.runtime.distributed import (
+    DistContext,
+    ShardedBatchSampler,
+    current_context,
+    default_workers,
+    init_distributed,
+    shard_dataset,
+    training_batches,
+    unwrap,
+)
+from visionlab.runtime.metrics import MetricsLog, RunningStats, read_metrics, topk_correct
+from visionlab.runtime.modes import eval_mode
+
+__all__ = [
+    "AMP_CPU_WARNING",
+    "DistContext",
+    "MetricsLog",
+    "RunningStats",
+    "ShardedBatchSampler",
+    "autocast",
+    "check_compile",
+    "cpu_has_native_bf16",
+    "current_context",
+    "default_workers",
+    "eval_mode",
+    "init_distributed",
+    "read_metrics",
+    "select_device",
+    "shard_dataset",
+    "topk_correct",
+    "training_batches",
+    "unwrap",
+]
