@@ -11,6 +11,7 @@ Run:  python examples/adversarial_training.py --data fashion-mnist --epochs 5 --
 import argparse
 
 import visionlab as vl
+from visionlab.report import PlotCurves
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
         select_by="robust", robust_val=1000,  # model_best = the best PGD-10 top-1 on 1000 validation images
         limit_train=args.limit, limit_val=args.limit, out=args.out, tensorboard=False,
     )  # fmt: skip
-    record = vl.Trainer(cfg).fit()
+    record = vl.Trainer(cfg, callbacks=[PlotCurves()]).fit()  # PlotCurves draws curves.png after epochs
     print(f"last epoch: val top-1 {record['val_top1']:.2f}%, PGD-10 top-1 {record['val_robust_top1']:.2f}%; "
           f"best PGD-10 top-1 {record['best_robust_top1']:.2f}% in {record['run_dir']}/model_best.pth.tar")  # fmt: skip
 

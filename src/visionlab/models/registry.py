@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from visionlab.data.kinds import DEFAULT_IMAGE_SIZE
 from visionlab.errors import ConfigError
 from visionlab.models.normalize import Normalize
 from visionlab.ops import CustomConv2d
@@ -150,7 +151,7 @@ def build_model(
     *,
     num_classes: int,
     in_channels: int = 3,
-    image_size: int = 128,
+    image_size: int = DEFAULT_IMAGE_SIZE,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     conv: str = "native",
@@ -162,9 +163,8 @@ def build_model(
         name: a key of :func:`list_models`.
         num_classes: classifier outputs.
         in_channels: image channels.
-        image_size: square input side in pixels (models with a fixed token grid need it); the default is the
-            data's :data:`~visionlab.data.kinds.DEFAULT_IMAGE_SIZE` (written out here, as models and data are
-            sibling floors that do not import each other; a test keeps the two equal).
+        image_size: square input side in pixels (models with a fixed token grid need it); default the data's
+            :data:`~visionlab.data.kinds.DEFAULT_IMAGE_SIZE` (MiniPlaces' 128).
         mean: per-channel pixel mean of the training set; default 0.5 per channel.
         std: per-channel pixel standard deviation of the training set; default 0.5 per channel.
         conv: ``"native"`` or ``"custom"``; only for models registered with ``takes_conv``.
