@@ -18,6 +18,15 @@ from visionlab.data.fetch import (
     fetch_miniplaces,
     verify_fashion_mnist,
 )
+from visionlab.data.kinds import (
+    DATASET_KINDS,
+    DEFAULT_IMAGE_SIZE,
+    FASHION_MNIST_ALIASES,
+    FILE_KINDS,
+    IN_MEMORY_KINDS,
+    DatasetKind,
+    fixed_image_size,
+)
 from visionlab.data.lists import ListEntry, parse_list_file
 from visionlab.data.memory import BatchAugment, InMemoryLoader, TensorImageDataset, in_memory_source
 from visionlab.data.transforms import eval_transform, train_transform
