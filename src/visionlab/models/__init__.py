@@ -2,6 +2,7 @@
 
 from torch import nn
 
+from visionlab.models.foreign import load_classifier
 from visionlab.models.improved import ImprovedNet
 from visionlab.models.normalize import Normalize
 from visionlab.models.pretrained import IMAGENET_MODELS, PretrainedWeights, imagenet_weights_path, load_weights
@@ -34,6 +35,7 @@ __all__ = [
     "build_model",
     "imagenet_weights_path",
     "list_models",
+    "load_classifier",
     "load_weights",
     "register_model",
     "resolve_conv",
