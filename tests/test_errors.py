@@ -20,7 +20,6 @@ import pytest
 import torch
 from PIL import Image
 
-from visionlab import cli
 from visionlab.cli import FIELD_FLAGS, build_parser, format_user_error, main, run, train
 from visionlab.engine import TrainConfig, TrainingDiverged, save_checkpoint
 from visionlab.errors import CheckpointError, ConfigError, DatasetError
