@@ -178,10 +178,16 @@ def test_a_factory_file_through_eval_attack_saliency_and_report(
     assert (factory.parent / "attack" / "adversarial.png").is_file()
     assert main(["saliency", *argv, "--num", "3"]) == 0
     assert (factory.parent / "saliency" / "saliency.png").is_file()
+    assert main(["robustness", *argv, "--eps", "0", str(EPS), "--steps", "1", "--limit-val", "6"]) == 0
+    rows = json.loads((factory.parent / "robustness" / "sweep.json").read_text())
+    assert {r["model"] for r in rows} == {"build"} and {r["n"] for r in rows} == {6}
+    clean = 100 * (model(images[:6]).argmax(1) == labels[:6]).float().mean().item()
+    assert [r["clean_top1"] for r in rows] == pytest.approx([clean] * len(rows))
     page = tmp_path / "factory.html"
     assert main(["report", *argv, "--out", str(page), "--num", "3"]) == 0
     html = page.read_text(encoding="utf-8")
     assert f"{spec}" in html and 'id="curves"' not in html and 'id="saliency"' in html
+    assert "Robust" in html and "robustness/sweep.json" in html  # the sweep written next to the factory file
 
 
 def test_load_classifier_reads_the_number_of_classes_from_the_weights(resnet_weights: Path) -> None:
