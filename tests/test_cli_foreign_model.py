@@ -206,6 +206,8 @@ def _bad_weights(tmp: Path, resnet_weights: Path, change: str) -> Path:
     state = torch.load(resnet_weights, weights_only=True)
     if change == "missing":
         del state["layer1.0.conv1.weight"]
+    elif change == "checkpoint":
+        state = {"model": state, "model_args": {"name": "resnet18"}}
     elif change == "unexpected":
         state["extra.weight"] = torch.zeros(1)
     else:
@@ -224,6 +226,7 @@ def _bad_weights(tmp: Path, resnet_weights: Path, change: str) -> Path:
         ("unexpected", "--weights: {tmp}/unexpected.pth: the weights do not fit ResNet (unexpected extra.weight)"),
         ("shape", "--weights: {tmp}/shape.pth: layer1.0.conv1.weight has shape (64, 64, 1, 1), the model's is "
                   "(64, 64, 3, 3)"),
+        ("checkpoint", "--weights: {tmp}/checkpoint.pth: a visionlab checkpoint, not a state dict"),
         ("factory-file", "--model-factory: {tmp}/none.py: no such file (from {tmp}/none.py:build)"),
         ("no-function", "--model-factory: {factory}: no function 'nope' in it (from {factory}:nope)"),
         ("raises", "--model-factory: {factory}:broken: broken() raised RuntimeError: needs a GPU"),
@@ -249,6 +252,7 @@ def test_a_bad_foreign_model_is_one_line_naming_its_flag(
         "missing": [*arch, str(_bad_weights(tmp_path, resnet_weights, "missing")), *data],
         "unexpected": [*arch, str(_bad_weights(tmp_path, resnet_weights, "unexpected")), *data],
         "shape": [*arch, str(_bad_weights(tmp_path, resnet_weights, "shape")), *data],
+        "checkpoint": [*arch, str(_bad_weights(tmp_path, resnet_weights, "checkpoint")), *data],
         "factory-file": ["--model-factory", f"{tmp_path}/none.py:build", *data],
         "no-function": ["--model-factory", f"{factory}:nope", *data],
         "raises": ["--model-factory", f"{factory}:broken", *data],

@@ -77,6 +77,9 @@ def read_state_dict(weights: str | Path) -> dict[str, torch.Tensor]:
     try:
         return load_weights(str(path), model="").tensors
     except WeightsError as exc:
+        if "a visionlab checkpoint of" in str(exc):  # load_weights names the model it expected: none here
+            message = f"{path}: a visionlab checkpoint, not a state dict (load it as a checkpoint)"
+            raise ModelLoadError(message, field="weights") from exc
         raise ModelLoadError(str(exc), field="weights") from exc
 
 
