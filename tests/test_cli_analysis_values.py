@@ -22,8 +22,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import visionlab.explain as explain
 import visionlab.robustness as robustness
 import visionlab.runtime.distributed as distributed
-from visionlab import cli_analysis
+from visionlab.cli import analysis as cli_analysis
 from visionlab.cli import build_parser, main
+from visionlab.cli.model_flags import load_model
 from visionlab.engine import TrainConfig, save_checkpoint
 from visionlab.explain import TAG_ADVERSARIAL, TAG_ORIGINAL, TAG_SALIENCY, save_grid
 from visionlab.models import build_model
@@ -98,7 +99,7 @@ def _items(n: int, side: int = 4) -> list[tuple[torch.Tensor, int]]:
 def test_load_gives_the_checkpoint_model_in_eval_mode_its_val_split_and_the_cpu(ckpt: Path) -> None:
     """``_load`` rebuilds the stored weights, in eval mode, on the auto device, with the stored dataset."""
     args = build_parser().parse_args(["attack", "--resume", "ignored"])
-    state, model, bundle, device = cli_analysis._load(args, str(ckpt))  # the resume argument, not args.resume
+    state, model, bundle, device = load_model(args, str(ckpt))  # the resume argument, not args.resume
     assert state["model_args"]["name"] == "simplenet" and state["epoch"] == 0
     assert model.training is False
     saved = torch.load(ckpt, weights_only=True)["model"]
@@ -135,7 +136,7 @@ def test_load_names_the_checkpoint_it_loads_in_a_class_mismatch(
 def test_load_takes_the_device_flag(ckpt: Path) -> None:
     """``--device cpu`` is handed to the device choice as given."""
     args = build_parser().parse_args(["attack", "--resume", str(ckpt), "--device", "cpu"])
-    _, model, _, device = cli_analysis._load(args, str(ckpt))
+    _, model, _, device = load_model(args, str(ckpt))
     assert device == torch.device("cpu") and next(model.parameters()).device == device
 
 

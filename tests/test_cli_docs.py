@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from visionlab.cli_docs import cli_reference
+from visionlab.cli.docs import cli_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_committed_cli_reference_is_up_to_date() -> None:
     """Every flag, default, metavar and help text of every command is pinned by the committed page."""
     committed = (ROOT / "docs" / "CLI.md").read_text(encoding="utf-8")
-    assert cli_reference() == committed, "docs/CLI.md is stale: python -m visionlab.cli_docs > docs/CLI.md"
+    assert cli_reference() == committed, "docs/CLI.md is stale: python -m visionlab.cli.docs > docs/CLI.md"
 
 
 def test_the_reference_of_a_small_parser() -> None:

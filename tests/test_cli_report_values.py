@@ -1,4 +1,4 @@
-"""``visionlab report``'s command code (:mod:`visionlab.cli_report`) with stand-ins for the report library and the
+"""``visionlab report``'s command code (:mod:`visionlab.cli.report`) with stand-ins for the report library and the
 browser: what it hands each step, exactly what it prints, and its notes whole."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from visionlab import cli_report
 from visionlab.cli import main
+from visionlab.cli import report as cli_report
 from visionlab.errors import CheckpointError
 
 
@@ -118,7 +118,7 @@ class _Split(list):
 
 @pytest.fixture
 def loaded(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """cli_analysis._load and report.analyse replaced by recorders."""
+    """cli.model_flags.load_model and report.analyse replaced by recorders."""
     seen: dict[str, Any] = {"bundle": SimpleNamespace(val=_Split(range(6)), class_names=["x", "y"])}
     seen["state"] = {"class_names": ["cat", "dog"]}
 
@@ -126,7 +126,7 @@ def loaded(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         seen["load"] = (namespace, resume, strict)
         return seen["state"], "MODEL", seen["bundle"], "DEV"
 
-    monkeypatch.setattr("visionlab.cli_analysis._load", load)
+    monkeypatch.setattr("visionlab.cli.report.load_model", load)
 
     def analyse(model: Any, dataset: Any, names: Any, device: Any, **kw: Any) -> str:
         seen["analyse"] = (model, list(dataset), names, device, kw)
@@ -167,7 +167,7 @@ def test_analyse_of_an_unreadable_checkpoint_is_its_message(monkeypatch: pytest.
     def load(namespace: argparse.Namespace, resume: str, *, strict: bool = True) -> None:
         raise CheckpointError(f"{resume}: checkpoint not found")
 
-    monkeypatch.setattr("visionlab.cli_analysis._load", load)
+    monkeypatch.setattr("visionlab.cli.report.load_model", load)
     assert cli_report._analyse(_Run(Path("/r"), None), Path("/r/m.pth"), _args()) == "/r/m.pth: checkpoint not found"
     assert capsys.readouterr().err == (
         "[visionlab] note: /r/m.pth: /r/m.pth: checkpoint not found (its model sections say so)\n"

@@ -18,7 +18,7 @@ import torch
 
 import visionlab.runtime.distributed as distributed
 from visionlab import cli
-from visionlab.cli import CLIError, build_parser, main, run, train_config_from_args
+from visionlab.cli import CLIError, build_parser, common, evaluate, main, run, train, train_config_from_args
 from visionlab.engine import TrainConfig, save_checkpoint
 from visionlab.errors import CheckpointError, ConfigError, DatasetError
 from visionlab.models import build_model
@@ -182,7 +182,7 @@ def test_a_checkpoint_without_a_whole_architecture_is_refused(model_args: Any, t
         state["model_args"] = model_args
     path = _save(state, tmp_path / "w.pth.tar")
     with pytest.raises(CheckpointError) as caught:
-        cli._load_model_checkpoint(str(path))
+        common.load_model_checkpoint(str(path))
     assert str(caught.value) == f"{path}: no model architecture stored (model_args); not a visionlab model checkpoint"
 
 
@@ -190,17 +190,17 @@ def test_a_checkpoint_with_exactly_the_four_architecture_keys_is_accepted(tmp_pa
     """name, num_classes, in_channels and image_size are enough: nothing else is required."""
     args = {"name": "simplenet", "num_classes": 2, "in_channels": 1, "image_size": 28}
     path = _save({"model": {}, "config": {}, "model_args": args}, tmp_path / "m.pth.tar")
-    assert cli._load_model_checkpoint(str(path))["model_args"] == args
+    assert common.load_model_checkpoint(str(path))["model_args"] == args
 
 
 def test_check_options_reads_an_unset_device_as_auto() -> None:
     """--device unset is auto; another option unset is checked as None (and refused when it may not be)."""
-    cli._check_options(argparse.Namespace(device=None, limit_val=None, batch_size=3), "device", "limit_val")
+    common.check_options(argparse.Namespace(device=None, limit_val=None, batch_size=3), "device", "limit_val")
     with pytest.raises(ConfigError) as caught:
-        cli._check_options(argparse.Namespace(device=None, batch_size=None), "device", "batch_size")
+        common.check_options(argparse.Namespace(device=None, batch_size=None), "device", "batch_size")
     assert caught.value.field == "batch_size"
     with pytest.raises(ConfigError) as caught:
-        cli._check_options(argparse.Namespace(device="tpu"), "device")
+        common.check_options(argparse.Namespace(device="tpu"), "device")
     assert caught.value.field == "device"
 
 
@@ -314,7 +314,7 @@ def test_train_takes_each_flag_where_the_run_reads_it(argv: list[str], trainer: 
     assert main(["train", "--epochs", "2", *argv]) == 0
     ((cfg, _),) = trainer.built
     given = vars(_args("train", *argv))
-    assert all(getattr(cfg, k) == v for k, v in given.items() if k in cli._TRAIN_FIELDS and v is not None)
+    assert all(getattr(cfg, k) == v for k, v in given.items() if k in train._TRAIN_FIELDS and v is not None)
 
 
 def test_an_exact_resume_refuses_workers_for_data_held_in_memory(tmp_path: Path) -> None:
@@ -353,15 +353,15 @@ def test_eval_data_loads_the_checkpoints_dataset_as_stored(monkeypatch: pytest.M
     monkeypatch.setattr("visionlab.data.load_dataset", lambda data, **kw: calls.append((data, kw)) or bundle)
     state = _state(data="fashion-mnist", data_root="/stored")
     args = _args("eval", "--resume", "m.pth")
-    assert cli._eval_data(state, args) is bundle and bundle.val.transform is None
+    assert common.eval_data(state, args) is bundle and bundle.val.transform is None
     assert calls.pop() == ("fashion-mnist", dict(data_root="/stored", image_size=None, check_images=True))
     args = _args("eval", "--resume", "m", "--data", "folder:/f", "--no-check-images")
-    cli._eval_data(state, args)
+    common.eval_data(state, args)
     assert calls.pop() == ("folder:/f", dict(data_root="/stored", image_size=28, check_images=False))
-    cli._eval_data(state, _args("eval", "--resume", "m", "--data", "fmnist", "--data-root", "/r"))
+    common.eval_data(state, _args("eval", "--resume", "m", "--data", "fmnist", "--data-root", "/r"))
     assert calls.pop() == ("fmnist", dict(data_root="/r", image_size=None, check_images=True))
     assert capsys.readouterr().err == ""
-    cli._eval_data(_state(data="miniplaces:/m", image_size=64), _args("eval", "--resume", "m"))
+    common.eval_data(_state(data="miniplaces:/m", image_size=64), _args("eval", "--resume", "m"))
     assert calls.pop()[1]["image_size"] == 64
 
 
@@ -380,11 +380,11 @@ def test_eval_data_refuses_data_flags_its_dataset_would_not_read(monkeypatch: py
     for state, extra, message in cases:
         args = _args("eval", "--resume", "m", *extra)
         with pytest.raises(CLIError) as caught:
-            cli._eval_data(state, args)
+            common.eval_data(state, args)
         assert str(caught.value) == message
-        cli._eval_data(state, args, strict=False)
-    cli._eval_data(_state(data="folder:/f"), _args("eval", "--resume", "m", "-j", "1"))
-    cli._eval_data(_state(), _args("eval", "--resume", "m", "-j", "0", "--data-root", "/r"))
+        common.eval_data(state, args, strict=False)
+    common.eval_data(_state(data="folder:/f"), _args("eval", "--resume", "m", "-j", "1"))
+    common.eval_data(_state(), _args("eval", "--resume", "m", "-j", "0", "--data-root", "/r"))
 
 
 def test_eval_data_converts_images_the_model_does_not_take(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
@@ -395,7 +395,7 @@ def test_eval_data_converts_images_the_model_does_not_take(monkeypatch: pytest.M
     monkeypatch.setattr("visionlab.data.eval_transform", lambda *a: made.append(a) or "T")
     state = _state(data="fashion-mnist")
     del state["recipe"]
-    cli._eval_data(state, _args("eval", "--resume", "m", "--data", "folder:/f"))
+    common.eval_data(state, _args("eval", "--resume", "m", "--data", "folder:/f"))
     assert capsys.readouterr().err == (
         "[visionlab] note: folder:/f has 3-channel 32x32 images, the checkpoint takes 1-channel 28x28: converting "
         "them (as predict does)\n"
@@ -403,7 +403,7 @@ def test_eval_data_converts_images_the_model_does_not_take(monkeypatch: pytest.M
     assert bundle.val.transform == "T" and made == [("miniplaces", 28, 1)]
     bundle = _bundle(in_channels=1, image_size=32)
     monkeypatch.setattr("visionlab.data.load_dataset", lambda data, **kw: bundle)
-    cli._eval_data(_state(), _args("eval", "--resume", "m"))
+    common.eval_data(_state(), _args("eval", "--resume", "m"))
     assert made[-1] == ("small", 28, 1) and bundle.val.transform == "T"
     assert "fashion-mnist has 1-channel 32x32 images, the checkpoint takes 1-channel 28x28" in capsys.readouterr().err
 
@@ -412,7 +412,7 @@ def test_eval_data_refuses_another_number_of_classes(monkeypatch: pytest.MonkeyP
     """Classes cannot be converted: the message names the data, both counts and the checkpoint."""
     monkeypatch.setattr("visionlab.data.load_dataset", lambda data, **kw: _bundle(num_classes=3))
     with pytest.raises(DatasetError) as caught:
-        cli._eval_data(_state(), _args("eval", "--resume", "ck.pth"))
+        common.eval_data(_state(), _args("eval", "--resume", "ck.pth"))
     assert str(caught.value) == "fashion-mnist: 3 classes, but ck.pth predicts 10"
 
 
@@ -490,18 +490,18 @@ def test_image_paths_walks_directories_in_order(tmp_path: Path) -> None:
     b = _png(tmp_path / "d" / "sub" / "a.PNG")
     (tmp_path / "d" / "notes.txt").write_text("x")
     c = _png(tmp_path / "single.png")
-    assert cli._image_paths([str(c), str(tmp_path / "d")]) == [c, a, b]
+    assert evaluate._image_paths([str(c), str(tmp_path / "d")]) == [c, a, b]
 
 
 def test_image_paths_messages(tmp_path: Path) -> None:
     """A missing path, and nothing to classify, are one line each, whole."""
     with pytest.raises(CLIError) as caught:
-        cli._image_paths([str(tmp_path / "none.png")])
+        evaluate._image_paths([str(tmp_path / "none.png")])
     assert str(caught.value) == f"{tmp_path / 'none.png'}: no such image file or directory"
     (tmp_path / "empty").mkdir()
     for items in ([], [str(tmp_path / "empty")]):
         with pytest.raises(CLIError) as caught:
-            cli._image_paths(items)
+            evaluate._image_paths(items)
         assert str(caught.value) == (
             "predict: no images given (IMAGE paths, directories, or --data SPEC for its test split)"
         )
@@ -515,9 +515,9 @@ def test_predict_paths_of_a_dataset_split(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(
         "visionlab.data.load_dataset", lambda spec: loaded.append(spec) or SimpleNamespace(test=test, val=val)
     )
-    assert cli._predict_paths(_args("predict", "--resume", "m", "--data", "folder:/f")) == [Path("t1"), Path("t2")]
+    assert evaluate._predict_paths(_args("predict", "--resume", "m", "--data", "folder:/f")) == [Path("t1"), Path("t2")]
     args = _args("predict", "--resume", "m", "--data", "miniplaces:/m", "--split", "val")
-    assert cli._predict_paths(args) == [Path("v1")]
+    assert evaluate._predict_paths(args) == [Path("v1")]
     assert loaded == ["folder:/f", "miniplaces:/m"]
     monkeypatch.setattr("visionlab.data.load_dataset", lambda spec: SimpleNamespace(test=None, val=val))
     cases = [
@@ -530,7 +530,7 @@ def test_predict_paths_of_a_dataset_split(monkeypatch: pytest.MonkeyPatch) -> No
     ]  # fmt: skip
     for extra, message in cases:
         with pytest.raises(CLIError) as caught:
-            cli._predict_paths(_args("predict", "--resume", "m", *extra))
+            evaluate._predict_paths(_args("predict", "--resume", "m", *extra))
         assert str(caught.value) == message
 
 

@@ -20,8 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from visionlab import cli
-from visionlab.cli import FIELD_FLAGS, build_parser, format_user_error, main, run
+from visionlab.cli import FIELD_FLAGS, build_parser, format_user_error, main, run, train
 from visionlab.engine import TrainConfig, TrainingDiverged, save_checkpoint
 from visionlab.errors import CheckpointError, ConfigError, DatasetError
 from visionlab.models import build_model
@@ -193,7 +192,7 @@ def test_field_flag_table_names_real_flags() -> None:
     options = all_options(build_parser())
     for field, flag in FIELD_FLAGS.items():
         assert set(flag.split("/")) <= options, (field, flag)
-    settable = set(cli._TRAIN_FIELDS) | {"conv", "check_images", "progress", "quiet", "tensorboard"}
+    settable = set(train._TRAIN_FIELDS) | {"conv", "check_images", "progress", "quiet", "tensorboard"}
     assert settable <= set(FIELD_FLAGS)
     assert settable == {f.name for f in fields(TrainConfig)} - {"model_kwargs", "wd_exclude_norm_bias", "deterministic"}
 
@@ -217,7 +216,7 @@ def test_a_bug_prints_its_traceback_and_asks_for_a_report(
     def broken(args: argparse.Namespace) -> Any:
         return 1 / 0
 
-    monkeypatch.setattr(cli, "train_config_from_args", broken)
+    monkeypatch.setattr(train, "train_config_from_args", broken)
     assert main(["train"]) == 1
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "ZeroDivisionError" in err
@@ -241,7 +240,7 @@ def test_a_value_error_inside_the_library_is_a_bug_not_a_user_error(
 def test_main_py_reports_bugs_as_main_py(
     monkeypatch: pytest.MonkeyPatch, tiny_fmnist: str, capsys: pytest.CaptureFixture
 ) -> None:
-    monkeypatch.setattr(cli, "train_config_from_args", lambda args: {}["missing"])
+    monkeypatch.setattr(train, "train_config_from_args", lambda args: {}["missing"])
     assert main_py.main([tiny_fmnist, "--gpu", "-1"]) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"main.py: {REPORT}"
 

@@ -9,7 +9,15 @@ with its traceback.
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ConfigError", "DatasetError", "RunDirError", "UserError", "WeightsError"]
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DatasetError",
+    "ModelLoadError",
+    "RunDirError",
+    "UserError",
+    "WeightsError",
+]
 
 
 class UserError(Exception):
@@ -50,3 +58,13 @@ class RunDirError(UserError, ValueError):
 class WeightsError(CheckpointError):
     """A pretrained-weights file is missing (not in the torch hub cache), fails its SHA-256 check, cannot be read,
     or does not fit the model (wrong keys or shapes); the message names the file (and where to put it)."""
+
+
+class ModelLoadError(ConfigError):
+    """A classifier from outside visionlab cannot be built or loaded: an unknown torchvision architecture, a
+    factory file that is missing, lacks the function, raises or returns no ``nn.Module``, weights that do not fit
+    the network, statistics that do not fit its input, or a network whose output does not fit the data.
+
+    ``field`` names the input at fault, in :func:`visionlab.models.load_classifier`'s terms (``arch``,
+    ``factory``, ``weights``, ``mean``, ``std``, ``transforms_of``); the message names the file.
+    """

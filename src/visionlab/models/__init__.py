@@ -4,6 +4,7 @@ Each model file registers its own builders with :func:`register_model` (timm's h
 modules below is what fills the registry; the registry itself imports none of them.
 """
 
+from visionlab.models.foreign import load_classifier
 from visionlab.models.improved import ImprovedNet
 from visionlab.models.normalize import Normalize
 from visionlab.models.pretrained import IMAGENET_MODELS, PretrainedWeights, imagenet_weights_path, load_weights
@@ -36,6 +37,7 @@ __all__ = [
     "build_model",
     "imagenet_weights_path",
     "list_models",
+    "load_classifier",
     "load_weights",
     "register_model",
     "resolve_conv",

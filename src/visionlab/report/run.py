@@ -46,6 +46,10 @@ class Run:
         records: the records of ``metrics.jsonl`` (step and epoch records, in file order).
         conv: the run directories in its ``conv/`` folder, labelled ``conv/NAME`` (by name; a sub-folder with
             neither ``config.yaml`` nor ``metrics.jsonl`` is not a run and is left out).
+        model_flags: for a model that visionlab did not train (``visionlab report --model-arch ...``), the flags
+            naming it, which the commands the report suggests repeat instead of ``--resume CHECKPOINT``; such a
+            run has no configuration or training records, and ``path`` is the folder of its weights or factory
+            file, where the analysis commands write.
     """
 
     path: Path
@@ -53,6 +57,16 @@ class Run:
     config: dict[str, Any]
     records: list[dict[str, Any]]
     conv: list[Run] = field(default_factory=list)
+    model_flags: tuple[str, ...] = ()
+
+    @property
+    def trained(self) -> bool:
+        """Whether visionlab trained this run (False for a model named by :attr:`model_flags`)."""
+        return not self.model_flags
+
+    def model_arguments(self) -> tuple[str, ...]:
+        """The command-line arguments naming this run's model: ``--resume CHECKPOINT``, or :attr:`model_flags`."""
+        return self.model_flags or ("--resume", str(self.resume))
 
     @property
     def epochs(self) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""The command-line reference, ``docs/CLI.md``, written from the parser itself: ``python -m visionlab.cli_docs``.
+"""The command-line reference, ``docs/CLI.md``, written from the parser itself: ``python -m visionlab.cli.docs``.
 
 Every command and option of ``visionlab`` with its value (metavar, choices, type, how many), default and help
 text, read from :func:`visionlab.cli.build_parser`'s actions rather than from argparse's ``--help`` layout, so the
@@ -15,7 +15,7 @@ __all__ = ["cli_reference"]
 
 _HEADER = (
     "# Command-line reference\n\n"
-    "Generated from the parser by `python -m visionlab.cli_docs > docs/CLI.md` (do not edit by hand); "
+    "Generated from the parser by `python -m visionlab.cli.docs > docs/CLI.md` (do not edit by hand); "
     "`visionlab COMMAND --help` prints the same options.\n"
 )
 

@@ -1,10 +1,12 @@
 """The analysis commands of the command line: ``saliency``, ``attack`` and ``robustness``.
 
 Each loads a checkpoint (rebuilt from its stored architecture), takes the validation images of its dataset (or
-of ``--data``, converted to what the model takes as ``eval`` does) in pixels [0, 1], and hands them to
+of ``--data``, converted to what the model takes as ``eval`` does) in pixels [0, 1] — or a model from outside
+visionlab with the images of ``--data`` (:mod:`visionlab.cli.model_flags`) — and hands them to
 :mod:`visionlab.explain` or :mod:`visionlab.robustness`. Images go to PNG files and to TensorBoard under the
 original course's tags; numbers are printed (``--json`` for one machine-readable line) and written as JSON
-(``attack/attack.json``, ``robustness/sweep.json``) beside the images, where ``visionlab report`` finds them.
+(``attack/attack.json``, ``robustness/sweep.json``) beside the images, where ``visionlab report`` finds them
+(by default next to the checkpoint, the weights file or the factory file).
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from visionlab.cli.common import CLIError, check_options
+from visionlab.cli.model_flags import add_model_arguments, check_model_flags, load_model, model_file, model_label
+
 if TYPE_CHECKING:  # torch is imported by the commands, not by `visionlab --help`
     import torch
 
@@ -24,10 +29,14 @@ ATTACKS = ("pgd", "fgsm", "autoattack", "original")
 
 
 def _common(p: argparse.ArgumentParser, resume_nargs: str | None = None) -> None:
+    """The options every analysis command takes (the model's group is added by :func:`_model_group`)."""
     if resume_nargs:
-        p.add_argument("--resume", required=True, nargs=resume_nargs, metavar="CKPT", help="checkpoint(s) to load")
+        p.add_argument("--resume", nargs=resume_nargs, metavar="CKPT",
+                       help="checkpoint(s) to load; or one model of the group below")  # fmt: skip
     else:
-        p.add_argument("--resume", required=True, metavar="CKPT", help="checkpoint to load (best or last)")
+        p.add_argument(
+            "--resume", metavar="CKPT", help="checkpoint to load (best or last); or a model of the group below"
+        )
     p.add_argument("--data", help="dataset spec (default: the one the checkpoint was trained on)")
     p.add_argument("--data-root", help="where fashion-mnist is kept, for a checkpoint or --data on fashion-mnist")
     p.add_argument("-b", "--batch-size", type=int, default=250, help="images per batch (default 250)")
@@ -67,6 +76,7 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
                    help="explain the model's own prediction (the original) or the true label")  # fmt: skip
     p.add_argument("--smoothgrad", type=int, default=0, metavar="N", help="SmoothGrad samples (default 0: off)")
     p.add_argument("--noise-std", type=float, help="with --smoothgrad: the noise std in pixels (default 0.1)")
+    add_model_arguments(p)
     p.set_defaults(func=cmd_saliency)
 
     p = sub.add_parser("attack", help="clean and robust accuracy under an attack; -v saves image grids")
@@ -77,6 +87,7 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true",
                    help='one JSON line {"clean_top1", "robust_top1", "robust_top5", "n", "attack"} (always '
                         "written to OUT/attack.json too)")  # fmt: skip
+    add_model_arguments(p)
     p.set_defaults(func=cmd_attack)
 
     p = sub.add_parser("robustness", help="accuracy vs eps and vs PGD steps: CSV, JSON and plots")
@@ -89,26 +100,11 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--at-eps", type=float, help="radius of the steps sweep, in [0, 1] (default: the largest --eps)")
     p.add_argument("--at-steps", type=int, help="iterations of the eps sweep, >= 1 (default: the most --steps)")
     p.add_argument("--limit-val", type=int, default=1000, metavar="N", help="first N images (default 1000)")
+    add_model_arguments(p)
     p.set_defaults(func=cmd_robustness)
 
 
-# ------------------------------------------------------------------------------------------------ loading
-def _load(
-    args: argparse.Namespace, resume: str, *, strict: bool = True
-) -> tuple[dict[str, Any], torch.nn.Module, Any, torch.device]:
-    """``(checkpoint, model in eval mode on the device, dataset bundle, device)``; ``strict`` as for
-    :func:`visionlab.cli._eval_data`."""
-    from visionlab.cli import _check_options, _eval_data, _load_model_checkpoint
-    from visionlab.engine import model_from_checkpoint
-    from visionlab.runtime.distributed import init_distributed
-
-    _check_options(args, "batch_size", "device")
-    state = _load_model_checkpoint(resume)
-    _, device = init_distributed(args.device or "auto")  # under torchrun: this rank's device
-    bundle = _eval_data(state, argparse.Namespace(**{**vars(args), "resume": resume}), strict=strict)
-    return state, model_from_checkpoint(state, device).eval(), bundle, device
-
-
+# ------------------------------------------------------------------------------------------------ helpers
 def _loader(dataset: Any, args: argparse.Namespace, limit: int | None) -> torch.utils.data.DataLoader:
     """The first ``limit`` items of ``dataset``; under torchrun, this rank's share of them (results are summed
     over ranks by the evaluation)."""
@@ -129,8 +125,9 @@ def _first(dataset: Any, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
 
 
-def _out_dir(args: argparse.Namespace, resume: str, name: str) -> Path:
-    out = Path(args.out) if args.out else Path(resume).parent / name
+def _out_dir(args: argparse.Namespace, source: str | Path, name: str) -> Path:
+    """``--out``, else the folder ``name`` next to ``source`` (the checkpoint, weights or factory file)."""
+    out = Path(args.out) if args.out else Path(source).parent / name
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -150,16 +147,17 @@ def _tensorboard(out: Path, tags: dict[str, torch.Tensor]) -> None:
 
 # ------------------------------------------------------------------------------------------------ saliency
 def cmd_saliency(args: argparse.Namespace) -> int:
+    """Saliency maps of the first ``--num`` validation images: PNG grids, TensorBoard images, the predictions."""
     import torch
 
-    from visionlab.cli import CLIError
     from visionlab.engine.config import Range
     from visionlab.explain import TAG_SALIENCY, heatmap_overlay, red_overlay, saliency, save_grid
 
     Range(1, integer=True).check("num", args.num)
     if args.noise_std is not None and not args.smoothgrad:
         raise CLIError("--noise-std: only with --smoothgrad N (the noise of its N copies; the plain map has none)")
-    _, model, bundle, device = _load(args, args.resume)
+    check_model_flags(args)
+    _, model, bundle, device = load_model(args, args.resume)
     images, labels = _first(bundle.val, args.num)
     images, labels = images.to(device), labels.to(device)
     noise_std = 0.1 if args.noise_std is None else args.noise_std
@@ -167,7 +165,7 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         model, images, target=labels if args.target == "label" else None, smoothgrad_samples=args.smoothgrad,
         noise_std=noise_std, generator=torch.Generator().manual_seed(0), batch_size=args.batch_size,
     )  # fmt: skip
-    out = _out_dir(args, args.resume, "saliency")
+    out = _out_dir(args, model_file(args, args.resume), "saliency")
     overlay = red_overlay(images.cpu(), maps.cpu())
     paths = [
         save_grid(images.cpu(), out / "images.png"),
@@ -213,12 +211,11 @@ _OPTION_DEFAULTS = {"norm": "linf", "eps": 0.1, "steps": 10, "restarts": 1, "see
 def attack_options(args: argparse.Namespace) -> dict[str, Any]:
     """The threat-model options of ``args`` (``eps``, ``step``, ``steps``, ...) with their defaults filled in.
 
-    Refuses, with a :class:`~visionlab.cli.CLIError` naming the flag and why, an option the chosen ``--attack``
+    Refuses, with a :class:`~visionlab.cli.common.CLIError` naming the flag and why, an option the chosen ``--attack``
     does not read, ``--seed`` with ``--no-random-start`` (PGD then draws nothing) and a step, steps or restarts
     count out of range: a step of 0 never leaves the clean images, and would report the clean accuracy as robust.
     Reads nothing, so commands call it before loading a checkpoint.
     """
-    from visionlab.cli import CLIError
     from visionlab.engine.config import Range
 
     for name, flag in _OPTION_FLAGS.items():
@@ -270,13 +267,14 @@ def _save_adversarial_grids(model: torch.nn.Module, attack: Any, dataset: Any, o
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
-    from visionlab.cli import _check_options
+    """Clean and robust accuracy under the attack of the flags: printed, and written to OUT/attack.json."""
     from visionlab.robustness import robust_evaluate
     from visionlab.runtime.distributed import current_context
 
-    _check_options(args, "limit_val")
+    check_options(args, "limit_val")
     attack_options(args)  # a flag the attack would ignore is refused before the checkpoint is read
-    _, model, bundle, device = _load(args, args.resume)
+    check_model_flags(args)
+    _, model, bundle, device = load_model(args, args.resume)
     attack = build_attack(args, model, bundle.num_classes)
     loader = _loader(bundle.val, args, args.limit_val)
     dist = current_context()
@@ -284,7 +282,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     if not dist.is_main:  # every rank has the summed result; one writes and prints it
         return 0
     keys = ("clean_top1", "clean_top5", "robust_top1", "robust_top5", "robust_and_clean_top1", "n", "attack")
-    out = _out_dir(args, args.resume, "attack")
+    out = _out_dir(args, model_file(args, args.resume), "attack")
     written = [_write_json({k: result[k] for k in keys}, out / "attack.json")]  # what `visionlab report` shows
     if args.vis:
         written += _save_adversarial_grids(model, attack, bundle.val, out)
@@ -322,19 +320,21 @@ def _check_sweep_options(args: argparse.Namespace) -> None:
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
-    from visionlab.cli import CLIError, _check_options
+    """Clean and PGD accuracy of each model against eps and against steps: a table, sweep.csv/json and plots."""
     from visionlab.robustness import plot_accuracy_vs_eps, plot_accuracy_vs_steps, sweep, write_sweep
     from visionlab.runtime.distributed import current_context
 
-    _check_options(args, "limit_val")
+    check_options(args, "limit_val")
     _check_sweep_options(args)
+    check_model_flags(args)
     dist = current_context()
-    labels = args.labels or [Path(r).parent.name or Path(r).stem for r in args.resume]
-    if len(labels) != len(args.resume):
-        raise CLIError(f"--labels: {len(labels)} labels for {len(args.resume)} checkpoints")
+    resumes = args.resume or [None]  # None: the one model of --model-arch / --model-factory
+    labels = args.labels or [model_label(args, r) for r in resumes]
+    if len(labels) != len(resumes):
+        raise CLIError(f"--labels: {len(labels)} labels for {len(resumes)} checkpoints")
     rows: list[dict[str, Any]] = []
-    for resume, label in zip(args.resume, labels, strict=True):
-        _, model, bundle, device = _load(args, resume)
+    for resume, label in zip(resumes, labels, strict=True):
+        _, model, bundle, device = load_model(args, resume)
         rows += sweep(
             model, _loader(bundle.val, args, args.limit_val), device, args.eps_list, args.steps_list,
             eps=args.at_eps, steps=args.at_steps, label=label, progress=not args.no_progress and dist.is_main,
@@ -343,7 +343,8 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     if not dist.is_main:
         return 0
     # Without --out, every checkpoint's run gets the whole comparison, so each run's report shows it.
-    outs = [Path(args.out)] if args.out else dict.fromkeys(Path(r).resolve().parent / "robustness" for r in args.resume)
+    files = [model_file(args, r) for r in resumes]
+    outs = [Path(args.out)] if args.out else dict.fromkeys(f.resolve().parent / "robustness" for f in files)
     paths: list[Path] = []
     for out in outs:
         out.mkdir(parents=True, exist_ok=True)
