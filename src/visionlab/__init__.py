@@ -16,11 +16,12 @@ The names below are the stable surface; each lives in a subpackage (`visionlab.m
 `visionlab.engine`, `visionlab.robustness`, `visionlab.explain`, `visionlab.report`) that holds more. They are
 imported on first use, so ``import visionlab`` (and the command line's ``--help``) does not import torch.
 
-- models: `build_model`, `list_models`, `wrap_model` (`ImageClassifier`, `Normalize`), `load_checkpoint` +
+- models: `build_model`, `list_models`, `wrap_model` (`ImageClassifier`, `Normalize`), `load_classifier` (a
+  torchvision architecture with a local weights file, or a ``FILE.py:FUNCTION`` factory), `load_checkpoint` +
   `model_from_checkpoint` for a visionlab checkpoint;
 - data: `load_dataset` (a spec string such as ``"fashion-mnist"`` or ``"folder:PATH"``) -> `DataBundle`;
-- training: `Trainer` with a `TrainConfig`; adversarial objectives `PGDTraining`, `FGSMRSTraining`,
-  `NFGSMTraining`, `TRADESTraining`; `evaluate` (clean accuracy);
+- training: `Trainer` with a `TrainConfig` and callbacks such as `PlotCurves`; adversarial objectives
+  `PGDTraining`, `FGSMRSTraining`, `NFGSMTraining`, `TRADESTraining`; `evaluate` (clean accuracy);
 - attacks: `PGD`, `FGSM`, `AutoAttack` (all `Attack`), `robust_evaluate`;
 - explanations: `saliency` (vanilla gradient, SmoothGrad), drawn by `red_overlay` / `heatmap_overlay` and saved
   by `save_grid`;
@@ -41,8 +42,8 @@ if TYPE_CHECKING:  # what static readers (type checkers, the API reference) see;
     from visionlab.engine import TrainConfig, Trainer, evaluate, load_checkpoint, model_from_checkpoint
     from visionlab.errors import UserError
     from visionlab.explain import heatmap_overlay, red_overlay, saliency, save_grid
-    from visionlab.models import ImageClassifier, Normalize, build_model, list_models, wrap_model
-    from visionlab.report import analyse, build_report, load_runs, write_page
+    from visionlab.models import ImageClassifier, Normalize, build_model, list_models, load_classifier, wrap_model
+    from visionlab.report import PlotCurves, analyse, build_report, load_runs, write_page
     from visionlab.robustness import (
         FGSM,
         PGD,
@@ -68,6 +69,7 @@ __all__ = [
     "NFGSMTraining",
     "Normalize",
     "PGDTraining",
+    "PlotCurves",
     "TRADESTraining",
     "TrainConfig",
     "Trainer",
@@ -79,6 +81,7 @@ __all__ = [
     "heatmap_overlay",
     "list_models",
     "load_checkpoint",
+    "load_classifier",
     "load_dataset",
     "load_runs",
     "model_from_checkpoint",
@@ -97,8 +100,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "visionlab.engine": ("TrainConfig", "Trainer", "evaluate", "load_checkpoint", "model_from_checkpoint"),
     "visionlab.errors": ("UserError",),
     "visionlab.explain": ("heatmap_overlay", "red_overlay", "saliency", "save_grid"),
-    "visionlab.models": ("ImageClassifier", "Normalize", "build_model", "list_models", "wrap_model"),
-    "visionlab.report": ("analyse", "build_report", "load_runs", "write_page"),
+    "visionlab.models": ("ImageClassifier", "Normalize", "build_model", "list_models", "load_classifier", "wrap_model"),
+    "visionlab.report": ("PlotCurves", "analyse", "build_report", "load_runs", "write_page"),
     "visionlab.robustness": (
         "FGSM", "PGD", "Attack", "AutoAttack", "FGSMRSTraining", "NFGSMTraining", "PGDTraining", "TRADESTraining",
         "robust_evaluate",
