@@ -44,7 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # Files whose tests start processes of their own (torchrun, DDP worlds of two) and take 5-20 s each: collected
 # first, so that under pytest-xdist they start at once beside the many short tests instead of running alone at
 # the end while the other worker idles.
-_SLOW_FIRST = ("tests/test_torchrun.py", "tests/engine/test_distributed.py")
+_SLOW_FIRST = ("tests/test_torchrun.py", "tests/engine/test_ddp_training.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
