@@ -100,6 +100,20 @@ class IdentityWorld(DistContext):
         return model
 
 
+def mixed_model() -> torch.nn.Sequential:
+    """A training head over a backbone frozen in eval mode: the mixed state ``model.train(flag)`` would lose."""
+    model = torch.nn.Sequential(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.Dropout(0.5)), torch.nn.Linear(3, 2)
+    ).train()
+    model[0].eval()
+    return model
+
+
+def train_flags(model: torch.nn.Module) -> list[bool]:
+    """Each module's training flag, in ``modules()`` order."""
+    return [m.training for m in model.modules()]
+
+
 class Stop(Exception):
     """Raised by :class:`StopAt`: a run killed in the middle of an epoch."""
 

@@ -1,10 +1,12 @@
-"""A NaN or infinite loss stops training at the first logged step (every ``print_freq`` steps of an epoch) at or
-after it, with a TrainingDiverged naming the epoch and the step, and leaves what earlier epochs saved as it was.
+"""A training loss that is not finite (``engine/divergence.py``): ``TrainingDiverged`` and its advice, and the run
+stopping at the first logged step (every ``print_freq`` steps of an epoch) at or after a NaN or infinite loss,
+or at the end of an epoch whose last steps turned bad, naming the epoch and the step and leaving what earlier
+epochs saved as it was (or saying that nothing was saved).
 
 A loss that is bad at an unlogged step only (finite again at the next logged one) is caught there too, through the
-epoch's running loss sum; one after an epoch's last logged step is caught at the end of that epoch. The losses are
-made bad by adding NaN or inf to the objective's loss at scripted global steps: the value is bad, the gradients
-stay finite, so the steps after it are finite again unless scripted too. 6 steps an epoch (96 images, batch 16)."""
+epoch's running loss sum. In the scripted cases the losses are made bad by adding NaN or inf to the objective's
+loss at given global steps: the value is bad, the gradients stay finite, so the steps after it are finite again
+unless scripted too. 6 steps an epoch (96 images, batch 16)."""
 
 from __future__ import annotations
 
@@ -12,11 +14,29 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
-from visionlab.engine import BEST, CHECKPOINT, TrainConfig, Trainer, TrainingDiverged, load_checkpoint
+from visionlab.engine import (
+    BEST,
+    CHECKPOINT,
+    ClassificationTask,
+    TrainConfig,
+    Trainer,
+    TrainingDiverged,
+    load_checkpoint,
+)
+from visionlab.engine import trainer as trainer_module
 
-from .test_trainer_stages import VAL
-from .test_trainer_values import TRAIN_LABELS, _bundle
+from .builders import (
+    STEPS_PER_EPOCH,
+    TRAIN_LABELS,
+    VAL,
+    file_config,
+    memory_bundle,
+    memory_trainer,
+    nan_in_epoch,
+    records_of,
+)
 
 NAN, INF = float("nan"), float("inf")
 
@@ -44,7 +64,7 @@ class BadAt:
 def _trainer(run: Path, print_freq: int, epochs: int) -> Trainer:
     cfg = TrainConfig(data="fashion-mnist", out=str(run), epochs=epochs, batch_size=16, lr=0.05, warmup=0.5,
                       workers=0, progress=False, tensorboard=False, print_freq=print_freq, seed=7)  # fmt: skip
-    return Trainer(cfg, bundle=_bundle(TRAIN_LABELS, VAL), callbacks=[])
+    return Trainer(cfg, bundle=memory_bundle(TRAIN_LABELS, VAL), callbacks=[])
 
 
 def _stop(trainer: Trainer, bad: float, steps: set[int]) -> tuple[TrainingDiverged, BadAt]:
@@ -105,3 +125,82 @@ def test_stopping_keeps_what_earlier_epochs_saved(tmp_path: Path) -> None:
     assert [(r["type"], r["epoch"], r["step"]) for r in records] == [("step", 0, 4), ("epoch", 0, 6)]
     state = load_checkpoint(run / CHECKPOINT)  # loads: the run can resume from it
     assert (state["epoch"], state["step"]) == (0, 6)
+
+
+def test_divergence_advice_names_the_fields_or_the_callers_names_for_them() -> None:
+    err = TrainingDiverged("loss is nan at epoch 2, step 7")
+    assert str(err) == "loss is nan at epoch 2, step 7. Lower lr, raise warmup or keep clip_grad above 0."
+    assert err.detail == "loss is nan at epoch 2, step 7"
+    flags = {"lr": "--lr", "warmup": "--warmup", "clip_grad": "--clip-grad"}
+    assert err.advice(flags) == "Lower --lr, raise --warmup or keep --clip-grad above 0."
+    assert err.advice({"lr": "--lr"}) == "Lower --lr, raise warmup or keep clip_grad above 0."
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_bad_loss_in_an_epochs_last_steps_stops_training_and_keeps_the_checkpoints(tmp_path: Path, bad: str) -> None:
+    """print_freq=4 checks the loss at step 4 of each 6-step epoch only; a NaN or infinite loss at steps 5 and 6
+    of epoch 2 must be caught by the end-of-epoch check, before epoch 2 writes any checkpoint."""
+    run = tmp_path / "run"
+    trainer = memory_trainer(run, memory_bundle(TRAIN_LABELS, list(range(10)) * 2), epochs=3, print_freq=4)
+    forward, calls, on_disk = trainer.model.forward, {"n": 0}, {}
+
+    def poisoned(images: torch.Tensor) -> torch.Tensor:
+        logits = forward(images)
+        if not trainer.model.training:
+            return logits
+        calls["n"] += 1
+        if calls["n"] <= STEPS_PER_EPOCH + 4:
+            return logits
+        if not on_disk:  # epoch 1's checkpoints, as the bad steps begin
+            on_disk.update({name: (run / name).read_bytes() for name in (CHECKPOINT, BEST)})
+        if bad == "nan":
+            return logits * float("nan")
+        # Every class but 0 at -inf: the cross-entropy of any sample not labelled 0 is +inf, the gradients finite.
+        return logits.masked_fill(torch.arange(10) != 0, float("-inf"))
+
+    trainer.model.forward = poisoned
+    message = rf"loss is {bad} at epoch 2, step 12; .*checkpoint\.pth\.tar is untouched"
+    with pytest.raises(TrainingDiverged, match=message):
+        trainer.fit()
+    assert calls["n"] == 2 * STEPS_PER_EPOCH  # it stopped at the end of epoch 2, not later
+    assert {name: (run / name).read_bytes() for name in (CHECKPOINT, BEST)} == on_disk
+    assert load_checkpoint(run / CHECKPOINT)["epoch"] == 0
+    assert [r["epoch"] for r in records_of(run, "epoch")] == [0]
+
+
+def test_divergence_before_any_checkpoint_says_none_was_written(tmp_path: Path) -> None:
+    trainer = memory_trainer(tmp_path / "run", memory_bundle(TRAIN_LABELS, VAL), epochs=2, print_freq=1)
+    trainer.model.forward = nan_in_epoch(trainer, 1)
+    with pytest.raises(TrainingDiverged) as info:
+        trainer.fit()
+    assert info.value.detail == "loss is nan at epoch 1, step 1; stopping (no checkpoint was written)"
+    assert not (tmp_path / "run" / CHECKPOINT).exists()
+
+
+def test_nan_loss_stops_with_clear_message_and_keeps_last_checkpoint(
+    tiny_fmnist: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class NanFromCall8(ClassificationTask):  # 6 steps per epoch: the loss turns NaN at step 2 of epoch 2
+        calls = 0
+
+        def __call__(self, model, images, target):
+            self.calls += 1
+            loss, logits = super().__call__(model, images, target)
+            return (loss * float("nan") if self.calls >= 8 else loss), logits
+
+    trainer = Trainer(
+        file_config(tiny_fmnist, tmp_path / "run", epochs=3), task=NanFromCall8(torch.nn.CrossEntropyLoss())
+    )
+    before = None
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at epoch 2.*checkpoint.*untouched"):
+        original_save = trainer_module.save_checkpoint
+
+        def remember(state, path):
+            nonlocal before
+            original_save(state, path)
+            before = (tmp_path / "run" / CHECKPOINT).read_bytes()
+
+        monkeypatch.setattr(trainer_module, "save_checkpoint", remember)
+        trainer.fit()
+    assert (tmp_path / "run" / CHECKPOINT).read_bytes() == before
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT)["epoch"] == 0
