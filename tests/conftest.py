@@ -44,7 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # Files whose tests start processes of their own (torchrun, DDP worlds of two) and take 5-20 s each: collected
 # first, so that under pytest-xdist they start at once beside the many short tests instead of running alone at
 # the end while the other worker idles.
-_SLOW_FIRST = ("tests/test_torchrun.py", "tests/engine/test_distributed.py")
+_SLOW_FIRST = ("tests/test_torchrun.py", "tests/engine/test_ddp_training.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -98,6 +98,20 @@ class IdentityWorld(DistContext):
 
     def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         return model
+
+
+def mixed_model() -> torch.nn.Sequential:
+    """A training head over a backbone frozen in eval mode: the mixed state ``model.train(flag)`` would lose."""
+    model = torch.nn.Sequential(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.Dropout(0.5)), torch.nn.Linear(3, 2)
+    ).train()
+    model[0].eval()
+    return model
+
+
+def train_flags(model: torch.nn.Module) -> list[bool]:
+    """Each module's training flag, in ``modules()`` order."""
+    return [m.training for m in model.modules()]
 
 
 class Stop(Exception):

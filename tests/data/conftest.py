@@ -5,12 +5,15 @@ from __future__ import annotations
 import gzip
 import pickle
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from visionlab.data import DatasetError
 
 # MiniPlaces classes of the fixture: (class folder under images/train, label). Label 7 leaves a gap so the
 # class-name table is checked by label, not by order.
@@ -128,3 +131,25 @@ def image_folder(tmp_path: Path) -> Path:
                 save_image(root / split / cls / f"{k}.png", seed=seed, size=(24, 20))
                 seed += 1
     return root
+
+
+def error_of(call: Callable[[], object], *fragments: str | Path) -> str:
+    """Run ``call``, expect a DatasetError, check its message holds every fragment; return the message."""
+    with pytest.raises(DatasetError) as info:
+        call()
+    message = str(info.value)
+    for fragment in fragments:
+        assert str(fragment) in message, f"{str(fragment)!r} not in {message!r}"
+    return message
+
+
+def damage(path: Path, how: str) -> None:
+    """Overwrite an image file with garbage, nothing, or a copy cut in its header or in its entropy-coded data."""
+    data = path.read_bytes()
+    damaged = {
+        "garbage": b"this is not a JPEG at all" * 4,
+        "empty": b"",
+        "truncated_header": data[: len(data) // 3],
+        "truncated_data": data[:-60],  # header intact, entropy-coded data cut: PIL verify() alone passes it
+    }[how]
+    path.write_bytes(damaged)

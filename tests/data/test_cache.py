@@ -13,8 +13,7 @@ from visionlab.data import ImageListDataset, load_dataset
 from visionlab.data.transforms import eval_transform
 from visionlab.engine import make_loader
 
-from .conftest import IdxSet, save_image
-from .test_datasets import _damage, error_of
+from .conftest import IdxSet, damage, error_of, save_image
 
 
 def spec(kind: str, miniplaces: Path, image_folder: Path) -> str:
@@ -112,7 +111,7 @@ def test_cached_batches_through_a_dataloader_worker_are_the_same_and_resume_exac
 @pytest.mark.parametrize("how", ["garbage", "truncated_data"])
 def test_corrupt_image_while_caching_names_the_list_line(miniplaces: Path, how: str) -> None:
     image = miniplaces / "images/train/b/bakery/00000002.jpg"  # train.txt line 4
-    _damage(image, how)
+    damage(image, how)
     error_of(
         lambda: load_dataset(str(miniplaces), check_images=False, cache=True),
         f"{miniplaces / 'train.txt'}:4: cannot decode image {image}",

@@ -23,6 +23,8 @@ from .conftest import (
     MINIPLACES_FIXTURE_CLASSES,
     CifarSet,
     IdxSet,
+    damage,
+    error_of,
     insert_line,
     save_image,
     write_cifar_batch,
@@ -30,16 +32,6 @@ from .conftest import (
 )
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def error_of(call: Callable[[], object], *fragments: str | Path) -> str:
-    """Run ``call``, expect a DatasetError, check its message holds every fragment; return the message."""
-    with pytest.raises(DatasetError) as info:
-        call()
-    message = str(info.value)
-    for fragment in fragments:
-        assert str(fragment) in message, f"{str(fragment)!r} not in {message!r}"
-    return message
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -191,21 +183,10 @@ def test_bad_line_in_test_list(miniplaces: Path) -> None:
     error_of(lambda: load_dataset(str(miniplaces)), f"{miniplaces / 'test.txt'}:1: ", "does not exist")
 
 
-def _damage(path: Path, how: str) -> None:
-    data = path.read_bytes()
-    damaged = {
-        "garbage": b"this is not a JPEG at all" * 4,
-        "empty": b"",
-        "truncated_header": data[: len(data) // 3],
-        "truncated_data": data[:-60],  # header intact, entropy-coded data cut: PIL verify() alone passes it
-    }[how]
-    path.write_bytes(damaged)
-
-
 @pytest.mark.parametrize("how", ["garbage", "empty", "truncated_header", "truncated_data"])
 def test_corrupt_image_is_reported_at_load_with_its_line(miniplaces: Path, how: str) -> None:
     image = miniplaces / "images/train/b/bakery/00000002.jpg"  # train.txt line 4
-    _damage(image, how)
+    damage(image, how)
     error_of(
         lambda: load_dataset(str(miniplaces)),
         f"{miniplaces / 'train.txt'}:4: unreadable or corrupt image {image}",
@@ -213,17 +194,17 @@ def test_corrupt_image_is_reported_at_load_with_its_line(miniplaces: Path, how: 
 
 
 def test_corrupt_val_and_test_folder_images_are_reported(miniplaces: Path) -> None:
-    _damage(miniplaces / "images/val/00000003.jpg", "truncated_data")
+    damage(miniplaces / "images/val/00000003.jpg", "truncated_data")
     error_of(lambda: load_dataset(str(miniplaces)), f"{miniplaces / 'val.txt'}:4: unreadable or corrupt image")
     save_image(miniplaces / "images/val/00000003.jpg", seed=1)
     bad = miniplaces / "images/test/00000001.jpg"
     save_image(bad, seed=2)
-    _damage(bad, "garbage")
+    damage(bad, "garbage")
     error_of(lambda: load_dataset(str(miniplaces)), f"{bad}: unreadable or corrupt image")
 
 
 def test_check_images_false_skips_the_scan(miniplaces: Path) -> None:
-    _damage(miniplaces / "images/train/a/abbey/00000001.jpg", "garbage")
+    damage(miniplaces / "images/train/a/abbey/00000001.jpg", "garbage")
     assert len(load_dataset(str(miniplaces), check_images=False).train) == 6
 
 
@@ -234,7 +215,7 @@ def test_decode_failure_at_getitem_names_the_list_line(miniplaces: Path, how: st
     if how == "deleted":
         image.unlink()
     else:
-        _damage(image, how)
+        damage(image, how)
     error_of(lambda: bundle.train[4], f"{miniplaces / 'train.txt'}:5: cannot decode image {image}")
     assert bundle.train[3][1] == 1  # the other items still load
 

@@ -299,3 +299,21 @@ def test_without_a_generator_the_loader_draws_from_one_seeded_0() -> None:
     own = list(InMemoryLoader(ds, 8, shuffle=True, drop_last=True))
     seeded = list(InMemoryLoader(ds, 8, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(0)))
     assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(own, seeded, strict=True))
+
+
+def test_in_memory_shards_see_exactly_the_single_process_images_and_augmentation() -> None:
+    images = torch.randint(0, 256, (20, 1, 6, 6), dtype=torch.uint8)
+    data = TensorImageDataset(
+        images, torch.arange(20), to_float_transform(), in_memory=True, batch_augment=BatchAugment(flip=True, pad=1)
+    )
+
+    def epoch(shard: tuple[int, int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        gen = torch.Generator().manual_seed(3)
+        return list(InMemoryLoader(data, 8, shuffle=True, drop_last=True, generator=gen, shard=shard))
+
+    whole, first, second = epoch((0, 1)), epoch((0, 2)), epoch((1, 2))
+    assert len(whole) == len(first) == 2
+    for (x, y), (x0, y0), (x1, y1) in zip(whole, first, second, strict=True):
+        assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
+    with pytest.raises(ValueError, match="divisible"):
+        InMemoryLoader(data, 7, shuffle=True, drop_last=True, shard=(0, 2))

@@ -1,3 +1,7 @@
+"""``engine/checkpoint.py``: one owner of the checkpoint schema. The atomic write and its permissions, the
+``weights_only`` load and every way it refuses a file (each message whole), the random states captured and
+restored, and a model rebuilt from a checkpoint's stored arguments."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -5,7 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from visionlab.engine import CheckpointError, load_checkpoint, save_checkpoint
+from visionlab.engine import (
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from visionlab.engine import checkpoint as checkpoint_module
 from visionlab.engine.checkpoint import capture_rng, restore_rng
 
@@ -263,3 +272,24 @@ def test_a_parser_failure_is_reported_with_its_type_and_first_sentence(
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
     assert str(info.value) == f"{path}: truncated or corrupt checkpoint (ValueError: bad header)"
+
+
+def test_model_from_checkpoint_rebuilds_and_wraps_bad_arguments(tmp_path: Path) -> None:
+    from visionlab.models import build_model
+
+    args = dict(name="simplenet", num_classes=3, in_channels=1, image_size=28)
+    model = build_model(**{k: v for k, v in args.items() if k != "name"}, name="simplenet")
+    state = {"model_args": args, "model": model.state_dict()}
+    rebuilt = model_from_checkpoint(state, device="meta")
+    assert next(rebuilt.parameters()).device.type == "meta"
+    cpu = model_from_checkpoint(state)
+    for a, b in zip(model.state_dict().values(), cpu.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert state["model_args"]["name"] == "simplenet"  # the stored arguments are not consumed
+    bad = {"model_args": {**args, "num_classes": 4}, "model": model.state_dict()}
+    with pytest.raises(
+        CheckpointError, match=r"^the checkpoint's model cannot be rebuilt from its stored arguments \("
+    ):
+        model_from_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="cannot be rebuilt"):
+        model_from_checkpoint({"model_args": {**args, "name": "nonet"}, "model": {}})

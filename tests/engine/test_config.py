@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
-from visionlab.engine import TrainConfig, Trainer, select_device
+from visionlab.engine import TrainConfig, Trainer
 from visionlab.engine import config as config_module
 from visionlab.engine import trainer as trainer_module
 from visionlab.engine.config import Range, check_field
@@ -223,18 +222,6 @@ def test_trainer_validates_before_reading_data_or_writing_a_run_directory(
     with pytest.raises(ConfigError, match=r"label_smoothing: must be a number in \[0, 1\), got 2.0"):
         Trainer(TrainConfig(label_smoothing=2.0, out=str(tmp_path / "run")))
     assert not (tmp_path / "run").exists()
-
-
-def test_select_device_says_which_devices_exist(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ConfigError, match="'cuda:0' requested but CUDA is not available here") as info:
-        select_device("cuda:0")
-    assert info.value.field == "device"
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    with pytest.raises(ConfigError, match="'cuda:2' requested but CUDA has devices cuda:0 to cuda:1"):
-        select_device("cuda:2")
-    assert select_device("cuda:1") == torch.device("cuda:1")
 
 
 def test_to_dict_and_from_dict_round_trip_and_missing_keys_default() -> None:

@@ -1,5 +1,7 @@
-"""Fine-tuning in the trainer: pretrained weights, a frozen backbone, unfreezing at an epoch, the head's lr, and
-exact resume through all of them. ``improved`` (batch norm, cheap at 28 px) stands in for any registry model."""
+"""Fine-tuning in the trainer: pretrained weights (their statistics and backbone copied, the line said), a frozen
+backbone, freezing and unfreezing by the epoch alone, DDP rebuilt only when the backbone changes, and exact resume
+through all of them (the head's parameter groups are pinned in test_optim.py). ``improved`` (batch norm, cheap at
+28 px) stands in for any registry model."""
 
 from __future__ import annotations
 
@@ -16,16 +18,24 @@ from visionlab.engine import (
     Callback,
     TrainConfig,
     Trainer,
-    WarmupCosine,
-    build_optimizer,
     load_checkpoint,
     model_from_checkpoint,
 )
 from visionlab.engine import trainer as trainer_module
+from visionlab.engine.checkpoint import save_checkpoint
 from visionlab.errors import ConfigError
-from visionlab.models import build_model
+from visionlab.models import build_model, load_weights
+from visionlab.models.finetune import split_head
 
 from ..conftest import IdentityWorld, Stop, StopAt
+from .builders import (
+    TRAIN_LABELS,
+    VAL,
+    built_trainer,
+    memory_bundle,
+    memory_config,
+    memory_trainer,
+)
 
 
 def _cfg(data: str, out: Path, **kw: Any) -> TrainConfig:
@@ -99,23 +109,6 @@ def test_ddp_is_built_once_at_the_start_with_the_backbone_already_frozen(tiny_fm
     assert len(RecordingWorld.wraps) == 1  # still frozen: no new wrapper
     trainer._freeze_for_epoch(2)
     assert RecordingWorld.wraps[1] == [n for n, _ in trainer.model.named_parameters()]  # unfrozen: rebuilt on all
-
-
-def test_head_lr_mult_gives_the_head_its_own_groups_and_lr() -> None:
-    model = build_model("improved", num_classes=10, in_channels=1, image_size=28)
-    cfg = TrainConfig(model="improved", lr=0.02, head_lr_mult=10.0, weight_decay=1e-3, wd_exclude_norm_bias=True)
-    optimizer = build_optimizer(model, cfg)
-    groups = optimizer.param_groups
-    assert [(g["lr"], g["weight_decay"]) for g in groups] == [(0.02, 1e-3), (0.02, 0.0), (0.2, 1e-3), (0.2, 0.0)]
-    assert groups[2]["params"] == [model.net.fc.weight] and groups[3]["params"] == [model.net.fc.bias]
-    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))  # frozen ones included
-    scheduler = WarmupCosine(optimizer, 2, 10)
-    for _ in range(5):
-        optimizer.step()
-        scheduler.step()
-    assert groups[2]["lr"] == pytest.approx(10 * groups[0]["lr"]) and 0 < groups[0]["lr"] < 0.02
-    plain = build_optimizer(model, TrainConfig(model="improved"))
-    assert len(plain.param_groups) == 1  # head_lr_mult 1: no separate head group
 
 
 @pytest.mark.parametrize("crash_at", [10, 16], ids=["killed-while-frozen", "killed-after-unfreezing"])
@@ -194,3 +187,95 @@ def test_cli_weights_errors_are_one_line_before_any_data_is_read(
     assert main([*train, "--head-lr-mult", "0"]) == 2
     assert _one_error_line(capsys.readouterr().err) == "--head-lr-mult: must be a number > 0, got 0.0"
     assert not (tmp_path / "run").exists()
+
+
+def test_pretrained_weights_bring_their_statistics_and_backbone_and_say_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A visionlab checkpoint as ``pretrained``: its mean/std are stored, its backbone copied, one line said."""
+    args = dict(num_classes=3, in_channels=1, image_size=28, mean=[0.25], std=[0.5])
+    torch.manual_seed(11)
+    source = build_model("simplenet", **args)
+    path = tmp_path / "weights.pth.tar"
+    save_checkpoint({"model": source.state_dict(), "model_args": {"name": "simplenet", **args}}, path)
+    trainer = built_trainer(memory_config(tmp_path / "run", pretrained=str(path)))
+    assert (trainer.pretrained.path, trainer.pretrained.kind) == (path, "visionlab checkpoint")
+    assert (trainer.model_args["mean"], trainer.model_args["std"]) == ([0.25], [0.5])
+    fresh = build_model("simplenet", num_classes=10, in_channels=1, image_size=28, mean=[0.25], std=[0.5])
+    said = load_weights(str(path), "simplenet").apply(fresh)
+    assert capsys.readouterr().err == f"[visionlab] pretrained weights: {said}\n"
+    head = split_head(trainer.model)[1]
+    head_ids = {id(p) for _, p in head}
+    ours = {n: p for n, p in trainer.model.named_parameters() if id(p) not in head_ids}
+    theirs = dict(source.named_parameters())
+    assert ours and all(torch.equal(p, theirs[n]) for n, p in ours.items())
+
+
+# --start-epoch fast-forwards the schedule before any optimizer step, on purpose.
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`")
+def test_the_backbone_freezes_and_unfreezes_by_the_epoch_alone(tmp_path: Path, capsys) -> None:
+    bundle = memory_bundle(TRAIN_LABELS, VAL)
+
+    def backbone_trains(trainer: Trainer) -> bool:
+        backbone, head = split_head(trainer.model)
+        assert all(p.requires_grad for _, p in head)
+        trains = {p.requires_grad for _, p in backbone}
+        assert len(trains) == 1
+        return trains.pop()
+
+    trainer = memory_trainer(tmp_path / "a", bundle, model="improved", freeze_backbone=True, unfreeze_at=2)
+    trainer.log.close()
+    assert capsys.readouterr().err == ""  # frozen from the start: nothing to say
+    assert not backbone_trains(trainer)
+    trainer._freeze_for_epoch(1)
+    assert not backbone_trains(trainer) and capsys.readouterr().err == ""
+    trainer._freeze_for_epoch(2)
+    assert backbone_trains(trainer)
+    assert capsys.readouterr().err == "[visionlab] epoch 3: backbone unfrozen\n"
+    trainer._freeze_for_epoch(1)
+    assert not backbone_trains(trainer)
+    assert capsys.readouterr().err == "[visionlab] epoch 2: backbone frozen\n"
+
+    late = memory_trainer(tmp_path / "b", bundle, model="improved", freeze_backbone=True, unfreeze_at=2, start_epoch=2)
+    late.log.close()
+    assert backbone_trains(late)
+    assert capsys.readouterr().err == "[visionlab] epoch 3: backbone unfrozen\n"  # trained from its first epoch
+
+    always = memory_trainer(tmp_path / "c", bundle, model="improved", freeze_backbone=True)
+    always.log.close()
+    always._freeze_for_epoch(50)
+    assert not backbone_trains(always)
+    plain = memory_trainer(tmp_path / "d", bundle, model="improved")
+    plain.log.close()
+    assert all(p.requires_grad for p in plain.model.parameters())
+
+
+class Wrapping(IdentityWorld):
+    """A world of two whose ``wrap`` records what required grad and returns a new marker each time."""
+
+    wraps: ClassVar[list[list[str]]] = []
+
+    def wrap(self, model: torch.nn.Module, device: torch.device) -> Any:
+        self.wraps.append([n for n, p in model.named_parameters() if p.requires_grad])
+        return ("ddp", len(self.wraps))
+
+
+def test_ddp_is_rebuilt_only_when_the_backbone_changes_and_only_under_several_ranks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several ranks: one wrapper at construction (head only), a new one when unfreezing; one rank with
+    ``compile``: compiled once, never again when unfreezing (a world of one buckets nothing)."""
+    Wrapping.wraps = []
+    cfg = memory_config(tmp_path / "a", model="improved", epochs=3, freeze_backbone=True, unfreeze_at=1)
+    trainer = built_trainer(cfg, dist=Wrapping(rank=0, world_size=2))
+    assert Wrapping.wraps == [["net.fc.weight", "net.fc.bias"]] and trainer.train_model == ("ddp", 1)
+    trainer._freeze_for_epoch(1)
+    assert Wrapping.wraps[1] == [n for n, _ in trainer.model.named_parameters()] and len(Wrapping.wraps) == 2
+    assert trainer.train_model == ("ddp", 2)
+
+    compiled: list[Any] = []
+    monkeypatch.setattr(torch, "compile", lambda model, backend: compiled.append(backend) or "compiled")
+    one = built_trainer(memory_config(tmp_path / "b", model="improved", epochs=3, freeze_backbone=True, unfreeze_at=1,
+                                      compile="aot_eager"))  # fmt: skip
+    one._freeze_for_epoch(1)
+    assert compiled == ["aot_eager"] and one.train_model == "compiled"

@@ -12,7 +12,7 @@ import pytest
 from visionlab.errors import RunDirError
 from visionlab.report import Run, load_run, load_runs
 
-from .test_sections import make_run
+from .builders import make_run
 
 
 def _raises(message: str):

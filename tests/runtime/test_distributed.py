@@ -1,7 +1,8 @@
-"""``runtime/distributed.py`` in one process, value by value (found by mutation testing, docs/TESTING.md): the
-world-of-N arithmetic, the collectives' calls through a recording stand-in for ``torch.distributed`` (a world of
-two seen from one rank), torchrun's environment, the DDP wrapper's arguments, and a real one-process gloo group
-for ``unwrap`` and ``current_context``. The spawned two-process runs are in ``test_distributed.py``."""
+"""``runtime/distributed.py`` in one process, value by value: the world-of-N arithmetic, the collectives' calls
+through a recording stand-in for ``torch.distributed`` (a world of two seen from one rank), torchrun's
+environment, the DDP wrapper's arguments, a real one-process gloo group for ``unwrap`` and ``current_context``,
+evaluation shards and sharded training batches, and the default number of DataLoader workers. The spawned
+two-process training runs are in ``tests/engine/test_ddp_training.py``."""
 
 from __future__ import annotations
 
@@ -13,12 +14,6 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from tests.conftest import IdentityWorld
-from visionlab.cli import main as cli_main
-from visionlab.data import TensorImageDataset
-from visionlab.data.transforms import to_float_transform
-from visionlab.engine import ClassificationTask, TrainConfig, Trainer, make_loader
-from visionlab.engine import trainer as trainer_module
 from visionlab.errors import ConfigError
 from visionlab.runtime import distributed
 from visionlab.runtime.distributed import (
@@ -339,65 +334,6 @@ def test_fewer_training_images_than_processes_or_an_uneven_batch_is_refused(
     assert str(info.value) == message
 
 
-def test_both_loaders_give_each_rank_an_equal_slice_of_a_set_no_larger_than_one_batch() -> None:
-    labels = torch.arange(15)
-    images = torch.randint(0, 256, (15, 1, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    in_memory = TensorImageDataset(images, labels, to_float_transform(), in_memory=True)
-    for dataset in (TensorDataset(images.float(), labels), in_memory):  # a DataLoader, an InMemoryLoader
-
-        def epoch(rank: int, world: int, dataset: Any = dataset) -> list[list[int]]:
-            loader = make_loader(dataset, 16, train=True, workers=0, device=CPU,
-                                 generator=torch.Generator().manual_seed(5), dist=DistContext(rank, world))  # fmt: skip
-            return [target.tolist() for _, target in loader]
-
-        (whole,) = epoch(0, 1)
-        assert sorted(whole) == list(range(15))  # one process: one step of all 15
-        first, second = epoch(0, 2), epoch(1, 2)
-        assert len(first) == len(second) == 1
-        assert first[0] + second[0] == whole[:14]  # two: one step each, 7 + 7 of the same permutation
-
-
-class Targets(ClassificationTask):
-    """The plain objective, recording each training step's labels."""
-
-    def __init__(self) -> None:
-        super().__init__(nn.CrossEntropyLoss())
-        self.steps: list[list[int]] = []
-
-    def __call__(self, model, images, target):
-        self.steps.append(target.tolist())
-        return super().__call__(model, images, target)
-
-
-def test_a_rank_trains_one_step_on_its_slice_when_the_set_is_no_larger_than_one_batch(
-    tiny_fmnist: str, tmp_path: Path
-) -> None:
-    def fit(rank: int, world: int) -> tuple[dict[str, Any], list[list[int]]]:
-        cfg = TrainConfig(data=tiny_fmnist, out=str(tmp_path / f"{rank}of{world}"), epochs=1, batch_size=16,
-                          limit_train=15, limit_val=8, workers=0, device="cpu", tensorboard=False, progress=False,
-                          quiet=True, seed=0)  # fmt: skip
-        task = Targets()
-        record = Trainer(cfg, task=task, callbacks=[], dist=IdentityWorld(rank, world)).fit()
-        return record, task.steps
-
-    (one, whole), (_, first), (two, second) = fit(0, 1), fit(0, 2), fit(1, 2)
-    assert one["step"] == two["step"] == 1
-    assert len(whole[0]) == 15 and first[0] + second[0] == whole[0][:14]
-
-
-def test_fewer_training_images_than_processes_is_one_line_naming_the_flag(
-    tiny_fmnist: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setattr(trainer_module, "init_distributed", lambda device: (IdentityWorld(0, 2), CPU))
-    argv = ["train", "--data", tiny_fmnist, "--limit-train", "1", "--epochs", "1", "--out", str(tmp_path / "run"),
-            "--no-tensorboard", "--no-progress"]  # fmt: skip
-    assert cli_main(argv) == 2
-    assert capsys.readouterr().err == (
-        "visionlab: error: --limit-train: 1 training image for 2 processes: distributed training needs at least 2 "
-        "(one per process)\n"
-    )
-
-
 @pytest.mark.parametrize(
     ("cpus", "local", "workers"),
     [(2, None, 2), (2, "1", 2), (2, "2", 1), (3, "2", 1), (2, "3", 0), (16, None, 4), (16, "4", 4), (16, "5", 3),
@@ -426,3 +362,43 @@ def test_default_workers_count_the_machines_cpus_where_affinity_is_unknown(monke
     monkeypatch.setattr(distributed.os, "cpu_count", lambda: None)
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
     assert default_workers() == 1
+
+
+@pytest.mark.parametrize("n", [7, 13, 16])
+def test_evaluation_shards_count_every_item_exactly_once(n: int) -> None:
+    data = TensorDataset(torch.arange(n))
+    shards = [shard_dataset(data, DistContext(rank=r, world_size=3)) for r in range(3)]
+    seen = sorted(int(s[i][0]) for s in shards for i in range(len(s)))
+    assert seen == list(range(n))  # no padding, no duplicate (DistributedSampler would pad 7 to 9)
+    assert shard_dataset(data, DistContext()) is data
+
+
+def test_sharded_batches_are_slices_of_the_global_batches() -> None:
+    def batches(rank: int, world: int) -> list[list[int]]:
+        gen = torch.Generator().manual_seed(5)
+        return list(ShardedBatchSampler(10, 4, gen, drop_last=True, ctx=DistContext(rank, world)))
+
+    whole = batches(0, 1)
+    assert len(whole) == 2 and all(len(b) == 4 for b in whole)  # 10 items, global batch 4: ragged 2 dropped
+    assert [a + b for a, b in zip(batches(0, 2), batches(1, 2), strict=True)] == whole
+    assert [len(b) for b in batches(1, 2)] == [2, 2]
+
+
+def test_a_global_batch_must_split_evenly() -> None:
+    with pytest.raises(ConfigError, match=r"multiple of 4") as info:
+        ShardedBatchSampler(10, 6, torch.Generator(), drop_last=True, ctx=DistContext(0, 4))
+    assert info.value.field == "batch_size"
+    with pytest.raises(ValueError, match="drop_last"):
+        ShardedBatchSampler(10, 4, torch.Generator(), drop_last=False, ctx=DistContext(0, 2))
+
+
+def test_without_torchrun_environment_it_is_a_world_of_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert init_distributed("cpu") == (DistContext(), torch.device("cpu"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="no RANK"):
+        init_distributed("cpu")
+    monkeypatch.setenv("RANK", "zero")
+    with pytest.raises(ConfigError, match="RANK='zero' is not an integer"):
+        init_distributed("cpu")

@@ -1,7 +1,7 @@
-"""The unfold/fold convolution's contracts beyond its values (found by mutation testing, docs/TESTING.md): which
-device and memory format every result has, which of the three code paths runs, the chunk size, and the pure
-``conv2d_backward`` called on its own (the autograd wrapper always passes it every argument, and autograd casts
-and drops gradients behind it, so the value tests cannot see these)."""
+"""The unfold/fold convolution beyond its values (those are in test_conv.py): which device and memory format every
+result has, which of the three code paths runs for each shape, the chunk size its memory budget allows, the pure
+``conv2d_backward`` called on its own (the autograd wrapper always passes it every argument, and autograd casts and
+drops gradients behind it, so the value tests cannot see these), and each bad argument refused by name."""
 
 from __future__ import annotations
 

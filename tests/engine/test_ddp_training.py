@@ -1,4 +1,5 @@
-"""Distributed data parallel: sharding arithmetic in one process, and real 2-process gloo runs (spawned).
+"""Distributed data parallel training in real 2-process gloo runs (spawned): the weights one process trains, only
+rank 0 writing, exact resume of a killed world, adversarial training, and each rank's augmentations.
 
 The 2-process runs train SimpleNet (no batch norm, no dropout) with SGD on a tiny Fashion-MNIST-format set: with
 the same global batch its gradient is the mean over the same images whether one process computes it or two average
@@ -6,7 +7,7 @@ their halves, so the weights agree to float tolerance; exact resume on the same 
 Only with SGD: the two sums differ in rounding, and AdamW's step is about ``lr * sign(g)`` where ``|g|`` is small
 next to ``sqrt(v)``, so a component near zero whose sign the rounding flips moves a whole ``lr`` (SGD moves it
 ``lr * g``, about 0). With AdamW (at these runs' lr 0.05) they end up to 0.27 apart; the README says what holds
-for AdamW, measured.
+for AdamW, measured. The sharding arithmetic is tested in one process in ``tests/runtime/test_distributed.py``.
 """
 
 from __future__ import annotations
@@ -20,16 +21,11 @@ from typing import Any
 import pytest
 import torch
 import torch.multiprocessing as mp
-from torch.utils.data import TensorDataset
 
-from tests.conftest import Stop, StopAt, make_fashion_mnist
-from visionlab.data import TensorImageDataset
-from visionlab.data.memory import BatchAugment, InMemoryLoader
-from visionlab.data.transforms import to_float_transform
 from visionlab.engine import ClassificationTask, TrainConfig, Trainer
-from visionlab.errors import ConfigError
-from visionlab.runtime.distributed import DistContext, ShardedBatchSampler, init_distributed, shard_dataset
-from visionlab.runtime.metrics import RunningStats
+from visionlab.runtime.distributed import DistContext
+
+from ..conftest import Stop, StopAt, make_fashion_mnist
 
 STEPS_PER_EPOCH = 6  # 96 training images, global batch 16
 
@@ -38,72 +34,6 @@ STEPS_PER_EPOCH = 6  # 96 training images, global batch 16
 mp.set_forkserver_preload([__name__])
 
 
-# ------------------------------------------------------------------------------------------ one process
-@pytest.mark.parametrize("n", [7, 13, 16])
-def test_evaluation_shards_count_every_item_exactly_once(n: int) -> None:
-    data = TensorDataset(torch.arange(n))
-    shards = [shard_dataset(data, DistContext(rank=r, world_size=3)) for r in range(3)]
-    seen = sorted(int(s[i][0]) for s in shards for i in range(len(s)))
-    assert seen == list(range(n))  # no padding, no duplicate (DistributedSampler would pad 7 to 9)
-    assert shard_dataset(data, DistContext()) is data
-
-
-def test_sharded_batches_are_slices_of_the_global_batches() -> None:
-    def batches(rank: int, world: int) -> list[list[int]]:
-        gen = torch.Generator().manual_seed(5)
-        return list(ShardedBatchSampler(10, 4, gen, drop_last=True, ctx=DistContext(rank, world)))
-
-    whole = batches(0, 1)
-    assert len(whole) == 2 and all(len(b) == 4 for b in whole)  # 10 items, global batch 4: ragged 2 dropped
-    assert [a + b for a, b in zip(batches(0, 2), batches(1, 2), strict=True)] == whole
-    assert [len(b) for b in batches(1, 2)] == [2, 2]
-
-
-def test_a_global_batch_must_split_evenly() -> None:
-    with pytest.raises(ConfigError, match=r"multiple of 4") as info:
-        ShardedBatchSampler(10, 6, torch.Generator(), drop_last=True, ctx=DistContext(0, 4))
-    assert info.value.field == "batch_size"
-    with pytest.raises(ValueError, match="drop_last"):
-        ShardedBatchSampler(10, 4, torch.Generator(), drop_last=False, ctx=DistContext(0, 2))
-
-
-def test_in_memory_shards_see_exactly_the_single_process_images_and_augmentation() -> None:
-    images = torch.randint(0, 256, (20, 1, 6, 6), dtype=torch.uint8)
-    data = TensorImageDataset(
-        images, torch.arange(20), to_float_transform(), in_memory=True, batch_augment=BatchAugment(flip=True, pad=1)
-    )
-
-    def epoch(shard: tuple[int, int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        gen = torch.Generator().manual_seed(3)
-        return list(InMemoryLoader(data, 8, shuffle=True, drop_last=True, generator=gen, shard=shard))
-
-    whole, first, second = epoch((0, 1)), epoch((0, 2)), epoch((1, 2))
-    assert len(whole) == len(first) == 2
-    for (x, y), (x0, y0), (x1, y1) in zip(whole, first, second, strict=True):
-        assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
-    with pytest.raises(ValueError, match="divisible"):
-        InMemoryLoader(data, 7, shuffle=True, drop_last=True, shard=(0, 2))
-
-
-def test_running_stats_of_a_world_of_one_are_unchanged() -> None:
-    stats = RunningStats(torch.device("cpu"))
-    stats.update(torch.tensor(2.0), torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))
-    assert stats.all_reduce(DistContext()).summary() == {"loss": 2.0, "top1": 50.0, "top5": 100.0, "n": 2}
-
-
-def test_without_torchrun_environment_it_is_a_world_of_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
-        monkeypatch.delenv(name, raising=False)
-    assert init_distributed("cpu") == (DistContext(), torch.device("cpu"))
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ConfigError, match="no RANK"):
-        init_distributed("cpu")
-    monkeypatch.setenv("RANK", "zero")
-    with pytest.raises(ConfigError, match="RANK='zero' is not an integer"):
-        init_distributed("cpu")
-
-
-# ------------------------------------------------------------------------------------------ two processes
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -20,7 +20,7 @@ from visionlab import robustness
 from visionlab.report import ModelAnalysis, build_report, load_run, load_runs, sections
 from visionlab.report.analysis import Sample
 
-from .test_sections import _epoch, fake_analysis, make_run
+from .builders import epoch_record, fake_analysis, make_run
 
 
 def _png(path: Path, fmt: str = "PNG") -> None:
@@ -81,7 +81,7 @@ def _pages(tmp_path: Path) -> dict[str, dict[str, str]]:
     native, custom = make_run(tmp_path, "n", {"out": "runs/n"}), make_run(tmp_path, "c", {"conv": "custom"})
     with (custom / "metrics.jsonl").open("a") as f:  # images/s of two step records, and a longer epoch
         f.write(json.dumps(dict(type="step", epoch=1, step=6, lr=0.1, images_per_s=3000.0)) + "\n")
-        f.write(json.dumps({**_epoch(2, 55.0), "seconds": 7.0}) + "\n")
+        f.write(json.dumps({**epoch_record(2, 55.0), "seconds": 7.0}) + "\n")
     odd = tmp_path / "odd"  # one setting, epochs without accuracy, an attack without numbers, a steps sweep
     odd.mkdir()
     (odd / "config.yaml").write_text("model: m\n")
@@ -134,7 +134,7 @@ def _sparse_pages(root: Path) -> dict[str, str]:
         (run / "metrics.jsonl").write_text(json.dumps(dict(type="step", epoch=0, step=1, lr=0.1)) + "\n")
     (full / "config.yaml").write_text("model: m\n")
     with (full / "metrics.jsonl").open("a") as f:
-        f.write(json.dumps(_epoch(0, 40.0)) + "\n")
+        f.write(json.dumps(epoch_record(0, 40.0)) + "\n")
     (full / "attack").mkdir()
     (full / "attack" / "attack.json").write_text('{"attack": {"eps": 0.1}, "clean_top1": 50.0}')
     (bare / "attack").mkdir()
@@ -192,7 +192,7 @@ class Pages:
 
 def _recording_figures(mp: pytest.MonkeyPatch, root: Path) -> list[tuple]:
     """Replace the figure functions the sections call (matplotlib rendering is nearly all of the pages' cost) by
-    stand-ins that record their exact arguments; their own output is pinned in tests/report/test_plots*.py and by
+    stand-ins that record their exact arguments; their own output is pinned in tests/report/test_plots.py and by
     the tests below that render for real."""
     drawn: list[tuple] = []
 
@@ -241,8 +241,8 @@ def _one_tag_a_line(html: str) -> str:
 
 
 def test_section_html(pages: Pages, snapshot: SnapshotAssertion) -> None:
-    """Every section of every scenario against the golden file ``__snapshots__/test_sections_values.ambr``
-    (syrupy; after an intended change of the page: ``pytest tests/report/test_sections_values.py
+    """Every section of every scenario against the golden file ``__snapshots__/test_section_html_and_figures.ambr``
+    (syrupy; after an intended change of the page: ``pytest tests/report/test_section_html_and_figures.py
     --snapshot-update``, then review the golden file's diff). One test, not one per section: mutation testing
     (mutmut) credits the module-scoped pages to the first test that builds them, and runs only that test on a
     mutant of the code they reach. The figures are recorded calls here (exact arguments), drawn for real by the

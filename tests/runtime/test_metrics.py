@@ -1,4 +1,5 @@
-"""Top-k hits and the running epoch statistics on hand-made logits."""
+"""``runtime/metrics.py``: top-k hits and the running epoch statistics on hand-made logits (in a world of one
+too), and the metrics log: its records, its reader's checks, its TensorBoard scalars."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import pytest
 import torch
 
+from visionlab.runtime.distributed import DistContext
 from visionlab.runtime.metrics import RunningStats, topk_correct
 
 # Seven classes; row i's target (TARGET[i]) sits at rank RANK[i] of its logits (1 = the largest).
@@ -166,3 +168,9 @@ def test_running_stats_stay_on_the_device_until_read() -> None:
     stats.update(torch.empty((), device=meta), LOGITS.to(meta), TARGET.to(meta))
     assert {stats.loss.device, stats.top1.device, stats.top5.device} == {meta}
     assert (stats.loss.dtype, stats.n) == (torch.float64, 6)
+
+
+def test_running_stats_of_a_world_of_one_are_unchanged() -> None:
+    stats = RunningStats(torch.device("cpu"))
+    stats.update(torch.tensor(2.0), torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))
+    assert stats.all_reduce(DistContext()).summary() == {"loss": 2.0, "top1": 50.0, "top5": 100.0, "n": 2}
