@@ -118,7 +118,9 @@ def test_resnet18_by_name_pgd_equals_the_python_api_and_torchattacks(
     assert result["n"] == 12
     assert result["clean_top1"] == pytest.approx(100 * clean.float().mean().item())
     assert result["robust_top1"] == pytest.approx(100 * robust.float().mean().item())
-    assert result["robust_top1"] < result["clean_top1"]  # the attack moved something: the comparison is not vacuous
+    # Not vacuous: 3 sign steps of 1/255 reach the 2/255 boundary of the ball wherever the gradient is not zero (an
+    # invariant, not a count of fooled images, which would depend on the random weights and the CPU's rounding).
+    assert (ours - images).abs().amax().item() == pytest.approx(EPS, abs=1e-6)
     out = resnet_weights.parent / "attack"
     assert json.loads((out / "attack.json").read_text())["robust_top1"] == result["robust_top1"]
     written = np.asarray(Image.open(out / "adversarial.png").convert("RGB"), dtype=np.int16)
