@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from visionlab.checks import is_number
 from visionlab.errors import ConfigError
 from visionlab.progress import progress as progress_bar
 from visionlab.robustness.attacks import PGD, Attack, check_images
@@ -153,7 +154,7 @@ def sweep(
     # Checked before the step sizes are computed from them (a 0 would divide by zero there, not reach PGD's check).
     for name, counts in (("steps_list", steps_list), ("steps", [] if steps is None else [steps])):
         for k in counts:
-            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            if not is_number(k, integer=True) or k < 1:
                 raise ConfigError(f"PGD iteration counts must be integers >= 1, got {k!r}", field=name)
     eps = max(eps_list) if eps is None else eps
     steps = max(steps_list) if steps is None else steps

@@ -31,7 +31,6 @@ Trade-off between Robustness and Accuracy" (TRADES).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -39,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from visionlab.checks import check_number
 from visionlab.errors import ConfigError
 from visionlab.robustness.attacks import (
     Attack,
@@ -58,8 +58,7 @@ __all__ = ["FGSMRSTraining", "NFGSMTraining", "PGDTraining", "TRADESTraining", "
 
 
 def _weight(value: float, name: str, *, at_most: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        raise ConfigError(f"must be a finite number >= 0, got {value!r}", field=name)
+    check_number(value, name)
     if at_most is not None and value > at_most:
         raise ConfigError(f"must be in [0, {at_most:g}], got {value!r}", field=name)
     return float(value)
