@@ -1,10 +1,12 @@
-"""Shared fixtures: tiny datasets in the real on-disk formats."""
+"""Shared fixtures: tiny datasets in the real on-disk formats, generated ResNet-18 weights, and tiny real runs
+(trained, attacked, explained and swept) for the report tests and ``visionlab report``'s."""
 
 from __future__ import annotations
 
 import gzip
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from visionlab.cli import main
 from visionlab.engine import ClassificationTask
 from visionlab.runtime.distributed import DistContext
 
@@ -44,7 +47,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # Files whose tests start processes of their own (torchrun, DDP worlds of two) and take 5-20 s each: collected
 # first, so that under pytest-xdist they start at once beside the many short tests instead of running alone at
 # the end while the other worker idles.
-_SLOW_FIRST = ("tests/test_torchrun.py", "tests/engine/test_ddp_training.py")
+_SLOW_FIRST = ("tests/cli/test_torchrun.py", "tests/engine/test_ddp_training.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -171,3 +174,37 @@ def cached_imagenet_resnet18(hub_cache: Path, resnet18_state_file: Path, monkeyp
     digest = hashlib.sha256(resnet18_state_file.read_bytes()).hexdigest()
     monkeypatch.setattr(pretrained, "imagenet_sha256_prefix", lambda model="resnet18": digest[:8])
     return path
+
+
+# Tiny real runs for the report tests (tests/report) and visionlab report's (tests/cli/test_report.py): SimpleNet
+# trained one epoch on a few hundred generated Fashion-MNIST-format images, once with the native and once with the
+# custom convolution, plus the outputs of ``visionlab attack -v``, ``visionlab saliency`` and ``visionlab robustness``
+# for the first.
+@dataclass
+class TinyRuns:
+    data: str  # the dataset spec both runs were trained on
+    native: Path  # run directory with every artefact
+    custom: Path  # the same run with --use-custom-conv, no artefacts
+
+
+def _train_tiny_run(data: str, out: Path, *extra: str) -> None:
+    argv = ["train", "--data", data, "--epochs", "1", "-b", "32", "-j", "0", "--out", str(out), "--no-progress",
+            "--no-tensorboard", "--lr", "0.003", "--optimizer", "adamw", "--warmup", "0", *extra]  # fmt: skip
+    assert main(argv) == 0
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> TinyRuns:
+    """The two runs and their artefacts, made once per session (once per pytest-xdist worker that needs them)."""
+    root = tmp_path_factory.mktemp("report-runs")
+    data = f"fashion-mnist:{make_fashion_mnist(root / 'fm', n_train=256, n_test=64)}"
+    native, custom = root / "native", root / "custom"
+    _train_tiny_run(data, native)
+    _train_tiny_run(data, custom, "--use-custom-conv")
+    best = str(native / "model_best.pth.tar")
+    quiet = "--no-progress"
+    assert main(["attack", "--resume", best, "--eps", "0.1", "--steps", "2", "--limit-val", "32", "-v", quiet]) == 0
+    assert main(["saliency", "--resume", best, "--num", "10", quiet]) == 0
+    sweep = ["--eps", "0", "0.1", "--steps", "1", "2", "--limit-val", "16"]
+    assert main(["robustness", "--resume", best, *sweep, quiet]) == 0
+    return TinyRuns(data, native, custom)

@@ -16,7 +16,7 @@ from visionlab.cli import main
 from visionlab.report import SECTIONS
 from visionlab.report.browser import Chromium, find_chromium
 
-from .conftest import TinyRuns
+from ..conftest import TinyRuns
 
 # src= / href= values that leave the file: a scheme-relative //host, http(s):, or any other scheme but data:.
 EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:[a-z][a-z0-9+.-]*:|//)(?!image/png;base64,)""", re.I)

@@ -2,7 +2,7 @@
 
 Every command and option of ``visionlab`` with its value (metavar, choices, type, how many), default and help
 text, read from :func:`visionlab.cli.build_parser`'s actions rather than from argparse's ``--help`` layout, so the
-page is the same on every Python version. ``tests/test_cli_docs.py`` regenerates it and compares it with the
+page is the same on every Python version. ``tests/cli/test_docs.py`` regenerates it and compares it with the
 committed file: a flag, default or help text changed without the page fails the suite.
 """
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_fashion_mnist
 from visionlab.cli import main as cli_main
 
-REPO = Path(__file__).resolve().parents[1]
+from ..conftest import make_fashion_mnist
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _torchrun(*args: str, cwd: Path, nproc: int = 2) -> subprocess.CompletedProcess[str]:

@@ -20,9 +20,9 @@ from visionlab.engine import load_checkpoint, model_from_checkpoint
 from visionlab.explain import TAG_ADVERSARIAL, TAG_ORIGINAL, TAG_SALIENCY
 from visionlab.robustness import PGD, robust_evaluate
 
-from .conftest import make_fashion_mnist
+from ..conftest import make_fashion_mnist
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("visionlab_main_py_for_analysis", ROOT / "main.py")
 main_py = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(main_py)

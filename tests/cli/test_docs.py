@@ -7,7 +7,7 @@ from pathlib import Path
 
 from visionlab.cli.docs import cli_reference
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_committed_cli_reference_is_up_to_date() -> None:
