@@ -74,7 +74,7 @@ docs: $(DOCS_STAMP)
 # the whole suite); each mutant only the tests that reach the mutated function.
 MODULE ?= src/visionlab/ops
 MODULE_ := $(patsubst %/,%,$(MODULE))
-TESTS  ?= $(patsubst src/visionlab%,tests%,$(patsubst %/,%,$(if $(filter %.py,$(MODULE_)),$(dir $(MODULE_)),$(MODULE_))))
+TESTS  ?= $(if $(filter main.py,$(MODULE_)),tests/test_main.py,$(patsubst src/visionlab%,tests%,$(patsubst %/,%,$(if $(filter %.py,$(MODULE_)),$(dir $(MODULE_)),$(MODULE_)))))
 # MUTANTS: mutmut name patterns, default every mutant of MODULE (e.g. 'visionlab.engine.trainer.xǁTrainerǁ_ema_is_best*').
 # JOBS: mutants run at once (1 while anything else computes; 2 uses both cores of an idle machine).
 JOBS ?= 1
