@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from visionlab.errors import ModelLoadError, WeightsError
-from visionlab.models.pretrained import IMAGENET_MEAN, IMAGENET_STD, load_weights
+from visionlab.models.pretrained import IMAGENET_MEAN, IMAGENET_STD, load_weights, misfit
 from visionlab.models.registry import ImageClassifier, wrap_model
 from visionlab.runtime import eval_mode
 
@@ -89,22 +89,9 @@ def load_state_dict_strict(model: nn.Module, tensors: dict[str, torch.Tensor], s
     Raises :class:`~visionlab.errors.ModelLoadError` (field ``weights``) naming ``source`` and up to four missing
     or unexpected keys, or the first tensor whose shape differs, before anything is copied.
     """
-    target = model.state_dict()
-    missing = sorted(k for k in target if k not in tensors)
-    unexpected = sorted(k for k in tensors if k not in target)
-    if missing or unexpected:
-        what = "; ".join(
-            f"{label} {', '.join(keys[:4])}" + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
-            for label, keys in (("missing", missing), ("unexpected", unexpected))
-            if keys
-        )
-        raise ModelLoadError(f"{source}: the weights do not fit {type(model).__name__} ({what})", field="weights")
-    for key, value in tensors.items():
-        if value.shape != target[key].shape:
-            raise ModelLoadError(
-                f"{source}: {key} has shape {tuple(value.shape)}, the model's is {tuple(target[key].shape)}",
-                field="weights",
-            )
+    problem = misfit(source, type(model).__name__, model.state_dict(), tensors)
+    if problem is not None:
+        raise ModelLoadError(problem, field="weights")
     model.load_state_dict(tensors, strict=True)
 
 

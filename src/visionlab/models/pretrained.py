@@ -33,6 +33,7 @@ import hashlib
 import os
 import pickle
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ __all__ = [
     "imagenet_sha256_prefix",
     "imagenet_weights_path",
     "load_weights",
+    "misfit",
 ]
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -137,20 +139,9 @@ class PretrainedWeights:
         target = net.state_dict()
         tensors = {k: v for k, v in self.tensors.items() if not k.startswith(head)}
         notes = self._adapt_stem(net, tensors, target)
-        missing = sorted(k for k in target if not k.startswith(head) and k not in tensors)
-        unexpected = sorted(k for k in tensors if k not in target)
-        if missing or unexpected:
-            what = "; ".join(
-                f"{label} {', '.join(keys[:4])}" + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
-                for label, keys in (("missing", missing), ("unexpected", unexpected))
-                if keys
-            )
-            raise WeightsError(f"{self.path}: the weights do not fit {type(net).__name__} ({what})")
-        for key, value in tensors.items():
-            if value.shape != target[key].shape:
-                raise WeightsError(
-                    f"{self.path}: {key} has shape {tuple(value.shape)}, the model's is {tuple(target[key].shape)}"
-                )
+        problem = misfit(self.path, type(net).__name__, target, tensors, skip=head)
+        if problem is not None:
+            raise WeightsError(problem)
         with torch.no_grad():
             for key, value in tensors.items():
                 target[key].copy_(value)  # state_dict tensors share storage with the parameters and buffers
@@ -182,6 +173,33 @@ class PretrainedWeights:
             notes.append(f"stem: {tensors[key].shape[2]}x{tensors[key].shape[3]} kernel resized to {want[2]}x{want[3]}")
         tensors[key] = weight.to(tensors[key].dtype)
         return notes
+
+
+def misfit(
+    source: str | Path,
+    network: str,
+    target: Mapping[str, torch.Tensor],
+    tensors: Mapping[str, torch.Tensor],
+    *,
+    skip: str | None = None,
+) -> str | None:
+    """Why ``tensors`` (read from ``source``) cannot be copied into the network ``network`` whose state dict is
+    ``target``, or None when every key is on both sides with the same shape. The message names up to four missing
+    and four unexpected keys, else the first tensor whose shape differs. Keys of ``target`` starting with ``skip``
+    (a classifier head that is not copied) are not required."""
+    missing = sorted(k for k in target if not (skip and k.startswith(skip)) and k not in tensors)
+    unexpected = sorted(k for k in tensors if k not in target)
+    if missing or unexpected:
+        what = "; ".join(
+            f"{label} {', '.join(keys[:4])}" + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
+            for label, keys in (("missing", missing), ("unexpected", unexpected))
+            if keys
+        )
+        return f"{source}: the weights do not fit {network} ({what})"
+    for key, value in tensors.items():
+        if value.shape != target[key].shape:
+            return f"{source}: {key} has shape {tuple(value.shape)}, the model's is {tuple(target[key].shape)}"
+    return None
 
 
 def load_weights(source: str, model: str) -> PretrainedWeights:
