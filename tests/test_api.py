@@ -74,6 +74,15 @@ def test_an_unknown_name_raises_attribute_error_naming_it() -> None:
     assert not hasattr(visionlab, "_private")
 
 
+def test_a_public_name_is_imported_on_first_read_and_then_kept_in_the_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first read of ``visionlab.PGD`` imports its subpackage (PEP 562 ``__getattr__``) and keeps the very object
+    in the module's namespace, so every later read is a plain attribute lookup of it."""
+    from visionlab.robustness import PGD
+
+    monkeypatch.delitem(vars(visionlab), "PGD", raising=False)  # as before its first read
+    assert visionlab.PGD is PGD and vars(visionlab)["PGD"] is PGD and visionlab.PGD is PGD
+
+
 def test_dir_lists_every_public_name_before_it_is_loaded() -> None:
     assert set(visionlab.__all__) <= set(dir(visionlab))
 

@@ -32,6 +32,26 @@ def test_make_act_builds_in_place_only_when_the_constructor_takes_inplace() -> N
     assert not make_act(partial(nn.ReLU, inplace=False)).inplace  # a choice already bound is not overridden
 
 
+@pytest.mark.parametrize("error", [ValueError("no signature found for builtin"), TypeError("bad __signature__")])
+def test_make_act_calls_a_constructor_without_a_readable_signature_with_no_arguments(error: Exception) -> None:
+    class Unreadable:
+        """A constructor whose signature ``inspect`` cannot read (as a builtin's); records each call's keywords."""
+
+        def __init__(self) -> None:
+            self.calls: list[dict] = []
+
+        @property
+        def __signature__(self) -> None:
+            raise error
+
+        def __call__(self, **kwargs: object) -> nn.Module:
+            self.calls.append(kwargs)
+            return nn.Tanh()
+
+    constructor = Unreadable()
+    assert type(make_act(constructor)) is nn.Tanh and constructor.calls == [{}]
+
+
 def test_a_basic_block_computes_with_the_given_norm_and_activation_by_hand() -> None:
     torch.manual_seed(0)
     block = BasicBlock(4, 6, 2, nn.Conv2d, norm_layer=GroupNorm2, act_layer=nn.SiLU).eval()

@@ -170,6 +170,30 @@ def test_running_stats_stay_on_the_device_until_read() -> None:
     assert (stats.loss.dtype, stats.n) == (torch.float64, 6)
 
 
+class _OtherRank(DistContext):
+    """Rank 0 of a world of two without a process group: ``all_reduce`` adds the other rank's tensors, in the order
+    they are reduced, in place, and records the dtype and values it was given."""
+
+    def __init__(self, *others: torch.Tensor) -> None:
+        super().__init__(rank=0, world_size=2)
+        self.others, self.calls = list(others), []
+
+    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        self.calls.append((tensor.dtype, tensor.tolist()))
+        return tensor.add_(self.others.pop(0))
+
+
+def test_running_stats_sum_hits_count_and_loss_exactly_over_a_world_of_two() -> None:
+    stats = RunningStats(torch.device("cpu"))
+    stats.update(torch.tensor(2.0), torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))  # 1 and 2 hits
+    other = torch.tensor([3, 5, 6]), torch.tensor(7.0, dtype=torch.float64)  # top-1, top-5, images; loss sum
+    world = _OtherRank(*other)
+    assert stats.all_reduce(world) is stats
+    assert world.calls == [(torch.int64, [1, 2, 2]), (torch.float64, 4.0)]  # the counts in one call, then the loss
+    assert (stats.top1.item(), stats.top5.item(), stats.n, type(stats.n)) == (4, 7, 8, int)
+    assert stats.summary() == {"loss": 11.0 / 8, "top1": 50.0, "top5": 87.5, "n": 8}
+
+
 def test_running_stats_of_a_world_of_one_are_unchanged() -> None:
     stats = RunningStats(torch.device("cpu"))
     stats.update(torch.tensor(2.0), torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))

@@ -186,10 +186,10 @@ def factory_network(factory: str, weights: str | Path | None = None) -> nn.Modul
 
 
 def torchvision_normalization(weights_name: str) -> tuple[list[float], list[float]]:
-    """The mean/std of the transforms torchvision gives a weights enum (``ResNet18_Weights.IMAGENET1K_V1``, or
-    ``resnet18.IMAGENET1K_V1``): the statistics those weights were trained with. Reads the enum only, downloads
-    nothing. Raises :class:`~visionlab.errors.ModelLoadError` (field ``transforms_of``) for an unknown name or
-    transforms without a mean/std."""
+    """The mean/std of the transforms torchvision gives a weights enum (``ResNet18_Weights.IMAGENET1K_V1``, as
+    ``torchvision.models.get_weight`` names it; not ``resnet18.IMAGENET1K_V1``): the statistics those weights were
+    trained with. Reads the enum only, downloads nothing. Raises :class:`~visionlab.errors.ModelLoadError` (field
+    ``transforms_of``) for an unknown name or transforms without a mean/std."""
     import torchvision
 
     try:
