@@ -5,6 +5,7 @@ loop. A change that breaks one fails here, naming the module and line, instead o
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import subprocess
 import sys
@@ -20,9 +21,15 @@ MAX_FUNCTION_LINES = 60
 
 def _modules() -> list[tuple[str, Path, ast.Module]]:
     """``(dotted name, path, syntax tree)`` of every module under src/visionlab."""
+    return _parsed(PACKAGE, SRC)
+
+
+@functools.cache
+def _parsed(package: Path, src: Path) -> list[tuple[str, Path, ast.Module]]:
+    """The modules of ``package`` (under ``src``), parsed once per process and per package."""
     found = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        parts = path.relative_to(SRC).with_suffix("").parts
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(src).with_suffix("").parts
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         found.append((name, path, ast.parse(path.read_text(encoding="utf-8"), filename=str(path))))
     return found

@@ -248,23 +248,23 @@ def test_a_bad_foreign_model_is_one_line_naming_its_flag(
 ) -> None:  # fmt: skip
     data = ["--data", f"folder:{folder}", "--image-size", "32", "--out", str(tmp_path / "out")]
     arch = ["--model-arch", "resnet18", "--weights"]
-    argv = {
-        "arch": ["--model-arch", "resnet1", "--weights", str(resnet_weights), *data],
-        "weights-file": [*arch, str(tmp_path / "none.pth"), *data],
-        "missing": [*arch, str(_bad_weights(tmp_path, resnet_weights, "missing")), *data],
-        "unexpected": [*arch, str(_bad_weights(tmp_path, resnet_weights, "unexpected")), *data],
-        "shape": [*arch, str(_bad_weights(tmp_path, resnet_weights, "shape")), *data],
-        "checkpoint": [*arch, str(_bad_weights(tmp_path, resnet_weights, "checkpoint")), *data],
-        "factory-file": ["--model-factory", f"{tmp_path}/none.py:build", *data],
-        "no-function": ["--model-factory", f"{factory}:nope", *data],
-        "raises": ["--model-factory", f"{factory}:broken", *data],
-        "not-a-module": ["--model-factory", f"{factory}:not_a_module", *data],
-        "classes": ["--model-factory", f"{factory}:two_classes", *data],
-        "no-weights": ["--model-arch", "resnet18", *data],
-        "weights-with-resume": ["--resume", "ckpt.pth.tar", "--weights", str(resnet_weights)],
-        "transforms": [*arch, str(resnet_weights), "--transforms-of", "Nope", *data],
-        "no-data": ["--model-factory", f"{factory}:build"],
-    }[case]
+    argv = {  # built lazily: only the case under test writes its weights file
+        "arch": lambda: ["--model-arch", "resnet1", "--weights", str(resnet_weights), *data],
+        "weights-file": lambda: [*arch, str(tmp_path / "none.pth"), *data],
+        "missing": lambda: [*arch, str(_bad_weights(tmp_path, resnet_weights, "missing")), *data],
+        "unexpected": lambda: [*arch, str(_bad_weights(tmp_path, resnet_weights, "unexpected")), *data],
+        "shape": lambda: [*arch, str(_bad_weights(tmp_path, resnet_weights, "shape")), *data],
+        "checkpoint": lambda: [*arch, str(_bad_weights(tmp_path, resnet_weights, "checkpoint")), *data],
+        "factory-file": lambda: ["--model-factory", f"{tmp_path}/none.py:build", *data],
+        "no-function": lambda: ["--model-factory", f"{factory}:nope", *data],
+        "raises": lambda: ["--model-factory", f"{factory}:broken", *data],
+        "not-a-module": lambda: ["--model-factory", f"{factory}:not_a_module", *data],
+        "classes": lambda: ["--model-factory", f"{factory}:two_classes", *data],
+        "no-weights": lambda: ["--model-arch", "resnet18", *data],
+        "weights-with-resume": lambda: ["--resume", "ckpt.pth.tar", "--weights", str(resnet_weights)],
+        "transforms": lambda: [*arch, str(resnet_weights), "--transforms-of", "Nope", *data],
+        "no-data": lambda: ["--model-factory", f"{factory}:build"],
+    }[case]()
     assert main(["attack", *argv]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
