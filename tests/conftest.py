@@ -50,8 +50,20 @@ def pytest_configure(config: pytest.Config) -> None:
 _SLOW_FIRST = ("tests/cli/test_torchrun.py", "tests/engine/test_ddp_training.py")
 
 
+# Session fixtures that cost seconds to build (tiny_runs trains two runs and attacks one: ~3 s): their users are
+# collected next to each other, so that pytest-xdist's first split gives them to one worker, which builds the
+# fixture once, instead of both workers building it.
+_SHARED_SESSION_FIXTURES = ("tiny_runs",)
+
+
+def _collection_rank(item: pytest.Item) -> int:
+    if item.nodeid.startswith(_SLOW_FIRST):
+        return 0
+    return 1 if any(name in item.fixturenames for name in _SHARED_SESSION_FIXTURES) else 2
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: not item.nodeid.startswith(_SLOW_FIRST))  # stable: otherwise in collection order
+    items.sort(key=_collection_rank)  # stable: otherwise in collection order
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
