@@ -5,6 +5,7 @@ on the images, ``image_grid`` / ``save_grid`` / ``add_to_tensorboard`` lay them 
 logged the red overlays 10 per row under :data:`TAG_SALIENCY`).
 """
 
+from visionlab.explain.base import Explainer, edge_map, random_map
 from visionlab.explain.render import (
     TAG_ADVERSARIAL,
     TAG_ORIGINAL,
@@ -23,10 +24,13 @@ __all__ = [
     "TAG_ADVERSARIAL",
     "TAG_ORIGINAL",
     "TAG_SALIENCY",
+    "Explainer",
     "add_to_tensorboard",
     "amplified_difference",
+    "edge_map",
     "heatmap_overlay",
     "image_grid",
+    "random_map",
     "red_overlay",
     "saliency",
     "save_grid",

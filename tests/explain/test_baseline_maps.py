@@ -1,0 +1,45 @@
+"""The two model-free "explanations" the sanity and faithfulness checks compare against."""
+
+import torch
+from torch import nn
+
+from visionlab.explain import edge_map, random_map
+
+
+def test_edge_map_is_the_sobel_magnitude_of_a_hand_computed_step():
+    images = torch.zeros(1, 1, 5, 6)
+    images[..., 3:] = 1.0  # a vertical step between columns 2 and 3
+    maps = edge_map(None, images)
+    # Sobel-x over a unit step: the two columns beside it see 1 + 2 + 1 = 4; Sobel-y is zero everywhere.
+    expected = torch.zeros(1, 5, 6)
+    expected[..., 2:4] = 4.0
+    torch.testing.assert_close(maps, expected)
+
+
+def test_edge_map_takes_the_maximum_over_channels_and_zero_on_a_constant_image():
+    images = torch.full((2, 3, 4, 4), 0.7)
+    images[0, 1, :, 2:] = 0.2  # a step in the green channel only: strength 4 * 0.5
+    maps = edge_map(None, images)
+    assert maps.shape == (2, 4, 4)
+    assert maps[1].abs().max() == 0
+    torch.testing.assert_close(maps[0, :, 1:3], torch.full((4, 2), 2.0))
+
+
+def test_edge_map_never_calls_the_model():
+    class Exploding(nn.Module):
+        def forward(self, x):
+            raise AssertionError("the edge detector must not call the model")
+
+    images = torch.rand(2, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(edge_map(Exploding(), images, torch.zeros(2, dtype=torch.long)), edge_map(None, images))
+
+
+def test_random_map_is_reproducible_for_a_seed_and_differs_between_seeds():
+    images = torch.zeros(3, 2, 5, 7, dtype=torch.float64)
+    first = random_map(None, images, generator=torch.Generator().manual_seed(1))
+    again = random_map(None, images, generator=torch.Generator().manual_seed(1))
+    other = random_map(None, images, generator=torch.Generator().manual_seed(2))
+    assert first.shape == (3, 5, 7) and first.dtype == torch.float64
+    torch.testing.assert_close(first, again)
+    assert not torch.equal(first, other)
+    assert 0 <= first.min() and first.max() < 1
