@@ -33,7 +33,8 @@ def edge_map(model: nn.Module | None, images: Tensor, target: Tensor | None = No
 
     An :data:`Explainer` that never calls ``model`` or reads ``target`` (both are accepted only to fit the
     signature): it explains the image, not the model, so a sanity check must fail it. Borders are replicated, so
-    a constant image maps to zeros everywhere.
+    a constant image maps to zero everywhere (up to
+    the convolution's rounding, ~1e-7).
     """
     x = images.detach()
     n, c, h, w = x.shape
