@@ -1,11 +1,17 @@
-"""Explaining predictions: saliency maps (vanilla gradient, SmoothGrad) and their renderings.
+"""Explaining predictions: saliency maps (vanilla gradient, SmoothGrad), Integrated Gradients, Grad-CAM, and
+their renderings.
 
-``saliency(model, images)`` gives per-pixel maps ``(N, H, W)``; ``red_overlay`` / ``heatmap_overlay`` draw them
-on the images, ``image_grid`` / ``save_grid`` / ``add_to_tensorboard`` lay them out and store them (the course
-logged the red overlays 10 per row under :data:`TAG_SALIENCY`).
+``saliency(model, images)`` gives per-pixel maps ``(N, H, W)``; ``integrated_gradients`` signed attributions
+with their completeness gap; ``gradcam`` a class-activation map at a convolutional layer; ``explain(model,
+images, method)`` any of them by name (``METHODS``) as a non-negative map ``(N, H, W)``. ``red_overlay`` /
+``heatmap_overlay`` draw maps on the images, ``image_grid`` / ``save_grid`` / ``add_to_tensorboard`` lay them out
+and store them (the course logged the red overlays 10 per row under :data:`TAG_SALIENCY`).
 """
 
 from visionlab.explain.base import Explainer, edge_map, random_map
+from visionlab.explain.gradcam import gradcam, gradcam_layers
+from visionlab.explain.integrated import IG_BASELINES, RULES, Attribution, blurred, integrated_gradients, quadrature
+from visionlab.explain.methods import BASELINES, DEFAULTS, METHODS, Method, attribution_map, explain, explainer
 from visionlab.explain.render import (
     TAG_ADVERSARIAL,
     TAG_ORIGINAL,
@@ -20,16 +26,31 @@ from visionlab.explain.render import (
 from visionlab.explain.saliency import REDUCTIONS, saliency
 
 __all__ = [
+    "BASELINES",
+    "DEFAULTS",
+    "IG_BASELINES",
+    "METHODS",
     "REDUCTIONS",
+    "RULES",
     "TAG_ADVERSARIAL",
     "TAG_ORIGINAL",
     "TAG_SALIENCY",
+    "Attribution",
     "Explainer",
+    "Method",
     "add_to_tensorboard",
     "amplified_difference",
+    "attribution_map",
+    "blurred",
     "edge_map",
+    "explain",
+    "explainer",
+    "gradcam",
+    "gradcam_layers",
     "heatmap_overlay",
     "image_grid",
+    "integrated_gradients",
+    "quadrature",
     "random_map",
     "red_overlay",
     "saliency",

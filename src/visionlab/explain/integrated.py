@@ -149,7 +149,8 @@ def integrated_gradients(
             ends = torch.cat([model(x), model(x0)])
         if target is None:
             target = ends[: len(x)].argmax(dim=1)
-        target = target.clone()
+        target = target.clone()  # an ordinary tensor even if made under inference mode
+        check_classes(target, ends.shape[1])
         rows = torch.arange(len(x), device=x.device)
         difference = ends[rows, target] - ends[len(x) + rows, target]
         total = _weighted_gradients(model, x, x0, target, (alphas, weights), batch_size or steps * len(x))
@@ -175,7 +176,6 @@ def _weighted_gradients(
         logits = model(point)
         if logits.dim() != 2:
             raise ValueError(f"integrated_gradients: the model must return logits (N, K), got {tuple(logits.shape)}")
-        check_classes(target, logits.shape[1])
         (grad,) = torch.autograd.grad(logits.gather(1, target[image, None]).sum(), point)
         total.index_add_(0, image, grad * weights[node].view(-1, 1, 1, 1))
     return total

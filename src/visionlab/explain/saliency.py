@@ -173,4 +173,3 @@ def _check_options(
     check_integer(smoothgrad_samples, "smoothgrad_samples", minimum=0)
     check_number(noise_std, "noise_std", unit="pixel units")
     check_integer(batch_size, "batch_size", minimum=1, optional=True)
-
