@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The demo tour (`make demo`): fetch Fashion-MNIST, train SimpleNet, evaluate, explain (saliency), attack (PGD),
+# The demo tour (`make demo`): fetch Fashion-MNIST, train SimpleNet, evaluate, explain (saliency; then saliency,
+# SmoothGrad, Integrated Gradients and Grad-CAM side by side), attack (PGD),
 # sweep its robustness (accuracy against eps and PGD steps), compare the custom and the native convolution, write
 # the HTML report; then print where each stage's time went and the report's path.
 #
@@ -37,6 +38,8 @@ stage fetch "$VL" data fetch fashion-mnist
 stage train "$VL" train --data fashion-mnist --model simplenet --channels-last --out "$RUN"
 stage eval "$VL" eval --resume "$CKPT"
 stage saliency "$VL" saliency --resume "$CKPT" --num 20
+# Small on purpose: the four methods on 10 images (IG: 50 nodes x 10 images, SmoothGrad: 50 noisy copies).
+stage explain "$VL" explain --resume "$CKPT" --num 10
 stage attack "$VL" attack --resume "$CKPT" --attack pgd --eps 0.1 --steps 10 --limit-val 1000 -v
 # Small on purpose: 500 images, PGD-10 at five radii, then 1-10 steps at eps 0.05, where the steps still matter.
 stage robustness "$VL" robustness --resume "$CKPT" --eps 0 0.025 0.05 0.1 0.2 --steps 1 2 5 10 --at-eps 0.05 \

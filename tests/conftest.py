@@ -217,6 +217,7 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> TinyRuns:
     quiet = "--no-progress"
     assert main(["attack", "--resume", best, "--eps", "0.1", "--steps", "2", "--limit-val", "32", "-v", quiet]) == 0
     assert main(["saliency", "--resume", best, "--num", "10", quiet]) == 0
+    assert main(["explain", "--resume", best, "--num", "4", "--ig-steps", "4", "--smoothgrad-samples", "2", quiet]) == 0
     sweep = ["--eps", "0", "0.1", "--steps", "1", "2", "--limit-val", "16"]
     assert main(["robustness", "--resume", best, *sweep, quiet]) == 0
     return TinyRuns(data, native, custom)

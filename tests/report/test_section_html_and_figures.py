@@ -37,7 +37,8 @@ def _sections(page: str, root: Path) -> dict[str, str]:
 
 
 def _rich_run(root: Path) -> Path:
-    """A run with every artefact: attack grids and numbers, saliency grids, a sweep, robust validation epochs."""
+    """A run with every artefact: attack grids and numbers, saliency grids, explanations, a sweep, robust validation
+    epochs."""
     run = make_run(root, "run", {"robust_val": 16, "ema": None, "amp": True, "nesterov": False})
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     for r in records:
@@ -51,6 +52,15 @@ def _rich_run(root: Path) -> Path:
     attack = {"attack": {"repr": "PGD(eps=0.1)"}, "n": 32, "clean_top1": 81.25, "robust_top1": 12.5,
               "robust_top5": 40.625}  # fmt: skip
     (run / "attack" / "attack.json").write_text(json.dumps(attack))
+    _png(run / "explain" / "explain.png")
+    explained = {"n": 2, "columns": ["image", "ig", "gradcam", "smoothgrad"], "methods": [
+        {"name": "ig", "options": {"steps": 50, "rule": "gausslegendre", "baseline": "blur", "blur_sigma": None,
+                                   "batch_size": 250},
+         "completeness_gap": {"per_image": [0.001, -0.0002], "mean_abs": 0.0006, "max_abs": 0.001}},
+        {"name": "gradcam", "options": {"layer": "net.features", "batch_size": 250}},
+        {"name": "smoothgrad", "options": {"samples": 50, "noise_std": 0.1, "seed": 0, "batch_size": 250}},
+    ]}  # fmt: skip
+    (run / "explain" / "explain.json").write_text(json.dumps(explained))
     row = dict(model="m", norm="linf", n=16, clean_top1=75.0)
     rows = [{**row, "sweep": "eps", "eps": 0.0, "steps": 1, "robust_top1": 75.0},
             {**row, "sweep": "eps", "eps": 0.1, "steps": 1, "robust_top1": 25.0},

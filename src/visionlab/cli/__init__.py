@@ -1,8 +1,9 @@
-"""``visionlab`` command line: train, eval, predict, compare, saliency, attack, robustness, report, data fetch,
-models.
+"""``visionlab`` command line: train, eval, predict, compare, saliency, explain, attack, robustness, report, data
+fetch, models.
 
 One module per command group, each registering its sub-commands (:mod:`~visionlab.cli.train`: train, compare;
 :mod:`~visionlab.cli.evaluate`: eval, predict; :mod:`~visionlab.cli.analysis`: saliency, attack, robustness;
+:mod:`~visionlab.cli.explain`;
 :mod:`~visionlab.cli.report`; :mod:`~visionlab.cli.data`: data fetch, models), on two modules of shared helpers
 (:mod:`~visionlab.cli.common`, :mod:`~visionlab.cli.model_flags`); :mod:`~visionlab.cli.docs` writes docs/CLI.md.
 This module builds the parser and runs a command, turning errors into one line and an exit status.
@@ -21,6 +22,7 @@ from visionlab.cli.analysis import add_analysis_commands
 from visionlab.cli.common import FIELD_FLAGS, CLIError, check_data_flags, format_user_error, reads_data_root
 from visionlab.cli.data import add_data_commands
 from visionlab.cli.evaluate import add_evaluate_commands
+from visionlab.cli.explain import add_explain_command
 from visionlab.cli.report import add_report_command
 from visionlab.cli.train import add_compare_command, add_train_command, train_config_from_args
 from visionlab.errors import UserError
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_command(sub)
     add_data_commands(sub)
     add_analysis_commands(sub)
+    add_explain_command(sub)
     add_report_command(sub)
     return parser
 

@@ -1,8 +1,11 @@
-"""Explaining predictions: saliency maps (vanilla gradient, SmoothGrad) and their renderings.
+"""Explaining predictions: saliency maps (vanilla gradient, SmoothGrad), Integrated Gradients, Grad-CAM, and
+their renderings.
 
-``saliency(model, images)`` gives per-pixel maps ``(N, H, W)``; ``red_overlay`` / ``heatmap_overlay`` draw them
-on the images, ``image_grid`` / ``save_grid`` / ``add_to_tensorboard`` lay them out and store them (the course
-logged the red overlays 10 per row under :data:`TAG_SALIENCY`).
+``saliency(model, images)`` gives per-pixel maps ``(N, H, W)``; ``integrated_gradients`` signed attributions
+with their completeness gap; ``gradcam`` a class-activation map at a convolutional layer; ``explain(model,
+images, method)`` any of them by name (``METHODS``) as a non-negative map ``(N, H, W)``. ``red_overlay`` /
+``heatmap_overlay`` draw maps on the images, ``image_grid`` / ``save_grid`` / ``add_to_tensorboard`` lay them out
+and store them (the course logged the red overlays 10 per row under :data:`TAG_SALIENCY`).
 
 Whether a map means anything: ``cascading_randomization`` / ``data_randomization`` (Adebayo et al.'s sanity
 checks, with ``spearman`` and ``ssim`` from :mod:`~visionlab.explain.similarity`), ``deletion_curve`` /
@@ -21,6 +24,9 @@ from visionlab.explain.faithfulness import (
     pixel_order,
 )
 from visionlab.explain.figures import cascade_figure, faithfulness_figure, similarity_figure
+from visionlab.explain.gradcam import gradcam, gradcam_layers
+from visionlab.explain.integrated import IG_BASELINES, RULES, Attribution, blurred, integrated_gradients, quadrature
+from visionlab.explain.methods import BASELINES, DEFAULTS, METHODS, Method, attribution_map, explain, explainer
 from visionlab.explain.render import (
     TAG_ADVERSARIAL,
     TAG_ORIGINAL,
@@ -44,17 +50,26 @@ from visionlab.explain.sanity import (
 from visionlab.explain.similarity import minmax_normalize, spearman, ssim
 
 __all__ = [
+    "BASELINES",
+    "DEFAULTS",
+    "IG_BASELINES",
+    "METHODS",
     "REDUCTIONS",
+    "RULES",
     "TAG_ADVERSARIAL",
     "TAG_ORIGINAL",
     "TAG_SALIENCY",
+    "Attribution",
     "Explainer",
     "FaithfulnessResult",
+    "Method",
     "MethodSanity",
     "PerturbationCurve",
     "SanityResult",
     "add_to_tensorboard",
     "amplified_difference",
+    "attribution_map",
+    "blurred",
     "cascade",
     "cascade_figure",
     "cascading_randomization",
@@ -62,14 +77,20 @@ __all__ = [
     "data_randomization",
     "deletion_curve",
     "edge_map",
+    "explain",
+    "explainer",
     "faithfulness_figure",
     "gaussian_blur",
+    "gradcam",
+    "gradcam_layers",
     "heatmap_overlay",
     "image_grid",
     "insertion_curve",
+    "integrated_gradients",
     "minmax_normalize",
     "parameterized_layers",
     "pixel_order",
+    "quadrature",
     "random_map",
     "red_overlay",
     "saliency",

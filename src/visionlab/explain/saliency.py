@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from visionlab.checks import check_integer, check_number
 from visionlab.errors import ConfigError
+from visionlab.explain.targets import check_classes, check_target
 from visionlab.runtime import eval_mode
 
 __all__ = ["REDUCTIONS", "saliency"]
@@ -76,7 +77,7 @@ def saliency(
     mean-relative threshold of :func:`~visionlab.explain.red_overlay` cancels, so the overlays are the same.
     """
     _check_options(images, reduce, smoothgrad_samples, noise_std, batch_size)
-    target = _check_target(target, images)
+    target = check_target(target, images)
     step = batch_size or max(len(images), 1)
     with eval_mode(model):
         if smoothgrad_samples == 0:
@@ -141,7 +142,7 @@ def _input_gradient(model: nn.Module, images: Tensor, target: Tensor | None) -> 
         if target is None:
             target = logits.detach().argmax(dim=1)
         else:
-            _check_classes(target, logits.shape[1])
+            check_classes(target, logits.shape[1])
             target = target.clone()  # an ordinary tensor even if made under inference mode
         loss = F.cross_entropy(logits, target, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x)
@@ -172,31 +173,3 @@ def _check_options(
     check_integer(smoothgrad_samples, "smoothgrad_samples", minimum=0)
     check_number(noise_std, "noise_std", unit="pixel units")
     check_integer(batch_size, "batch_size", minimum=1, optional=True)
-
-
-def _check_target(target: Tensor | int | None, images: Tensor) -> Tensor | None:
-    """``None`` stays ``None``; an ``int`` or an integer ``(N,)`` tensor becomes a long tensor on the images'
-    device."""
-    n = len(images)
-    if target is None:
-        return None
-    if isinstance(target, int) and not isinstance(target, bool):
-        return torch.full((n,), target, dtype=torch.long, device=images.device)
-    if (
-        not isinstance(target, Tensor)
-        or target.is_floating_point()
-        or target.is_complex()
-        or target.dtype == torch.bool
-    ):
-        raise ValueError(f"saliency: target must be None, an int or an integer tensor (N,), got {target!r}")
-    if target.shape != (n,):
-        raise ValueError(f"saliency: target must have shape ({n},) (one class per image), got {tuple(target.shape)}")
-    return target.to(device=images.device, dtype=torch.long)
-
-
-def _check_classes(target: Tensor, num_classes: int) -> None:
-    if len(target) and (int(target.min()) < 0 or int(target.max()) >= num_classes):
-        raise ConfigError(
-            f"class indices must be in [0, {num_classes}), got {target.min().item()}..{target.max().item()}",
-            field="target",
-        )

@@ -7,6 +7,7 @@ commands write next to the checkpoint by default.
     RUN/saliency/{images,saliency,saliency_heatmap}.png                       visionlab saliency --resume RUN/...
     RUN/attack/{original,adversarial,difference}.png                          visionlab attack --resume RUN/... -v
     RUN/attack/attack.json                                                    visionlab attack --resume RUN/...
+    RUN/explain/{explain.png,explain.json}                                    visionlab explain --resume RUN/...
     RUN/robustness/sweep.json                                                 visionlab robustness --resume RUN/...
     RUN/conv/native/, RUN/conv/custom/     visionlab train --out RUN/conv/native [--use-custom-conv] (make demo)
 
@@ -91,6 +92,11 @@ class Run:
     def attack_result(self) -> dict[str, Any] | None:
         """The numbers of the last ``visionlab attack`` on this run (``attack/attack.json``), or None."""
         path = self.file("attack", "attack.json")
+        return _read_json(path, dict) if path else None
+
+    def explain_result(self) -> dict[str, Any] | None:
+        """What the last ``visionlab explain`` on this run found (``explain/explain.json``), or None."""
+        path = self.file("explain", "explain.json")
         return _read_json(path, dict) if path else None
 
     def sweep_rows(self) -> list[dict[str, Any]] | None:

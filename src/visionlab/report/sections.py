@@ -9,8 +9,8 @@ What the report computes and what it reads:
 - **Read from the run directory** (written by training or by commands that can take minutes to hours, which a
   report must not rerun unasked): the configuration and training curves (``config.yaml``, ``metrics.jsonl``),
   the saliency grids of ``visionlab saliency`` (its settings, e.g. SmoothGrad, win over the report's plain
-  gradient), the adversarial grids and numbers of ``visionlab attack -v``, and the robustness sweep of
-  ``visionlab robustness``.
+  gradient), the methods side by side of ``visionlab explain``, the adversarial grids and numbers of
+  ``visionlab attack -v``, and the robustness sweep of ``visionlab robustness``.
 
 A section whose inputs are missing says which command produces them; it never stays blank or raises. The custom
 vs native convolution comparison appears when two of the runs differ only in ``conv``, and for each run whose
@@ -46,6 +46,7 @@ SECTIONS = (
     ("confusion", "Confusion matrix"),
     ("predictions", "Validation images and top-5 predictions"),
     ("saliency", "Saliency maps"),
+    ("explanations", "Explanations"),
     ("adversarial", "Original, adversarial and difference images"),
     ("robustness", "Robustness curves"),
     ("conv", "Custom vs native convolution"),
@@ -79,6 +80,7 @@ def build_report(runs: Sequence[Run], analyses: Analyses | None = None, *, gener
         "confusion": lambda: _each(runs, lambda r: _confusion(r, _analysis(r, analyses, "the confusion matrix"))),
         "predictions": lambda: _each(runs, lambda r: _predictions(r, _analysis(r, analyses, "the predictions"))),
         "saliency": lambda: _each(runs, lambda r: _saliency(r, analyses)),
+        "explanations": lambda: _each(runs, _explanations),
         "adversarial": lambda: _each(runs, _adversarial),
         "robustness": lambda: _each(runs, _robustness),
         "conv": lambda: _conv(runs, analyses),
@@ -415,6 +417,36 @@ def _saliency(run: Run, analyses: Analyses) -> str:
         + figure(found.saliency_heatmap_png, f"Saliency heat maps of the first {n} validation images",
                  "Heat map (bright: large gradient)", cls="grid")
     )  # fmt: skip
+
+
+def _explanations(run: Run) -> str:
+    """The side-by-side figure of ``visionlab explain`` and its methods table (``explain/explain.json``)."""
+    result = run.explain_result()
+    png = _png_file(run.file("explain", "explain.png"))
+    if result is None or png is None:
+        command = _command("visionlab", "explain", *run.model_arguments())
+        return missing(Raw(f"the explanation methods side by side: run {command}."))
+    methods = [m for m in result.get("methods", []) if isinstance(m, dict)]
+    rows = []
+    for m in methods:
+        options = m.get("options", {}) if isinstance(m.get("options"), dict) else {}
+        shown = ", ".join(f"{k} {v}" for k, v in options.items() if v is not None and k not in ("batch_size", "layer"))
+        gap = m.get("completeness_gap") if isinstance(m.get("completeness_gap"), dict) else {}
+        rows.append([
+            str(m.get("name", "?")), shown or "—", options.get("layer") or "—",
+            _num(f"{gap['mean_abs']:.3g} / {gap['max_abs']:.3g}" if {"mean_abs", "max_abs"} <= set(gap) else "—"),
+        ])  # fmt: skip
+    n, columns = result.get("n", "?"), ", ".join(str(c) for c in result.get("columns", []))
+    source = f"{code('visionlab explain')} in {code(str(run.path / 'explain'))}"
+    numbers = table(
+        ["method", "options", "Grad-CAM layer", "IG completeness gap |Σ IG − Δf|, mean / max"],
+        rows,
+        caption=Raw(f"The methods of the figure (explain/explain.json), each explaining the predicted class of "
+                    f"the first {esc(str(n))} validation images"),
+    )  # fmt: skip
+    alt = f"The first {n} validation images, one per row, then each method's heat map over it: {columns}"
+    caption = Raw(f"Rows: images; columns: {esc(columns)} (bright: important) ({source}).")
+    return Raw(numbers + figure(png, alt, caption, cls="grid"))
 
 
 def _adversarial(run: Run) -> str:

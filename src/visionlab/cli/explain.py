@@ -1,0 +1,194 @@
+"""``visionlab explain``: several explanation methods side by side on the same validation images.
+
+The model is read as every analysis command reads it (:mod:`visionlab.cli.model_flags`: ``--resume CKPT``, or
+``--model-arch``/``--model-factory`` with ``--data``); the first ``--num`` validation images are explained for the
+model's own prediction by each ``--method`` (:data:`visionlab.explain.METHODS`, default all four). Written to
+``explain/`` next to the model (or ``--out``):
+
+* ``explain.png``: one row per image, columns the image then each method's heat map over it, in ``--method`` order;
+* ``explain.json``: the images (indices, labels, predictions), each method with its options (defaults filled in),
+  the Grad-CAM layer used and the Integrated Gradients completeness gaps — what ``visionlab report`` shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from visionlab.cli.common import FIELD_FLAGS, CLIError, check_options, format_user_error
+from visionlab.cli.model_flags import add_model_arguments, check_model_flags, load_model, model_file, model_label
+from visionlab.errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported by the command, not by `visionlab --help`
+    import torch
+
+__all__ = ["EXPLAIN_FLAGS", "add_explain_command", "cmd_explain", "explain_options"]
+
+METHOD_NAMES = ("saliency", "smoothgrad", "ig", "gradcam")  # visionlab.explain.METHODS, without importing torch
+
+# The library's option names (visionlab.explain.DEFAULTS) -> this command's flags, for its one-line errors.
+EXPLAIN_FLAGS = {
+    "method": "--method", "layer": "--layer", "steps": "--ig-steps", "baseline": "--baseline",
+    "samples": "--smoothgrad-samples", "smoothgrad_samples": "--smoothgrad-samples", "noise_std": "--noise-std",
+    "seed": "--seed", "num": "--num", "batch_size": "-b/--batch-size",
+}  # fmt: skip
+# The flags each method reads (argparse dests); one given for none of the chosen methods is refused.
+_READ_BY = {
+    "layer": ("gradcam", "--layer"), "ig_steps": ("ig", "--ig-steps"), "baseline": ("ig", "--baseline"),
+    "smoothgrad_samples": ("smoothgrad", "--smoothgrad-samples"), "noise_std": ("smoothgrad", "--noise-std"),
+}  # fmt: skip
+
+
+def add_explain_command(sub: argparse._SubParsersAction) -> None:
+    """Register ``explain`` on the ``visionlab`` sub-command parser."""
+    p = sub.add_parser("explain", help="explanation methods side by side (saliency, SmoothGrad, IG, Grad-CAM)")
+    p.add_argument("--resume", metavar="CKPT", help="checkpoint to load (best or last); or a model of the group below")
+    p.add_argument("--data", help="dataset spec (default: the one the checkpoint was trained on)")
+    p.add_argument("--data-root", help="where fashion-mnist is kept, for a checkpoint or --data on fashion-mnist")
+    p.add_argument("-b", "--batch-size", type=int, default=250,
+                   help="images per forward/backward pass, interpolated images for IG (default 250)")  # fmt: skip
+    p.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N")
+    p.add_argument("--out", metavar="DIR", help="where the figure and explain.json go (default: next to the model)")
+    p.add_argument("--no-check-images", action="store_true", help="skip verifying every image file up front")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--num", type=int, default=10, help="images, the first of the split (default 10)")
+    p.add_argument("--method", nargs="+", metavar="NAME",
+                   help=f"one or more of {', '.join(METHOD_NAMES)} (default: all, in that order)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of the SmoothGrad noise (default 0)")
+    g = p.add_argument_group("method options (each only with its method)")
+    g.add_argument("--layer", metavar="NAME",
+                   help="gradcam: the module (a name from model.named_modules()) whose feature map is used (default: "
+                        "the last convolutional feature map; a wrong name lists the usable ones)")  # fmt: skip
+    g.add_argument("--ig-steps", type=int, help="ig: Gauss-Legendre nodes of the path integral, >= 1 (default 50)")
+    g.add_argument(
+        "--baseline", metavar="KIND", help="ig: black (default, all zeros) | blur (Gaussian, sigma = side/10)"
+    )
+    g.add_argument("--smoothgrad-samples", type=int, help="smoothgrad: noisy copies averaged, >= 1 (default 50)")
+    g.add_argument("--noise-std", type=float, help="smoothgrad: noise std in pixel units (default 0.1)")
+    p.add_argument("--json", action="store_true", help="print explain.json as one line instead of the table")
+    add_model_arguments(p)
+    p.set_defaults(func=cmd_explain)
+
+
+def explain_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The chosen methods and their options (``{name: options}``, in ``--method`` order), checked by
+    :func:`visionlab.explain.explainer` before any model is read; a flag no chosen method reads is refused."""
+    from visionlab.explain import explainer
+
+    methods = args.method or list(METHOD_NAMES)
+    for name in methods:
+        if name not in METHOD_NAMES:
+            raise CLIError(f"--method: unknown method {name!r}; methods: {', '.join(METHOD_NAMES)}")
+    if len(set(methods)) != len(methods):
+        raise CLIError(f"--method: each method once, got {' '.join(methods)}")
+    for dest, (method, flag) in _READ_BY.items():
+        if getattr(args, dest) is not None and method not in methods:
+            raise CLIError(f"{flag}: only with --method {method} (no chosen method reads it)")
+    given = {
+        "gradcam": {"layer": args.layer},
+        "ig": {"steps": args.ig_steps, "baseline": args.baseline},
+        "smoothgrad": {"samples": args.smoothgrad_samples, "noise_std": args.noise_std, "seed": args.seed},
+    }
+    options = {}
+    for name in methods:
+        chosen = {k: v for k, v in given.get(name, {}).items() if v is not None}
+        options[name] = explainer(name, batch_size=args.batch_size, **chosen).options
+    return options
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """The maps of each method for the first ``--num`` validation images: a figure and explain.json."""
+    try:
+        return _run(args)
+    except ConfigError as exc:  # a library error about an option: named by this command's flag
+        raise CLIError(format_user_error(exc, {**FIELD_FLAGS, **EXPLAIN_FLAGS})) from exc
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from visionlab.checks import check_integer
+
+    check_integer(args.num, "num", minimum=1)
+    check_integer(args.seed, "seed", minimum=0)
+    options = explain_options(args)
+    check_options(args, "batch_size")
+    check_model_flags(args)
+    _, model, bundle, device = load_model(args, args.resume)
+    n = min(args.num, len(bundle.val))
+    images = torch.stack([bundle.val[i][0] for i in range(n)]).to(device)
+    labels = [int(bundle.val[i][1]) for i in range(n)]
+    with torch.no_grad():
+        predicted = model(images).argmax(dim=1)
+    maps, methods = [], []
+    for name, opts in options.items():
+        found, record = _explain(model, images, predicted, name, opts)
+        maps.append(found.cpu())
+        methods.append(record)
+    out = Path(args.out) if args.out else Path(model_file(args, args.resume)).parent / "explain"
+    out.mkdir(parents=True, exist_ok=True)
+    result = {
+        "model": model_label(args, args.resume), "n": n, "indices": list(range(n)), "labels": labels,
+        "predicted": predicted.tolist(), "target": "predicted", "columns": ["image", *options], "methods": methods,
+        "figure": "explain.png",
+    }  # fmt: skip
+    written = [_figure(images.cpu(), maps, out / "explain.png"), out / "explain.json"]
+    written[1].write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _print_table(result)
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _explain(
+    model: torch.nn.Module, images: torch.Tensor, target: torch.Tensor, name: str, options: dict[str, Any]
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The maps of method ``name`` and its record for explain.json: IG with its completeness gaps, Grad-CAM
+    with the layer it used."""
+    from visionlab.explain import attribution_map, explainer, integrated_gradients
+    from visionlab.explain.gradcam import resolve_layer
+
+    record: dict[str, Any] = {"name": name, "options": dict(options)}
+    if name == "ig":
+        kwargs = {k: options[k] for k in ("steps", "rule", "baseline", "blur_sigma", "batch_size")}
+        result = integrated_gradients(model, images, target, **kwargs)
+        gaps = result.completeness_gap.abs()
+        record["completeness_gap"] = {
+            "per_image": result.completeness_gap.tolist(), "mean_abs": gaps.mean().item(), "max_abs": gaps.max().item()
+        }  # fmt: skip
+        return attribution_map(result.attributions), record
+    if name == "gradcam":
+        record["options"]["layer"] = resolve_layer(model, images, options["layer"])
+        return explainer(name, **record["options"])(model, images, target), record
+    return explainer(name, **options)(model, images, target), record
+
+
+def _figure(images: torch.Tensor, maps: list[torch.Tensor], path: Path) -> Path:
+    """Rows = images, columns = the image then each method's heat map over it."""
+    import torch
+
+    from visionlab.explain import heatmap_overlay, save_grid
+
+    rgb = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+    columns = [rgb, *(heatmap_overlay(images, m) for m in maps)]
+    tiles = torch.stack(columns, dim=1).flatten(0, 1)  # row-major: image 0's columns, then image 1's, ...
+    return save_grid(tiles, path, nrow=len(columns))
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    print(f"explained {result['n']} images of {result['model']} (predicted class); columns: "
+          f"{', '.join(result['columns'])}")  # fmt: skip
+    print(f"{'method':<12}{'options':<60}{'note'}")
+    for m in result["methods"]:
+        shown = ", ".join(f"{k}={v}" for k, v in m["options"].items() if v is not None and k != "batch_size")
+        note = ""
+        if "completeness_gap" in m:
+            gap = m["completeness_gap"]
+            note = f"completeness gap |Σ IG - Δf| mean {gap['mean_abs']:.3g}, max {gap['max_abs']:.3g}"
+        print(f"{m['name']:<12}{shown or '-':<60}{note}")

@@ -1,0 +1,148 @@
+"""``visionlab explain`` end to end on a tiny checkpoint and on a ``--model-factory`` model: the maps it draws are
+the library's, explain.json records the options, the Grad-CAM layer and the IG gaps, and each bad argument is one
+line naming its flag with exit status 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from visionlab.cli import main
+from visionlab.data import load_dataset
+from visionlab.explain import explain, heatmap_overlay, integrated_gradients, save_grid
+from visionlab.models import load_classifier
+
+from .builders import checkpoint_model, checkpoint_val, pixels
+
+
+def test_explains_a_checkpoint_with_every_method_by_default(
+    ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["explain", "--resume", str(ckpt), "--num", "3", "--smoothgrad-samples", "2", "--ig-steps", "8",
+                 "--no-progress"]) == 0  # fmt: skip
+    out = ckpt.parent / "explain"
+    result = json.loads((out / "explain.json").read_text())
+    val = checkpoint_val(ckpt)
+    images = torch.stack([val[i][0] for i in range(3)])
+    model = checkpoint_model(ckpt)
+    predicted = model(images).argmax(1)
+    assert result["columns"] == ["image", "saliency", "smoothgrad", "ig", "gradcam"]
+    assert result["indices"] == [0, 1, 2] and result["predicted"] == predicted.tolist()
+    assert result["labels"] == [int(val[i][1]) for i in range(3)]
+    names = [m["name"] for m in result["methods"]]
+    assert names == ["saliency", "smoothgrad", "ig", "gradcam"]
+    options = {m["name"]: m["options"] for m in result["methods"]}
+    assert options["smoothgrad"] == {"samples": 2, "noise_std": 0.1, "seed": 0, "batch_size": 250}
+    assert options["ig"] == {"steps": 8, "rule": "gausslegendre", "baseline": "black", "blur_sigma": None,
+                             "batch_size": 250}  # fmt: skip
+    assert options["gradcam"]["layer"] == "net.features"
+    gap = integrated_gradients(model, images, predicted, steps=8).completeness_gap
+    np.testing.assert_allclose(result["methods"][2]["completeness_gap"]["per_image"], gap.tolist(), rtol=1e-5)
+    # the figure: rows = images, columns = the image then each method's overlay
+    maps = [explain(model, images, name, **opts) for name, opts in options.items()]
+    columns = [images.expand(-1, 3, -1, -1), *(heatmap_overlay(images, m) for m in maps)]
+    expected = save_grid(torch.stack(columns, 1).flatten(0, 1), tmp_path / "expected.png", nrow=5)
+    np.testing.assert_array_equal(pixels(out / "explain.png"), pixels(expected))
+    with Image.open(out / "explain.png") as picture:
+        assert picture.size == (5 * 30 + 2, 3 * 30 + 2)
+    printed = capsys.readouterr().out
+    assert "completeness gap" in printed and f"wrote {out / 'explain.json'}" in printed
+
+
+def test_json_prints_explain_json_as_one_line(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "here"
+    argv = ["explain", "--resume", str(ckpt), "--num", "2", "--method", "gradcam", "ig", "--baseline", "blur",
+            "--ig-steps", "3", "--layer", "net.features.9", "--out", str(out), "--json"]  # fmt: skip
+    assert main(argv) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    result = json.loads(line)
+    assert result == json.loads((out / "explain.json").read_text())
+    assert result["columns"] == ["image", "gradcam", "ig"]
+    assert result["methods"][0]["options"]["layer"] == "net.features.9"
+    assert result["methods"][1]["options"]["baseline"] == "blur"
+
+
+FACTORY = """
+import torch
+from torch import nn
+
+
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                         nn.Linear(16, 10))
+
+
+def mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
+"""
+
+
+def test_explains_a_model_factory_next_to_its_file(ckpt: Path, tmp_path: Path) -> None:
+    factory = tmp_path / "net.py"
+    factory.write_text(FACTORY, encoding="utf-8")
+    data = f"fashion-mnist:{ckpt.parent.parent / 'fm'}"
+    argv = ["explain", "--model-factory", f"{factory}:build", "--data", data, "--num", "2", "--method", "gradcam",
+            "saliency"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "explain" / "explain.json").read_text())
+    assert result["model"] == "build" and result["methods"][0]["options"]["layer"] == "net.2"  # the 2x2 pool
+    model = load_classifier(factory=f"{factory}:build", in_channels=1).eval()
+    val = load_dataset(data).val
+    images = torch.stack([val[i][0] for i in range(2)])
+    assert result["predicted"] == model(images).argmax(1).tolist()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--method", "lime"], "--method: unknown method 'lime'; methods: saliency, smoothgrad, ig, gradcam"),
+        (["--method", "ig", "ig"], "--method: each method once, got ig ig"),
+        (["--method", "ig", "--ig-steps", "0"], "--ig-steps: must be an integer >= 1, got 0"),
+        (
+            ["--method", "ig", "--baseline", "white"],
+            "--baseline: must be one of ('black', 'blur') or a tensor, got 'white'",
+        ),
+        (["--method", "ig", "--layer", "net.fc"], "--layer: only with --method gradcam (no chosen method reads it)"),
+        (["--method", "saliency", "--ig-steps", "4"], "--ig-steps: only with --method ig (no chosen method reads it)"),
+        (["--smoothgrad-samples", "0"], "--smoothgrad-samples: must be an integer >= 1, got 0"),
+        (
+            ["--method", "smoothgrad", "--noise-std", "-1"],
+            "--noise-std: must be a finite number >= 0 (pixel units), got -1.0",
+        ),
+        (["--num", "0"], "--num: must be an integer >= 1, got 0"),
+        (["--seed", "-2"], "--seed: must be an integer >= 0, got -2"),
+        (
+            ["--method", "gradcam", "--layer", "net.fc"],
+            "--layer: 'net.fc': its output is not a convolutional feature "
+            "map (N, C, h, w); usable layers: net.features.0, ",
+        ),
+        (["--method", "gradcam", "--layer", "nowhere"], "--layer: 'nowhere': no such module; usable layers: "),
+    ],
+)
+def test_a_bad_argument_is_one_line_naming_its_flag(
+    ckpt: Path, flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["explain", "--resume", str(ckpt), "--num", "2", *flags]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"visionlab: error: {message}")
+    assert not (ckpt.parent / "explain").exists()
+
+
+def test_gradcam_on_a_model_without_a_convolution_is_one_line(
+    ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    factory = tmp_path / "net.py"
+    factory.write_text(FACTORY, encoding="utf-8")
+    argv = ["explain", "--model-factory", f"{factory}:mlp", "--data", f"fashion-mnist:{ckpt.parent.parent / 'fm'}",
+            "--method", "gradcam"]  # fmt: skip
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("visionlab: error: --method: gradcam needs a convolutional feature map (N, C, h, w) and "
+                           "this model has none")  # fmt: skip
