@@ -1,9 +1,13 @@
 """The two model-free "explanations" the sanity and faithfulness checks compare against."""
 
+import numpy as np
+import pytest
+import scipy.ndimage
 import torch
 from torch import nn
 
-from visionlab.explain import edge_map, random_map
+from visionlab.errors import ConfigError
+from visionlab.explain import edge_map, gaussian_blur, random_map
 
 
 def test_edge_map_is_the_sobel_magnitude_of_a_hand_computed_step():
@@ -43,3 +47,27 @@ def test_random_map_is_reproducible_for_a_seed_and_differs_between_seeds():
     torch.testing.assert_close(first, again)
     assert not torch.equal(first, other)
     assert first.min() >= 0 and first.max() < 1
+
+
+def test_gaussian_blur_is_a_normalized_gaussian_with_replicated_borders() -> None:
+    images = torch.rand(2, 3, 9, 12, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    offsets = np.arange(11) - 5
+    kernel = np.exp(-(offsets**2) / 50.0)
+    kernel /= kernel.sum()
+    expected = scipy.ndimage.convolve(images.numpy(), np.outer(kernel, kernel)[None, None], mode="nearest")
+    np.testing.assert_allclose(gaussian_blur(images, 5.0, 11).numpy(), expected, rtol=0, atol=1e-12)
+    constant = torch.full((1, 1, 5, 5), 0.7, dtype=torch.float64)
+    torch.testing.assert_close(gaussian_blur(constant, 5.0, 11), constant)
+
+
+def test_gaussian_blur_truncates_at_three_sigma_by_default() -> None:
+    images = torch.rand(1, 2, 12, 12, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    torch.testing.assert_close(gaussian_blur(images, 1.2), gaussian_blur(images, 1.2, 9))  # 2 * ceil(3.6) + 1
+    torch.testing.assert_close(gaussian_blur(images, 0.1), gaussian_blur(images, 0.1, 3))  # at least 3 taps
+
+
+@pytest.mark.parametrize(("sigma", "kernel", "field"), [(0.0, None, "sigma"), (1.0, 4, "kernel"), (1.0, 0, "kernel")])
+def test_gaussian_blur_refuses_a_bad_sigma_or_kernel(sigma: float, kernel: int | None, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        gaussian_blur(torch.rand(1, 1, 5, 5), sigma, kernel)
+    assert info.value.field == field

@@ -13,13 +13,12 @@ checks, with ``spearman`` and ``ssim`` from :mod:`~visionlab.explain.similarity`
 (``cascade_figure``, ``similarity_figure``, ``faithfulness_figure``).
 """
 
-from visionlab.explain.base import Explainer, edge_map, random_map
+from visionlab.explain.base import Explainer, edge_map, gaussian_blur, random_map
 from visionlab.explain.faithfulness import (
     FaithfulnessResult,
     PerturbationCurve,
     compare_orderings,
     deletion_curve,
-    gaussian_blur,
     insertion_curve,
     pixel_order,
 )

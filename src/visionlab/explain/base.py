@@ -10,17 +10,24 @@ callable of this shape, so a method written outside visionlab is checked exactly
 of the image, which Adebayo et al. 2018 ("Sanity Checks for Saliency Maps", Fig. 1) showed looks much like many
 saliency maps while depending on no model at all, and a uniformly random map. A check that cannot tell a method
 from these two says nothing about the model.
+
+:func:`gaussian_blur` is the one blur both a baseline image (Integrated Gradients' "blur") and a substrate
+(the insertion curve's) are made with.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Explainer", "edge_map", "random_map"]
+from visionlab.checks import check_integer, check_number
+from visionlab.errors import ConfigError
+
+__all__ = ["Explainer", "edge_map", "gaussian_blur", "random_map"]
 
 Explainer = Callable[[nn.Module, Tensor, Tensor], Tensor]
 """``(model, images (N, C, H, W) in [0, 1], target (N,) long) -> maps (N, H, W)``, detached and side-effect free."""
@@ -60,3 +67,27 @@ def random_map(
     n, _, h, w = images.shape
     device = generator.device if generator is not None else torch.device("cpu")
     return torch.rand((n, h, w), generator=generator, device=device).to(images.device, images.dtype)
+
+
+def gaussian_blur(images: Tensor, sigma: float, kernel: int | None = None) -> Tensor:
+    """Each channel of ``images`` ``(N, C, H, W)`` blurred by a normalized Gaussian of std ``sigma`` pixels.
+
+    The filter is separable (a row pass, then a column pass) and ``kernel`` x ``kernel`` wide; ``None`` (default)
+    truncates it at 3 sigma (``2 * max(1, ceil(3 * sigma)) + 1`` taps). Borders are replicated, so a constant
+    image stays constant (a zero padding would darken the rim). Detached; same shape, dtype and device.
+    """
+    check_number(sigma, "sigma", inclusive=False, unit="pixels")
+    if kernel is None:
+        kernel = 2 * max(1, math.ceil(3 * sigma)) + 1
+    check_integer(kernel, "kernel", minimum=1)
+    if kernel % 2 == 0:
+        raise ConfigError(f"must be odd, got {kernel}", field="kernel")
+    x = images.detach()
+    offsets = torch.arange(kernel, device=x.device, dtype=x.dtype) - kernel // 2
+    weights = torch.exp(-(offsets**2) / (2 * sigma**2))
+    weights = weights / weights.sum()
+    n, c, h, w = x.shape
+    flat = F.pad(x.reshape(n * c, 1, h, w), (kernel // 2,) * 4, mode="replicate")
+    flat = F.conv2d(flat, weights.view(1, 1, 1, kernel))
+    flat = F.conv2d(flat, weights.view(1, 1, kernel, 1))
+    return flat.reshape(n, c, h, w)

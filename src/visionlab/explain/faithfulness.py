@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from visionlab.checks import check_integer, check_number
+from visionlab.checks import check_integer
 from visionlab.errors import ConfigError
-from visionlab.explain.base import Explainer, edge_map, random_map
+from visionlab.explain.base import Explainer, edge_map, gaussian_blur, random_map
 from visionlab.runtime import eval_mode
 
 __all__ = [
@@ -45,7 +45,6 @@ __all__ = [
     "PerturbationCurve",
     "compare_orderings",
     "deletion_curve",
-    "gaussian_blur",
     "insertion_curve",
     "pixel_order",
 ]
@@ -134,24 +133,6 @@ def pixel_order(maps: Tensor) -> Tensor:
     return torch.sort(maps.detach().flatten(1), dim=1, descending=True, stable=True).indices
 
 
-def gaussian_blur(images: Tensor, kernel: int = BLUR_KERNEL, sigma: float = BLUR_SIGMA) -> Tensor:
-    """Each channel blurred by a normalized ``kernel`` x ``kernel`` Gaussian of std ``sigma`` pixels, borders
-    replicated: the insertion curve's substrate, same shape as ``images`` ``(N, C, H, W)``."""
-    check_integer(kernel, "kernel", minimum=1)
-    if kernel % 2 == 0:
-        raise ConfigError(f"must be odd, got {kernel}", field="kernel")
-    check_number(sigma, "sigma", inclusive=False, unit="pixels")
-    x = images.detach()
-    offsets = torch.arange(kernel, device=x.device, dtype=x.dtype) - kernel // 2
-    weights = torch.exp(-(offsets**2) / (2 * sigma**2))
-    weights = weights / weights.sum()
-    n, c, h, w = x.shape
-    flat = F.pad(x.reshape(n * c, 1, h, w), (kernel // 2,) * 4, mode="replicate")
-    flat = F.conv2d(flat, weights.view(1, 1, 1, kernel))
-    flat = F.conv2d(flat, weights.view(1, 1, kernel, 1))
-    return flat.reshape(n, c, h, w)
-
-
 def deletion_curve(
     model: nn.Module,
     images: Tensor,
@@ -195,7 +176,11 @@ def insertion_curve(
     :data:`BLUR_SIGMA`); a tensor shaped like ``images`` replaces it. The other arguments are
     :func:`deletion_curve`'s.
     """
-    base = gaussian_blur(images) if substrate is None else _baseline(images, substrate, field="substrate")
+    base = (
+        gaussian_blur(images, BLUR_SIGMA, BLUR_KERNEL)
+        if substrate is None
+        else _baseline(images, substrate, field="substrate")
+    )
     return _curve("insertion", model, images, maps, target, (base, images), steps, batch_size)
 
 

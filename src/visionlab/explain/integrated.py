@@ -21,15 +21,14 @@ forward and one backward pass per chunk, never one per image), and the weighted 
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from visionlab.checks import check_integer, check_number
 from visionlab.errors import ConfigError
+from visionlab.explain.base import gaussian_blur
 from visionlab.explain.targets import check_classes, check_target
 from visionlab.runtime import eval_mode
 
@@ -87,20 +86,12 @@ def blurred(images: Tensor, sigma: float | None = None) -> Tensor:
 
     ``sigma`` in pixels; ``None`` (default) = ``min(H, W) / 10`` (2.8 px on 28×28 Fashion-MNIST, 12.8 px on
     128×128 MiniPlaces): edges and texture are gone, the coarse layout of colour stays, so the attributions
-    show what the detail adds. The kernel is separable, truncated at 3 sigma, with replicated borders (a
-    constant image stays constant).
+    show what the detail adds. The filter is :func:`~visionlab.explain.base.gaussian_blur`'s: separable,
+    truncated at 3 sigma, borders replicated (a constant image stays constant).
     """
-    _, c, h, w = images.shape
+    _, _, h, w = images.shape
     sigma = min(h, w) / 10 if sigma is None else check_number(sigma, "blur_sigma", inclusive=False, unit="pixels")
-    radius = max(1, math.ceil(3 * sigma))
-    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    x = images.detach()
-    x = F.pad(x, (radius, radius, 0, 0), mode="replicate")
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    x = F.pad(x, (0, 0, radius, radius), mode="replicate")
-    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return gaussian_blur(images, sigma)
 
 
 def integrated_gradients(
