@@ -220,4 +220,6 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> TinyRuns:
     assert main(["explain", "--resume", best, "--num", "4", "--ig-steps", "4", "--smoothgrad-samples", "2", quiet]) == 0
     sweep = ["--eps", "0", "0.1", "--steps", "1", "2", "--limit-val", "16"]
     assert main(["robustness", "--resume", best, *sweep, quiet]) == 0
+    assert main(["corruptions", "--resume", best, "--corruptions", "fog", "--severities", "2", "--limit-val", "8",
+                 "--json", quiet]) == 0  # fmt: skip
     return TinyRuns(data, native, custom)

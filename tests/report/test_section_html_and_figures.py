@@ -67,6 +67,12 @@ def _rich_run(root: Path) -> Path:
             {**row, "sweep": "steps", "eps": 0.1, "steps": 2, "robust_top1": 12.5}]  # fmt: skip
     (run / "robustness").mkdir()
     (run / "robustness" / "sweep.json").write_text(json.dumps(rows))
+    corruptions = {"model": "run", "n": 16, "seed": 0, "corruptions": ["fog", "pixelate"], "severities": [1, 5],
+                   "clean_top1": 75.0, "top1": {"fog": [50.0, 25.0], "pixelate": [62.5, 12.5]},
+                   "mean_corruption_top1": 37.5, "baseline": {"model": "base"}, "ce": {"fog": 80.0, "pixelate": None},
+                   "mce": None, "relative_mce": None}  # fmt: skip
+    _png(run / "corruptions" / "corruptions.png")
+    (run / "corruptions" / "corruptions.json").write_text(json.dumps(corruptions))
     return run
 
 

@@ -1,11 +1,11 @@
-"""``visionlab`` command line: train, eval, predict, compare, saliency, explain, attack, robustness, report, data
-fetch, models.
+"""``visionlab`` command line: train, eval, predict, compare, saliency, explain, attack, robustness, corruptions,
+report, data fetch, models.
 
 One module per command group, each registering its sub-commands (:mod:`~visionlab.cli.train`: train, compare;
 :mod:`~visionlab.cli.evaluate`: eval, predict; :mod:`~visionlab.cli.analysis`: saliency, attack, robustness;
-:mod:`~visionlab.cli.explain`;
-:mod:`~visionlab.cli.report`; :mod:`~visionlab.cli.data`: data fetch, models), on two modules of shared helpers
-(:mod:`~visionlab.cli.common`, :mod:`~visionlab.cli.model_flags`); :mod:`~visionlab.cli.docs` writes docs/CLI.md.
+:mod:`~visionlab.cli.explain`; :mod:`~visionlab.cli.corruptions`; :mod:`~visionlab.cli.report`;
+:mod:`~visionlab.cli.data`: data fetch, models), on two modules of shared helpers (:mod:`~visionlab.cli.common`,
+:mod:`~visionlab.cli.model_flags`); :mod:`~visionlab.cli.docs` writes docs/CLI.md.
 This module builds the parser and runs a command, turning errors into one line and an exit status.
 """
 
@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from visionlab.cli.analysis import add_analysis_commands
 from visionlab.cli.common import FIELD_FLAGS, CLIError, check_data_flags, format_user_error, reads_data_root
+from visionlab.cli.corruptions import add_corruptions_command
 from visionlab.cli.data import add_data_commands
 from visionlab.cli.evaluate import add_evaluate_commands
 from visionlab.cli.explain import add_explain_command
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_commands(sub)
     add_analysis_commands(sub)
     add_explain_command(sub)
+    add_corruptions_command(sub)
     add_report_command(sub)
     return parser
 

@@ -9,6 +9,7 @@ commands write next to the checkpoint by default.
     RUN/attack/attack.json                                                    visionlab attack --resume RUN/...
     RUN/explain/{explain.png,explain.json}                                    visionlab explain --resume RUN/...
     RUN/robustness/sweep.json                                                 visionlab robustness --resume RUN/...
+    RUN/corruptions/corruptions.{json,png}                                    visionlab corruptions --resume RUN/...
     RUN/conv/native/, RUN/conv/custom/     visionlab train --out RUN/conv/native [--use-custom-conv] (make demo)
 
 The last are run directories of their own: one short training run, trained once with each convolution, that the
@@ -34,6 +35,8 @@ BEST, LAST = "model_best.pth.tar", "checkpoint.pth.tar"
 _RUN_FILES = ("config.yaml", "metrics.jsonl")  # a directory holding either is a run directory
 # What the report reads of each row of sweep.json (visionlab.robustness.SWEEP_COLUMNS holds them all).
 _SWEEP_KEYS = {"model", "sweep", "norm", "eps", "steps", "n", "clean_top1", "robust_top1"}
+# What the report reads of corruptions.json (visionlab.robustness.corruption_accuracy's result).
+_CORRUPTION_KEYS = {"model", "n", "seed", "corruptions", "severities", "clean_top1", "top1", "mean_corruption_top1"}
 
 
 @dataclass
@@ -109,6 +112,16 @@ class Run:
             if not isinstance(row, dict) or not set(row) >= _SWEEP_KEYS:
                 raise RunDirError(f"{path}: row {number} lacks one of {sorted(_SWEEP_KEYS)}")
         return rows
+
+    def corruption_result(self) -> dict[str, Any] | None:
+        """The result of ``visionlab corruptions`` (``corruptions/corruptions.json``), or None."""
+        path = self.file("corruptions", "corruptions.json")
+        if path is None:
+            return None
+        result = _read_json(path, dict)
+        if not set(result) >= _CORRUPTION_KEYS:
+            raise RunDirError(f"{path}: lacks one of {sorted(_CORRUPTION_KEYS)}")
+        return result
 
 
 def load_run(path: str | Path, label: str | None = None) -> Run:

@@ -10,7 +10,8 @@ What the report computes and what it reads:
   report must not rerun unasked): the configuration and training curves (``config.yaml``, ``metrics.jsonl``),
   the saliency grids of ``visionlab saliency`` (its settings, e.g. SmoothGrad, win over the report's plain
   gradient), the methods side by side of ``visionlab explain``, the adversarial grids and numbers of
-  ``visionlab attack -v``, and the robustness sweep of ``visionlab robustness``.
+  ``visionlab attack -v``, the robustness sweep of ``visionlab robustness``, and the corruption table and heat map
+  of ``visionlab corruptions``.
 
 A section whose inputs are missing says which command produces them; it never stays blank or raises. The custom
 vs native convolution comparison appears when two of the runs differ only in ``conv``, and for each run whose
@@ -49,6 +50,7 @@ SECTIONS = (
     ("explanations", "Explanations"),
     ("adversarial", "Original, adversarial and difference images"),
     ("robustness", "Robustness curves"),
+    ("corruptions", "Common corruptions"),
     ("conv", "Custom vs native convolution"),
 )
 # Settings that say where and how verbosely a run was written, not what it computed: two runs that differ only
@@ -83,6 +85,7 @@ def build_report(runs: Sequence[Run], analyses: Analyses | None = None, *, gener
         "explanations": lambda: _each(runs, _explanations),
         "adversarial": lambda: _each(runs, _adversarial),
         "robustness": lambda: _each(runs, _robustness),
+        "corruptions": lambda: _each(runs, _corruptions),
         "conv": lambda: _conv(runs, analyses),
     }
     # A model visionlab did not train has no configuration, training curves or convolution pair to show.
@@ -512,6 +515,39 @@ def _robustness(run: Run) -> str:
         )
     )
     return Raw('<div class="pair">' + "".join(parts[:-1]) + "</div>" + parts[-1])
+
+
+def _corruptions(run: Run) -> str:
+    result = run.corruption_result()
+    if not result:
+        return missing(
+            Raw(
+                "accuracy under the 15 common corruptions of ImageNet-C: run "
+                f"{_command('visionlab', 'corruptions', *run.model_arguments())} (add --baseline CKPT for the "
+                "corruption error, mCE)."
+            )
+        )
+    ce = result.get("ce") if "baseline" in result else None
+    columns = ["corruption", *(f"severity {s}" for s in result["severities"]), "mean"] + (["CE %"] if ce else [])
+    rows = []
+    for c in result["corruptions"]:
+        top1 = result["top1"][c]
+        rows.append([c.replace("_", " "), *(_num(_pct(a)) for a in top1), _num(_pct(sum(top1) / len(top1)))]
+                    + ([_num(_pct(ce.get(c)))] if ce else []))  # fmt: skip
+    summary = (
+        f"{result['n']} images, seed {result['seed']}: clean top-1 {_pct(result['clean_top1'])} %, mean under "
+        f"corruption {_pct(result['mean_corruption_top1'])} %"
+    )
+    if ce:
+        base = result["baseline"].get("model", "?") if isinstance(result["baseline"], dict) else "?"
+        mce, relative = _pct(result.get("mce")), _pct(result.get("relative_mce"))
+        summary += f"; mCE {mce} %, relative mCE {relative} % ({base} = 100)"
+    source = f"visionlab corruptions ({run.path / 'corruptions' / 'corruptions.json'})"
+    figure_ = _file_figure(
+        run, ("corruptions", "corruptions.png"), f"Top-1 accuracy of {result['model']} per corruption and severity",
+        "Top-1 accuracy (%) per corruption (rows) and severity (columns)",
+    )  # fmt: skip
+    return Raw(f"<p>{esc(summary)}.</p>" + (figure_ or "") + table(columns, rows, caption=source))
 
 
 def conv_pairs(runs: Sequence[Run]) -> list[tuple[Run, Run]]:

@@ -3,7 +3,8 @@
 Everything works on pixels in [0, 1] (every visionlab model normalizes inside), so every ``eps`` and step size
 is in pixel units. ``steps`` holds the threat models (L∞ / L2 balls), ``attacks`` PGD, FGSM, the course's
 original attack and an AutoAttack wrapper, ``evaluate`` robust accuracy and sweeps, ``training`` the adversarial
-training objectives (drop-in replacements for :class:`visionlab.engine.ClassificationTask`).
+training objectives (drop-in replacements for :class:`visionlab.engine.ClassificationTask`), ``corruptions`` the 15
+common corruptions of ImageNet-C and ``corruption_eval`` accuracy and corruption error (mCE) under them.
 """
 
 from visionlab.robustness.attacks import (
@@ -15,6 +16,26 @@ from visionlab.robustness.attacks import (
     attack_context,
     check_images,
     original_attack,
+)
+from visionlab.robustness.corruption_eval import (
+    CORRUPTION_COLUMNS,
+    corruption_accuracy,
+    corruption_errors,
+    corruption_rows,
+    plot_corruption_heatmap,
+    write_corruptions,
+)
+from visionlab.robustness.corruptions import (
+    CORRUPTION_FAMILIES,
+    CORRUPTIONS,
+    MIN_SIDE,
+    SEVERITIES,
+    CorruptedDataset,
+    check_corruptions,
+    check_severities,
+    corrupt,
+    image_seed,
+    imagecorruptions_module,
 )
 from visionlab.robustness.evaluate import (
     SWEEP_COLUMNS,
@@ -35,11 +56,17 @@ from visionlab.robustness.training import (
 )
 
 __all__ = [
+    "CORRUPTIONS",
+    "CORRUPTION_COLUMNS",
+    "CORRUPTION_FAMILIES",
     "FGSM",
+    "MIN_SIDE",
     "PGD",
+    "SEVERITIES",
     "SWEEP_COLUMNS",
     "Attack",
     "AutoAttack",
+    "CorruptedDataset",
     "FGSMRSTraining",
     "L2Step",
     "LinfStep",
@@ -51,14 +78,24 @@ __all__ = [
     "TRADESTraining",
     "ascend",
     "attack_context",
+    "check_corruptions",
     "check_images",
+    "check_severities",
+    "corrupt",
+    "corruption_accuracy",
+    "corruption_errors",
+    "corruption_rows",
     "default_step",
+    "image_seed",
+    "imagecorruptions_module",
     "make_step",
     "original_attack",
     "plot_accuracy_vs_eps",
     "plot_accuracy_vs_steps",
+    "plot_corruption_heatmap",
     "robust_accuracy_on_batch",
     "robust_evaluate",
     "sweep",
+    "write_corruptions",
     "write_sweep",
 ]

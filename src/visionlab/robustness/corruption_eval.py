@@ -1,0 +1,228 @@
+"""Accuracy under common corruptions: per corruption × severity, the mean, and ImageNet-C's corruption error.
+
+Hendrycks & Dietterich (ICLR 2019) summarise a model ``f`` by its error ``E^f_{s,c}`` (%) under corruption ``c``
+at severity ``s``, normalised by a baseline model's (AlexNet for ImageNet-C; here any model, ``--baseline``):
+
+* corruption error ``CE_c = Σ_s E^f_{s,c} / Σ_s E^base_{s,c}`` (× 100: 100 is as bad as the baseline) and the
+  mean corruption error ``mCE = mean_c CE_c``;
+* relative corruption error ``RelCE_c = Σ_s (E^f_{s,c} - E^f_clean) / Σ_s (E^base_{s,c} - E^base_clean)`` (× 100),
+  the accuracy *lost* to the corruption relative to the baseline's loss, and ``relative mCE = mean_c RelCE_c``.
+
+The corrupted images are made on the fly (:mod:`visionlab.robustness.corruptions`), image ``i`` of the data (its
+position in the order the loader gives) from the seed ``(seed, i, corruption, severity)``: the same images for
+every model, batch size and number of workers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from visionlab.checks import check_integer
+from visionlab.progress import progress as progress_bar
+from visionlab.robustness.corruptions import CorruptedDataset, check_corruptions, check_severities, corrupt
+from visionlab.runtime import eval_mode
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "CORRUPTION_COLUMNS",
+    "corruption_accuracy",
+    "corruption_errors",
+    "corruption_rows",
+    "plot_corruption_heatmap",
+    "write_corruptions",
+]
+
+CORRUPTION_COLUMNS = ("model", "corruption", "severity", "n", "top1", "baseline_top1")
+
+
+def _corrupted_batches(
+    data: Dataset | Iterable, corruption: str | None, severity: int, seed: int, batch_size: int, workers: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(corrupted images, labels)`` of ``data``: a map-style dataset goes through a :class:`CorruptedDataset`
+    (corrupted in ``workers`` DataLoader processes), anything else is iterated as a loader and each batch corrupted
+    here, images numbered by their position in the loader's order."""
+    if isinstance(data, Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
+        dataset = CorruptedDataset(data, corruption, severity, seed=seed)
+        yield from DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+        return
+    seen = 0
+    for images, labels in data:
+        indices = range(seen, seen + images.shape[0])
+        seen += images.shape[0]
+        yield corrupt(images, corruption, severity, seed=seed, indices=indices), labels
+
+
+def _top1_count(model: nn.Module, batches: Iterable, device: torch.device) -> tuple[int, int]:
+    """``(correct top-1, images)`` of ``model`` over ``batches``, without gradients."""
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    n = 0
+    with torch.no_grad():
+        for images, labels in batches:
+            labels = labels.to(device)
+            correct += (model(images.to(device)).argmax(1) == labels).sum()
+            n += labels.shape[0]
+    return int(correct), n
+
+
+def corruption_accuracy(
+    model: nn.Module,
+    data: Dataset | Iterable,
+    corruptions: Sequence[str] | None = None,
+    severities: Sequence[int] | None = None,
+    *,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    batch_size: int = 250,
+    workers: int = 0,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Top-1 accuracy (%) of ``model`` on the clean images of ``data`` and under each corruption × severity.
+
+    Args:
+        model: a classifier on pixels in [0, 1] (normalizing inside), already on ``device``; its submodules'
+            modes are restored afterwards.
+        data: a map-style :class:`~torch.utils.data.Dataset` of ``(image (C, H, W), label)``, or a loader
+            yielding ``(images, labels)`` batches (in a fixed order: its position numbers each image's seed).
+        corruptions: names from :data:`~visionlab.robustness.corruptions.CORRUPTIONS` (default all 15).
+        severities: each in 1-5 (default all five).
+        seed: a non-negative integer fixing every corrupted image.
+        device: where the model runs (default: its parameters' device, else the CPU).
+        batch_size: images per batch for a dataset (a loader keeps its own).
+        workers: DataLoader worker processes corrupting a dataset's images (0: this process); ignored for a
+            loader.
+        progress: a progress line per corruption × severity on stderr.
+
+    Returns ``{"n", "seed", "corruptions", "severities", "clean_top1", "top1": {corruption: [top-1 % per
+    severity, in the order of "severities"]}, "mean_corruption_top1", "counts": {"clean": int, corruption: [int
+    per severity]}}``; the mean is over every corruption × severity (unweighted). Cost: ``1 + corruptions ×
+    severities`` passes over the data, each image corrupted on the CPU.
+    """
+    corruptions, severities = check_corruptions(corruptions), check_severities(severities)
+    check_integer(seed, "seed", minimum=0)
+    check_integer(batch_size, "batch_size", minimum=1)
+    check_integer(workers, "workers", minimum=0)
+    first = next(model.parameters(), None)
+    device = torch.device(device) if device is not None else first.device if first is not None else torch.device("cpu")
+    settings = [(None, 0)] + [(c, s) for c in corruptions for s in severities]
+    counts: dict[tuple[str | None, int], int] = {}
+    n = 0
+    with eval_mode(model):
+        for corruption, severity in progress_bar(settings, desc="corruptions", enabled=progress):
+            batches = _corrupted_batches(data, corruption, severity, seed, batch_size, workers)
+            counts[corruption, severity], n = _top1_count(model, batches, device)
+    pct = {key: 100.0 * c / max(n, 1) for key, c in counts.items()}
+    top1 = {c: [pct[c, s] for s in severities] for c in corruptions}
+    return {
+        "n": n, "seed": seed, "corruptions": list(corruptions), "severities": list(severities),
+        "clean_top1": pct[None, 0], "top1": top1,
+        "mean_corruption_top1": sum(map(sum, top1.values())) / (len(corruptions) * len(severities)),
+        "counts": {"clean": counts[None, 0], **{c: [counts[c, s] for s in severities] for c in corruptions}},
+    }  # fmt: skip
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    """``100 * numerator / denominator``, or None where the denominator is not positive (the baseline lost no
+    accuracy: the ratio says nothing)."""
+    return 100.0 * numerator / denominator if denominator > 0 else None
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    values = list(values)
+    return None if not values or any(v is None for v in values) else sum(values) / len(values)  # type: ignore[misc]
+
+
+def corruption_errors(result: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str, Any]:
+    """ImageNet-C's corruption errors of ``result`` relative to ``baseline`` (both from
+    :func:`corruption_accuracy`, on the same corruptions and severities), in % (100: as bad as the baseline).
+
+    Returns ``{"ce": {corruption: CE_c}, "mce", "relative_ce": {corruption: RelCE_c}, "relative_mce"}`` (see the
+    module docstring). A ratio whose baseline denominator is 0 (no baseline error, or no baseline loss under that
+    corruption) is None, and so is a mean over it. Raises ``ValueError`` when the two cover different
+    corruptions or severities.
+    """
+    if list(result["corruptions"]) != list(baseline["corruptions"]) or list(result["severities"]) != list(
+        baseline["severities"]
+    ):
+        raise ValueError("corruption_errors: the result and the baseline cover different corruptions or severities")
+    ce, relative = {}, {}
+    clean, base_clean = 100.0 - result["clean_top1"], 100.0 - baseline["clean_top1"]
+    for c in result["corruptions"]:
+        errors = [100.0 - a for a in result["top1"][c]]
+        base = [100.0 - a for a in baseline["top1"][c]]
+        ce[c] = _ratio(sum(errors), sum(base))
+        relative[c] = _ratio(sum(e - clean for e in errors), sum(b - base_clean for b in base))
+    return {"ce": ce, "mce": _mean(ce.values()), "relative_ce": relative, "relative_mce": _mean(relative.values())}
+
+
+def corruption_rows(result: Mapping[str, Any], label: str = "model") -> list[dict[str, Any]]:
+    """One row per corruption × severity (the columns of :data:`CORRUPTION_COLUMNS`), after a ``clean`` row of
+    severity 0; ``baseline_top1`` from ``result["baseline"]`` when present, else None."""
+    base = result.get("baseline")
+    rows = [{"model": label, "corruption": "clean", "severity": 0, "n": result["n"], "top1": result["clean_top1"],
+             "baseline_top1": base["clean_top1"] if base else None}]  # fmt: skip
+    for c in result["corruptions"]:
+        for k, s in enumerate(result["severities"]):
+            rows.append({"model": label, "corruption": c, "severity": s, "n": result["n"], "top1": result["top1"][c][k],
+                         "baseline_top1": base["top1"][c][k] if base else None})  # fmt: skip
+    return rows
+
+
+def write_corruptions(result: Mapping[str, Any], out_dir: str | Path, label: str = "model") -> tuple[Path, Path]:
+    """``out_dir/corruptions.csv`` (:func:`corruption_rows`) and ``out_dir/corruptions.json`` (``result`` with
+    ``"model": label``). Returns both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = out / "corruptions.csv", out / "corruptions.json"
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CORRUPTION_COLUMNS)
+        writer.writeheader()
+        writer.writerows(corruption_rows(result, label))
+    json_path.write_text(json.dumps({"model": label, **result}, indent=1) + "\n", encoding="utf-8")
+    return csv_path, json_path
+
+
+def _heatmap_figure(result: Mapping[str, Any], title: str) -> Figure:
+    """Top-1 % as colour and number, one row per corruption and one column per severity (Agg canvas: no global
+    backend is set)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names, severities = list(result["corruptions"]), list(result["severities"])
+    grid = [result["top1"][c] for c in names]
+    fig = Figure(figsize=(1.4 + 0.75 * len(severities), 1.3 + 0.32 * len(names)))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    shown = ax.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    for i, row in enumerate(grid):
+        for j, value in enumerate(row):
+            ax.text(
+                j, i, f"{value:.1f}", ha="center", va="center", fontsize=7, color="white" if value < 60 else "black"
+            )
+    ax.set_xticks(range(len(severities)), [str(s) for s in severities])
+    ax.set_yticks(range(len(names)), [n.replace("_", " ") for n in names], fontsize=8)
+    ax.set_xlabel("severity")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(shown, ax=ax, label="top-1 accuracy (%)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_corruption_heatmap(result: Mapping[str, Any], out: str | Path, label: str | None = None) -> Path:
+    """PNG heat map of ``result`` (:func:`corruption_accuracy`): corruption × severity top-1 %, titled with the
+    model (``label``, else ``result["model"]``), its clean and mean corruption accuracy. Returns ``out``."""
+    label = label or str(result.get("model", "model"))
+    title = f"{label}: clean {result['clean_top1']:.1f}%, mean corrupted {result['mean_corruption_top1']:.1f}%"
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _heatmap_figure(result, title).savefig(out, dpi=110)
+    return out

@@ -1,0 +1,107 @@
+"""Accuracy under corruption (visionlab.robustness.corruption_eval): equal to a hand loop over the same corrupted
+batches, for a dataset (with or without worker processes) and for a loader; ImageNet-C's CE and relative CE on a
+hand-computed case; the CSV, JSON and heat map written."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, TensorDataset
+
+from visionlab.robustness import (
+    CORRUPTION_COLUMNS,
+    corrupt,
+    corruption_accuracy,
+    corruption_errors,
+    plot_corruption_heatmap,
+    write_corruptions,
+)
+
+from .conftest import tiny_model
+
+CORRUPTIONS, SEVERITIES = ("gaussian_noise", "contrast"), (1, 5)
+
+
+def _data(channels: int, n: int = 10) -> TensorDataset:
+    gen = torch.Generator().manual_seed(channels)
+    images = torch.rand(n, channels, 6, 6, generator=gen, dtype=torch.float64)
+    return TensorDataset(images, torch.randint(0, 5, (n,), generator=gen))
+
+
+def _hand_top1(model: torch.nn.Module, data: TensorDataset, corruption: str | None, severity: int) -> float:
+    images, labels = data.tensors
+    with torch.no_grad():
+        predicted = model(corrupt(images, corruption, severity, seed=3)).argmax(1)
+    return 100.0 * float((predicted == labels).double().mean())
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_accuracy_is_a_hand_loop_over_the_same_corrupted_images(channels: int) -> None:
+    model, data = tiny_model(channels=channels), _data(channels)
+    result = corruption_accuracy(model, data, CORRUPTIONS, SEVERITIES, seed=3, batch_size=4)
+    assert result["n"] == 10 and result["clean_top1"] == pytest.approx(_hand_top1(model, data, None, 0))
+    for c in CORRUPTIONS:
+        assert result["top1"][c] == pytest.approx([_hand_top1(model, data, c, s) for s in SEVERITIES])
+    assert result["mean_corruption_top1"] == pytest.approx(sum(sum(v) for v in result["top1"].values()) / 4)
+    assert result["counts"]["clean"] == round(result["clean_top1"] / 10)
+
+
+def test_a_loader_and_worker_processes_give_the_datasets_result() -> None:
+    model, data = tiny_model(channels=3), _data(3)
+    expected = corruption_accuracy(model, data, ["shot_noise"], [3], seed=1, batch_size=10)
+    loader = DataLoader(data, batch_size=3)
+    assert corruption_accuracy(model, loader, ["shot_noise"], [3], seed=1) == expected
+    assert corruption_accuracy(model, data, ["shot_noise"], [3], seed=1, batch_size=4, workers=2) == expected
+
+
+def test_the_models_modes_are_restored() -> None:
+    model = tiny_model(channels=1, dropout=True).train()
+    corruption_accuracy(model, _data(1), ["contrast"], [1])
+    assert all(m.training for m in model.modules())
+
+
+def test_corruption_errors_on_a_hand_computed_case() -> None:
+    """Model errors (%) 20/40 and 10/30 under a and b, clean 5; baseline 40/60 and 20/20, clean 10.
+    CE_a = 60/100, CE_b = 40/40; RelCE_a = (15+35)/(30+50), RelCE_b = (5+25)/(10+10)."""
+    result = {
+        "corruptions": ["a", "b"],
+        "severities": [1, 2],
+        "clean_top1": 95.0,
+        "top1": {"a": [80, 60], "b": [90, 70]},
+    }
+    base = {"corruptions": ["a", "b"], "severities": [1, 2], "clean_top1": 90.0, "top1": {"a": [60, 40], "b": [80, 80]}}
+    errors = corruption_errors(result, base)
+    assert errors["ce"] == pytest.approx({"a": 60.0, "b": 100.0})
+    assert errors["mce"] == pytest.approx(80.0)
+    assert errors["relative_ce"] == pytest.approx({"a": 62.5, "b": 150.0})
+    assert errors["relative_mce"] == pytest.approx(106.25)
+
+
+def test_a_baseline_that_loses_nothing_leaves_the_relative_error_undefined() -> None:
+    result = {"corruptions": ["a"], "severities": [1], "clean_top1": 90.0, "top1": {"a": [80.0]}}
+    base = {"corruptions": ["a"], "severities": [1], "clean_top1": 70.0, "top1": {"a": [70.0]}}
+    errors = corruption_errors(result, base)
+    assert errors["ce"]["a"] == pytest.approx(20 / 30 * 100)
+    assert errors["relative_ce"] == {"a": None} and errors["relative_mce"] is None
+    with pytest.raises(ValueError, match="different corruptions or severities"):
+        corruption_errors(result, {**base, "severities": [2]})
+
+
+def test_the_table_json_and_heat_map_are_written(tmp_path: Path) -> None:
+    result = corruption_accuracy(tiny_model(channels=1), _data(1), CORRUPTIONS, SEVERITIES)
+    csv_path, json_path = write_corruptions(result, tmp_path, "tiny")
+    with open(csv_path, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == CORRUPTION_COLUMNS and len(rows) == 1 + 4
+    assert rows[0]["corruption"] == "clean" and float(rows[0]["top1"]) == result["clean_top1"]
+    assert [(r["corruption"], r["severity"]) for r in rows[1:3]] == [("gaussian_noise", "1"), ("gaussian_noise", "5")]
+    assert rows[4]["baseline_top1"] == "" and float(rows[4]["top1"]) == result["top1"]["contrast"][1]
+    assert json.loads(json_path.read_text()) == {"model": "tiny", **result}
+    png = plot_corruption_heatmap(result, tmp_path / "heat.png", "tiny")
+    with Image.open(png) as picture:
+        assert picture.format == "PNG" and picture.size[0] > 200
