@@ -3,7 +3,8 @@
 Everything works on pixels in [0, 1] (every visionlab model normalizes inside), so every ``eps`` and step size
 is in pixel units. ``steps`` holds the threat models (L∞ / L2 balls), ``attacks`` PGD, FGSM, the course's
 original attack and an AutoAttack wrapper, ``evaluate`` robust accuracy and sweeps, ``training`` the adversarial
-training objectives (drop-in replacements for :class:`visionlab.engine.ClassificationTask`).
+training objectives (drop-in replacements for :class:`visionlab.engine.ClassificationTask`), ``smoothing``
+certified L2 robustness by randomized smoothing (Cohen et al. 2019; σ in pixel units too).
 """
 
 from visionlab.robustness.attacks import (
@@ -25,6 +26,16 @@ from visionlab.robustness.evaluate import (
     write_sweep,
 )
 from visionlab.robustness.monitor import RobustMonitor
+from visionlab.robustness.smoothing import (
+    ABSTAIN,
+    DEFAULT_RADII,
+    Certification,
+    GaussianNoiseTraining,
+    SmoothedClassifier,
+    clopper_pearson_lower,
+    noise_block,
+    plot_certified_accuracy,
+)
 from visionlab.robustness.steps import L2Step, LinfStep, Radius, Step, default_step, make_step
 from visionlab.robustness.training import (
     FGSMRSTraining,
@@ -35,28 +46,36 @@ from visionlab.robustness.training import (
 )
 
 __all__ = [
+    "ABSTAIN",
+    "DEFAULT_RADII",
     "FGSM",
     "PGD",
     "SWEEP_COLUMNS",
     "Attack",
     "AutoAttack",
+    "Certification",
     "FGSMRSTraining",
+    "GaussianNoiseTraining",
     "L2Step",
     "LinfStep",
     "NFGSMTraining",
     "PGDTraining",
     "Radius",
     "RobustMonitor",
+    "SmoothedClassifier",
     "Step",
     "TRADESTraining",
     "ascend",
     "attack_context",
     "check_images",
+    "clopper_pearson_lower",
     "default_step",
     "make_step",
+    "noise_block",
     "original_attack",
     "plot_accuracy_vs_eps",
     "plot_accuracy_vs_steps",
+    "plot_certified_accuracy",
     "robust_accuracy_on_batch",
     "robust_evaluate",
     "sweep",
