@@ -8,6 +8,7 @@ commands write next to the checkpoint by default.
     RUN/attack/{original,adversarial,difference}.png                          visionlab attack --resume RUN/... -v
     RUN/attack/attack.json                                                    visionlab attack --resume RUN/...
     RUN/robustness/sweep.json                                                 visionlab robustness --resume RUN/...
+    RUN/certify/certify.json                                                  visionlab certify --resume RUN/...
     RUN/conv/native/, RUN/conv/custom/     visionlab train --out RUN/conv/native [--use-custom-conv] (make demo)
 
 The last are run directories of their own: one short training run, trained once with each convolution, that the
@@ -33,6 +34,8 @@ BEST, LAST = "model_best.pth.tar", "checkpoint.pth.tar"
 _RUN_FILES = ("config.yaml", "metrics.jsonl")  # a directory holding either is a run directory
 # What the report reads of each row of sweep.json (visionlab.robustness.SWEEP_COLUMNS holds them all).
 _SWEEP_KEYS = {"model", "sweep", "norm", "eps", "steps", "n", "clean_top1", "robust_top1"}
+# What the report reads of certify.json (visionlab.robustness.Certification.to_dict writes them).
+_CERTIFY_KEYS = {"sigma", "n0", "n", "alpha", "images", "abstained", "certified_accuracy", "images_detail"}
 
 
 @dataclass
@@ -103,6 +106,21 @@ class Run:
             if not isinstance(row, dict) or not set(row) >= _SWEEP_KEYS:
                 raise RunDirError(f"{path}: row {number} lacks one of {sorted(_SWEEP_KEYS)}")
         return rows
+
+    def certification(self) -> dict[str, Any] | None:
+        """The result of ``visionlab certify`` (``certify/certify.json``), or None."""
+        return _certification(self)
+
+
+def _certification(run: Run) -> dict[str, Any] | None:
+    """``certify/certify.json`` of ``run`` (``visionlab certify``), or None; its keys checked."""
+    path = run.file("certify", "certify.json")
+    if path is None:
+        return None
+    result = _read_json(path, dict)
+    if not set(result) >= _CERTIFY_KEYS:
+        raise RunDirError(f"{path}: lacks one of {sorted(_CERTIFY_KEYS)}")
+    return result
 
 
 def load_run(path: str | Path, label: str | None = None) -> Run:

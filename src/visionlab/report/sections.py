@@ -9,8 +9,8 @@ What the report computes and what it reads:
 - **Read from the run directory** (written by training or by commands that can take minutes to hours, which a
   report must not rerun unasked): the configuration and training curves (``config.yaml``, ``metrics.jsonl``),
   the saliency grids of ``visionlab saliency`` (its settings, e.g. SmoothGrad, win over the report's plain
-  gradient), the adversarial grids and numbers of ``visionlab attack -v``, and the robustness sweep of
-  ``visionlab robustness``.
+  gradient), the adversarial grids and numbers of ``visionlab attack -v``, the robustness sweep of
+  ``visionlab robustness``, and the certified accuracy of ``visionlab certify``.
 
 A section whose inputs are missing says which command produces them; it never stays blank or raises. The custom
 vs native convolution comparison appears when two of the runs differ only in ``conv``, and for each run whose
@@ -48,6 +48,7 @@ SECTIONS = (
     ("saliency", "Saliency maps"),
     ("adversarial", "Original, adversarial and difference images"),
     ("robustness", "Robustness curves"),
+    ("certified", "Certified robustness"),
     ("conv", "Custom vs native convolution"),
 )
 # Settings that say where and how verbosely a run was written, not what it computed: two runs that differ only
@@ -81,6 +82,7 @@ def build_report(runs: Sequence[Run], analyses: Analyses | None = None, *, gener
         "saliency": lambda: _each(runs, lambda r: _saliency(r, analyses)),
         "adversarial": lambda: _each(runs, _adversarial),
         "robustness": lambda: _each(runs, _robustness),
+        "certified": lambda: _each(runs, _certified),
         "conv": lambda: _conv(runs, analyses),
     }
     # A model visionlab did not train has no configuration, training curves or convolution pair to show.
@@ -480,6 +482,30 @@ def _robustness(run: Run) -> str:
         )
     )
     return Raw('<div class="pair">' + "".join(parts[:-1]) + "</div>" + parts[-1])
+
+
+def _certified(run: Run) -> str:
+    from visionlab.robustness import Certification, plot_certified_accuracy
+
+    result = run.certification()
+    if result is None:
+        return missing(
+            Raw(
+                "certified accuracy against L2 radius by randomized smoothing: run "
+                f"{_command('visionlab', 'certify', *run.model_arguments(), '--sigma', '0.25')} (σ as the model "
+                f"was trained with, {code('visionlab train --noise-sigma 0.25')})."
+            )
+        )
+    settings = f"σ = {result['sigma']:g}, n0 = {result['n0']}, n = {result['n']}, α = {result['alpha']:g}"
+    with tempfile.TemporaryDirectory(prefix="visionlab-report-") as tmp:
+        label = str(result.get("model", run.label))
+        png = plot_certified_accuracy({label: Certification.from_dict(result)}, Path(tmp) / "certified.png")
+        caption = f"Certified top-1 accuracy against L2 radius (pixel units) of the smoothed model, {settings}."
+        drawn = figure(png.read_bytes(), f"Certified accuracy against L2 radius for {label}", caption)
+    rows = [[_num(f"{r['radius']:g}"), _num(_pct(r["accuracy"]))] for r in result["certified_accuracy"]]
+    caption = (f"visionlab certify ({run.path / 'certify' / 'certify.json'}): {result['images']} images, "
+               f"{result['abstained']} abstained, {settings}")  # fmt: skip
+    return Raw(drawn + table(["L2 radius", "certified top-1 %"], rows, caption=caption))
 
 
 def conv_pairs(runs: Sequence[Run]) -> list[tuple[Run, Run]]:
