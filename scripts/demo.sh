@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo tour (`make demo`): fetch Fashion-MNIST, train SimpleNet, evaluate, explain (saliency), attack (PGD),
-# sweep its robustness (accuracy against eps and PGD steps), compare the custom and the native convolution, write
-# the HTML report; then print where each stage's time went and the report's path.
+# sweep its robustness (accuracy against eps and PGD steps), certify it (randomized smoothing), compare the custom
+# and the native convolution, write the HTML report; then print where each stage's time went and the report's path.
 #
 #   scripts/demo.sh [VISIONLAB] [RUN_DIR]     (defaults: .venv/bin/visionlab, runs/demo-<date>-<time>)
 #
@@ -41,6 +41,9 @@ stage attack "$VL" attack --resume "$CKPT" --attack pgd --eps 0.1 --steps 10 --l
 # Small on purpose: 500 images, PGD-10 at five radii, then 1-10 steps at eps 0.05, where the steps still matter.
 stage robustness "$VL" robustness --resume "$CKPT" --eps 0 0.025 0.05 0.1 0.2 --steps 1 2 5 10 --at-eps 0.05 \
     --limit-val 500
+# Small on purpose too: 100 images, 1,100 noisy copies each, at Cohen et al.'s smallest sigma (the demo model is not
+# trained with noise; `visionlab train --noise-sigma 0.12` would be).
+stage certify "$VL" certify --resume "$CKPT" --sigma 0.12 --n0 100 --n 1000 --limit-val 100
 stage conv conv_pair
 stage report "$VL" report "$RUN" --out "$RUN/report.html"
 

@@ -39,19 +39,20 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[list[
 
 def test_demo_runs_the_tour_in_order_with_valid_commands(recorded: tuple[Path, list[list[str]], str]) -> None:
     run, argvs, out = recorded
-    commands = ["data", "train", "eval", "saliency", "attack", "robustness", "train", "train", "report"]
+    commands = ["data", "train", "eval", "saliency", "attack", "robustness", "certify", "train", "train", "report"]
     assert [a[0] for a in argvs] == commands
     parser = build_parser()
     for argv in argvs:
         parser.parse_args(argv)  # every flag exists (argparse exits on an unknown one)
     assert argvs[1][argvs[1].index("--out") + 1] == str(run)
-    assert all(str(run / "model_best.pth.tar") in a for a in argvs[2:6])
-    native, custom = argvs[6], argvs[7]
+    assert all(str(run / "model_best.pth.tar") in a for a in argvs[2:7])
+    native, custom = argvs[7], argvs[8]
     assert native[native.index("--out") + 1] == str(run / "conv" / "native")
     assert custom[custom.index("--out") + 1] == str(run / "conv" / "custom")
     assert custom[: custom.index("--out")] == [*native[: native.index("--out")], "--use-custom-conv"]
     stages = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
-    assert stages == ["fetch", "train", "eval", "saliency", "attack", "robustness", "conv", "report", "total"]
+    assert stages == ["fetch", "train", "eval", "saliency", "attack", "robustness", "certify", "conv", "report",
+                      "total"]  # fmt: skip
     assert f"report: {run}/report.html" in out
 
 
