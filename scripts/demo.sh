@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The demo tour (`make demo`): fetch Fashion-MNIST, train SimpleNet, evaluate, explain (saliency; then saliency,
 # SmoothGrad, Integrated Gradients and Grad-CAM side by side), attack (PGD), sweep its robustness (accuracy against
-# eps and PGD steps) and its accuracy under common corruptions, compare the custom and the native convolution, write
-# the HTML report; then print where each stage's time went and the report's path.
+# eps and PGD steps), its accuracy under common corruptions, certify it (randomized smoothing), compare the custom and
+# the native convolution, write the HTML report; then print where each stage's time went and the report's path.
 #
 #   scripts/demo.sh [VISIONLAB] [RUN_DIR]     (defaults: .venv/bin/visionlab, runs/demo-<date>-<time>)
 #
@@ -46,6 +46,9 @@ stage robustness "$VL" robustness --resume "$CKPT" --eps 0 0.025 0.05 0.1 0.2 --
     --limit-val 500
 # Small on purpose: the 15 corruptions at severities 1, 3 and 5 on 500 images.
 stage corruptions "$VL" corruptions --resume "$CKPT" --severities 1 3 5 --limit-val 500
+# Small on purpose too: 100 images, 1,100 noisy copies each, at Cohen et al.'s smallest sigma (the demo model is not
+# trained with noise; `visionlab train --noise-sigma 0.12` would be).
+stage certify "$VL" certify --resume "$CKPT" --sigma 0.12 --n0 100 --n 1000 --limit-val 100
 stage conv conv_pair
 stage report "$VL" report "$RUN" --out "$RUN/report.html"
 

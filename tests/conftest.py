@@ -190,8 +190,8 @@ def cached_imagenet_resnet18(hub_cache: Path, resnet18_state_file: Path, monkeyp
 
 # Tiny real runs for the report tests (tests/report) and visionlab report's (tests/cli/test_report.py): SimpleNet
 # trained one epoch on a few hundred generated Fashion-MNIST-format images, once with the native and once with the
-# custom convolution, plus the outputs of ``visionlab attack -v``, ``visionlab saliency`` and ``visionlab robustness``
-# for the first.
+# custom convolution, plus the outputs of ``visionlab attack -v``, ``visionlab saliency``, ``visionlab robustness``
+# and ``visionlab certify`` for the first.
 @dataclass
 class TinyRuns:
     data: str  # the dataset spec both runs were trained on
@@ -222,4 +222,6 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> TinyRuns:
     assert main(["robustness", "--resume", best, *sweep, quiet]) == 0
     assert main(["corruptions", "--resume", best, "--corruptions", "fog", "--severities", "2", "--limit-val", "8",
                  "--json", quiet]) == 0  # fmt: skip
+    smoothing = ["--sigma", "0.12", "--n0", "10", "--n", "50", "--limit-val", "8"]
+    assert main(["certify", "--resume", best, *smoothing, quiet]) == 0
     return TinyRuns(data, native, custom)

@@ -39,21 +39,21 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[list[
 
 def test_demo_runs_the_tour_in_order_with_valid_commands(recorded: tuple[Path, list[list[str]], str]) -> None:
     run, argvs, out = recorded
-    commands = ["data", "train", "eval", "saliency", "explain", "attack", "robustness", "corruptions", "train", "train",
-                "report"]  # fmt: skip
+    commands = ["data", "train", "eval", "saliency", "explain", "attack", "robustness", "corruptions", "certify",
+                "train", "train", "report"]  # fmt: skip
     assert [a[0] for a in argvs] == commands
     parser = build_parser()
     for argv in argvs:
         parser.parse_args(argv)  # every flag exists (argparse exits on an unknown one)
     assert argvs[1][argvs[1].index("--out") + 1] == str(run)
-    assert all(str(run / "model_best.pth.tar") in a for a in argvs[2:8])
-    native, custom = argvs[8], argvs[9]
+    assert all(str(run / "model_best.pth.tar") in a for a in argvs[2:9])
+    native, custom = argvs[9], argvs[10]
     assert native[native.index("--out") + 1] == str(run / "conv" / "native")
     assert custom[custom.index("--out") + 1] == str(run / "conv" / "custom")
     assert custom[: custom.index("--out")] == [*native[: native.index("--out")], "--use-custom-conv"]
     stages = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
-    assert stages == ["fetch", "train", "eval", "saliency", "explain", "attack", "robustness", "corruptions", "conv",
-                      "report",
+    assert stages == ["fetch", "train", "eval", "saliency", "explain", "attack", "robustness", "corruptions", "certify",
+                      "conv", "report",
                       "total"]  # fmt: skip
     assert f"report: {run}/report.html" in out
 

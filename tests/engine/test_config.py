@@ -66,6 +66,8 @@ BAD = [
     ("adv_mix", 1.01, "a number in [0, 1], got 1.01"),
     ("adv_mix", -0.01, "a number in [0, 1], got -0.01"),
     ("trades_beta", -0.01, "a number >= 0, got -0.01"),
+    ("noise_sigma", 0.0, "a number > 0, got 0.0"),
+    ("noise_sigma", float("inf"), "a number > 0"),
     ("select_by", "loss", "must be one of clean, robust, got 'loss'"),
     ("robust_val", 0, "an integer >= 1, got 0"),
     ("tta", None, "true or false"),
@@ -103,6 +105,7 @@ EDGES = [
     ("pretrained", "weights.pth"), ("freeze_backbone", True), ("unfreeze_at", None), ("head_lr_mult", 1e-6),
     ("head_lr_mult", 100.0), ("ema", 0.0), ("ema", 0.9999), ("limit_val", 1), ("adv_eps", 1.0), ("adv_eps", 1e-9),
     ("adv_steps", 1), ("adv_step", 1.0), ("adv_step", 1e-9), ("adv_mix", 0.0), ("adv_mix", 1.0), ("trades_beta", 0.0),
+    ("noise_sigma", None), ("noise_sigma", 1e-9), ("noise_sigma", 2.0),
     ("robust_val", 1), ("augment", "none"), ("augment", None), ("compile", None), ("data_root", None), ("out", None),
 ]  # fmt: skip
 

@@ -67,22 +67,23 @@ def test_report_renders_in_chromium(report: Path, browser: Chromium, tiny_runs: 
         per_section[i["section"]] = per_section.get(i["section"], 0) + 1
     # curves of both runs (one figure) | 12 cards per run | 3 saliency files (native) + 2 computed grids (custom) |
     # the explain figure (native) | 3 attack grids (native) | eps and steps plots (native) | corruption heat map
-    # (native) | the conv pair's curves
+    # (native) | the certified accuracy curve (native) | the conv pair's curves
     assert per_section == {"curves": 1, "predictions": 24, "saliency": 5, "explanations": 1, "adversarial": 3,
-                           "robustness": 2, "corruptions": 1, "conv": 1}  # fmt: skip
+                           "robustness": 2, "corruptions": 1, "certified": 1, "conv": 1}  # fmt: skip
 
     sections = browser.evaluate(
         "Array.from(document.querySelectorAll('main > section'), s => [s.id, s.querySelector('h2').textContent])"
     )
     assert sections == [list(s) for s in SECTIONS]
     headings = browser.evaluate("Array.from(document.querySelectorAll('h3'), h => h.textContent)")
-    assert headings.count("native") == 8 and headings.count("custom") == 8  # each run under each per-run section
-    # The native run has every artefact; the custom run lacks explain, attack, sweep and corruption files: its
-    # sections say how to get them.
+    assert headings.count("native") == 9 and headings.count("custom") == 9  # each run under each per-run section
+    # The native run has every artefact; the custom run lacks explain, attack, sweep, corruption and certification
+    # files: its sections say how to get them.
     missing = browser.evaluate(
         "Array.from(document.querySelectorAll('p.missing'), p => [p.closest('section').id, p.textContent])"
     )
-    assert {s for s, _ in missing} == {"metrics", "explanations", "adversarial", "robustness", "corruptions"}
+    assert {s for s, _ in missing} == {"metrics", "explanations", "adversarial", "robustness", "corruptions",
+                                       "certified"}  # fmt: skip
     assert all(str(tiny_runs.custom / "model_best.pth.tar") in text for _, text in missing)
     tables = browser.evaluate("document.querySelectorAll('table caption').length")
     assert tables >= 10

@@ -19,6 +19,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 
 from visionlab.cli.analysis import add_analysis_commands
+from visionlab.cli.certify import add_certify_command
 from visionlab.cli.common import FIELD_FLAGS, CLIError, check_data_flags, format_user_error, reads_data_root
 from visionlab.cli.corruptions import add_corruptions_command
 from visionlab.cli.data import add_data_commands
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_analysis_commands(sub)
     add_explain_command(sub)
     add_corruptions_command(sub)
+    add_certify_command(sub)
     add_report_command(sub)
     return parser
 

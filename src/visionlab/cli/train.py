@@ -36,7 +36,7 @@ _TRAIN_FIELDS = (
     "batch_size", "optimizer", "lr", "momentum", "weight_decay", "warmup", "clip_grad", "label_smoothing", "tta",
     "seed", "device", "amp", "channels_last", "out", "print_freq", "adv_train", "adv_eps", "adv_steps", "adv_step",
     "adv_mix", "trades_beta", "select_by", "robust_val", "pretrained", "freeze_backbone", "unfreeze_at", "head_lr_mult",
-    "compile", "sync_bn", "cache_images", "augment", "ema",
+    "compile", "sync_bn", "cache_images", "augment", "ema", "noise_sigma",
 )  # fmt: skip
 # Fields a full resume may change: they do not alter the arithmetic of the run.
 _RUNTIME_FIELDS = (
@@ -68,6 +68,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     _add_finetune_arguments(p)
     _add_optimization_arguments(p)
     _add_adversarial_arguments(p)
+    _add_noise_arguments(p)
     _add_run_arguments(p)
 
 
@@ -139,6 +140,14 @@ def _add_adversarial_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--select-by", choices=("clean", "robust"),
                    help="model_best by clean top-1 (default) or PGD-10 top-1 on --robust-val images")  # fmt: skip
     a.add_argument("--robust-val", type=int, metavar="N", help="validation images for PGD top-1 (default 1000)")
+
+
+def _add_noise_arguments(p: argparse.ArgumentParser) -> None:
+    """The Gaussian-augmentation flag of ``train`` (training for ``visionlab certify``)."""
+    g = p.add_argument_group("randomized smoothing (L2, pixel units)")
+    g.add_argument("--noise-sigma", type=float, metavar="S",
+                   help="train on images plus N(0, S^2) noise, fresh every step, not clipped (Cohen et al.'s "
+                        "Gaussian augmentation; certify with the same --sigma); not with --adv-train")  # fmt: skip
 
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:

@@ -23,6 +23,10 @@ __all__ = ["OPTIMIZERS", "Range", "TrainConfig", "check_field"]
 OPTIMIZERS = ("sgd", "adamw")
 ADV_TRAIN = ("pgd", "fgsm-rs", "n-fgsm", "trades")
 SELECT_BY = ("clean", "robust")
+NOISE_WITH_ADV_TRAIN = (
+    "not with adv_train: Gaussian augmentation trains for randomized smoothing, adversarial training for PGD; "
+    "combining them (Salman et al.'s SmoothAdv) is a different objective"
+)
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
@@ -200,6 +204,7 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
         "adv_step": Range(0, 1, low_open=True, optional=True),
         "adv_mix": Range(0, 1),
         "trades_beta": Range(0),
+        "noise_sigma": Range(0, low_open=True, optional=True),
         "select_by": _one_of(lambda: SELECT_BY),
         "robust_val": Range(1, integer=True),
         "tta": _flag,
@@ -271,6 +276,9 @@ class TrainConfig:
     adv_step: float | None = None  # None: 2.5 eps / steps (PGD, TRADES), 1.25 eps (FGSM-RS), eps (N-FGSM)
     adv_mix: float = 0.0  # weight of the clean loss (the course blended 50/50); not TRADES
     trades_beta: float = 6.0
+    # Gaussian data augmentation for randomized smoothing (Cohen et al. 2019): train on x + N(0, noise_sigma^2 I),
+    # pixel units, not clipped; None: off. Not with adv_train.
+    noise_sigma: float | None = None
     # which epoch model_best keeps: best clean top-1, or best PGD-10 top-1 on the first robust_val val images
     select_by: str = "clean"
     robust_val: int = 1000
@@ -318,6 +326,8 @@ class TrainConfig:
             )
         self._check_fine_tuning()
         self._check_architecture()
+        if self.noise_sigma is not None and self.adv_train is not None:
+            raise ConfigError(NOISE_WITH_ADV_TRAIN, field="noise_sigma")
         return self
 
     def _check_fine_tuning(self) -> None:

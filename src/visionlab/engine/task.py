@@ -17,10 +17,17 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from visionlab.engine.config import ADV_TRAIN, TrainConfig
+from visionlab.engine.config import ADV_TRAIN, NOISE_WITH_ADV_TRAIN, TrainConfig
 from visionlab.engine.loaders import limit
 from visionlab.errors import ConfigError
-from visionlab.robustness import FGSMRSTraining, NFGSMTraining, PGDTraining, RobustMonitor, TRADESTraining
+from visionlab.robustness import (
+    FGSMRSTraining,
+    GaussianNoiseTraining,
+    NFGSMTraining,
+    PGDTraining,
+    RobustMonitor,
+    TRADESTraining,
+)
 from visionlab.runtime import DistContext
 
 __all__ = ["ClassificationTask", "Objective", "build_monitor", "build_task"]
@@ -50,8 +57,13 @@ class ClassificationTask:
 def build_task(cfg: TrainConfig) -> Objective:
     """The objective ``cfg`` asks for: cross-entropy with ``cfg.label_smoothing``, on clean images or, with
     ``cfg.adv_train``, on adversarial ones (:mod:`visionlab.robustness.training`; the smoothing applies to the
-    training loss, never to what the adversary maximises)."""
+    training loss, never to what the adversary maximises), or, with ``cfg.noise_sigma``, on images with Gaussian
+    noise (:class:`~visionlab.robustness.GaussianNoiseTraining`, for randomized smoothing)."""
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    if cfg.noise_sigma is not None:
+        if cfg.adv_train is not None:
+            raise ConfigError(NOISE_WITH_ADV_TRAIN, field="noise_sigma")
+        return GaussianNoiseTraining(cfg.noise_sigma, criterion=criterion)
     if cfg.adv_train is None:
         return ClassificationTask(criterion)
     if cfg.adv_train == "pgd":

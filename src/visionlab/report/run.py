@@ -10,6 +10,7 @@ commands write next to the checkpoint by default.
     RUN/explain/{explain.png,explain.json}                                    visionlab explain --resume RUN/...
     RUN/robustness/sweep.json                                                 visionlab robustness --resume RUN/...
     RUN/corruptions/corruptions.{json,png}                                    visionlab corruptions --resume RUN/...
+    RUN/certify/certify.json                                                  visionlab certify --resume RUN/...
     RUN/conv/native/, RUN/conv/custom/     visionlab train --out RUN/conv/native [--use-custom-conv] (make demo)
 
 The last are run directories of their own: one short training run, trained once with each convolution, that the
@@ -37,6 +38,8 @@ _RUN_FILES = ("config.yaml", "metrics.jsonl")  # a directory holding either is a
 _SWEEP_KEYS = {"model", "sweep", "norm", "eps", "steps", "n", "clean_top1", "robust_top1"}
 # What the report reads of corruptions.json (visionlab.robustness.corruption_accuracy's result).
 _CORRUPTION_KEYS = {"model", "n", "seed", "corruptions", "severities", "clean_top1", "top1", "mean_corruption_top1"}
+# What the report reads of certify.json (visionlab.robustness.Certification.to_dict writes them).
+_CERTIFY_KEYS = {"sigma", "n0", "n", "alpha", "images", "abstained", "certified_accuracy", "images_detail"}
 
 
 @dataclass
@@ -121,6 +124,16 @@ class Run:
         result = _read_json(path, dict)
         if not set(result) >= _CORRUPTION_KEYS:
             raise RunDirError(f"{path}: lacks one of {sorted(_CORRUPTION_KEYS)}")
+        return result
+
+    def certification(self) -> dict[str, Any] | None:
+        """The result of ``visionlab certify`` (``certify/certify.json``), or None."""
+        path = self.file("certify", "certify.json")
+        if path is None:
+            return None
+        result = _read_json(path, dict)
+        if not set(result) >= _CERTIFY_KEYS:
+            raise RunDirError(f"{path}: lacks one of {sorted(_CERTIFY_KEYS)}")
         return result
 
 

@@ -10,8 +10,8 @@ What the report computes and what it reads:
   report must not rerun unasked): the configuration and training curves (``config.yaml``, ``metrics.jsonl``),
   the saliency grids of ``visionlab saliency`` (its settings, e.g. SmoothGrad, win over the report's plain
   gradient), the methods side by side of ``visionlab explain``, the adversarial grids and numbers of
-  ``visionlab attack -v``, the robustness sweep of ``visionlab robustness``, and the corruption table and heat map
-  of ``visionlab corruptions``.
+  ``visionlab attack -v``, the robustness sweep of ``visionlab robustness``, the corruption table and heat map of
+  ``visionlab corruptions``, and the certified accuracy of ``visionlab certify``.
 
 A section whose inputs are missing says which command produces them; it never stays blank or raises. The custom
 vs native convolution comparison appears when two of the runs differ only in ``conv``, and for each run whose
@@ -51,6 +51,7 @@ SECTIONS = (
     ("adversarial", "Original, adversarial and difference images"),
     ("robustness", "Robustness curves"),
     ("corruptions", "Common corruptions"),
+    ("certified", "Certified robustness"),
     ("conv", "Custom vs native convolution"),
 )
 # Settings that say where and how verbosely a run was written, not what it computed: two runs that differ only
@@ -86,6 +87,7 @@ def build_report(runs: Sequence[Run], analyses: Analyses | None = None, *, gener
         "adversarial": lambda: _each(runs, _adversarial),
         "robustness": lambda: _each(runs, _robustness),
         "corruptions": lambda: _each(runs, _corruptions),
+        "certified": lambda: _each(runs, _certified),
         "conv": lambda: _conv(runs, analyses),
     }
     # A model visionlab did not train has no configuration, training curves or convolution pair to show.
@@ -548,6 +550,30 @@ def _corruptions(run: Run) -> str:
         "Top-1 accuracy (%) per corruption (rows) and severity (columns)",
     )  # fmt: skip
     return Raw(f"<p>{esc(summary)}.</p>" + (figure_ or "") + table(columns, rows, caption=source))
+
+
+def _certified(run: Run) -> str:
+    from visionlab.robustness import Certification, plot_certified_accuracy
+
+    result = run.certification()
+    if result is None:
+        return missing(
+            Raw(
+                "certified accuracy against L2 radius by randomized smoothing: run "
+                f"{_command('visionlab', 'certify', *run.model_arguments(), '--sigma', '0.25')} (σ as the model "
+                f"was trained with, {code('visionlab train --noise-sigma 0.25')})."
+            )
+        )
+    settings = f"σ = {result['sigma']:g}, n0 = {result['n0']}, n = {result['n']}, α = {result['alpha']:g}"
+    with tempfile.TemporaryDirectory(prefix="visionlab-report-") as tmp:
+        label = str(result.get("model", run.label))
+        png = plot_certified_accuracy({label: Certification.from_dict(result)}, Path(tmp) / "certified.png")
+        caption = f"Certified top-1 accuracy against L2 radius (pixel units) of the smoothed model, {settings}."
+        drawn = figure(png.read_bytes(), f"Certified accuracy against L2 radius for {label}", caption)
+    rows = [[_num(f"{r['radius']:g}"), _num(_pct(r["accuracy"]))] for r in result["certified_accuracy"]]
+    caption = (f"visionlab certify ({run.path / 'certify' / 'certify.json'}): {result['images']} images, "
+               f"{result['abstained']} abstained, {settings}")  # fmt: skip
+    return Raw(drawn + table(["L2 radius", "certified top-1 %"], rows, caption=caption))
 
 
 def conv_pairs(runs: Sequence[Run]) -> list[tuple[Run, Run]]:

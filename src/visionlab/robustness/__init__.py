@@ -4,7 +4,8 @@ Everything works on pixels in [0, 1] (every visionlab model normalizes inside), 
 is in pixel units. ``steps`` holds the threat models (L∞ / L2 balls), ``attacks`` PGD, FGSM, the course's
 original attack and an AutoAttack wrapper, ``evaluate`` robust accuracy and sweeps, ``training`` the adversarial
 training objectives (drop-in replacements for :class:`visionlab.engine.ClassificationTask`), ``corruptions`` the 15
-common corruptions of ImageNet-C and ``corruption_eval`` accuracy and corruption error (mCE) under them.
+common corruptions of ImageNet-C and ``corruption_eval`` accuracy and corruption error (mCE) under them, ``smoothing``
+certified L2 robustness by randomized smoothing (Cohen et al. 2019; σ in pixel units too).
 """
 
 from visionlab.robustness.attacks import (
@@ -46,6 +47,16 @@ from visionlab.robustness.evaluate import (
     write_sweep,
 )
 from visionlab.robustness.monitor import RobustMonitor
+from visionlab.robustness.smoothing import (
+    ABSTAIN,
+    DEFAULT_RADII,
+    Certification,
+    GaussianNoiseTraining,
+    SmoothedClassifier,
+    clopper_pearson_lower,
+    noise_block,
+    plot_certified_accuracy,
+)
 from visionlab.robustness.steps import L2Step, LinfStep, Radius, Step, default_step, make_step
 from visionlab.robustness.training import (
     FGSMRSTraining,
@@ -56,9 +67,11 @@ from visionlab.robustness.training import (
 )
 
 __all__ = [
+    "ABSTAIN",
     "CORRUPTIONS",
     "CORRUPTION_COLUMNS",
     "CORRUPTION_FAMILIES",
+    "DEFAULT_RADII",
     "FGSM",
     "MIN_SIDE",
     "PGD",
@@ -66,14 +79,17 @@ __all__ = [
     "SWEEP_COLUMNS",
     "Attack",
     "AutoAttack",
+    "Certification",
     "CorruptedDataset",
     "FGSMRSTraining",
+    "GaussianNoiseTraining",
     "L2Step",
     "LinfStep",
     "NFGSMTraining",
     "PGDTraining",
     "Radius",
     "RobustMonitor",
+    "SmoothedClassifier",
     "Step",
     "TRADESTraining",
     "ascend",
@@ -81,6 +97,7 @@ __all__ = [
     "check_corruptions",
     "check_images",
     "check_severities",
+    "clopper_pearson_lower",
     "corrupt",
     "corruption_accuracy",
     "corruption_errors",
@@ -89,9 +106,11 @@ __all__ = [
     "image_seed",
     "imagecorruptions_module",
     "make_step",
+    "noise_block",
     "original_attack",
     "plot_accuracy_vs_eps",
     "plot_accuracy_vs_steps",
+    "plot_certified_accuracy",
     "plot_corruption_heatmap",
     "robust_accuracy_on_batch",
     "robust_evaluate",
