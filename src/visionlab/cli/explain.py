@@ -186,10 +186,11 @@ def _run(args: argparse.Namespace) -> int:
         "figure": "explain.png",
     }  # fmt: skip
     written = [_figure(images.cpu(), maps, out / "explain.png")]
+    figures: dict[str, Any] = {}
     if checks:
         found, figures = _run_checks(args, checks, model, bundle, device, methods)
         result.update(found)
-        written += _save_figures(figures, out)
+    written += _save_figures(figures, out)
     written.append(out / "explain.json")
     written[-1].write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     if args.json:
