@@ -208,6 +208,7 @@ def test_sanity_and_faithfulness_write_what_the_library_finds_on_the_same_seeded
         assert table[row["method"]].split()[-4:] == expected
         assert table[row["method"]][18:26].strip() == ("pass" if row["passed"] else "fail")
     assert "edge (baseline)" in captured.out and "sanity check: cascade steps: 8/8" in captured.err
+    assert "faithfulness: orderings: 4/4 (100%)" in captured.err
 
 
 def test_checks_run_on_a_model_factory_by_block_and_a_subset_larger_than_the_split_takes_it_all(
