@@ -190,8 +190,8 @@ def cached_imagenet_resnet18(hub_cache: Path, resnet18_state_file: Path, monkeyp
 
 # Tiny real runs for the report tests (tests/report) and visionlab report's (tests/cli/test_report.py): SimpleNet
 # trained one epoch on a few hundred generated Fashion-MNIST-format images, once with the native and once with the
-# custom convolution, plus the outputs of ``visionlab attack -v``, ``visionlab saliency``, ``visionlab robustness``
-# and ``visionlab certify`` for the first.
+# custom convolution, plus the outputs of ``visionlab attack -v``, ``visionlab saliency``, ``visionlab explain --sanity
+# --faithfulness``, ``visionlab robustness``, ``visionlab corruptions`` and ``visionlab certify`` for the first.
 @dataclass
 class TinyRuns:
     data: str  # the dataset spec both runs were trained on
@@ -217,7 +217,9 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> TinyRuns:
     quiet = "--no-progress"
     assert main(["attack", "--resume", best, "--eps", "0.1", "--steps", "2", "--limit-val", "32", "-v", quiet]) == 0
     assert main(["saliency", "--resume", best, "--num", "10", quiet]) == 0
-    assert main(["explain", "--resume", best, "--num", "4", "--ig-steps", "4", "--smoothgrad-samples", "2", quiet]) == 0
+    checks = ["--sanity", "--faithfulness", "--subset", "6", "--curve-steps", "4"]
+    assert main(["explain", "--resume", best, "--num", "4", "--ig-steps", "4", "--smoothgrad-samples", "2", *checks,
+                 quiet]) == 0  # fmt: skip
     sweep = ["--eps", "0", "0.1", "--steps", "1", "2", "--limit-val", "16"]
     assert main(["robustness", "--resume", best, *sweep, quiet]) == 0
     assert main(["corruptions", "--resume", best, "--corruptions", "fog", "--severities", "2", "--limit-val", "8",

@@ -47,6 +47,8 @@ def test_demo_runs_the_tour_in_order_with_valid_commands(recorded: tuple[Path, l
         parser.parse_args(argv)  # every flag exists (argparse exits on an unknown one)
     assert argvs[1][argvs[1].index("--out") + 1] == str(run)
     assert all(str(run / "model_best.pth.tar") in a for a in argvs[2:9])
+    explain = argvs[4]  # the checks of the maps, on a small subset: the tour's budget
+    assert {"--sanity", "--faithfulness"} <= set(explain) and int(explain[explain.index("--subset") + 1]) <= 100
     native, custom = argvs[9], argvs[10]
     assert native[native.index("--out") + 1] == str(run / "conv" / "native")
     assert custom[custom.index("--out") + 1] == str(run / "conv" / "custom")
@@ -78,6 +80,7 @@ def test_the_demo_commands_give_a_report_with_every_section_filled(
     found = re.findall(r'<section id="([\w-]+)"', page)
     assert found == [section_id for section_id, _ in SECTIONS]
     assert "Not available" not in page
+    assert "Sanity check (explain/explain.json)" in page and "Faithfulness (explain/explain.json)" in page
 
 
 def test_a_failing_stage_stops_the_demo(tmp_path: Path) -> None:

@@ -23,8 +23,12 @@ imported on first use, so ``import visionlab`` (and the command line's ``--help`
 - training: `Trainer` with a `TrainConfig` and callbacks such as `PlotCurves`; adversarial objectives
   `PGDTraining`, `FGSMRSTraining`, `NFGSMTraining`, `TRADESTraining`; `evaluate` (clean accuracy);
 - attacks: `PGD`, `FGSM`, `AutoAttack` (all `Attack`), `robust_evaluate`;
-- explanations: `saliency` (vanilla gradient, SmoothGrad), drawn by `red_overlay` / `heatmap_overlay` and saved
-  by `save_grid`;
+- explanations: `saliency` (vanilla gradient, SmoothGrad), `integrated_gradients`, `gradcam`, and any method by
+  name through `explainer` (``vl.explainer("ig", steps=32)(model, images, target)``), drawn by `red_overlay` /
+  `heatmap_overlay` and saved by `save_grid`; whether the maps mean anything: `cascading_randomization` (Adebayo
+  et al.'s sanity check: does a map change once the model is random?) and `compare_orderings` (Petsiuk et al.'s
+  deletion and insertion curves beside a random and an edge-detector ordering). ``visionlab.explain`` is the
+  subpackage, so its ``explain`` function is ``visionlab.explain.explain``;
 - the report: `load_runs`, `analyse`, `build_report`, `write_page`;
 - `UserError`: the base of every error a user can fix (bad data, checkpoint or setting).
 """
@@ -41,7 +45,17 @@ if TYPE_CHECKING:  # what static readers (type checkers, the API reference) see;
     from visionlab.data import DataBundle, load_dataset
     from visionlab.engine import TrainConfig, Trainer, evaluate, load_checkpoint, model_from_checkpoint
     from visionlab.errors import UserError
-    from visionlab.explain import heatmap_overlay, red_overlay, saliency, save_grid
+    from visionlab.explain import (
+        cascading_randomization,
+        compare_orderings,
+        explainer,
+        gradcam,
+        heatmap_overlay,
+        integrated_gradients,
+        red_overlay,
+        saliency,
+        save_grid,
+    )
     from visionlab.models import ImageClassifier, Normalize, build_model, list_models, load_classifier, wrap_model
     from visionlab.report import PlotCurves, analyse, build_report, load_runs, write_page
     from visionlab.robustness import (
@@ -77,8 +91,13 @@ __all__ = [
     "analyse",
     "build_model",
     "build_report",
+    "cascading_randomization",
+    "compare_orderings",
     "evaluate",
+    "explainer",
+    "gradcam",
     "heatmap_overlay",
+    "integrated_gradients",
     "list_models",
     "load_checkpoint",
     "load_classifier",
@@ -99,7 +118,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "visionlab.data": ("DataBundle", "load_dataset"),
     "visionlab.engine": ("TrainConfig", "Trainer", "evaluate", "load_checkpoint", "model_from_checkpoint"),
     "visionlab.errors": ("UserError",),
-    "visionlab.explain": ("heatmap_overlay", "red_overlay", "saliency", "save_grid"),
+    "visionlab.explain": (
+        "cascading_randomization", "compare_orderings", "explainer", "gradcam", "heatmap_overlay",
+        "integrated_gradients", "red_overlay", "saliency", "save_grid",
+    ),
     "visionlab.models": ("ImageClassifier", "Normalize", "build_model", "list_models", "load_classifier", "wrap_model"),
     "visionlab.report": ("PlotCurves", "analyse", "build_report", "load_runs", "write_page"),
     "visionlab.robustness": (

@@ -1,6 +1,7 @@
 """``visionlab explain`` end to end on a tiny checkpoint and on a ``--model-factory`` model: the maps it draws are
-the library's, explain.json records the options, the Grad-CAM layer and the IG gaps, and each bad argument is one
-line naming its flag with exit status 2."""
+the library's, explain.json records the options, the Grad-CAM layer and the IG gaps, ``--sanity``/``--faithfulness``
+record what the library finds on the same seeded subset, and each bad argument is one line naming its flag with
+exit status 2."""
 
 from __future__ import annotations
 
@@ -14,7 +15,15 @@ from PIL import Image
 
 from visionlab.cli import main
 from visionlab.data import load_dataset
-from visionlab.explain import explain, heatmap_overlay, integrated_gradients, save_grid
+from visionlab.explain import (
+    cascading_randomization,
+    compare_orderings,
+    explain,
+    explainer,
+    heatmap_overlay,
+    integrated_gradients,
+    save_grid,
+)
 from visionlab.models import load_classifier
 
 from .builders import checkpoint_model, checkpoint_val, pixels
@@ -124,6 +133,18 @@ def test_explains_a_model_factory_next_to_its_file(ckpt: Path, tmp_path: Path) -
             "map (N, C, h, w); usable layers: net.features.0, ",
         ),
         (["--method", "gradcam", "--layer", "nowhere"], "--layer: 'nowhere': no such module; usable layers: "),
+        (["--subset", "5"], "--subset: only with --sanity or --faithfulness (no check asked for reads it)"),
+        (["--sanity", "--curve-steps", "5"], "--curve-steps: only with --faithfulness (no check asked for reads it)"),
+        (
+            ["--faithfulness", "--sanity-granularity", "block"],
+            "--sanity-granularity: only with --sanity (no check asked for reads it)",
+        ),
+        (["--sanity", "--subset", "0"], "--subset: must be an integer >= 1, got 0"),
+        (["--faithfulness", "--curve-steps", "0"], "--curve-steps: must be an integer >= 1, got 0"),
+        (
+            ["--sanity", "--sanity-granularity", "stage"],
+            "--sanity-granularity: must be one of layer, block, got 'stage'",
+        ),
     ],
 )
 def test_a_bad_argument_is_one_line_naming_its_flag(
@@ -146,3 +167,72 @@ def test_gradcam_on_a_model_without_a_convolution_is_one_line(
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("visionlab: error: --method: gradcam needs a convolutional feature map (N, C, h, w) and "
                            "this model has none")  # fmt: skip
+
+
+def test_sanity_and_faithfulness_write_what_the_library_finds_on_the_same_seeded_subset(
+    ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["explain", "--resume", str(ckpt), "--num", "2", "--method", "saliency", "gradcam", "--sanity",
+            "--faithfulness", "--subset", "5", "--curve-steps", "4", "--seed", "3", "-b", "3"]  # fmt: skip
+    assert main(argv) == 0
+    out = ckpt.parent / "explain"
+    result = json.loads((out / "explain.json").read_text())
+    indices = torch.randperm(24, generator=torch.Generator().manual_seed(3))[:5].sort().values
+    val, model = checkpoint_val(ckpt), checkpoint_model(ckpt)
+    images = torch.stack([val[int(i)][0] for i in indices])
+    assert result["checks"] == {"num_images": 5, "indices": indices.tolist(), "seed": 3}
+    methods = {"saliency": explainer("saliency", batch_size=3),
+               "gradcam": explainer("gradcam", layer="net.features", batch_size=3)}  # fmt: skip
+    baselines = {"edge": explainer("edge"), "random": explainer("random", seed=3)}
+    sanity = cascading_randomization(model, images, {**methods, **baselines},
+                                     generator=torch.Generator().manual_seed(3), batch_size=3)  # fmt: skip
+    curves = compare_orderings(model, images, methods, generator=torch.Generator().manual_seed(3), steps=4,
+                               batch_size=3)  # fmt: skip
+    assert result["sanity"] == json.loads(json.dumps(sanity.to_dict()))
+    assert result["faithfulness"] == json.loads(json.dumps(curves.to_dict()))
+    assert result["sanity"]["granularity"] == "layer" and len(result["sanity"]["steps"]) == 8
+    assert list(result["sanity"]["methods"]) == ["saliency", "gradcam", "edge", "random"]
+    assert [r["method"] for r in result["faithfulness"]["table"]] == ["saliency", "gradcam", "random", "edge"]
+    assert result["check_figures"] == ["cascade.png", "similarity.png", "faithfulness.png"]
+    for name in result["check_figures"]:
+        with Image.open(out / name) as picture:
+            assert picture.format == "PNG"
+    captured = capsys.readouterr()
+    rows = [line for line in captured.out.splitlines() if line[18:26].strip() in ("pass", "fail")]
+    table = {line[:18].strip().removesuffix(" (baseline)"): line for line in rows}
+    assert list(table) == ["saliency", "gradcam", "edge", "random"]
+    for row in sanity.table():
+        auc = {r["method"]: r for r in curves.table()}[row["method"]]
+        expected = [f"{row['final_spearman']:.3f}", f"{row['final_ssim']:.3f}", f"{auc['deletion_auc']:.3f}",
+                    f"{auc['insertion_auc']:.3f}"]  # fmt: skip
+        assert table[row["method"]].split()[-4:] == expected
+        assert table[row["method"]][18:26].strip() == ("pass" if row["passed"] else "fail")
+    assert "edge (baseline)" in captured.out and "sanity check: cascade steps: 8/8" in captured.err
+    assert "faithfulness: orderings: 4/4 (100%)" in captured.err
+
+
+def test_checks_run_on_a_model_factory_by_block_and_a_subset_larger_than_the_split_takes_it_all(
+    ckpt: Path, tmp_path: Path
+) -> None:
+    factory = tmp_path / "net.py"
+    factory.write_text(FACTORY.replace("nn.ReLU()", "nn.BatchNorm2d(4), nn.ReLU()"), encoding="utf-8")
+    argv = ["explain", "--model-factory", f"{factory}:build", "--data", f"fashion-mnist:{ckpt.parent.parent / 'fm'}",
+            "--num", "2", "--method", "saliency", "--sanity", "--sanity-granularity", "block", "--faithfulness",
+            "--subset", "1000", "--curve-steps", "2", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "explain" / "explain.json").read_text())
+    assert result["checks"]["num_images"] == 24 and result["checks"]["indices"] == list(range(24))
+    assert result["sanity"]["granularity"] == "block" and result["sanity"]["steps"] == ["net.5", "net.0+1"]
+    assert result["faithfulness"]["num_images"] == 24 and result["faithfulness"]["steps"] == 2
+
+
+def test_a_run_without_the_checks_removes_their_figures_from_an_earlier_run(ckpt: Path) -> None:
+    base = ["explain", "--resume", str(ckpt), "--num", "2", "--method", "gradcam", "--no-progress"]
+    assert main([*base, "--sanity", "--faithfulness", "--subset", "2", "--curve-steps", "2"]) == 0
+    out = ckpt.parent / "explain"
+    assert {"cascade.png", "similarity.png", "faithfulness.png"} <= {p.name for p in out.iterdir()}
+    assert main([*base, "--faithfulness", "--subset", "2", "--curve-steps", "2"]) == 0
+    assert {p.name for p in out.iterdir()} == {"explain.png", "explain.json", "faithfulness.png"}
+    assert "sanity" not in json.loads((out / "explain.json").read_text())
+    assert main(base) == 0
+    assert {p.name for p in out.iterdir()} == {"explain.png", "explain.json"}

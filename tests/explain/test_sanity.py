@@ -4,6 +4,7 @@ documented one, an edge detector fails and the gradient of a trained net passes.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from visionlab.explain.sanity import (
     cascade,
     cascading_randomization,
     data_randomization,
+    layer_groups,
     parameterized_layers,
 )
 from visionlab.explain.similarity import spearman
@@ -201,3 +203,50 @@ def test_the_gradient_of_a_trained_net_passes_and_the_edge_detector_fails(tmp_pa
     stat.check("gradient: mean Spearman, trained vs fully randomized", grad.mean_spearman[-1], "<", 0.5)
     assert grad.passed and grad.falls_at is not None
     assert edge.mean_spearman == [1.0, 1.0, 1.0] and not edge.passed  # exact: it never reads the model
+
+
+def test_block_granularity_groups_numbered_blocks_and_a_norm_with_the_layer_before_it() -> None:
+    from visionlab.models import build_model
+
+    improved = build_model("improved", num_classes=10, in_channels=1, image_size=28)
+    blocks = layer_groups(improved, granularity="block")
+    assert [step for step, _ in blocks] == ["net.stem.0+1", "net.blocks.0", "net.blocks.1", "net.blocks.2", "net.fc"]
+    assert blocks[0][1] == ("net.stem.0", "net.stem.1")
+    assert blocks[2][1] == ("net.blocks.1.conv1", "net.blocks.1.bn1", "net.blocks.1.conv2", "net.blocks.1.bn2",
+                            "net.blocks.1.shortcut.0", "net.blocks.1.shortcut.1")  # fmt: skip
+    assert sum(len(members) for _, members in blocks) == len(parameterized_layers(improved)) == 19
+    resnet = [step for step, _ in layer_groups(build_model("resnet18", num_classes=10, in_channels=1,
+                                                           image_size=28), granularity="block")]  # fmt: skip
+    assert resnet[:2] == ["net.conv1+bn1", "net.layer1.0"] and resnet[-1] == "net.fc" and len(resnet) == 10
+    # a net without blocks: conv + batch norm in one step (named by their parent), the linear layer alone
+    assert layer_groups(mixed_state_net(size=8), granularity="block") == [("0+1", ("0", "1")), ("4", ("4",))]
+    assert layer_groups(mixed_state_net(size=8)) == [("0", ("0",)), ("1", ("1",)), ("4", ("4",))]
+
+
+def test_block_and_layer_cascades_reach_the_same_random_model_and_the_block_one_in_fewer_steps() -> None:
+    model = mixed_state_net(size=8)
+    by_layer = [(name, copy.deepcopy(m.state_dict())) for name, m in cascade(model)]
+    by_block = [(name, copy.deepcopy(m.state_dict())) for name, m in cascade(model, granularity="block")]
+    assert [name for name, _ in by_layer] == ["4", "1", "0"] and [name for name, _ in by_block] == ["4", "0+1"]
+    for (_, a), (_, b) in ((by_layer[0], by_block[0]), (by_layer[-1], by_block[-1])):
+        assert all(torch.equal(a[k], b[k]) for k in a)  # same seeds in the same order, whatever the grouping
+
+
+def test_a_block_cascade_reports_its_steps_and_the_same_final_similarity_as_the_layer_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    model, images = mixed_state_net(size=8), torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    layer = cascading_randomization(model, images, {"gradient": gradient})
+    block = cascading_randomization(model, images, {"gradient": gradient}, granularity="block", progress=True)
+    assert block.steps == ("4", "0+1") and block.granularity == "block" and layer.granularity == "layer"
+    assert block.to_dict()["granularity"] == "block"
+    torch.testing.assert_close(block.methods["gradient"].spearman[-1], layer.methods["gradient"].spearman[-1])
+    torch.testing.assert_close(block.methods["gradient"].spearman[0], layer.methods["gradient"].spearman[0])
+    assert "sanity check: cascade steps: 2/2 (100%)" in capsys.readouterr().err
+
+
+def test_an_unknown_granularity_is_a_config_error_naming_it() -> None:
+    with pytest.raises(ConfigError, match="must be one of layer, block, got 'stage'") as info:
+        cascading_randomization(mixed_state_net(size=8), torch.rand(2, 1, 8, 8), {"edge": edge_map},
+                                granularity="stage")  # fmt: skip
+    assert info.value.field == "granularity"

@@ -66,9 +66,10 @@ def test_report_renders_in_chromium(report: Path, browser: Chromium, tiny_runs: 
     for i in images:
         per_section[i["section"]] = per_section.get(i["section"], 0) + 1
     # curves of both runs (one figure) | 12 cards per run | 3 saliency files (native) + 2 computed grids (custom) |
-    # the explain figure (native) | 3 attack grids (native) | eps and steps plots (native) | corruption heat map
-    # (native) | the certified accuracy curve (native) | the conv pair's curves
-    assert per_section == {"curves": 1, "predictions": 24, "saliency": 5, "explanations": 1, "adversarial": 3,
+    # the explain figure + its cascade, similarity and faithfulness figures (native) | 3 attack grids (native) | eps
+    # and steps plots (native) | corruption heat map (native) | the certified accuracy curve (native) | the conv
+    # pair's curves
+    assert per_section == {"curves": 1, "predictions": 24, "saliency": 5, "explanations": 4, "adversarial": 3,
                            "robustness": 2, "corruptions": 1, "certified": 1, "conv": 1}  # fmt: skip
 
     sections = browser.evaluate(

@@ -60,6 +60,19 @@ def _rich_run(root: Path) -> Path:
         {"name": "gradcam", "options": {"layer": "net.features", "batch_size": 250}},
         {"name": "smoothgrad", "options": {"samples": 50, "noise_std": 0.1, "seed": 0, "batch_size": 250}},
     ]}  # fmt: skip
+    explained["sanity"] = {"kind": "cascading", "granularity": "block", "num_images": 3, "steps": ["net.fc", "net.0"],
+                           "methods": {"ig": {"threshold": 0.5}, "edge": {"threshold": 0.5}}, "table": [
+        {"method": "ig", "passed": True, "falls_at": "net.0", "repeat_spearman": 1.0, "final_spearman": 0.12345,
+         "final_ssim": 0.25},
+        {"method": "edge", "passed": False, "falls_at": None, "repeat_spearman": 1.0, "final_spearman": 1.0,
+         "final_ssim": 1.0},
+    ]}  # fmt: skip
+    explained["faithfulness"] = {"num_images": 3, "steps": 10, "table": [
+        {"method": "ig", "deletion_auc": 0.1, "insertion_auc": 0.8},
+        {"method": "random", "deletion_auc": 0.4, "insertion_auc": 0.5},
+    ], "curves": {"ig": {"deletion": {"auc_sd": 0.05}, "insertion": {"auc_sd": 0.125}}}}  # fmt: skip
+    for name in ("cascade.png", "similarity.png", "faithfulness.png"):
+        _png(run / "explain" / name)
     (run / "explain" / "explain.json").write_text(json.dumps(explained))
     row = dict(model="m", norm="linf", n=16, clean_top1=75.0)
     rows = [{**row, "sweep": "eps", "eps": 0.0, "steps": 1, "robust_top1": 75.0},
@@ -108,6 +121,9 @@ def _pages(tmp_path: Path) -> dict[str, dict[str, str]]:
     for name in ("original.png", "adversarial.png", "difference.png"):
         _png(odd / "attack" / name)
     (odd / "attack" / "attack.json").write_text('{"attack": "FGSM", "n": 5}')
+    _png(odd / "explain" / "explain.png")  # the maps without their checks; a stale figure of an earlier --sanity
+    _png(odd / "explain" / "cascade.png")
+    (odd / "explain" / "explain.json").write_text('{"n": 1, "columns": ["image", "saliency"], "methods": []}')
     row = dict(model="m", sweep="steps", norm="l2", eps=0.25, steps=3, n=4, clean_top1=50.0, robust_top1=0.0)
     (odd / "robustness").mkdir()
     (odd / "robustness" / "sweep.json").write_text(json.dumps([row]))

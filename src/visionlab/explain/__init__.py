@@ -8,7 +8,8 @@ images, method)`` any of them by name (``METHODS``) as a non-negative map ``(N, 
 and store them (the course logged the red overlays 10 per row under :data:`TAG_SALIENCY`).
 
 Whether a map means anything: ``cascading_randomization`` / ``data_randomization`` (Adebayo et al.'s sanity
-checks, with ``spearman`` and ``ssim`` from :mod:`~visionlab.explain.similarity`), ``deletion_curve`` /
+checks, with ``spearman`` and ``ssim`` from :mod:`~visionlab.explain.similarity`; ``layer_groups``: what each
+step of the cascade randomizes, a layer or a block), ``deletion_curve`` /
 ``insertion_curve`` / ``compare_orderings`` (Petsiuk et al.'s faithfulness curves), and their figures
 (``cascade_figure``, ``similarity_figure``, ``faithfulness_figure``).
 """
@@ -39,11 +40,13 @@ from visionlab.explain.render import (
 )
 from visionlab.explain.saliency import REDUCTIONS, saliency
 from visionlab.explain.sanity import (
+    GRANULARITIES,
     MethodSanity,
     SanityResult,
     cascade,
     cascading_randomization,
     data_randomization,
+    layer_groups,
     parameterized_layers,
 )
 from visionlab.explain.similarity import minmax_normalize, spearman, ssim
@@ -51,6 +54,7 @@ from visionlab.explain.similarity import minmax_normalize, spearman, ssim
 __all__ = [
     "BASELINES",
     "DEFAULTS",
+    "GRANULARITIES",
     "IG_BASELINES",
     "METHODS",
     "REDUCTIONS",
@@ -86,6 +90,7 @@ __all__ = [
     "image_grid",
     "insertion_curve",
     "integrated_gradients",
+    "layer_groups",
     "minmax_normalize",
     "parameterized_layers",
     "pixel_order",

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from visionlab.checks import check_integer
 from visionlab.errors import ConfigError
 from visionlab.explain.base import Explainer, edge_map, gaussian_blur, random_map
+from visionlab.progress import progress as progress_bar
 from visionlab.runtime import eval_mode
 
 __all__ = [
@@ -194,6 +195,7 @@ def compare_orderings(
     generator: torch.Generator | None = None,
     steps: int = 50,
     batch_size: int = 256,
+    progress: bool = False,
 ) -> FaithfulnessResult:
     """Deletion and insertion curves of each method in ``explainers`` and of the ``"random"`` and ``"edge"``
     orderings (:func:`~visionlab.explain.random_map`, :func:`~visionlab.explain.edge_map`) on the same images.
@@ -201,7 +203,8 @@ def compare_orderings(
     ``num`` images (default: all) are drawn without replacement by ``generator`` (default: a CPU generator seeded
     with 0, which also draws the random map) and kept in their original order; ``target`` (default: the model's
     top prediction) is taken for them. A method named ``"random"`` or ``"edge"`` is a
-    :class:`~visionlab.errors.ConfigError` (the names are the baselines'). Other arguments: :func:`deletion_curve`.
+    :class:`~visionlab.errors.ConfigError` (the names are the baselines'). ``progress``: show the orderings done on
+    stderr (:func:`visionlab.progress.progress`). Other arguments: :func:`deletion_curve`.
     """
     _check_images(images)
     if not isinstance(explainers, Mapping) or any(not callable(fn) for fn in explainers.values()):
@@ -219,7 +222,7 @@ def compare_orderings(
     orderings["random"] = lambda m, imgs, t: random_map(m, imgs, t, generator=generator)
     orderings["edge"] = edge_map
     curves = {}
-    for name, fn in orderings.items():
+    for name, fn in progress_bar(list(orderings.items()), desc="faithfulness: orderings", enabled=progress):
         maps = fn(model, x, y).detach()
         curves[name] = {
             "deletion": deletion_curve(model, x, maps, y, steps=steps, batch_size=batch_size),

@@ -9,9 +9,10 @@ What the report computes and what it reads:
 - **Read from the run directory** (written by training or by commands that can take minutes to hours, which a
   report must not rerun unasked): the configuration and training curves (``config.yaml``, ``metrics.jsonl``),
   the saliency grids of ``visionlab saliency`` (its settings, e.g. SmoothGrad, win over the report's plain
-  gradient), the methods side by side of ``visionlab explain``, the adversarial grids and numbers of
-  ``visionlab attack -v``, the robustness sweep of ``visionlab robustness``, the corruption table and heat map of
-  ``visionlab corruptions``, and the certified accuracy of ``visionlab certify``.
+  gradient), the methods side by side of ``visionlab explain`` (with its sanity check and deletion/insertion
+  curves when run with ``--sanity --faithfulness``), the adversarial grids and numbers of ``visionlab attack -v``,
+  the robustness sweep of ``visionlab robustness``, the corruption table and heat map of ``visionlab corruptions``,
+  and the certified accuracy of ``visionlab certify``.
 
 A section whose inputs are missing says which command produces them; it never stays blank or raises. The custom
 vs native convolution comparison appears when two of the runs differ only in ``conv``, and for each run whose
@@ -451,7 +452,97 @@ def _explanations(run: Run) -> str:
     )  # fmt: skip
     alt = f"The first {n} validation images, one per row, then each method's heat map over it: {columns}"
     caption = Raw(f"Rows: images; columns: {esc(columns)} (bright: important) ({source}).")
-    return Raw(numbers + figure(png, alt, caption, cls="grid"))
+    return Raw(numbers + figure(png, alt, caption, cls="grid") + _explanation_checks(run, result))
+
+
+def _explanation_checks(run: Run, result: dict[str, Any]) -> str:
+    """The sanity table and figures and the deletion/insertion table and curves of ``visionlab explain --sanity
+    --faithfulness`` (explain.json and the PNG files beside it), or which flags produce the ones not run."""
+    sanity, faith = (result.get(k) if isinstance(result.get(k), dict) else None for k in ("sanity", "faithfulness"))
+    parts = []
+    if sanity:
+        parts.append(_sanity_table(sanity))
+        parts += _explain_figures(run, [
+            ("cascade.png", "Each method's map of one image (rows) from the trained model and after each step of the "
+             "cascade, left to right", "The cascade (Adebayo et al. 2018, Fig. 2): the example image, its map from "
+             "the trained model, then after each step (titled by the layer randomized last, top first)"),
+            ("similarity.png", "Mean Spearman rank correlation and SSIM with the trained model's maps after each step "
+             "of the cascade, one line per method", "Similarity to the trained model's maps after each step (shaded: "
+             "±1 sd over images; dashed: the pass line)"),
+        ])  # fmt: skip
+    if faith:
+        parts.append(_faithfulness_table(faith))
+        parts += _explain_figures(run, [
+            ("faithfulness.png", "Mean probability of the target class as pixels are deleted and inserted in each "
+             "ordering", "Deletion and insertion curves (Petsiuk et al. 2018): the mean over images, each "
+             "ordering's mean AUC in the legend"),
+        ])  # fmt: skip
+    absent = [flag for flag, found in (("--sanity", sanity), ("--faithfulness", faith)) if not found]
+    if absent:
+        names = {"--sanity": "the sanity check", "--faithfulness": "the deletion and insertion curves"}
+        what = " and ".join(names[flag] for flag in absent)
+        command = _command("visionlab", "explain", *run.model_arguments(), *absent)
+        parts.append(missing(Raw(f"{esc(what)} of these methods (not run): run {command}.")))
+    return "".join(parts)
+
+
+def _sanity_table(sanity: dict[str, Any]) -> Raw:
+    """One row per method of the cascading randomization (the model-free baselines marked)."""
+    methods = sanity.get("methods") if isinstance(sanity.get("methods"), dict) else {}
+    line = next((m.get("threshold") for m in methods.values() if isinstance(m, dict)), None)
+    rows = []
+    for row in (r for r in sanity.get("table", []) if isinstance(r, dict)):
+        falls = row.get("falls_at")
+        rows.append([
+            _baseline_label(row.get("method")), "✓ passes" if row.get("passed") else "✗ fails",
+            "—" if falls is None else falls or "(model)", *(_num(_fixed(row.get(k))) for k in
+                                                           ("repeat_spearman", "final_spearman", "final_ssim")),
+        ])  # fmt: skip
+    caption = Raw(
+        f"Sanity check (explain/explain.json): cascading parameter randomization (Adebayo et al. 2018) on "
+        f"{esc(sanity.get('num_images', '?'))} images, by {esc(sanity.get('granularity') or 'layer')} "
+        f"({len(sanity.get('steps', []))} steps, the top first). A method passes when, once the model is random, "
+        f"its maps' mean Spearman correlation with the trained model's is below {esc(line)} and it agrees with itself "
+        "(repeat); it falls at the step from which it stays below. The edge detector and the random map ignore the "
+        "model: they must fail."
+    )
+    return table(["method", "sanity", "falls at", "repeat Spearman", "final Spearman", "final SSIM"], rows,
+                 caption=caption)  # fmt: skip
+
+
+def _faithfulness_table(faith: dict[str, Any]) -> Raw:
+    """One row per ordering: the mean deletion and insertion AUCs, ± their sd over images."""
+    curves = faith.get("curves") if isinstance(faith.get("curves"), dict) else {}
+    rows = []
+    for row in (r for r in faith.get("table", []) if isinstance(r, dict)):
+        kinds = curves.get(row.get("method"), {})
+        cells = []
+        for kind in ("deletion", "insertion"):
+            sd = kinds.get(kind, {}).get("auc_sd") if isinstance(kinds, dict) else None
+            cells.append(_num(_fixed(row.get(f"{kind}_auc")) + ("" if sd is None else f" ± {_fixed(sd)}")))
+        rows.append([_baseline_label(row.get("method")), *cells])
+    caption = Raw(
+        f"Faithfulness (explain/explain.json): deletion and insertion (Petsiuk et al. 2018) on "
+        f"{esc(faith.get('num_images', '?'))} images in {esc(faith.get('steps', '?'))} steps: the area under the "
+        "target class's probability as the pixels are blacked out (deletion: lower is better) or put back onto a "
+        "blurred copy (insertion: higher is better) in the order of each map, mean ± sd over images. A map worth "
+        "drawing beats the random and edge orderings."
+    )
+    return table(["ordering", "deletion AUC ↓", "insertion AUC ↑"], rows, caption=caption)
+
+
+def _baseline_label(name: object) -> str:
+    return f"{name} (baseline)" if name in ("edge", "random") else str(name)
+
+
+def _fixed(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) and not isinstance(value, bool) else "—"
+
+
+def _explain_figures(run: Run, specs: Sequence[tuple[str, str, str]]) -> list[Raw]:
+    """A figure per ``(file in explain/, alt text, caption)`` whose PNG file is there."""
+    found = [(_png_file(run.file("explain", name)), alt, caption) for name, alt, caption in specs]
+    return [figure(png, alt, Raw(f"{esc(caption)}.")) for png, alt, caption in found if png is not None]
 
 
 def _adversarial(run: Run) -> str:
