@@ -15,6 +15,8 @@ from visionlab.errors import ConfigError
 from visionlab.explain import gradcam, gradcam_layers
 from visionlab.models import build_model, wrap_model
 
+from .builders import assert_untouched, mixed_state_net, snapshot
+
 
 def _two_layer() -> nn.Module:
     """A 1x1 convolution to two channels, ``A = (x, 2x - 0.5)``, then a linear map of their spatial means."""
@@ -135,22 +137,16 @@ def test_works_on_a_torchvision_resnet18_wrapped_as_a_foreign_model() -> None:
 
 
 def test_leaves_the_model_and_the_images_untouched_also_under_inference_mode() -> None:
-    model = _cnn()
-    model.train()
-    model[0].weight.requires_grad_(False)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    x = _images()
+    model = mixed_state_net(size=8)  # batch norm training, a frozen bias, gradients already there
+    before = snapshot(model)
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     x_before = x.clone()
     with torch.inference_mode():
-        maps = gradcam(model, x, layer="2")
-    assert all(m.training for m in model.modules())
-    assert not model[0].weight.requires_grad and model[4].weight.requires_grad
-    assert all(p.grad is None for p in model.parameters())
-    for k, v in model.state_dict().items():
-        torch.testing.assert_close(v, state[k], rtol=0, atol=0)
+        maps = gradcam(model, x, layer="1")
+    assert_untouched(model, before)
     assert torch.equal(x, x_before) and not x.requires_grad and x.grad is None
     assert not maps.requires_grad
-    assert all(not m._forward_hooks for m in model.modules())
+    assert all(not m._forward_hooks and not m._backward_hooks for m in model.modules())
 
 
 def test_an_in_place_relu_after_the_layer_does_not_change_its_map() -> None:

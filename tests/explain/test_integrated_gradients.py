@@ -12,6 +12,8 @@ from torch import nn
 from visionlab.errors import ConfigError
 from visionlab.explain import RULES, blurred, integrated_gradients, quadrature
 
+from .builders import assert_untouched, mixed_state_net, snapshot
+
 
 def _net(dtype: torch.dtype = torch.float64) -> nn.Module:
     """A small smooth CNN (tanh, batch norm with moved running statistics, dropout), in eval mode."""
@@ -122,19 +124,13 @@ def test_blurred_keeps_a_constant_image_and_smooths_a_step() -> None:
 
 
 def test_leaves_the_model_and_the_images_untouched_also_under_inference_mode() -> None:
-    model = _net()
-    model.train()
-    model[0].weight.requires_grad_(False)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    x = _images()
+    model = mixed_state_net(size=8)  # batch norm training, a frozen bias, gradients already there
+    before = snapshot(model)
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     x_before = x.clone()
     with torch.inference_mode():
         result = integrated_gradients(model, x, steps=3, rule="riemann_middle")
-    assert model.training and all(m.training for m in model.modules())
-    assert not model[0].weight.requires_grad and model[4].weight.requires_grad
-    assert all(p.grad is None for p in model.parameters())
-    for k, v in model.state_dict().items():
-        torch.testing.assert_close(v, state[k], rtol=0, atol=0)
+    assert_untouched(model, before)
     assert torch.equal(x, x_before) and not x.requires_grad and x.grad is None
     assert not result.attributions.requires_grad
 
