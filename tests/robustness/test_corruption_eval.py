@@ -15,7 +15,6 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from visionlab.errors import ConfigError
-
 from visionlab.robustness import (
     CORRUPTION_COLUMNS,
     corrupt,

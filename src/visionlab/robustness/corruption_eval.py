@@ -177,7 +177,11 @@ def corruption_accuracies(
 
 
 def _result(
-    counts: Mapping[tuple[str | None, int], int], n: int, seed: int, corruptions: Sequence[str], severities: Sequence[int]
+    counts: Mapping[tuple[str | None, int], int],
+    n: int,
+    seed: int,
+    corruptions: Sequence[str],
+    severities: Sequence[int],
 ) -> dict[str, Any]:
     """One model's result of :func:`corruption_accuracy` from its correct counts per (corruption, severity)."""
     pct = {key: 100.0 * c / max(n, 1) for key, c in counts.items()}
