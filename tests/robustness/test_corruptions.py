@@ -128,6 +128,47 @@ def test_impulse_noise_is_scikit_images_salt_and_pepper_from_the_images_seed() -
     assert abs(hit.mean() - 0.27) < 0.04  # 3072 values: 0.27 ± 0.008 (1 sd)
 
 
+# Image sides (height, width) against the frost textures (315-600 x 485-900 px): smaller than all; taller than
+# all; wider than all; both (each picks another branch of the library's texture scaling).
+FROST_SIDES = ((28, 28), (13, 7), (650, 20), (20, 950), (700, 1000))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("severity", [1, 2, 5])
+def test_frost_is_the_librarys_frost_bit_for_bit(severity: int, channels: int) -> None:
+    """Its textures read once and resized once per size (module docstring), the result is exactly the library's
+    frost from the same global seed, for every texture-scaling branch."""
+    gen = np.random.default_rng(severity)
+    for k, (height, width) in enumerate(FROST_SIDES):
+        shape = (height, width) if channels == 1 else (height, width, 3)
+        image = gen.integers(0, 256, shape, dtype=np.uint8)
+        seed = image_seed(1, k, "frost", severity)
+        state = np.random.get_state()
+        np.random.seed(seed.generate_state(8))
+        expected = np.asarray(imagecorruptions_module().frost(Image.fromarray(image), severity), np.float64) / 255
+        np.random.set_state(state)
+        ours = corruptions_module._frost(image, severity, seed)
+        assert ours.dtype == expected.dtype and np.array_equal(ours, expected)
+
+
+def test_the_frost_textures_are_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cv2
+
+    real, reads = cv2.imread, []
+
+    def counted(path: str, *args: object) -> np.ndarray:
+        reads.append(path)
+        return real(path, *args)
+
+    monkeypatch.setattr(cv2, "imread", counted)
+    corruptions_module._frost_file.cache_clear()
+    corruptions_module._frost_texture.cache_clear()
+    images = natural(3, 16, copies=12)
+    first = corrupt(images, "frost", 3, seed=0)
+    assert 1 < len(reads) <= 5 and len(set(reads)) == len(reads)  # 12 images drawing among five textures
+    assert torch.equal(corrupt(images, "frost", 3, seed=0), first) and len(set(reads)) == len(reads)
+
+
 def test_grayscale_motion_blur_is_the_rgb_blur_of_the_repeated_image() -> None:
     gray = natural(1, 16)
     rgb = corrupt(gray.expand(-1, 3, -1, -1).contiguous(), "motion_blur", 3, seed=1)
