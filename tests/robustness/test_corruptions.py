@@ -186,6 +186,34 @@ def test_glass_blur_and_fog_of_a_constant_image(channels: int) -> None:
     assert torch.equal(corrupt(black, "fog", 5, seed=0), black)
 
 
+def _glass_moves_loop(x: np.ndarray, moves: np.ndarray, delta: int) -> np.ndarray:
+    """imagecorruptions' glass-blur pixel moves, as its loop does them (row by row from the bottom right)."""
+    x = x.copy()
+    for i, h in enumerate(range(x.shape[0] - delta, delta, -1)):
+        for j, w in enumerate(range(x.shape[1] - delta, delta, -1)):
+            dx, dy = moves[i, j]
+            x[h, w] = x[h + dy, w + dx]
+    return x
+
+
+@pytest.mark.parametrize("delta", [1, 2, 3, 4])
+def test_glass_blurs_vectorized_moves_are_the_loops_bit_for_bit(delta: int) -> None:
+    """Random moves on random sizes (down to no moved region) and channel layouts; and the longest chains, every
+    pixel taking its right neighbour's new value."""
+    rng = np.random.default_rng(delta)
+    for trial in range(60):
+        height, width = (int(v) for v in rng.integers(1, 24, 2))
+        shape = ((height, width), (height, width, 1), (height, width, 3))[trial % 3]
+        x = rng.integers(0, 256, shape, dtype=np.uint8)
+        rows, cols = len(range(height - delta, delta, -1)), len(range(width - delta, delta, -1))
+        moves = rng.integers(-delta, delta, size=(rows, cols, 2))
+        assert np.array_equal(corruptions_module._glass_moves(x, moves, delta), _glass_moves_loop(x, moves, delta))
+    x = rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)
+    moves = np.zeros((30 - 2 * delta, 30 - 2 * delta, 2), dtype=np.int64)
+    moves[..., 0] = delta - 1  # dx: the pixel to the right, written just before (for delta > 1)
+    assert np.array_equal(corruptions_module._glass_moves(x, moves, delta), _glass_moves_loop(x, moves, delta))
+
+
 def test_the_plasma_fractal_spans_zero_to_one() -> None:
     layer = corruptions_module._plasma_fractal(16, 1.5, np.random.default_rng(0))
     assert layer.shape == (16, 16) and layer.min() == 0 and layer.max() == 1
