@@ -20,7 +20,7 @@ pixels and turns grayscale into RGB). Four are written here instead, each for a 
   on the HxWx3 arrays ImageNet-C used, a copy of ``x[h', w']`` into ``x[h, w]`` (the right-hand side holds views):
   the copy is what every published ImageNet-C number measured, and is done here for any channel count. The
   library's per-pixel Python loop is replaced by whole-array operations giving the loop's result bit for bit
-  (:func:`_glass_moves`).
+  (``_glass_moves``).
 * ``fog``: the library's plasma fractal allocates with ``np.float_`` (removed in NumPy 2.0). Here the same
   diamond-square fractal.
 * ``motion_blur`` on grayscale images: the library's grayscale branch indexes a missing third axis. Motion blur
