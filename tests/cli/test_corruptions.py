@@ -1,6 +1,8 @@
 """``visionlab corruptions`` in process: its accuracies are a hand loop over the same corrupted images, for a
 grayscale checkpoint and an RGB model from a factory file; ``--baseline`` adds the corruption errors; the table,
-JSON and heat map land next to the model; every bad argument is one line naming its flag, exit status 2."""
+JSON and heat map land next to the model; several checkpoints in one call give each one's separate result from
+images corrupted once, and checkpoints taking other images are refused; every bad argument is one line naming its
+flag, exit status 2."""
 
 from __future__ import annotations
 
@@ -12,12 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
+import visionlab.robustness.corruption_eval as corruption_eval
 from visionlab.cli import main
 from visionlab.data import load_dataset
 from visionlab.models import load_classifier
 from visionlab.robustness import corrupt, corruption_errors
 
-from .builders import checkpoint_model, checkpoint_val, tiny_checkpoint
+from .builders import checkpoint_model, checkpoint_val, model_state, save_state, tiny_checkpoint
 
 FACTORY = """
 import torch
@@ -93,6 +96,83 @@ def test_a_baseline_adds_the_corruption_errors(tmp_path: Path, capsys: pytest.Ca
     assert baseline == {**alone, "model": "base"}
     errors = corruption_errors(result, baseline)
     assert {k: result[k] for k in errors} == errors
+
+
+def _other(root: Path, run: str, seed: int) -> Path:
+    """A :func:`tiny_checkpoint` in ``root/run`` with other random weights (seeded by ``seed``)."""
+    path = tiny_checkpoint(root, run=run)
+    torch.manual_seed(seed)
+    state = torch.load(path, weights_only=False)
+    state["model"] = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in state["model"].items()}
+    torch.save(state, path)
+    return path
+
+
+def _rgb_32px(root: Path, run: str = "rgb") -> Path:
+    """A 3-channel 32-px SimpleNet checkpoint trained on the tiny Fashion-MNIST set of ``root`` (which ``eval``
+    converts to 3 channels at 32 px)."""
+    data = f"fashion-mnist:{root / 'fm'}"
+    return save_state(model_state(in_channels=3, image_size=32, data=data), root / run / "model_best.pth.tar")
+
+
+def test_several_checkpoints_give_each_ones_separate_result_from_images_corrupted_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ckpts = [tiny_checkpoint(tmp_path), _other(tmp_path, "b", 1), _other(tmp_path, "c", 2)]
+    base = _other(tmp_path, "base", 3)
+    flags = ["--corruptions", "contrast,shot_noise", "--severities", "2", "4", "--limit-val", "10", "-b", "4",
+             "--baseline", str(base)]  # fmt: skip
+    alone = [_run(["--resume", str(c), *flags], capsys) for c in ckpts]
+    real, made = corruption_eval.CorruptedDataset, []
+
+    def counted(*args, **kwargs):
+        made.append(args[1:3])  # (corruption, severity)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(corruption_eval, "CorruptedDataset", counted)
+    together = _run(["--resume", *map(str, ckpts), *flags], capsys)
+    # Clean + 2 corruptions x 2 severities, each made once for the three checkpoints and the baseline.
+    assert made == [(None, 0), ("contrast", 2), ("contrast", 4), ("shot_noise", 2), ("shot_noise", 4)]
+    assert together == {"models": alone} and len({json.dumps(r["counts"]) for r in alone}) > 1
+    for ckpt, result in zip(ckpts, alone, strict=True):
+        assert json.loads((ckpt.parent / "corruptions" / "corruptions.json").read_text()) == result
+    assert main(["corruptions", "--resume", *map(str, ckpts), *flags, "--seed", "2", "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["corruption", "run", "b", "c"]
+    assert lines[2].split() == ["clean", *(f"{r['clean_top1']:.2f}" for r in alone)]
+    assert lines[5].split() == ["mean", *(f"{r['mean_corruption_top1']:.2f}" for r in alone)]
+    assert lines[6].split() == ["mCE", *(f"{r['mce']:.2f}" for r in alone)]
+
+
+def test_a_baseline_taking_other_images_is_evaluated_on_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = tiny_checkpoint(tmp_path)
+    base = _rgb_32px(tmp_path)
+    flags = ["--corruptions", "fog", "--severities", "1", "--limit-val", "6"]
+    alone = _run(["--resume", str(base), *flags], capsys)
+    result = _run(["--resume", str(ckpt), "--baseline", str(base), *flags], capsys)
+    assert result["baseline"] == {**alone, "model": "rgb"}
+
+
+def test_checkpoints_taking_other_images_are_refused_naming_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = tiny_checkpoint(tmp_path)
+    rgb = _rgb_32px(tmp_path)
+    assert main(["corruptions", "--resume", str(ckpt), str(rgb), "--corruptions", "fog"]) == 2
+    data = f"fashion-mnist:{tmp_path / 'fm'}"
+    assert capsys.readouterr().err == (
+        f"visionlab: error: --resume: {rgb} takes 3-channel 32x32 images of {data} (10 classes, converted by the "
+        f"small recipe's evaluation transform), but {ckpt} takes 1-channel 28x28 images of {data} (10 classes); "
+        "checkpoints evaluated together must take the same images (run them one at a time)\n"
+    )
+    assert not (ckpt.parent / "corruptions").exists() and not (rgb.parent / "corruptions").exists()
+
+
+def test_a_missing_checkpoint_among_several_is_one_line(ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["corruptions", "--resume", str(ckpt), "nope.pth"]) == 2
+    assert capsys.readouterr().err == "visionlab: error: --resume: nope.pth: checkpoint not found\n"
 
 
 @pytest.mark.parametrize(

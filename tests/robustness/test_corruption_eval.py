@@ -1,6 +1,7 @@
 """Accuracy under corruption (visionlab.robustness.corruption_eval): equal to a hand loop over the same corrupted
-batches, for a dataset (with or without worker processes) and for a loader; ImageNet-C's CE and relative CE on a
-hand-computed case; the CSV, JSON and heat map written."""
+batches, for a dataset (with or without worker processes) and for a loader; several models on images corrupted
+once, each with its own result alone; ImageNet-C's CE and relative CE on a hand-computed case; the CSV, JSON and
+heat map written."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from visionlab.errors import ConfigError
 from visionlab.robustness import (
     CORRUPTION_COLUMNS,
     corrupt,
+    corruption_accuracies,
     corruption_accuracy,
     corruption_errors,
     plot_corruption_heatmap,
@@ -63,6 +66,47 @@ def test_the_models_modes_are_restored() -> None:
     model = tiny_model(channels=1, dropout=True).train()
     corruption_accuracy(model, _data(1), ["contrast"], [1])
     assert all(m.training for m in model.modules())
+
+
+class Counted(Dataset):
+    """``data`` counting the items read (each read is one image corrupted, in this process)."""
+
+    def __init__(self, data: Dataset) -> None:
+        self.data, self.reads = data, 0
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int):
+        self.reads += 1
+        return self.data[index]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_several_models_get_their_own_results_from_images_corrupted_once(channels: int) -> None:
+    models = {"a": tiny_model(channels=channels), "b": tiny_model(channels=channels, seed=1, bn=True)}
+    data = Counted(_data(channels))
+    together = corruption_accuracies(models, data, CORRUPTIONS, SEVERITIES, seed=3, batch_size=4)
+    assert data.reads == 10 * (1 + 2 * 2)  # clean + 2 corruptions x 2 severities, once for both models
+    alone = {name: corruption_accuracy(m, _data(channels), CORRUPTIONS, SEVERITIES, seed=3, batch_size=4)
+             for name, m in models.items()}  # fmt: skip
+    assert together == alone and together["a"] != together["b"]
+
+
+def test_several_models_on_a_loader_and_no_model() -> None:
+    models = {"a": tiny_model(channels=1), "b": tiny_model(channels=1, seed=2)}
+    loader = DataLoader(_data(1), batch_size=3)
+    together = corruption_accuracies(models, loader, ["fog"], [2], seed=1)
+    assert together == {name: corruption_accuracy(m, loader, ["fog"], [2], seed=1) for name, m in models.items()}
+    with pytest.raises(ConfigError, match="no model given") as error:
+        corruption_accuracies({}, loader, ["fog"], [2])
+    assert error.value.field == "models"
+
+
+def test_every_models_modes_are_restored() -> None:
+    models = {"a": tiny_model(channels=1, dropout=True).train(), "b": tiny_model(channels=1, bn=True)}
+    corruption_accuracies(models, _data(1), ["contrast"], [1])
+    assert all(m.training for m in models["a"].modules()) and not any(m.training for m in models["b"].modules())
 
 
 def test_corruption_errors_on_a_hand_computed_case() -> None:

@@ -128,6 +128,47 @@ def test_impulse_noise_is_scikit_images_salt_and_pepper_from_the_images_seed() -
     assert abs(hit.mean() - 0.27) < 0.04  # 3072 values: 0.27 ± 0.008 (1 sd)
 
 
+# Image sides (height, width) against the frost textures (315-600 x 485-900 px): smaller than all; taller than
+# all; wider than all; both (each picks another branch of the library's texture scaling).
+FROST_SIDES = ((28, 28), (13, 7), (650, 20), (20, 950), (700, 1000))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("severity", [1, 2, 5])
+def test_frost_is_the_librarys_frost_bit_for_bit(severity: int, channels: int) -> None:
+    """Its textures read once and resized once per size (module docstring), the result is exactly the library's
+    frost from the same global seed, for every texture-scaling branch."""
+    gen = np.random.default_rng(severity)
+    for k, (height, width) in enumerate(FROST_SIDES):
+        shape = (height, width) if channels == 1 else (height, width, 3)
+        image = gen.integers(0, 256, shape, dtype=np.uint8)
+        seed = image_seed(1, k, "frost", severity)
+        state = np.random.get_state()
+        np.random.seed(seed.generate_state(8))
+        expected = np.asarray(imagecorruptions_module().frost(Image.fromarray(image), severity), np.float64) / 255
+        np.random.set_state(state)
+        ours = corruptions_module._frost(image, severity, seed)
+        assert ours.dtype == expected.dtype and np.array_equal(ours, expected)
+
+
+def test_the_frost_textures_are_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cv2
+
+    real, reads = cv2.imread, []
+
+    def counted(path: str, *args: object) -> np.ndarray:
+        reads.append(path)
+        return real(path, *args)
+
+    monkeypatch.setattr(cv2, "imread", counted)
+    corruptions_module._frost_file.cache_clear()
+    corruptions_module._frost_texture.cache_clear()
+    images = natural(3, 16, copies=12)
+    first = corrupt(images, "frost", 3, seed=0)
+    assert 1 < len(reads) <= 5 and len(set(reads)) == len(reads)  # 12 images drawing among five textures
+    assert torch.equal(corrupt(images, "frost", 3, seed=0), first) and len(set(reads)) == len(reads)
+
+
 def test_grayscale_motion_blur_is_the_rgb_blur_of_the_repeated_image() -> None:
     gray = natural(1, 16)
     rgb = corrupt(gray.expand(-1, 3, -1, -1).contiguous(), "motion_blur", 3, seed=1)
@@ -143,6 +184,34 @@ def test_glass_blur_and_fog_of_a_constant_image(channels: int) -> None:
     assert torch.allclose(corrupt(flat, "glass_blur", 5, seed=0), flat, atol=1.5 / 255)
     black = torch.zeros(1, channels, 12, 12)
     assert torch.equal(corrupt(black, "fog", 5, seed=0), black)
+
+
+def _glass_moves_loop(x: np.ndarray, moves: np.ndarray, delta: int) -> np.ndarray:
+    """imagecorruptions' glass-blur pixel moves, as its loop does them (row by row from the bottom right)."""
+    x = x.copy()
+    for i, h in enumerate(range(x.shape[0] - delta, delta, -1)):
+        for j, w in enumerate(range(x.shape[1] - delta, delta, -1)):
+            dx, dy = moves[i, j]
+            x[h, w] = x[h + dy, w + dx]
+    return x
+
+
+@pytest.mark.parametrize("delta", [1, 2, 3, 4])
+def test_glass_blurs_vectorized_moves_are_the_loops_bit_for_bit(delta: int) -> None:
+    """Random moves on random sizes (down to no moved region) and channel layouts; and the longest chains, every
+    pixel taking its right neighbour's new value."""
+    rng = np.random.default_rng(delta)
+    for trial in range(60):
+        height, width = (int(v) for v in rng.integers(1, 24, 2))
+        shape = ((height, width), (height, width, 1), (height, width, 3))[trial % 3]
+        x = rng.integers(0, 256, shape, dtype=np.uint8)
+        rows, cols = len(range(height - delta, delta, -1)), len(range(width - delta, delta, -1))
+        moves = rng.integers(-delta, delta, size=(rows, cols, 2))
+        assert np.array_equal(corruptions_module._glass_moves(x, moves, delta), _glass_moves_loop(x, moves, delta))
+    x = rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)
+    moves = np.zeros((30 - 2 * delta, 30 - 2 * delta, 2), dtype=np.int64)
+    moves[..., 0] = delta - 1  # dx: the pixel to the right, written just before (for delta > 1)
+    assert np.array_equal(corruptions_module._glass_moves(x, moves, delta), _glass_moves_loop(x, moves, delta))
 
 
 def test_the_plasma_fractal_spans_zero_to_one() -> None:

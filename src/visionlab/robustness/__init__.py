@@ -20,6 +20,7 @@ from visionlab.robustness.attacks import (
 )
 from visionlab.robustness.corruption_eval import (
     CORRUPTION_COLUMNS,
+    corruption_accuracies,
     corruption_accuracy,
     corruption_errors,
     corruption_rows,
@@ -99,6 +100,7 @@ __all__ = [
     "check_severities",
     "clopper_pearson_lower",
     "corrupt",
+    "corruption_accuracies",
     "corruption_accuracy",
     "corruption_errors",
     "corruption_rows",

@@ -10,7 +10,8 @@ at severity ``s``, normalised by a baseline model's (AlexNet for ImageNet-C; her
 
 The corrupted images are made on the fly (:mod:`visionlab.robustness.corruptions`), image ``i`` of the data (its
 position in the order the loader gives) from the seed ``(seed, i, corruption, severity)``: the same images for
-every model, batch size and number of workers.
+every model, batch size and number of workers. :func:`corruption_accuracies` feeds each corrupted batch to several
+models, so a comparison corrupts the images once.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from visionlab.checks import check_integer
+from visionlab.errors import ConfigError
 from visionlab.progress import progress as progress_bar
 from visionlab.robustness.corruptions import CorruptedDataset, check_corruptions, check_severities, corrupt
 from visionlab.runtime import eval_mode
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CORRUPTION_COLUMNS",
+    "corruption_accuracies",
     "corruption_accuracy",
     "corruption_errors",
     "corruption_rows",
@@ -62,16 +66,28 @@ def _corrupted_batches(
         yield corrupt(images, corruption, severity, seed=seed, indices=indices), labels
 
 
-def _top1_count(model: nn.Module, batches: Iterable, device: torch.device) -> tuple[int, int]:
-    """``(correct top-1, images)`` of ``model`` over ``batches``, without gradients."""
-    correct = torch.zeros((), dtype=torch.int64, device=device)
+def _top1_counts(
+    models: Mapping[str, nn.Module], batches: Iterable, devices: Mapping[str, torch.device]
+) -> tuple[dict[str, int], int]:
+    """``({name: correct top-1}, images)`` of every model over ``batches``, each batch fed to all of them (moved to
+    each model's device), without gradients."""
+    correct = {name: torch.zeros((), dtype=torch.int64, device=devices[name]) for name in models}
     n = 0
     with torch.no_grad():
         for images, labels in batches:
-            labels = labels.to(device)
-            correct += (model(images.to(device)).argmax(1) == labels).sum()
+            for name, model in models.items():
+                device = devices[name]
+                correct[name] += (model(images.to(device)).argmax(1) == labels.to(device)).sum()
             n += labels.shape[0]
-    return int(correct), n
+    return {name: int(count) for name, count in correct.items()}, n
+
+
+def _model_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    """``device``, else the device of the model's parameters, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def corruption_accuracy(
@@ -105,21 +121,69 @@ def corruption_accuracy(
     Returns ``{"n", "seed", "corruptions", "severities", "clean_top1", "top1": {corruption: [top-1 % per
     severity, in the order of "severities"]}, "mean_corruption_top1", "counts": {"clean": int, corruption: [int
     per severity]}}``; the mean is over every corruption × severity (unweighted). Cost: ``1 + corruptions ×
-    severities`` passes over the data, each image corrupted on the CPU.
+    severities`` passes over the data, each image corrupted on the CPU. Several models on the same images:
+    :func:`corruption_accuracies`, which corrupts each image once for all of them.
+    """
+    return corruption_accuracies(
+        {"model": model}, data, corruptions, severities, seed=seed, device=device, batch_size=batch_size,
+        workers=workers, progress=progress,
+    )["model"]  # fmt: skip
+
+
+def corruption_accuracies(
+    models: Mapping[str, nn.Module],
+    data: Dataset | Iterable,
+    corruptions: Sequence[str] | None = None,
+    severities: Sequence[int] | None = None,
+    *,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    batch_size: int = 250,
+    workers: int = 0,
+    progress: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """:func:`corruption_accuracy` of each of several models on the same corrupted images, each batch corrupted
+    once and fed to every model: corrupting the images (NumPy / OpenCV, image by image on the CPU) is the cost, not
+    the models' forward passes, so comparing k models costs little more than one.
+
+    Args:
+        models: ``{name: classifier}``, each on pixels in [0, 1] and taking the images of ``data`` as they are
+            (same channels and size); each model's modes are restored afterwards.
+        data, corruptions, severities, seed, batch_size, workers, progress: as for :func:`corruption_accuracy`.
+        device: where every model runs (default: each model's parameters' device, else the CPU); each batch is
+            moved to each model's device.
+
+    Returns ``{name: result}``, each result exactly what :func:`corruption_accuracy` returns for that model alone
+    (the same images, batches and counts). Raises :class:`~visionlab.errors.ConfigError` (``models``) for no model.
     """
     corruptions, severities = check_corruptions(corruptions), check_severities(severities)
     check_integer(seed, "seed", minimum=0)
     check_integer(batch_size, "batch_size", minimum=1)
     check_integer(workers, "workers", minimum=0)
-    first = next(model.parameters(), None)
-    device = torch.device(device) if device is not None else first.device if first is not None else torch.device("cpu")
+    if not models:
+        raise ConfigError("no model given", field="models")
+    devices = {name: _model_device(model, device) for name, model in models.items()}
     settings = [(None, 0)] + [(c, s) for c in corruptions for s in severities]
-    counts: dict[tuple[str | None, int], int] = {}
+    counts: dict[tuple[str | None, int], dict[str, int]] = {}
     n = 0
-    with eval_mode(model):
+    with ExitStack() as modes:
+        for model in models.values():
+            modes.enter_context(eval_mode(model))
         for corruption, severity in progress_bar(settings, desc="corruptions", enabled=progress):
             batches = _corrupted_batches(data, corruption, severity, seed, batch_size, workers)
-            counts[corruption, severity], n = _top1_count(model, batches, device)
+            counts[corruption, severity], n = _top1_counts(models, batches, devices)
+    return {name: _result({key: c[name] for key, c in counts.items()}, n, seed, corruptions, severities)
+            for name in models}  # fmt: skip
+
+
+def _result(
+    counts: Mapping[tuple[str | None, int], int],
+    n: int,
+    seed: int,
+    corruptions: Sequence[str],
+    severities: Sequence[int],
+) -> dict[str, Any]:
+    """One model's result of :func:`corruption_accuracy` from its correct counts per (corruption, severity)."""
     pct = {key: 100.0 * c / max(n, 1) for key, c in counts.items()}
     top1 = {c: [pct[c, s] for s in severities] for c in corruptions}
     return {

@@ -18,12 +18,21 @@ pixels and turns grayscale into RGB). Four are written here instead, each for a 
 * ``glass_blur``: the library passes ``multichannel=True`` to scikit-image's ``gaussian`` (removed in 0.19; now
   ``channel_axis``). Here the same algorithm. Its pixel "swap" ``x[h, w], x[h', w'] = x[h', w'], x[h, w]`` is,
   on the HxWx3 arrays ImageNet-C used, a copy of ``x[h', w']`` into ``x[h, w]`` (the right-hand side holds views):
-  the copy is what every published ImageNet-C number measured, and is done here for any channel count.
+  the copy is what every published ImageNet-C number measured, and is done here for any channel count. The
+  library's per-pixel Python loop is replaced by whole-array operations giving the loop's result bit for bit
+  (``_glass_moves``).
 * ``fog``: the library's plasma fractal allocates with ``np.float_`` (removed in NumPy 2.0). Here the same
   diamond-square fractal.
 * ``motion_blur`` on grayscale images: the library's grayscale branch indexes a missing third axis. Motion blur
   is the same shift-and-sum on every channel, so a grayscale image is blurred as the 3-channel image that repeats
   it, and one channel kept (exactly the grayscale result).
+
+One more is the library's code run faster, bit for bit the same (tested against the library):
+
+* ``frost``: the library decodes its frost texture (a PNG or JPEG of up to 600 x 900 pixels) from disk and resizes
+  it to the image for every image it corrupts, almost all of frost's time on small images. Here each texture is
+  decoded once per process and resized once per image size (both cached), then cropped and blended with the same
+  random draws from NumPy's global state and the same arithmetic.
 
 Importing ``imagecorruptions`` needs ``pkg_resources`` (for the path of its frost textures), which setuptools 81
 removed. :func:`imagecorruptions_module` installs, only while that import runs and only when no real
@@ -95,6 +104,10 @@ _GLASS = ((0.7, 1, 2), (0.9, 2, 1), (1.0, 2, 3), (1.1, 3, 2), (1.5, 4, 2))
 _FOG = ((1.5, 2.0), (2.0, 2.0), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4))
 # Share of pixels set to 0 or 1 per severity: imagecorruptions' impulse_noise.
 _IMPULSE = (0.03, 0.06, 0.09, 0.17, 0.27)
+# (weight of the image, weight of the frost texture) per severity: imagecorruptions' frost.
+_FROST = ((1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75))
+# imagecorruptions' frost textures (in its package folder frost/); it draws among the first five only.
+_FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
 
 
 # ------------------------------------------------------------------------------------------------ the library
@@ -177,15 +190,49 @@ def _glass_blur(image: np.ndarray, severity: int, seed: np.random.SeedSequence) 
     sigma, delta, iterations = _GLASS[severity - 1]
     axis = -1 if image.ndim == 3 else None
     x = np.uint8(gaussian(image / 255.0, sigma=sigma, channel_axis=axis) * 255)
-    rows, cols = range(x.shape[0] - delta, delta, -1), range(x.shape[1] - delta, delta, -1)
+    rows, cols = len(range(x.shape[0] - delta, delta, -1)), len(range(x.shape[1] - delta, delta, -1))
     rng = np.random.default_rng(seed)
     for _ in range(iterations):
-        moves = rng.integers(-delta, delta, size=(len(rows), len(cols), 2))  # (dx, dy) in [-delta, delta)
-        for i, h in enumerate(rows):
-            for j, w in enumerate(cols):
+        moves = rng.integers(-delta, delta, size=(rows, cols, 2))  # (dx, dy) in [-delta, delta)
+        x = _glass_moves(x, moves, delta)
+    return np.clip(gaussian(x / 255.0, sigma=sigma, channel_axis=axis), 0, 1)
+
+
+def _glass_moves(x: np.ndarray, moves: np.ndarray, delta: int) -> np.ndarray:
+    """Glass blur's pixel moves, vectorized: the result of the loop ::
+
+        for i, h in enumerate(range(H - delta, delta, -1)):      # rows from the bottom
+            for j, w in enumerate(range(W - delta, delta, -1)):  # right to left
                 dx, dy = moves[i, j]
                 x[h, w] = x[h + dy, w + dx]
-    return np.clip(gaussian(x / 255.0, sigma=sigma, channel_axis=axis), 0, 1)
+
+    bit for bit, on ``x`` of shape ``(H, W)`` or ``(H, W, C)`` (a new array; ``x`` is kept). In the loop a pixel
+    reads its source's new value when the loop wrote that source before (it lies below, or to the right in the same
+    row, inside the moved region), else its original value; so a pixel's value is the original value at the end
+    of its chain of such sources, found by pointer jumping (log of the longest chain in passes of whole-array
+    operations instead of one Python step per pixel). ``moves``: ``(rows, cols, 2)`` integers ``(dx, dy)`` in
+    ``[-delta, delta)``, one per pixel of the region in the loop's order.
+    """
+    height, width = x.shape[:2]
+    rows, cols = moves.shape[:2]
+    if rows <= 0 or cols <= 0:
+        return x.copy()
+    h = np.arange(height - delta, delta, -1)[:, None]  # the region's rows and columns in the loop's order
+    w = np.arange(width - delta, delta, -1)[None, :]
+    source_h, source_w = h + moves[..., 1], w + moves[..., 0]
+    # The source's position in the loop's order, and whether the loop wrote it before this pixel.
+    step = ((height - delta) - source_h) * cols + ((width - delta) - source_w)
+    inside = (source_h > delta) & (source_h <= height - delta) & (source_w > delta) & (source_w <= width - delta)
+    follow = (inside & (step < np.arange(rows * cols).reshape(rows, cols))).ravel()
+    pointer, source = step.ravel(), (source_h * width + source_w).ravel()
+    while follow.any():  # a pixel that follows takes over its source's current source, pointer and state
+        chasing = np.flatnonzero(follow)
+        ahead = pointer[chasing]
+        source[chasing], pointer[chasing], follow[chasing] = source[ahead], pointer[ahead], follow[ahead]
+    flat = x.reshape(height * width, -1)
+    out = flat.copy()
+    out[(h * width + w).ravel()] = flat[source]
+    return out.reshape(x.shape)
 
 
 def _plasma_fractal(size: int, decay: float, rng: np.random.Generator) -> np.ndarray:
@@ -224,6 +271,61 @@ def _fog(image: np.ndarray, severity: int, seed: np.random.SeedSequence) -> np.n
     return np.clip(x * brightest / (brightest + strength), 0, 1)
 
 
+@functools.cache
+def _frost_file(index: int) -> np.ndarray:
+    """imagecorruptions' frost texture ``index`` as OpenCV reads it (BGR uint8 ``(H, W, 3)``), read once per process
+    and kept read-only."""
+    import cv2
+
+    path = Path(imagecorruptions_module().__file__).parent / "frost" / _FROST_FILES[index]
+    texture = cv2.imread(str(path))
+    if texture is None:
+        raise UserError(f"{path}: imagecorruptions' frost texture cannot be read; reinstall imagecorruptions")
+    texture.flags.writeable = False
+    return texture
+
+
+@functools.lru_cache(maxsize=16)
+def _frost_texture(index: int, height: int, width: int) -> np.ndarray:
+    """Frost texture ``index`` resized to cover a ``height x width`` image with a margin to crop from: the
+    library's scale (1, else the larger ratio of the image's side to the texture's) times 1.1, bicubic. Cached per
+    image size (read-only): the library resizes it again for every image."""
+    import cv2
+
+    frost = _frost_file(index)
+    fh, fw = frost.shape[:2]
+    scale = 1
+    if fh < height and fw >= width:
+        scale = height / fh
+    elif fh >= height and fw < width:
+        scale = width / fw
+    elif fh < height and fw < width:
+        scale = np.maximum(height / fh, width / fw)
+    scale *= 1.1
+    resized = cv2.resize(
+        frost, dsize=(int(np.ceil(fw * scale)), int(np.ceil(fh * scale))), interpolation=cv2.INTER_CUBIC
+    )
+    resized.flags.writeable = False
+    return resized
+
+
+def _frost(image: np.ndarray, severity: int, seed: np.random.SeedSequence) -> np.ndarray:
+    """imagecorruptions' frost (see the module docstring): the image dimmed and a random crop of a random frost
+    texture added (its luminance for a grayscale image), the same draws from NumPy's global state seeded by
+    ``seed``."""
+    imagecorruptions_module()  # its textures are the library's: missing, it says how to install it (cached call)
+    weight, frost_weight = _FROST[severity - 1]
+    height, width = image.shape[:2]
+    with _global_numpy_seed(seed):
+        texture = _frost_texture(np.random.randint(5), height, width)
+        top = np.random.randint(0, texture.shape[0] - height)
+        left = np.random.randint(0, texture.shape[1] - width)
+    crop = texture[top : top + height, left : left + width]
+    # Grayscale: the library's rgb2gray of the BGR crop (its weights, in that order); RGB: the crop as RGB.
+    crop = np.dot(crop[..., :3], [0.2989, 0.5870, 0.1140]) if image.ndim == 2 else crop[..., [2, 1, 0]]
+    return np.clip(weight * image + frost_weight * crop, 0, 255) / 255.0
+
+
 def _motion_blur(image: np.ndarray, severity: int, seed: np.random.SeedSequence) -> np.ndarray:
     """imagecorruptions' motion blur; a grayscale image as the RGB image repeating it (see the module docstring)."""
     if image.ndim == 3:
@@ -237,6 +339,7 @@ _FUNCTIONS: dict[str, Callable[[np.ndarray, int, np.random.SeedSequence], np.nda
     "glass_blur": _glass_blur,
     "fog": _fog,
     "motion_blur": _motion_blur,
+    "frost": _frost,
 }
 
 
