@@ -84,6 +84,7 @@ BAD = [
     ("compile", "fastest", "unknown torch.compile backend 'fastest': must be one of"),
     ("sync_bn", 1, "true or false"),
     ("cache_images", "no", "true or false"),
+    ("shuffle_labels", 1, "true or false"),
     ("augment", "flip,rotate=10", "'rotate=10' in 'flip,rotate=10': expected 'none' or comma-separated"),
     ("augment", 2, "must be a string such as 'flip,crop=2,erase=0.5', got 2"),
     ("deterministic", None, "true or false"),

@@ -36,7 +36,7 @@ _TRAIN_FIELDS = (
     "batch_size", "optimizer", "lr", "momentum", "weight_decay", "warmup", "clip_grad", "label_smoothing", "tta",
     "seed", "device", "amp", "channels_last", "out", "print_freq", "adv_train", "adv_eps", "adv_steps", "adv_step",
     "adv_mix", "trades_beta", "select_by", "robust_val", "pretrained", "freeze_backbone", "unfreeze_at", "head_lr_mult",
-    "compile", "sync_bn", "cache_images", "augment", "ema", "noise_sigma",
+    "compile", "sync_bn", "cache_images", "augment", "ema", "noise_sigma", "shuffle_labels",
 )  # fmt: skip
 # Fields a full resume may change: they do not alter the arithmetic of the run.
 _RUNTIME_FIELDS = (
@@ -88,6 +88,9 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--cache-images", action="store_true", default=None,
                    help="MiniPlaces / ImageFolder: decode each image once and keep it in memory (MiniPlaces: "
                         "~5.4 GB); the same samples, no JPEG decoding after the first pass")  # fmt: skip
+    d.add_argument("--shuffle-labels", "--random-labels", dest="shuffle_labels", action="store_true", default=None,
+                   help="train on the training labels permuted once with --seed (class counts kept; validation "
+                        "keeps the true labels): the model for explain --sanity --random-labels")  # fmt: skip
 
 
 def _add_model_arguments(p: argparse.ArgumentParser) -> None:

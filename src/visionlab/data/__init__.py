@@ -27,6 +27,7 @@ from visionlab.data.kinds import (
     DatasetKind,
     fixed_image_size,
 )
+from visionlab.data.labels import SHUFFLABLE, dataset_labels, shuffle_labels
 from visionlab.data.lists import ListEntry, parse_list_file
 from visionlab.data.memory import BatchAugment, InMemoryLoader, TensorImageDataset, in_memory_source
 from visionlab.data.transforms import eval_transform, train_transform
@@ -38,6 +39,7 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "FILE_KINDS",
     "IN_MEMORY_KINDS",
+    "SHUFFLABLE",
     "BatchAugment",
     "DataBundle",
     "DatasetError",
@@ -48,6 +50,7 @@ __all__ = [
     "InMemoryLoader",
     "ListEntry",
     "TensorImageDataset",
+    "dataset_labels",
     "default_data_root",
     "eval_transform",
     "fetch_fashion_mnist",
@@ -60,6 +63,7 @@ __all__ = [
     "read_cifar10",
     "read_idx",
     "read_image",
+    "shuffle_labels",
     "train_transform",
     "verify_fashion_mnist",
     "verify_images",

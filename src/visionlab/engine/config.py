@@ -180,6 +180,7 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
         "check_images": _flag,
         "cache_images": _flag,
         "augment": _optional(_augment),
+        "shuffle_labels": _flag,
         "model": _one_of(_models, "model"),
         "conv": _one_of(_convs),
         "model_kwargs": _mapping,
@@ -246,6 +247,9 @@ class TrainConfig:
     check_images: bool = True
     cache_images: bool = False  # file datasets: decode every image once and keep it in memory (same samples)
     augment: str | None = None  # in-memory datasets: batch augmentation spec ("flip,crop=2,erase=0.5"); None: theirs
+    # the training labels permuted once by torch.randperm seeded with `seed` (validation keeps the true ones): the
+    # model of Adebayo et al.'s data-randomization test (visionlab.data.shuffle_labels)
+    shuffle_labels: bool = False
     # model
     model: str = "simplenet"
     conv: str = "native"

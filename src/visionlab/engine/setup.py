@@ -20,7 +20,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from visionlab.data import DataBundle, DatasetError
+from visionlab.data import DataBundle, DatasetError, shuffle_labels
 from visionlab.data.memory import is_in_memory, parse_augment
 from visionlab.engine.callbacks import NullLog
 from visionlab.engine.checkpoint import BEST, CHECKPOINT, CheckpointError, load_checkpoint, restore_rng
@@ -154,7 +154,7 @@ class TrainerSetup:
     def _build_loaders(self) -> tuple[DataLoader, DataLoader]:
         cfg, b = self.cfg, self.bundle
         train = make_loader(
-            limit(self._augmented(b.train), cfg.limit_train), cfg.batch_size, train=True, workers=cfg.workers,
+            self._labelled(limit(self._augmented(b.train), cfg.limit_train)), cfg.batch_size, train=True, workers=cfg.workers,
             device=self.device, generator=self.generator, dist=self.dist,
         )  # fmt: skip
         val = make_loader(shard_dataset(limit(b.val, cfg.limit_val), self.dist), cfg.batch_size, train=False,
@@ -175,6 +175,18 @@ class TrainerSetup:
         augmented = copy.copy(train)
         augmented.batch_augment = parse_augment(self.cfg.augment)
         return augmented
+
+    def _labelled(self, train: Dataset) -> Dataset:
+        """The training set with ``cfg.shuffle_labels``'s random labels: permuted once among the images trained on
+        (after ``limit_train``) by ``torch.randperm`` seeded with ``cfg.seed`` (:func:`visionlab.data.shuffle_labels`),
+        so every epoch, every rank and an exact resume see the same labels; a generator of its own, so the data
+        order is the one the run would have without it. The validation set keeps its true labels."""
+        if not self.cfg.shuffle_labels:
+            return train
+        try:
+            return shuffle_labels(train, torch.Generator().manual_seed(self.cfg.seed))
+        except TypeError as exc:
+            raise ConfigError(str(exc), field="shuffle_labels") from exc
 
     def _build_optimization(self) -> tuple[torch.optim.Optimizer, WarmupCosine, torch.amp.GradScaler]:
         cfg, steps_per_epoch = self.cfg, len(self.train_loader)
