@@ -52,7 +52,7 @@ def test_the_same_images_in_the_same_order_as_without_it_only_the_labels_differ(
     assert not torch.equal(ya, yb) and torch.equal(ya.sort().values, yb.sort().values)
 
 
-def test_a_killed_and_resumed_run_on_random_labels_ends_with_identical_weights(tiny_fmnist: str, tmp_path: Path) -> None:
+def test_a_resumed_random_label_run_ends_with_identical_weights(tiny_fmnist: str, tmp_path: Path) -> None:
     reference = Trainer(file_config(tiny_fmnist, tmp_path / "ref", shuffle_labels=True), callbacks=[])
     reference.fit()
     with pytest.raises(Stop):  # 96 images / 16 = 6 steps per epoch: the 4th step of epoch 2

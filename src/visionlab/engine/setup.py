@@ -154,8 +154,8 @@ class TrainerSetup:
     def _build_loaders(self) -> tuple[DataLoader, DataLoader]:
         cfg, b = self.cfg, self.bundle
         train = make_loader(
-            self._labelled(limit(self._augmented(b.train), cfg.limit_train)), cfg.batch_size, train=True, workers=cfg.workers,
-            device=self.device, generator=self.generator, dist=self.dist,
+            self._labelled(limit(self._augmented(b.train), cfg.limit_train)), cfg.batch_size, train=True,
+            workers=cfg.workers, device=self.device, generator=self.generator, dist=self.dist,
         )  # fmt: skip
         val = make_loader(shard_dataset(limit(b.val, cfg.limit_val), self.dist), cfg.batch_size, train=False,
                           workers=cfg.workers, device=self.device)  # fmt: skip
