@@ -236,3 +236,77 @@ def test_a_run_without_the_checks_removes_their_figures_from_an_earlier_run(ckpt
     assert "sanity" not in json.loads((out / "explain.json").read_text())
     assert main(base) == 0
     assert {p.name for p in out.iterdir()} == {"explain.png", "explain.json"}
+
+
+def _random_label_run(ckpt: Path) -> Path:
+    """A 1-epoch run of ``train --shuffle-labels`` on the tiny checkpoint's data: its model_best."""
+    run = ckpt.parent.parent / "shuffled"
+    argv = ["train", "--data", f"fashion-mnist:{ckpt.parent.parent / 'fm'}", "--shuffle-labels", "--epochs", "1",
+            "-b", "4", "-j", "0", "--no-progress", "--no-tensorboard", "--out", str(run)]  # fmt: skip
+    assert main(argv) == 0
+    return run / "model_best.pth.tar"
+
+
+def test_random_labels_adds_the_data_randomization_the_library_finds_beside_the_cascade(
+    ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from visionlab.explain import data_randomization
+
+    shuffled = _random_label_run(ckpt)
+    capsys.readouterr()
+    argv = ["explain", "--resume", str(ckpt), "--num", "2", "--method", "saliency", "gradcam", "--sanity",
+            "--subset", "5", "--seed", "3", "-b", "3", "--random-labels", str(shuffled), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads((ckpt.parent / "explain" / "explain.json").read_text())
+    indices = torch.randperm(24, generator=torch.Generator().manual_seed(3))[:5].sort().values
+    images = torch.stack([checkpoint_val(ckpt)[int(i)][0] for i in indices])
+    methods = {"saliency": explainer("saliency", batch_size=3),
+               "gradcam": explainer("gradcam", layer="net.features", batch_size=3),
+               "edge": explainer("edge"), "random": explainer("random", seed=3)}  # fmt: skip
+    data = data_randomization(checkpoint_model(ckpt), checkpoint_model(shuffled), images, methods, batch_size=3)
+    assert result["data_randomization"] == {**json.loads(json.dumps(data.to_dict())), "random_model": str(shuffled)}
+    assert result["data_randomization"]["kind"] == "data" and result["data_randomization"]["steps"] == ["random labels"]
+    assert result["sanity"]["kind"] == "cascading"  # the cascade still there, beside it
+    out = capsys.readouterr().out
+    assert f"data randomization against {shuffled} (trained on shuffled labels)" in out
+    block = out[out.index("data randomization against") :].splitlines()[2:]
+    assert block[4].startswith("wrote ")  # the four rows, then the files
+    for line, row in zip(block[:4], data.table(), strict=True):
+        name = f"{row['method']} (baseline)" if row["method"] in ("edge", "random") else row["method"]
+        verdict = "pass" if row["passed"] else "fail"
+        assert line.split() == [*name.split(), verdict, f"{row['final_spearman']:.3f}", f"{row['final_ssim']:.3f}"]
+
+
+def _checkpoint_like(ckpt: Path, name: str, **changes: object) -> Path:
+    """A copy of the tiny checkpoint with its model rebuilt from changed arguments (another architecture)."""
+    from visionlab.engine import load_checkpoint
+    from visionlab.engine.checkpoint import save_checkpoint
+    from visionlab.models import build_model
+
+    state = load_checkpoint(ckpt)
+    args = {**state["model_args"], **changes}
+    model = build_model(**args)
+    path = ckpt.parent.parent / name / "model_best.pth.tar"
+    save_checkpoint({**state, "model_args": args, "model": model.state_dict()}, path)
+    return path
+
+
+def test_a_random_labels_model_that_cannot_be_compared_is_one_line_naming_the_flag(
+    ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["explain", "--resume", str(ckpt), "--num", "2", "--method", "saliency", "--no-progress"]
+    other_head = _checkpoint_like(ckpt, "five", num_classes=5)
+    other_input = _checkpoint_like(ckpt, "rgb", in_channels=3, mean=[0.5] * 3, std=[0.25] * 3)
+    for flags, message in (
+        (["--random-labels", str(ckpt)], "--random-labels: only with --sanity (no check asked for reads it)"),
+        (["--sanity", "--random-labels", str(ckpt.parent / "missing.pth.tar")], "--random-labels: "),
+        (["--sanity", "--random-labels", str(other_head)],
+         f"--random-labels: {other_head} is not the explained model's architecture (simplenet; parameters that "
+         "differ: net.fc.bias, net.fc.weight)"),
+        (["--sanity", "--random-labels", str(other_input)],
+         f"--random-labels: {other_input} takes 3-channel 28x28 images, the explained model 1-channel 28x28"),
+    ):  # fmt: skip
+        assert main([*base, *flags]) == 2
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith(f"visionlab: error: {message}"), line
+    assert not (ckpt.parent / "explain").exists()

@@ -59,6 +59,7 @@ _CHECK_FLAGS = {
     "subset": (("sanity", "faithfulness"), "--subset", 100),
     "curve_steps": (("faithfulness",), "--curve-steps", 50),
     "sanity_granularity": (("sanity",), "--sanity-granularity", "layer"),
+    "random_labels": (("sanity",), "--random-labels", None),
 }
 # The figures of the checks, by the check that draws them.
 _CHECK_FIGURES = {"sanity": ("cascade.png", "similarity.png"), "faithfulness": ("faithfulness.png",)}
@@ -117,6 +118,12 @@ def add_explain_command(sub: argparse._SubParsersAction) -> None:
                    help="sanity: what one step randomizes: layer (default, every conv, norm and linear layer) | "
                         "block (a residual or transformer block, or a conv with its norm: ImprovedNet 5 steps "
                         "instead of 19, ResNet-18 10 instead of 41)")  # fmt: skip
+    c.add_argument(
+        "--random-labels",
+        metavar="CKPT",
+        help="sanity: also the data randomization test (Adebayo et al. 2018 Sec. 3.2): each map against "
+        "the one of CKPT, the same architecture trained on shuffled labels (train --shuffle-labels)",
+    )
     p.add_argument("--json", action="store_true", help="print explain.json as one line instead of the table")
     add_model_arguments(p)
     p.set_defaults(func=cmd_explain)
@@ -168,6 +175,8 @@ def _run(args: argparse.Namespace) -> int:
     check_options(args, "batch_size")
     check_model_flags(args)
     _, model, bundle, device = load_model(args, args.resume)
+    if checks.get("random_labels") is not None:
+        checks["random_model"] = _random_labels_model(checks["random_labels"], model, bundle, device)
     n = min(args.num, len(bundle.val))
     images = torch.stack([bundle.val[i][0] for i in range(n)]).to(device)
     labels = [int(bundle.val[i][1]) for i in range(n)]
@@ -243,6 +252,7 @@ def _run_checks(
         cascade_figure,
         cascading_randomization,
         compare_orderings,
+        data_randomization,
         explainer,
         faithfulness_figure,
         similarity_figure,
@@ -263,6 +273,10 @@ def _run_checks(
         )  # fmt: skip
         found["sanity"] = sanity.to_dict()
         figures.update({"cascade.png": cascade_figure(sanity), "similarity.png": similarity_figure(sanity)})
+        if checks.get("random_model") is not None:
+            data = data_randomization(model, checks["random_model"], images, {**explainers, **baselines},
+                                      batch_size=args.batch_size)  # fmt: skip
+            found["data_randomization"] = {**data.to_dict(), "random_model": checks["random_labels"]}
     if "faithfulness" in checks["asked"]:
         curves = compare_orderings(
             model, images, explainers, generator=torch.Generator().manual_seed(args.seed),
@@ -272,6 +286,38 @@ def _run_checks(
         figures["faithfulness.png"] = faithfulness_figure(curves)
     found["check_figures"] = list(figures)
     return found, figures
+
+
+def _random_labels_model(path: str, model: torch.nn.Module, bundle: Any, device: torch.device) -> torch.nn.Module:
+    """The model of ``--random-labels CKPT`` in eval mode on ``device``, refused in one line naming the flag unless
+    it is a visionlab checkpoint of the explained model's architecture (the same parameter and buffer names and
+    shapes) taking the same input (channels and side of the split's images)."""
+    from visionlab.cli.common import load_model_checkpoint
+    from visionlab.engine import model_from_checkpoint
+    from visionlab.errors import UserError
+
+    try:
+        state = load_model_checkpoint(path)
+        other = model_from_checkpoint(state, device).eval()
+    except UserError as exc:
+        raise CLIError(f"--random-labels: {format_user_error(exc)}") from exc
+    channels, side = bundle.val[0][0].shape[0], bundle.val[0][0].shape[-1]
+    takes = (state["model_args"]["in_channels"], state["model_args"]["image_size"])
+    if takes != (channels, side):
+        raise CLIError(
+            f"--random-labels: {path} takes {takes[0]}-channel {takes[1]}x{takes[1]} images, the explained model "
+            f"{channels}-channel {side}x{side}: it must be the same architecture on the same input"
+        )
+    mine = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in other.state_dict().items()}
+    if mine != theirs:
+        differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        shown = ", ".join(differ[:3]) + (", ..." if len(differ) > 3 else "")
+        raise CLIError(
+            f"--random-labels: {path} is not the explained model's architecture ({state['model_args']['name']}; "
+            f"parameters that differ: {shown})"
+        )
+    return other
 
 
 def _save_figures(figures: dict[str, Any], out: Path) -> list[Path]:
@@ -360,3 +406,18 @@ def _print_checks(result: dict[str, Any]) -> None:
         numbers = ("-", "-") if row is None else (f"{row['final_spearman']:.3f}", f"{row['final_ssim']:.3f}")
         areas = ("-", "-") if auc is None else (f"{auc['deletion_auc']:.3f}", f"{auc['insertion_auc']:.3f}")
         print(f"{label:<18}{verdict:<8}{falls:<22}{numbers[0]:>9}{numbers[1]:>7}{areas[0]:>16}{areas[1]:>17}")
+    if result.get("data_randomization"):
+        _print_data_randomization(result["data_randomization"])
+
+
+def _print_data_randomization(data: dict[str, Any]) -> None:
+    """One row per method of the data randomization test: the verdict and the similarities to the random-label
+    model's maps."""
+    line = next(iter(data["methods"].values()))["threshold"]
+    print(f"data randomization against {data['random_model']} (trained on shuffled labels): passes when the mean "
+          f"Spearman is below {line:g}")  # fmt: skip
+    print(f"{'method':<18}{'sanity':<8}{'Spearman':>9}{'SSIM':>7}")
+    for row in data["table"]:
+        label = f"{row['method']} (baseline)" if row["method"] in ("edge", "random") else row["method"]
+        verdict = "pass" if row["passed"] else "fail"
+        print(f"{label:<18}{verdict:<8}{row['final_spearman']:>9.3f}{row['final_ssim']:>7.3f}")
