@@ -67,6 +67,14 @@ def _rich_run(root: Path) -> Path:
         {"method": "edge", "passed": False, "falls_at": None, "repeat_spearman": 1.0, "final_spearman": 1.0,
          "final_ssim": 1.0},
     ]}  # fmt: skip
+    explained["data_randomization"] = {"kind": "data", "num_images": 3, "steps": ["random labels"],
+                                       "random_model": "runs/shuffled/model_best.pth.tar",
+                                       "methods": {"ig": {"threshold": 0.5}}, "table": [
+        {"method": "ig", "passed": True, "falls_at": "random labels", "repeat_spearman": 1.0, "final_spearman": 0.25,
+         "final_ssim": 0.5},
+        {"method": "edge", "passed": False, "falls_at": None, "repeat_spearman": 1.0, "final_spearman": 1.0,
+         "final_ssim": 1.0},
+    ]}  # fmt: skip
     explained["faithfulness"] = {"num_images": 3, "steps": 10, "table": [
         {"method": "ig", "deletion_auc": 0.1, "insertion_auc": 0.8},
         {"method": "random", "deletion_auc": 0.4, "insertion_auc": 0.5},

@@ -462,6 +462,9 @@ def _explanation_checks(run: Run, result: dict[str, Any]) -> str:
     parts = []
     if sanity:
         parts.append(_sanity_table(sanity))
+        data = result.get("data_randomization")
+        if isinstance(data, dict):
+            parts.append(_data_randomization_table(data))
         parts += _explain_figures(run, [
             ("cascade.png", "Each method's map of one image (rows) from the trained model and after each step of the "
              "cascade, left to right", "The cascade (Adebayo et al. 2018, Fig. 2): the example image, its map from "
@@ -508,6 +511,25 @@ def _sanity_table(sanity: dict[str, Any]) -> Raw:
     )
     return table(["method", "sanity", "falls at", "repeat Spearman", "final Spearman", "final SSIM"], rows,
                  caption=caption)  # fmt: skip
+
+
+def _data_randomization_table(data: dict[str, Any]) -> Raw:
+    """One row per method of ``explain --sanity --random-labels``: its maps against a shuffled-label model's."""
+    methods = data.get("methods") if isinstance(data.get("methods"), dict) else {}
+    line = next((m.get("threshold") for m in methods.values() if isinstance(m, dict)), None)
+    rows = [
+        [_baseline_label(row.get("method")), "✓ passes" if row.get("passed") else "✗ fails",
+         *(_num(_fixed(row.get(k))) for k in ("repeat_spearman", "final_spearman", "final_ssim"))]
+        for row in data.get("table", []) if isinstance(row, dict)
+    ]  # fmt: skip
+    caption = Raw(
+        f"Data randomization (explain/explain.json, Adebayo et al. 2018 Sec. 3.2) on "
+        f"{esc(data.get('num_images', '?'))} images: each method's maps against those of "
+        f"{code(str(data.get('random_model', '?')))}, the same architecture trained on shuffled labels "
+        f"({code('visionlab train --shuffle-labels')}). A method passes when the mean Spearman correlation is below "
+        f"{esc(line)} and it agrees with itself (repeat)."
+    )
+    return table(["method", "data randomization", "repeat Spearman", "Spearman", "SSIM"], rows, caption=caption)
 
 
 def _faithfulness_table(faith: dict[str, Any]) -> Raw:
