@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from visionlab.checks import check_integer
 from visionlab.errors import ConfigError
-from visionlab.explain.base import Explainer, edge_map, gaussian_blur, random_map
+from visionlab.explain.base import Explainer, channels_last_copy, edge_map, gaussian_blur, random_map
 from visionlab.progress import progress as progress_bar
 from visionlab.runtime import eval_mode
 
@@ -258,13 +258,14 @@ def _curve(
     counts = torch.arange(steps + 1, device=images.device) * (h * w) // steps  # pixels changed after each step
     unchanged, changed = start_end
     probabilities = torch.empty(n * (steps + 1), dtype=torch.float64, device=images.device)
-    with eval_mode(model), torch.no_grad():
+    fast = channels_last_copy(model)
+    with eval_mode(fast), torch.no_grad():
         for first in range(0, n * (steps + 1), batch_size):
             flat = torch.arange(first, min(first + batch_size, n * (steps + 1)), device=images.device)
             image, step = flat // (steps + 1), flat % (steps + 1)
             mask = (rank[image] < counts[step].unsqueeze(1)).view(-1, 1, h, w)
-            x = torch.where(mask, changed[image], unchanged[image])
-            probabilities[flat] = F.softmax(model(x).double(), dim=1).gather(1, target[image].unsqueeze(1)).squeeze(1)
+            x = torch.where(mask, changed[image], unchanged[image]).contiguous(memory_format=torch.channels_last)
+            probabilities[flat] = F.softmax(fast(x).double(), dim=1).gather(1, target[image].unsqueeze(1)).squeeze(1)
     fractions = counts.double() / (h * w)
     return PerturbationCurve(kind, fractions, probabilities.view(n, steps + 1))
 

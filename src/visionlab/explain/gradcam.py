@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -87,13 +88,19 @@ def gradcam(
     exception), ``torch.autograd.grad`` only (no ``.grad``, ``requires_grad`` untouched), no hook left behind,
     usable under ``torch.no_grad()`` or ``torch.inference_mode()``.
     """
-    name = resolve_layer(model, images, layer)
+    modules = dict(model.named_modules())
+    # A named layer is checked in the passes themselves (one probe forward less); the default one is found first.
+    name = layer if layer in modules and layer != "" else resolve_layer(model, images, layer)
     check_integer(batch_size, "batch_size", minimum=1, optional=True)
     target = check_target(target, images, who="gradcam")
     step = batch_size or max(len(images), 1)
-    module = dict(model.named_modules())[name]
-    maps = [_cams(model, module, images[i : i + step], None if target is None else target[i : i + step])
-            for i in range(0, len(images), step)]  # fmt: skip
+    maps = []
+    for i in range(0, len(images), step):
+        cam = _cams(model, modules[name], images[i : i + step], None if target is None else target[i : i + step])
+        if cam is None:  # the named layer gave no feature map: the error that lists the usable ones
+            resolve_layer(model, images, name)
+            raise ConfigError(f"{name!r}: a feature map for the first image but not for images {i}..", field="layer")
+        maps.append(cam)
     cam = torch.cat(maps) if maps else images.new_zeros(0, 1, 1, 1)
     return F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0].detach()
 
@@ -118,17 +125,34 @@ def resolve_layer(model: nn.Module, images: Tensor, layer: str | None) -> str:
     return layer
 
 
-def _cams(model: nn.Module, module: nn.Module, images: Tensor, target: Tensor | None) -> Tensor:
-    """``ReLU(Σ_c α_c A_c)`` at ``module``'s output, ``(n, 1, h, w)``, for one chunk of images."""
+def _cams(model: nn.Module, module: nn.Module, images: Tensor, target: Tensor | None) -> Tensor | None:
+    """``ReLU(Σ_c α_c A_c)`` at ``module``'s output, ``(n, 1, h, w)``, for one chunk of images; ``None`` when that
+    output (at its last call) is not a convolutional feature map by :func:`gradcam_layers`' rule."""
     captured: list[Tensor] = []
+    state: dict[str, Any] = {"channels": None, "usable": False}
 
-    def keep(_module: nn.Module, _inputs: object, output: Tensor) -> Tensor:
+    def conv(layer: nn.Module, _inputs: object, _output: object) -> None:
+        state["channels"] = layer.out_channels
+
+    def keep(_module: nn.Module, _inputs: object, output: Tensor) -> Tensor | None:
+        state["usable"] = _is_feature_map(output, state["channels"])
+        if not state["usable"]:
+            return None
         captured[:] = [output]
         return output.clone()  # an in-place op after the layer (ReLU(inplace=True)) must not change A
 
-    with eval_mode(model), torch.inference_mode(False), torch.enable_grad(), _hooks({module: ""}, keep):
+    convs = {m: "" for m in model.modules() if isinstance(m, nn.Conv2d)}  # registered first: they run first
+    with (
+        eval_mode(model),
+        torch.inference_mode(False),
+        torch.enable_grad(),
+        _hooks(convs, conv),
+        _hooks({module: ""}, keep),
+    ):
         x = images.detach().clone().requires_grad_(True)  # so A needs grad even if every parameter is frozen
         logits = model(x)
+        if not state["usable"]:
+            return None
         if logits.dim() != 2:
             raise ValueError(f"gradcam: the model must return logits (N, K), got {tuple(logits.shape)}")
         if target is None:
