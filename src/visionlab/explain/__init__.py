@@ -14,7 +14,7 @@ step of the cascade randomizes, a layer or a block), ``deletion_curve`` /
 (``cascade_figure``, ``similarity_figure``, ``faithfulness_figure``).
 """
 
-from visionlab.explain.base import Explainer, channels_last_copy, edge_map, gaussian_blur, random_map
+from visionlab.explain.base import Explainer, edge_map, gaussian_blur, random_map
 from visionlab.explain.faithfulness import (
     FaithfulnessResult,
     PerturbationCurve,
@@ -76,7 +76,6 @@ __all__ = [
     "cascade",
     "cascade_figure",
     "cascading_randomization",
-    "channels_last_copy",
     "compare_orderings",
     "data_randomization",
     "deletion_curve",

@@ -17,7 +17,6 @@ from these two says nothing about the model.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 
@@ -28,7 +27,7 @@ from torch import Tensor, nn
 from visionlab.checks import check_integer, check_number
 from visionlab.errors import ConfigError
 
-__all__ = ["Explainer", "channels_last_copy", "edge_map", "gaussian_blur", "random_map"]
+__all__ = ["Explainer", "edge_map", "gaussian_blur", "random_map"]
 
 Explainer = Callable[[nn.Module, Tensor, Tensor], Tensor]
 """``(model, images (N, C, H, W) in [0, 1], target (N,) long) -> maps (N, H, W)``, detached and side-effect free."""
@@ -92,16 +91,3 @@ def gaussian_blur(images: Tensor, sigma: float, kernel: int | None = None) -> Te
     flat = F.conv2d(flat, weights.view(1, 1, 1, kernel))
     flat = F.conv2d(flat, weights.view(1, 1, kernel, 1))
     return flat.reshape(n, c, h, w)
-
-
-def channels_last_copy(model: nn.Module) -> nn.Module:
-    """A channels-last (NHWC) copy of a model with 2-D convolutions, else ``model`` itself; never converts the
-    caller's model.
-
-    The checks run a model thousands of times: in NHWC memory oneDNN's convolutions and max-pooling ran
-    SimpleNet's forward 3.1x faster on the 2-core AMD EPYC with AVX-512 (68 against 209 us an image at batch
-    256, 2 threads; max-pooling alone 7.8x), its logits equal to 2e-8. The copy costs the model's size in memory.
-    """
-    if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
-        return model
-    return copy.deepcopy(model).to(memory_format=torch.channels_last)

@@ -34,9 +34,9 @@ from torch import Tensor, nn
 
 from visionlab.checks import check_integer
 from visionlab.errors import ConfigError
-from visionlab.explain.base import Explainer, channels_last_copy, edge_map, gaussian_blur, random_map
+from visionlab.explain.base import Explainer, edge_map, gaussian_blur, random_map
 from visionlab.progress import progress as progress_bar
-from visionlab.runtime import eval_mode
+from visionlab.runtime import channels_last_copy, eval_mode
 
 __all__ = [
     "BLUR_KERNEL",

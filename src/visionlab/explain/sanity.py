@@ -59,10 +59,10 @@ from torch import Tensor, nn
 
 from visionlab.checks import check_integer, check_number
 from visionlab.errors import ConfigError
-from visionlab.explain.base import Explainer, channels_last_copy
+from visionlab.explain.base import Explainer
 from visionlab.explain.similarity import minmax_normalize, spearman, ssim
 from visionlab.progress import progress as progress_bar
-from visionlab.runtime import eval_mode
+from visionlab.runtime import channels_last_copy, eval_mode
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -388,7 +388,7 @@ def _spearman(a: Tensor, b: Tensor) -> Tensor:
 
 def _maps(fn: Explainer, model: nn.Module, images: Tensor, target: Tensor, batch_size: int | None) -> Tensor:
     """``fn``'s maps of all images, ``batch_size`` per call, checked to be ``(N, H, W)``; computed on a
-    channels-last copy of ``model`` (:func:`~visionlab.explain.base.channels_last_copy`: ~3x faster passes)."""
+    channels-last copy of ``model`` (:func:`~visionlab.runtime.channels_last_copy`: ~3x faster passes)."""
     step = batch_size or len(images)
     fast = channels_last_copy(model)
     chunks = [fn(fast, images[i : i + step], target[i : i + step]) for i in range(0, len(images), step)]

@@ -40,7 +40,7 @@ from torch import nn
 
 from visionlab.checks import check_integer, check_number
 from visionlab.errors import ConfigError
-from visionlab.runtime import eval_mode
+from visionlab.runtime import channels_last_copy, eval_mode
 
 __all__ = [
     "ABSTAIN",
@@ -196,9 +196,10 @@ class SmoothedClassifier:
         if phase not in _PHASES:
             raise ConfigError(f"must be one of {', '.join(_PHASES)}, got {phase!r}", field="phase")
         counts = torch.zeros(images.shape[0] * self.num_classes, dtype=torch.long, device=images.device)
-        with eval_mode(self.model), torch.no_grad():
+        fast = channels_last_copy(self.model)  # NHWC: ~3x faster convolutions and pooling on oneDNN
+        with eval_mode(fast), torch.no_grad():
             for rows, noisy in self._noisy_batches(images, num, phase, first_index):
-                predicted = self.model(noisy).argmax(1)
+                predicted = fast(noisy.contiguous(memory_format=torch.channels_last)).argmax(1)
                 counts += torch.bincount(rows * self.num_classes + predicted, minlength=counts.numel())
         return counts.view(images.shape[0], self.num_classes)
 

