@@ -149,9 +149,11 @@ def corruption_accuracies(
     Args:
         models: ``{name: classifier}``, each on pixels in [0, 1] and taking the images of ``data`` as they are
             (same channels and size); each model's modes are restored afterwards.
-        data, corruptions, severities, seed, batch_size, workers, progress: as for :func:`corruption_accuracy`.
         device: where every model runs (default: each model's parameters' device, else the CPU); each batch is
             moved to each model's device.
+
+    ``data``, ``corruptions``, ``severities``, ``seed``, ``batch_size``, ``workers`` and ``progress`` are as for
+    :func:`corruption_accuracy`.
 
     Returns ``{name: result}``, each result exactly what :func:`corruption_accuracy` returns for that model alone
     (the same images, batches and counts). Raises :class:`~visionlab.errors.ConfigError` (``models``) for no model.
