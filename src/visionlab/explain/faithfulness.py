@@ -222,11 +222,12 @@ def compare_orderings(
     orderings["random"] = lambda m, imgs, t: random_map(m, imgs, t, generator=generator)
     orderings["edge"] = edge_map
     curves = {}
+    fast = channels_last_copy(model)  # one copy for every curve (each would make its own)
     for name, fn in progress_bar(list(orderings.items()), desc="faithfulness: orderings", enabled=progress):
         maps = fn(model, x, y).detach()
         curves[name] = {
-            "deletion": deletion_curve(model, x, maps, y, steps=steps, batch_size=batch_size),
-            "insertion": insertion_curve(model, x, maps, y, steps=steps, batch_size=batch_size),
+            "deletion": deletion_curve(fast, x, maps, y, steps=steps, batch_size=batch_size),
+            "insertion": insertion_curve(fast, x, maps, y, steps=steps, batch_size=batch_size),
         }
     return FaithfulnessResult(curves, indices, steps, generator.initial_seed())
 
