@@ -116,8 +116,8 @@ def add_explain_command(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("--sanity-granularity", metavar="KIND",
                    help="sanity: what one step randomizes: layer (default, every conv, norm and linear layer) | "
-                        "block (a residual or transformer block, or a conv with its norm: ImprovedNet 5 steps "
-                        "instead of 19, ResNet-18 10 instead of 41)")  # fmt: skip
+                        "block (a residual or transformer block, or a conv with its norm: ResNet-18 in 10 steps "
+                        "instead of 41)")  # fmt: skip
     c.add_argument(
         "--random-labels",
         metavar="CKPT",
