@@ -62,7 +62,7 @@ __all__ = [
 CORRUPTION_COLUMNS = ("model", "corruption", "severity", "n", "top1", "baseline_top1")
 
 
-Setting = tuple[str | None, int]  # (corruption, severity); (None, 0): the clean images
+_Setting = tuple[str | None, int]  # (corruption, severity); (None, 0): the clean images
 
 
 class _CorruptedChunks(Dataset):
@@ -70,7 +70,7 @@ class _CorruptedChunks(Dataset):
     turn (setting by setting, each ``ceil(len(data) / batch_size)`` batches of consecutive images), as the
     DataLoader of :func:`corrupted_batches` collates them; image ``i`` seeded by its position ``i`` in ``data``."""
 
-    def __init__(self, data: Dataset, settings: Sequence[Setting], seed: int, batch_size: int) -> None:
+    def __init__(self, data: Dataset, settings: Sequence[_Setting], seed: int, batch_size: int) -> None:
         self.data, self.settings, self.seed, self.batch_size = data, list(settings), seed, batch_size
         self.per_setting = -(-len(data) // batch_size)
 
@@ -85,7 +85,7 @@ class _CorruptedChunks(Dataset):
 
 
 def _setting_batches(
-    data: Dataset | Iterable, settings: Sequence[Setting], seed: int, batch_size: int, workers: int
+    data: Dataset | Iterable, settings: Sequence[_Setting], seed: int, batch_size: int, workers: int
 ) -> Iterator[Iterator[tuple[torch.Tensor, torch.Tensor]]]:
     """For each setting in turn, an iterator of its ``(corrupted images, labels)`` batches, to be read out before
     the next setting's. A map-style dataset: one DataLoader over :class:`_CorruptedChunks`, its ``workers``
@@ -130,7 +130,8 @@ def corrupted_batches(
         data: a map-style dataset of ``(image (C, H, W), label)`` — files, or held in memory — or a loader
             yielding ``(images, labels)`` in a fixed order. Image ``i`` (its position) is corrupted from the seed
             ``(seed, i, corruption, severity)``.
-        corruptions, severities: as for :func:`corruption_accuracy` (default all 15, severities 1-5).
+        corruptions: names from :data:`~visionlab.robustness.corruptions.CORRUPTIONS` (default all 15).
+        severities: each in 1-5 (default all five).
         seed: a non-negative integer fixing every corrupted image.
         batch_size: images per batch of a dataset (a loader keeps its own).
         workers: processes making a dataset's batches (a DataLoader's, started once for all the settings; 0: this
