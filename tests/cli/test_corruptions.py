@@ -123,16 +123,17 @@ def test_several_checkpoints_give_each_ones_separate_result_from_images_corrupte
     flags = ["--corruptions", "contrast,shot_noise", "--severities", "2", "4", "--limit-val", "10", "-b", "4",
              "--baseline", str(base)]  # fmt: skip
     alone = [_run(["--resume", str(c), *flags], capsys) for c in ckpts]
-    real, made = corruption_eval.CorruptedDataset, []
+    real, made = corruption_eval.corrupt, []
 
-    def counted(*args, **kwargs):
-        made.append(args[1:3])  # (corruption, severity)
-        return real(*args, **kwargs)
+    def counted(images, corruption, severity, **kwargs):
+        made.append((corruption, severity, list(kwargs["indices"])))
+        return real(images, corruption, severity, **kwargs)
 
-    monkeypatch.setattr(corruption_eval, "CorruptedDataset", counted)
+    monkeypatch.setattr(corruption_eval, "corrupt", counted)
     together = _run(["--resume", *map(str, ckpts), *flags], capsys)
-    # Clean + 2 corruptions x 2 severities, each made once for the three checkpoints and the baseline.
-    assert made == [(None, 0), ("contrast", 2), ("contrast", 4), ("shot_noise", 2), ("shot_noise", 4)]
+    # Clean + 2 corruptions x 2 severities, each batch made once for the three checkpoints and the baseline.
+    settings = [(None, 0), ("contrast", 2), ("contrast", 4), ("shot_noise", 2), ("shot_noise", 4)]
+    assert made == [(*s, list(b)) for s in settings for b in (range(4), range(4, 8), range(8, 10))]
     assert together == {"models": alone} and len({json.dumps(r["counts"]) for r in alone}) > 1
     for ckpt, result in zip(ckpts, alone, strict=True):
         assert json.loads((ckpt.parent / "corruptions" / "corruptions.json").read_text()) == result
@@ -142,6 +143,15 @@ def test_several_checkpoints_give_each_ones_separate_result_from_images_corrupte
     assert lines[2].split() == ["clean", *(f"{r['clean_top1']:.2f}" for r in alone)]
     assert lines[5].split() == ["mean", *(f"{r['mean_corruption_top1']:.2f}" for r in alone)]
     assert lines[6].split() == ["mCE", *(f"{r['mce']:.2f}" for r in alone)]
+
+
+def test_worker_processes_corrupt_data_held_in_memory_to_the_same_result(
+    ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = ["--resume", str(ckpt), "--corruptions", "impulse_noise,fog", "--severities", "3", "--limit-val", "10",
+             "-b", "4"]  # fmt: skip
+    runs = [_run([*flags, "-j", str(workers)], capsys) for workers in (0, 1, 2)]  # fashion-mnist, held in memory
+    assert runs[0] == runs[1] == runs[2] and runs[0]["n"] == 10
 
 
 def test_a_baseline_taking_other_images_is_evaluated_on_its_own(

@@ -253,8 +253,36 @@ def test_parse_augment_error_names_every_choice_and_its_range() -> None:
     with pytest.raises(ValueError) as info:
         parse_augment("erase=2")
     assert str(info.value) == (
-        "'erase=2' in 'erase=2': expected 'none' or comma-separated flip, crop=PAD (1-64 px), erase=P (0 < P <= 1)"
+        "'erase=2' in 'erase=2': expected 'none' or comma-separated flip, crop=PAD (1-64 px), erase=P (0 < P <= 1), "
+        "noise=P (0 < P <= 1)"
     )
+
+
+def test_parse_augment_noise() -> None:
+    from visionlab.data.memory import parse_augment
+
+    assert parse_augment("flip,crop=2,noise=0.5") == BatchAugment(flip=True, pad=2, noise=0.5)
+    assert parse_augment("noise=1").noise == 1.0 and parse_augment("erase=0.5").noise == 0.0
+    for bad in ("noise=0", "noise=1.5", "noise", "noise=x", "noise=nan", "noise=-0.5"):
+        with pytest.raises(ValueError, match=f"^'{bad}' in '{bad}': expected 'none' or comma-separated"):
+            parse_augment(bad)
+
+
+def test_noise_comes_last_from_the_same_generator_and_noise_0_changes_nothing() -> None:
+    """The noise (visionlab.data.noise.noise_augment) corrupts the image the crop, flip and erasing made, drawing
+    after them from the same generator; without it a batch and the generator's next draws are as before."""
+    from visionlab.data.noise import noise_augment
+
+    x = _images(16, c=3)
+    out = BatchAugment(flip=True, pad=1, erase=0.5, noise=0.5)(x, torch.Generator().manual_seed(6))
+    gen = torch.Generator().manual_seed(6)
+    expected = noise_augment(BatchAugment(flip=True, pad=1, erase=0.5)(x, gen), 0.5, gen)
+    assert torch.equal(out, expected) and out.dtype == torch.uint8
+    plain, off = torch.Generator().manual_seed(6), torch.Generator().manual_seed(6)
+    base = BatchAugment(flip=True, pad=1, erase=0.5)(x, plain)
+    assert torch.equal(BatchAugment(flip=True, pad=1, erase=0.5, noise=0.0)(x, off), base)
+    assert torch.equal(torch.rand(4, generator=plain), torch.rand(4, generator=off))
+    assert not torch.equal(out, base)
 
 
 @pytest.mark.parametrize("world", [2, 4])

@@ -1,7 +1,8 @@
 """Accuracy under corruption (visionlab.robustness.corruption_eval): equal to a hand loop over the same corrupted
-batches, for a dataset (with or without worker processes) and for a loader; several models on images corrupted
-once, each with its own result alone; ImageNet-C's CE and relative CE on a hand-computed case; the CSV, JSON and
-heat map written."""
+batches, for a dataset (with or without worker processes) and for a loader; the corrupted batches and accuracies of
+a dataset held in memory the same bit for bit for any number of worker processes and any batch size; several models
+on images corrupted once, each with its own result alone; ImageNet-C's CE and relative CE on a hand-computed case;
+the CSV, JSON and heat map written."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from visionlab.data import BatchAugment, TensorImageDataset
+from visionlab.data.transforms import to_float_transform
 from visionlab.errors import ConfigError
 from visionlab.robustness import (
     CORRUPTION_COLUMNS,
     corrupt,
+    corrupted_batches,
     corruption_accuracies,
     corruption_accuracy,
     corruption_errors,
@@ -60,6 +64,44 @@ def test_a_loader_and_worker_processes_give_the_datasets_result() -> None:
     loader = DataLoader(data, batch_size=3)
     assert corruption_accuracy(model, loader, ["shot_noise"], [3], seed=1) == expected
     assert corruption_accuracy(model, data, ["shot_noise"], [3], seed=1, batch_size=4, workers=2) == expected
+
+
+def _in_memory(channels: int, n: int = 12) -> Subset:
+    """The first 10 of ``n`` uint8 images held in memory (served in batches by the trainer), as Fashion-MNIST and
+    CIFAR-10 are, behind a Subset as ``--limit-val`` makes it."""
+    gen = torch.Generator().manual_seed(channels)
+    images = torch.randint(0, 256, (n, channels, 6, 6), generator=gen, dtype=torch.uint8)
+    labels = torch.randint(0, 5, (n,), generator=gen)
+    dataset = TensorImageDataset(images, labels, to_float_transform(), in_memory=True, batch_augment=BatchAugment())
+    return Subset(dataset, range(10))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_corrupted_batches_of_data_in_memory_are_the_same_for_any_workers_and_batch_size(channels: int) -> None:
+    data = _in_memory(channels)
+    images = torch.stack([data[i][0] for i in range(10)])
+    labels = torch.tensor([data[i][1] for i in range(10)])
+    names = ("gaussian_noise", "impulse_noise", "frost")  # the library's, written here, the library's made faster
+    expected = [(None, 0, images, labels)] + [(c, s, corrupt(images, c, s, seed=4), labels) for c in names
+                                                for s in (2, 5)]  # fmt: skip
+    for workers, batch_size in ((0, 4), (1, 3), (2, 4), (2, 10)):
+        got = list(corrupted_batches(data, names, [2, 5], seed=4, batch_size=batch_size, workers=workers, clean=True))
+        assert len(got) == 7 * -(-10 // batch_size)
+        for k, (corruption, severity, x, y) in enumerate(expected):
+            mine = got[k * len(got) // 7 : (k + 1) * len(got) // 7]
+            assert {(c, s) for c, s, _, _ in mine} == {(corruption, severity)}
+            assert torch.equal(torch.cat([b for _, _, b, _ in mine]), x), (workers, batch_size, corruption)
+            assert torch.equal(torch.cat([b for _, _, _, b in mine]), y)
+
+
+def test_worker_processes_give_the_same_accuracies_for_data_in_memory() -> None:
+    models = {"a": tiny_model(channels=3).float(), "b": tiny_model(channels=3, seed=1, bn=True).float()}
+    data = _in_memory(3)
+    runs = [corruption_accuracies(models, data, ["shot_noise", "glass_blur"], [1, 4], seed=2, batch_size=3,
+                                  workers=workers) for workers in (0, 1, 2)]  # fmt: skip
+    assert runs[0] == runs[1] == runs[2] and runs[0]["a"] != runs[0]["b"]
+    loader = DataLoader(data, batch_size=3)  # the same images and batches, corrupted in this process
+    assert corruption_accuracies(models, loader, ["shot_noise", "glass_blur"], [1, 4], seed=2) == runs[0]
 
 
 def test_the_models_modes_are_restored() -> None:

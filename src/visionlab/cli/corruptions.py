@@ -8,7 +8,9 @@ ImageNet-C's corruption error (mCE) relative to that model, evaluated on the sam
 
 Corrupting the images is the cost (the models' forward passes are cheap beside it), so every model — and the
 baseline, when it takes the same images — is evaluated on each corrupted batch as it is made
-(:func:`~visionlab.robustness.corruption_accuracies`): k checkpoints cost about one. They must take the same
+(:func:`~visionlab.robustness.corruption_accuracies`): k checkpoints cost about one; and ``-j N`` makes the batches
+in N processes, ahead of the forward passes, for any dataset (Fashion-MNIST and CIFAR-10, held in memory, too) —
+the same images and numbers for any N. They must take the same
 images (dataset, channels, side, classes, and the conversion ``eval`` applies when the dataset's images differ);
 the data is read once, as the first checkpoint reads it.
 """
@@ -48,7 +50,8 @@ def add_corruptions_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the corrupted images (default 0)")
     p.add_argument("-b", "--batch-size", type=int, default=250, help="images per batch (default 250)")
     p.add_argument("-j", "--workers", type=int, default=0,
-                   help="processes corrupting images (DataLoader workers; default 0: this process)")  # fmt: skip
+                   help="processes corrupting images ahead of the models, for any dataset (Fashion-MNIST and "
+                        "CIFAR-10 in memory too); the same result for any N (default 0: this process)")  # fmt: skip
     p.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N")
     p.add_argument("--out", metavar="DIR",
                    help="where the table and heat map go (default: next to the checkpoint; several checkpoints: "
@@ -169,7 +172,8 @@ def _load_models(args: argparse.Namespace) -> tuple[list[_Model], Any, Any]:
 
     resumes: list[str | None] = list(args.resume or [None])  # None: the one model of --model-arch / --model-factory
     labels = _labels(args, resumes)
-    state, network, bundle, device = load_model(args, resumes[0])
+    # -j corrupts images here, for data held in memory too: what load_model refuses for commands whose workers load.
+    state, network, bundle, device = load_model(argparse.Namespace(**{**vars(args), "workers": None}), resumes[0])
     models = [_Model(labels[0], model_file(args, resumes[0]), network, state)]
     first = _images(args.data or state["config"]["data"], bundle, state) if state else None
     for resume, label in zip(resumes[1:], labels[1:], strict=True):

@@ -84,7 +84,9 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--no-check-images", action="store_true", help="skip verifying every image file up front")
     d.add_argument("--augment", metavar="SPEC",
                    help="Fashion-MNIST / CIFAR-10 batch augmentation: none, or comma-separated flip, crop=PAD, "
-                        "erase=P (default: flip; CIFAR-10 flip,crop=2)")  # fmt: skip
+                        "erase=P, noise=P (default: flip; CIFAR-10 flip,crop=2). noise=P: on a share P of images "
+                        "ImageNet-C's Gaussian, shot or impulse noise at a random severity 1-5 (the corruptions "
+                        "command's; its noise rows then measure this training, not held-out corruptions)")  # fmt: skip
     d.add_argument("--cache-images", action="store_true", default=None,
                    help="MiniPlaces / ImageFolder: decode each image once and keep it in memory (MiniPlaces: "
                         "~5.4 GB); the same samples, no JPEG decoding after the first pass")  # fmt: skip

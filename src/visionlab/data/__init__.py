@@ -30,6 +30,13 @@ from visionlab.data.kinds import (
 from visionlab.data.labels import SHUFFLABLE, dataset_labels, shuffle_labels
 from visionlab.data.lists import ListEntry, parse_list_file
 from visionlab.data.memory import BatchAugment, InMemoryLoader, TensorImageDataset, in_memory_source
+from visionlab.data.noise import (
+    GAUSSIAN_NOISE_SCALES,
+    IMPULSE_NOISE_AMOUNTS,
+    NOISE_CORRUPTIONS,
+    SHOT_NOISE_RATES,
+    noise_augment,
+)
 from visionlab.data.transforms import eval_transform, train_transform
 
 __all__ = [
@@ -38,7 +45,11 @@ __all__ = [
     "FASHION_MNIST_ALIASES",
     "FASHION_MNIST_CLASSES",
     "FILE_KINDS",
+    "GAUSSIAN_NOISE_SCALES",
+    "IMPULSE_NOISE_AMOUNTS",
     "IN_MEMORY_KINDS",
+    "NOISE_CORRUPTIONS",
+    "SHOT_NOISE_RATES",
     "SHUFFLABLE",
     "BatchAugment",
     "DataBundle",
@@ -58,6 +69,7 @@ __all__ = [
     "fixed_image_size",
     "in_memory_source",
     "load_dataset",
+    "noise_augment",
     "parse_list_file",
     "parse_spec",
     "read_cifar10",

@@ -6,8 +6,9 @@ Why: a :class:`~torch.utils.data.DataLoader` over such a dataset runs Python per
 threads for the same cores. Here one batch is one gather, one flip mask and one crop gather, in the main
 process. Measured figures: BENCHMARKS.md (``bench/input.py``).
 
-Randomness (the epoch's permutation, flips, crop offsets) comes only from the generator the loader is given,
-so a run resumed from a checkpoint (which stores that generator's state) sees the very same batches.
+Randomness (the epoch's permutation, flips, crop offsets, erased boxes, noise) comes only from the generator the
+loader is given, so a run resumed from a checkpoint (which stores that generator's state) sees the very same
+batches.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 
 import torch
 from torch.utils.data import Dataset, Subset
+
+from visionlab.data.noise import noise_augment
 
 __all__ = [
     "BatchAugment",
@@ -43,13 +46,19 @@ class BatchAugment:
         erase: probability of random erasing (``v2.RandomErasing``'s defaults: a box of 2-33% of the image area,
             aspect ratio log-uniform in [0.3, 3.3], set to 0), applied after crop and flip; a box drawn larger
             than the image is clipped to it (torchvision redraws instead). 0 disables it.
+        noise: probability of one of ImageNet-C's noise corruptions (Gaussian, shot or impulse noise, uniformly,
+            at a severity drawn uniformly in 1-5, with the benchmark's parameters:
+            :func:`~visionlab.data.noise.noise_augment`), applied last, to the image as the other steps left it. 0
+            disables it. A model trained with it has seen the corruption benchmark's three noise corruptions: those
+            rows are no longer held out (Hendrycks & Dietterich's protocol).
 
-    :func:`parse_augment` builds one from a command-line spec such as ``"flip,crop=2,erase=0.5"``.
+    :func:`parse_augment` builds one from a command-line spec such as ``"flip,crop=2,erase=0.5,noise=0.5"``.
     """
 
     flip: bool = True
     pad: int = 0
     erase: float = 0.0
+    noise: float = 0.0
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         b, _, h, w = images.shape
@@ -67,6 +76,8 @@ class BatchAugment:
             images = torch.where(mirror[:, None, None, None], images.flip(-1), images)
         if self.erase > 0:
             images = self._erase(images, generator)
+        if self.noise > 0:
+            images = noise_augment(images, self.noise, generator)
         return images
 
     def _erase(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -86,9 +97,9 @@ class BatchAugment:
 
 
 def parse_augment(spec: str) -> BatchAugment:
-    """``"none"`` or comma-separated ``flip``, ``crop=PAD`` (pixels), ``erase=P`` (probability) -> a
+    """``"none"`` or comma-separated ``flip``, ``crop=PAD`` (pixels), ``erase=P``, ``noise=P`` (probabilities) -> a
     :class:`BatchAugment`; raises ``ValueError`` naming the token at fault."""
-    values: dict[str, Any] = {"flip": False, "pad": 0, "erase": 0.0}
+    values: dict[str, Any] = {"flip": False, "pad": 0, "erase": 0.0, "noise": 0.0}
     tokens = [t.strip() for t in spec.split(",")]
     if tokens == ["none"]:
         return BatchAugment(flip=False)
@@ -99,14 +110,14 @@ def parse_augment(spec: str) -> BatchAugment:
                 values["flip"] = True
             elif name == "crop" and value and 1 <= int(value) <= 64:
                 values["pad"] = int(value)
-            elif name == "erase" and value and 0.0 < float(value) <= 1.0:
-                values["erase"] = float(value)
+            elif name in ("erase", "noise") and value and 0.0 < float(value) <= 1.0:
+                values[name] = float(value)
             else:
                 raise ValueError
         except ValueError:
             raise ValueError(
                 f"{token!r} in {spec!r}: expected 'none' or comma-separated flip, crop=PAD (1-64 px), "
-                "erase=P (0 < P <= 1)"
+                "erase=P (0 < P <= 1), noise=P (0 < P <= 1)"
             ) from None
     return BatchAugment(**values)
 

@@ -20,6 +20,7 @@ from visionlab.robustness.attacks import (
 )
 from visionlab.robustness.corruption_eval import (
     CORRUPTION_COLUMNS,
+    corrupted_batches,
     corruption_accuracies,
     corruption_accuracy,
     corruption_errors,
@@ -100,6 +101,7 @@ __all__ = [
     "check_severities",
     "clopper_pearson_lower",
     "corrupt",
+    "corrupted_batches",
     "corruption_accuracies",
     "corruption_accuracy",
     "corruption_errors",

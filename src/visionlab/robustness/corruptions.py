@@ -71,6 +71,7 @@ import torch
 from torch.utils.data import Dataset
 
 from visionlab.checks import check_integer
+from visionlab.data.noise import IMPULSE_NOISE_AMOUNTS, NOISE_CORRUPTIONS
 from visionlab.errors import ConfigError, UserError
 
 __all__ = [
@@ -88,7 +89,7 @@ __all__ = [
 
 # The 15 corruptions in ImageNet-C's order (also imagecorruptions' get_corruption_names("common")).
 CORRUPTION_FAMILIES: dict[str, tuple[str, ...]] = {
-    "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
+    "noise": NOISE_CORRUPTIONS,  # ("gaussian_noise", "shot_noise", "impulse_noise"), also trained on (--augment)
     "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
     "weather": ("snow", "frost", "fog"),
     "digital": ("brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression"),
@@ -102,8 +103,6 @@ MIN_SIDE = 4
 _GLASS = ((0.7, 1, 2), (0.9, 2, 1), (1.0, 2, 3), (1.1, 3, 2), (1.5, 4, 2))
 # (fog strength, fractal roughness decay) per severity: imagecorruptions' fog.
 _FOG = ((1.5, 2.0), (2.0, 2.0), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4))
-# Share of pixels set to 0 or 1 per severity: imagecorruptions' impulse_noise.
-_IMPULSE = (0.03, 0.06, 0.09, 0.17, 0.27)
 # (weight of the image, weight of the frost texture) per severity: imagecorruptions' frost.
 _FROST = ((1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75))
 # imagecorruptions' frost textures (in its package folder frost/); it draws among the first five only.
@@ -175,10 +174,11 @@ def _library(name: str) -> Callable[[np.ndarray, int, np.random.SeedSequence], n
 
 # ------------------------------------------------------------------------------------------------ written here
 def _impulse_noise(image: np.ndarray, severity: int, seed: np.random.SeedSequence) -> np.ndarray:
-    """Salt-and-pepper noise on a share ``_IMPULSE[severity]`` of the values (scikit-image's, seeded)."""
+    """Salt-and-pepper noise on a share ``IMPULSE_NOISE_AMOUNTS[severity - 1]`` of the values (scikit-image's,
+    seeded; the amounts are imagecorruptions', kept in :mod:`visionlab.data.noise` for training on them too)."""
     from skimage.util import random_noise
 
-    amount = _IMPULSE[severity - 1]
+    amount = IMPULSE_NOISE_AMOUNTS[severity - 1]
     return random_noise(image / 255.0, mode="s&p", amount=amount, rng=np.random.default_rng(seed))
 
 
