@@ -214,7 +214,7 @@ class DeviceAugmentLoader:
         if self.source.payload == "image":
             return payload.to(self.device, non_blocking=True)
         if self.source.payload == "encoded":
-            return pad_batch(self._decode(payload, indices))
+            return pad_batch(self.decode(payload, indices))
         cache = self.source.base.cache
         assert cache is not None
         if cache.offsets is not None:  # images of several shapes: one view each
@@ -226,7 +226,7 @@ class DeviceAugmentLoader:
         torch.index_select(cache.data, 0, indices, out=staging)
         return staging.to(self.device, non_blocking=True)
 
-    def _decode(self, data: list[torch.Tensor], indices: torch.Tensor) -> list[torch.Tensor]:
+    def decode(self, data: list[torch.Tensor], indices: torch.Tensor) -> list[torch.Tensor]:
         """The batch's JPEGs decoded on the device in one call; on a failure, each alone to name the file."""
         try:
             return decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
