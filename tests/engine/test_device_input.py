@@ -91,8 +91,8 @@ def test_a_killed_run_augmented_on_the_device_resumes_exactly(
     final_ref, final = load_checkpoint(tmp_path / "ref" / CHECKPOINT), load_checkpoint(tmp_path / "run" / CHECKPOINT)
     for a, b in zip(final_ref["optimizer"]["state"].values(), final["optimizer"]["state"].values(), strict=True):
         assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
-    epochs = [[r["train_loss"] for r in read_records(run) if r["type"] == "epoch"] for run in (tmp_path / "ref",
-                                                                                                 tmp_path / "run")]  # fmt: skip
+    runs = (tmp_path / "ref", tmp_path / "run")
+    epochs = [[r["train_loss"] for r in read_records(run) if r["type"] == "epoch"] for run in runs]
     assert epochs[0] == epochs[1] and len(epochs[0]) == 3
 
 
