@@ -30,7 +30,8 @@ def make_loader(
     only one: :func:`~visionlab.runtime.distributed.training_batches`).
 
     A dataset held in memory (Fashion-MNIST, CIFAR-10) is served by an :class:`InMemoryLoader` (whole-batch
-    indexing and augmentation in this process; ``workers`` unused), anything else by a DataLoader. Its workers
+    indexing and augmentation in this process; ``workers`` unused), anything else by a DataLoader; both pin their
+    batches for a CUDA device, so the trainer's ``non_blocking`` copies overlap. Its workers
     are not persistent: each epoch's workers are seeded from ``generator``, which is what makes resume exact.
 
     Distributed training (``dist`` with several ranks): ``batch_size`` is the global batch and each rank gets its
@@ -42,7 +43,7 @@ def make_loader(
     if is_in_memory(dataset):
         return InMemoryLoader(
             dataset, batch_size, shuffle=train, drop_last=drop_last, generator=generator,
-            shard=(dist.rank, dist.world_size) if train else (0, 1),
+            shard=(dist.rank, dist.world_size) if train else (0, 1), pin_memory=device.type == "cuda",
         )  # fmt: skip
     common: dict[str, Any] = dict(num_workers=workers, pin_memory=device.type == "cuda")
     if not train:
