@@ -284,3 +284,60 @@ def test_compare_hands_the_runs_output_and_labels_on(monkeypatch: pytest.MonkeyP
     assert main(["compare", runs[0], str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"visionlab: error: {tmp_path}: not a run directory (no metrics.jsonl)\n"
     assert len(calls) == 2
+
+
+# ------------------------------------------------------------------------------------------------ device input
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--data", "miniplaces:/m", "--gpu-augment", "--device", "cpu"],
+         "--gpu-augment: needs a CUDA device (here: cpu); --gpu-augment moves the augmentation to the GPU, and on the "
+         "CPU the workers already do the same work"),
+        (["--data", "miniplaces:/m", "--gpu-decode", "--device", "cpu"],
+         "--gpu-decode: needs a CUDA device (here: cpu)"),
+        (["--data", "folder:/f", "--cache-images", "device", "--device", "cpu"],
+         "--cache-images: needs a CUDA device (here: cpu); --cache-images device moves"),
+        (["--data", "folder:/f", "--cache-images", "pinned", "--device", "cpu"],
+         "--cache-images: needs a CUDA device (here: cpu); --cache-images pinned moves"),
+        (["--gpu-augment"], "--gpu-augment: augments file datasets (miniplaces, folder) on the device; fashion-mnist "
+         "is held in memory and already augmented a batch at a time in the main process"),
+        (["--data", "cifar10:/c", "--gpu-decode"], "--gpu-decode: augments file datasets (miniplaces, folder) on the "
+         "device; cifar10 is held in memory"),
+        (["--data", "miniplaces:/m", "--gpu-augment", "--augment", "flip"],
+         "--gpu-augment: cannot honour augment 'flip': the device applies the MiniPlaces recipe of file datasets"),
+        (["--data", "miniplaces:/m", "--gpu-decode", "--cache-images"],
+         "--gpu-decode: not with cache_images: the cache already holds decoded images"),
+    ],
+)  # fmt: skip
+def test_train_refuses_device_input_where_it_cannot_run(
+    argv: list[str], message: str, trainer: type[_Trainer], capsys
+) -> None:
+    """One line naming the flag, exit 2, no Trainer: without CUDA, on data held in memory, with --augment."""
+    assert main(["train", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"visionlab: error: {message}") and err.count("\n") == 1
+    assert trainer.built == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--cache-images"], dict(cache_images=True, gpu_augment=False, gpu_decode=False)),
+        (["--cache-images", "host"], dict(cache_images=True, gpu_augment=False, gpu_decode=False)),
+        (["--cache-images", "device"], dict(cache_images="device", gpu_augment=False, gpu_decode=False)),
+        (["--gpu-augment", "--cache-images", "pinned"], dict(cache_images="pinned", gpu_augment=True)),
+        (["--gpu-decode"], dict(cache_images=False, gpu_decode=True)),
+    ],
+)
+def test_device_input_flags_reach_the_config_on_cuda(
+    argv: list[str], expected: dict, trainer: type[_Trainer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a CUDA device (stood in for), the flags pass into TrainConfig; the bare --cache-images (and host) stays
+    what it always was: true."""
+    import torch
+
+    monkeypatch.setattr("visionlab.runtime.select_device", lambda name="auto": torch.device("cuda"))
+    trainer.result = {"run_dir": "runs/d"}
+    assert main(["train", "--data", "miniplaces:/m", *argv]) == 0
+    ((cfg, _),) = trainer.built
+    assert {key: getattr(cfg, key) for key in expected} == expected

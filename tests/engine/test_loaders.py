@@ -84,3 +84,15 @@ def test_dataloader_workers_of_rank_r_are_seeded_r_large_primes_apart() -> None:
     RankSeed(DistContext(2, 3))(1)
     assert torch.initial_seed() == 1234 + 2 * 1_000_003
     assert random.random() == random.Random(1234 + 2 * 1_000_003).random()
+
+
+def test_loaders_pin_their_batches_for_a_cuda_device_only() -> None:
+    """Pinned batches let the trainer's ``non_blocking`` copies overlap the GPU's work: the DataLoader and the
+    in-memory loader both pin for CUDA (checked as configured: no GPU is touched here), neither for the CPU."""
+    images, labels = torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.zeros(4, dtype=torch.long)
+    in_memory = TensorImageDataset(images, labels, to_float_transform(), in_memory=True)
+    per_image = TensorImageDataset(images, labels, to_float_transform())
+    for dataset in (in_memory, per_image):
+        for device, pinned in ((torch.device("cuda"), True), (CPU, False)):
+            for train in (True, False):
+                assert make_loader(dataset, 2, train=train, workers=0, device=device).pin_memory is pinned

@@ -33,7 +33,8 @@ __all__ = [
 FIELD_FLAGS: dict[str, str] = {
     "data": "--data", "data_root": "--data-root", "image_size": "--image-size", "limit_train": "--limit-train",
     "limit_val": "--limit-val", "workers": "-j/--workers", "check_images": "--no-check-images", "model": "--model",
-    "cache_images": "--cache-images", "augment": "--augment", "shuffle_labels": "--shuffle-labels",
+    "cache_images": "--cache-images", "gpu_augment": "--gpu-augment", "gpu_decode": "--gpu-decode",
+    "augment": "--augment", "shuffle_labels": "--shuffle-labels",
     "conv": "--use-custom-conv", "epochs": "--epochs", "start_epoch": "--start-epoch", "batch_size": "-b/--batch-size",
     "optimizer": "--optimizer", "lr": "--lr", "momentum": "--momentum", "weight_decay": "--wd/--weight-decay",
     "warmup": "--warmup", "clip_grad": "--clip-grad", "label_smoothing": "--label-smoothing", "tta": "--tta",

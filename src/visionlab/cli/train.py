@@ -25,6 +25,7 @@ __all__ = [
     "add_compare_command",
     "add_train_arguments",
     "add_train_command",
+    "check_device_input",
     "cmd_compare",
     "cmd_train",
     "train_config_from_args",
@@ -36,12 +37,13 @@ _TRAIN_FIELDS = (
     "batch_size", "optimizer", "lr", "momentum", "weight_decay", "warmup", "clip_grad", "label_smoothing", "tta",
     "seed", "device", "amp", "channels_last", "out", "print_freq", "adv_train", "adv_eps", "adv_steps", "adv_step",
     "adv_mix", "trades_beta", "select_by", "robust_val", "pretrained", "freeze_backbone", "unfreeze_at", "head_lr_mult",
-    "compile", "sync_bn", "cache_images", "augment", "ema", "noise_sigma", "shuffle_labels",
+    "compile", "sync_bn", "cache_images", "augment", "ema", "noise_sigma", "shuffle_labels", "gpu_augment",
+    "gpu_decode",
 )  # fmt: skip
 # Fields a full resume may change: they do not alter the arithmetic of the run.
 _RUNTIME_FIELDS = (
     "epochs", "workers", "out", "print_freq", "device", "data_root", "progress", "quiet", "tensorboard", "compile",
-    "cache_images",
+    "cache_images", "gpu_augment", "gpu_decode",
 )  # fmt: skip
 
 
@@ -87,9 +89,20 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
                         "erase=P, noise=P (default: flip; CIFAR-10 flip,crop=2). noise=P: on a share P of images "
                         "ImageNet-C's Gaussian, shot or impulse noise at a random severity 1-5 (the corruptions "
                         "command's; its noise rows then measure this training, not held-out corruptions)")  # fmt: skip
-    d.add_argument("--cache-images", action="store_true", default=None,
-                   help="MiniPlaces / ImageFolder: decode each image once and keep it in memory (MiniPlaces: "
-                        "~5.4 GB); the same samples, no JPEG decoding after the first pass")  # fmt: skip
+    d.add_argument("--cache-images", nargs="?", const=True, choices=("host", "pinned", "device"), metavar="WHERE",
+                   help="MiniPlaces / ImageFolder: decode each image once and keep it in memory: the same samples, "
+                        "no JPEG decoding after the first pass. MiniPlaces takes 100k x 3 x 128 x 128 uint8 = 4.9 GB "
+                        "for train (+0.5 GB val). WHERE: host (default, what the bare flag does), pinned (page-locked "
+                        "host memory) or device (GPU memory); pinned and device need CUDA and augment on the GPU "
+                        "(--gpu-augment), straight from the cache, without worker processes")  # fmt: skip
+    d.add_argument("--gpu-augment", action="store_true", default=None,
+                   help="MiniPlaces / ImageFolder on CUDA: workers only decode and draw the random augmentation; the "
+                        "GPU applies it to the whole uint8 batch (same draws as the CPU path for a --seed). Helps "
+                        "when the workers cannot keep the GPU busy (few cores, a fast model)")  # fmt: skip
+    d.add_argument("--gpu-decode", action="store_true", default=None,
+                   help="with --gpu-augment (implied): workers only read the JPEG files; the GPU decodes the batch "
+                        "(nvJPEG: pixels within a level or so of the CPU decoder's). JPEG datasets, not with "
+                        "--cache-images")  # fmt: skip
     d.add_argument("--shuffle-labels", "--random-labels", dest="shuffle_labels", action="store_true", default=None,
                    help="train on the training labels permuted once with --seed (class counts kept; validation "
                         "keeps the true labels): the model for explain --sanity --random-labels")  # fmt: skip
@@ -203,6 +216,8 @@ def train_config_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
     from visionlab.runtime.distributed import default_workers
 
     given = {f: getattr(args, f) for f in _TRAIN_FIELDS if getattr(args, f, None) is not None}
+    if given.get("cache_images") == "host":  # the bare flag's meaning, stored as it always was
+        given["cache_images"] = True
     if getattr(args, "use_custom_conv", False):
         given["conv"] = "custom"
     if getattr(args, "no_check_images", False):
@@ -238,6 +253,23 @@ def train_config_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
     check_data_flags(cfg.data, workers=given.get("workers"), data_root=given.get("data_root"))
     _check_adversarial_flags(cfg, given)
     return cfg, resume
+
+
+def check_device_input(cfg: Any) -> None:
+    """Refuse the device-side input options without a CUDA device: the library allows them on the CPU device,
+    where they reproduce the CPU path's batches (its tests) but only add work. The flag named is the first given
+    of --gpu-augment, --gpu-decode, --cache-images pinned|device."""
+    from visionlab.runtime import select_device
+
+    if not cfg.augments_on_device:
+        return
+    device = select_device(cfg.device)
+    if device.type == "cuda":
+        return
+    flag = "--gpu-augment" if cfg.gpu_augment else "--gpu-decode" if cfg.gpu_decode else "--cache-images"
+    what = f"--cache-images {cfg.cache_images}" if flag == "--cache-images" else flag
+    raise CLIError(f"{flag}: needs a CUDA device (here: {device}); {what} moves the augmentation to the GPU, and "
+                   "on the CPU the workers already do the same work")  # fmt: skip
 
 
 def _adversarial_readers(cfg: Any) -> dict[str, tuple[bool, str]]:
@@ -292,6 +324,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg, resume = train_config_from_args(args)
     cfg.validate()  # the whole configuration, before any data is read or a run directory written
+    check_device_input(cfg)
     trainer = Trainer(cfg, resume=resume, callbacks=[PlotCurves()])
     result = trainer.fit()
     if not trainer.dist.is_main:  # under torchrun: rank 0 reports

@@ -10,7 +10,8 @@ from visionlab.data.datasets import (
     read_idx,
     verify_images,
 )
-from visionlab.data.decode import ImageCache, ImageDecodeError, read_image
+from visionlab.data.decode import ImageCache, ImageDecodeError, jpeg_size, read_image
+from visionlab.data.device_augment import DeviceAugmentLoader, DeviceAugmentSource, augment_batch, draw_params
 from visionlab.data.fetch import (
     DatasetError,
     default_data_root,
@@ -55,19 +56,24 @@ __all__ = [
     "DataBundle",
     "DatasetError",
     "DatasetKind",
+    "DeviceAugmentLoader",
+    "DeviceAugmentSource",
     "ImageCache",
     "ImageDecodeError",
     "ImageListDataset",
     "InMemoryLoader",
     "ListEntry",
     "TensorImageDataset",
+    "augment_batch",
     "dataset_labels",
     "default_data_root",
+    "draw_params",
     "eval_transform",
     "fetch_fashion_mnist",
     "fetch_miniplaces",
     "fixed_image_size",
     "in_memory_source",
+    "jpeg_size",
     "load_dataset",
     "noise_augment",
     "parse_list_file",

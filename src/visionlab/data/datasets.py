@@ -121,6 +121,27 @@ class ImageListDataset(Dataset):
         """The decoded images (None when ``cache`` is off)."""
         return self._cache
 
+    @property
+    def augmentation(self) -> Transform:
+        """What ``transform`` runs after its deterministic head: the random augmentation, the part each item
+        draws afresh (:func:`~visionlab.data.transforms.split_deterministic`)."""
+        return self._augment
+
+    def prepared(self, index: int) -> torch.Tensor:
+        """Image ``index`` decoded and through the deterministic head of ``transform`` (from the cache when there
+        is one): a ``uint8`` tensor ``(C, H, W)``, what :attr:`augmentation` receives."""
+        if self._cache is not None:
+            return self._cache[index]
+        return self._prepare(self._decode(index)).as_subclass(torch.Tensor)
+
+    def place_cache(self, where: str | torch.device) -> None:
+        """Move the cache to pinned host memory (``"pinned"``) or a device (:meth:`ImageCache.placed`), for the
+        device-side augmentation, which gathers its batches from it; the host copy is freed. Items read on the
+        CPU (``dataset[i]``) need the cache in host memory."""
+        if self._cache is None:
+            raise ValueError("no cache to place: build the dataset with cache=True")
+        self._cache = self._cache.placed(where)
+
     def __len__(self) -> int:
         return len(self.entries)
 

@@ -28,7 +28,7 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg, decode_png
 from torchvision.transforms.v2 import functional as TF
 
-__all__ = ["ImageCache", "ImageDecodeError", "read_image"]
+__all__ = ["ImageCache", "ImageDecodeError", "is_jpeg", "jpeg_size", "read_image"]
 
 _JPEG_MAGIC, _PNG_MAGIC = b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"
 _CPP_PREFIX = re.compile(r"^.*\.cpp:\d+, ")  # "decode_jpeg, /…/decode_jpeg.cpp:171, Image is truncated"
@@ -57,6 +57,51 @@ def read_image(path: str | Path) -> torch.Tensor:
     except RuntimeError as exc:
         raise ImageDecodeError(_CPP_PREFIX.sub("", str(exc))) from exc
     return _read_with_pil(path)
+
+
+def is_jpeg(data: bytes | bytearray) -> bool:
+    """Whether ``data`` starts like a JPEG file (SOI marker ``FF D8`` then a marker byte)."""
+    return bytes(data[:3]) == _JPEG_MAGIC
+
+
+# Start-of-frame markers (baseline, extended, progressive, lossless; Huffman or arithmetic): every one but DHT
+# (C4), JPG (C8) and DAC (CC) in C0-CF carries the frame size.
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def jpeg_size(data: bytes | bytearray) -> tuple[int, int]:
+    """``(height, width)`` of the JPEG in ``data``, read from its start-of-frame header without decoding (a few
+    dozen bytes are looked at: the marker segments before the frame header are skipped by their lengths).
+
+    Why: the device-side augmentation (:mod:`visionlab.data.device_augment`) draws an image's random crop in a
+    DataLoader worker, which needs the size, while the image itself is decoded later on the GPU; torchvision's
+    ``decode_jpeg`` has no header-only mode. EXIF orientation is not applied, as :func:`read_image` does not apply
+    it either. Raises :class:`ImageDecodeError` when ``data`` is not a JPEG or ends before its frame header."""
+    if not is_jpeg(data):
+        raise ImageDecodeError("not a JPEG file (no FF D8 start-of-image marker)")
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            raise ImageDecodeError(f"corrupt JPEG header (no marker at byte {i})")
+        marker = data[i + 1]
+        if marker == 0xFF:  # a fill byte before the marker
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM, RSTn: no length
+            i += 2
+            continue
+        length = (data[i + 2] << 8) | data[i + 3]
+        if marker in _SOF_MARKERS:
+            if i + 9 > n:
+                break
+            height, width = (data[i + 5] << 8) | data[i + 6], (data[i + 7] << 8) | data[i + 8]
+            if height == 0 or width == 0:
+                raise ImageDecodeError(f"JPEG frame header says {width}x{height}")
+            return height, width
+        if marker in (0xD9, 0xDA) or length < 2:  # end of image / start of scan before any frame header
+            break
+        i += 2 + length
+    raise ImageDecodeError("truncated or corrupt JPEG: no frame header (size) found")
 
 
 def _read_with_pil(path: str | Path) -> torch.Tensor:
@@ -125,6 +170,18 @@ class ImageCache:
         shape: Sequence[int] = self.shapes[index].tolist()
         start = int(self.offsets[index])
         return self.data[start : start + shape[0] * shape[1] * shape[2]].view(shape)
+
+    def placed(self, where: str | torch.device) -> ImageCache:
+        """This cache with its images moved: ``"pinned"`` (page-locked host memory, which the GPU copies from
+        without a staging copy and which is never swapped out) or a device (``cuda``: the GPU's memory).
+        A CPU device returns the cache itself. The move copies once (while it runs both copies exist: twice the
+        memory for a moment); the shapes and offsets stay where they are (read on the host)."""
+        if where == "pinned":
+            return ImageCache(self.data.pin_memory(), self.shapes, self.offsets)
+        device = torch.device(where)
+        if device == self.data.device:
+            return self
+        return ImageCache(self.data.to(device), self.shapes, self.offsets)
 
     @property
     def nbytes(self) -> int:

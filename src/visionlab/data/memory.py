@@ -203,6 +203,10 @@ class InMemoryLoader:
     and the augmentation are drawn for the whole global batch (the same draws on every rank, whose generators are
     in the same state) and this rank keeps slice ``rank`` of ``world_size`` equal slices — so N processes see
     exactly the images, flips and crops one process would see with the same global batch.
+
+    ``pin_memory`` (what :func:`~visionlab.engine.make_loader` sets for a CUDA device): each batch is yielded in
+    page-locked memory, so the trainer's ``.to(device, non_blocking=True)`` overlaps the copy with the GPU's work
+    instead of staging it synchronously (as a DataLoader's ``pin_memory`` does).
     """
 
     def __init__(
@@ -214,6 +218,7 @@ class InMemoryLoader:
         drop_last: bool,
         generator: torch.Generator | None = None,
         shard: tuple[int, int] = (0, 1),
+        pin_memory: bool = False,
     ) -> None:
         rank, world = shard
         if not 0 <= rank < world or batch_size % world or (world > 1 and not drop_last):
@@ -227,6 +232,7 @@ class InMemoryLoader:
         self.augment = augment if shuffle else None  # evaluation batches are never augmented
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
         self.shard = slice(rank * batch_size // world, (rank + 1) * batch_size // world) if world > 1 else None
+        self.pin_memory = pin_memory
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -244,4 +250,5 @@ class InMemoryLoader:
                 images = self.augment(images, self.generator)
             if self.shard is not None:
                 images, labels = images[self.shard], labels[self.shard]
-            yield images.to(torch.float32).mul_(1.0 / 255), labels  # = v2.ToDtype(scale=True)
+            images = images.to(torch.float32).mul_(1.0 / 255)  # = v2.ToDtype(scale=True)
+            yield (images.pin_memory(), labels.pin_memory()) if self.pin_memory else (images, labels)

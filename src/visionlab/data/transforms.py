@@ -17,9 +17,11 @@ __all__ = [
     "RandomChannelScale",
     "RandomInterpolationResize",
     "RandomRotateCrop",
+    "affine_grids",
     "eval_transform",
     "inscribed_rect",
     "miniplaces_chain",
+    "resample_batch",
     "split_deterministic",
     "to_float_transform",
     "train_transform",
@@ -152,22 +154,52 @@ class MiniPlacesAugment(v2.Transform):
             xr = (w1 - 1) - xr
         return (xr + 0.5) * 2 / w1 - 1, (yr + 0.5) * 2 / h1 - 1  # the resized image spans the source exactly
 
-    def _grid(self, params: dict[str, Any]) -> torch.Tensor:
-        """``(1, size, size, 2)`` sampling positions: every step above is affine, so is their composition — read
-        off at three points and laid out as two outer sums (``affine_grid`` does the same, 10x slower here)."""
+    def source_map(self, params: dict[str, Any]) -> tuple[float, float, float, float, float, float]:
+        """The drawn geometry as one affine map, row-major ``(a, b, c, d, e, f)``: output position ``(gx, gy)``
+        samples the source at ``(a gx + b gy + c, d gx + e gy + f)``, all in ``grid_sample``'s normalized units
+        (``align_corners=False``). Every step of the chain is affine, so is their composition: read off at three
+        points. The one definition of the geometry, for this transform and for the batched
+        :func:`resample_batch` (:mod:`visionlab.data.device_augment`)."""
         o, ex, ey = self._source(params, 0, 0), self._source(params, 1, 0), self._source(params, 0, 1)
-        t = (torch.arange(self.size, dtype=torch.float32) * 2 + 1) / self.size - 1  # output pixel centres
-        along_x = [(ex[k] - o[k]) * t for k in (0, 1)]
-        along_y = [(ey[k] - o[k]) * t + o[k] for k in (0, 1)]
-        return torch.stack([along_y[k][:, None] + along_x[k][None, :] for k in (0, 1)], dim=-1).unsqueeze(0)
+        return ex[0] - o[0], ey[0] - o[0], o[0], ex[1] - o[1], ey[1] - o[1], o[1]
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         image = inpt.float().div_(255) if not inpt.is_floating_point() else inpt.float()
-        mode = "bicubic" if params["mode"] == InterpolationMode.BICUBIC else "bilinear"
-        out = torch.nn.functional.grid_sample(
-            image.unsqueeze(0), self._grid(params), mode=mode, padding_mode="zeros", align_corners=False
-        )[0]
-        return (out * params["scale"]).clamp_(0.0, 1.0)
+        theta = torch.tensor([self.source_map(params)], dtype=torch.float32).view(1, 2, 3)
+        bicubic = torch.tensor([params["mode"] == InterpolationMode.BICUBIC])
+        return resample_batch(image.unsqueeze(0), theta, bicubic, params["scale"].unsqueeze(0), self.size)[0]
+
+
+def affine_grids(theta: torch.Tensor, size: int) -> torch.Tensor:
+    """``grid_sample`` positions ``(B, size, size, 2)`` of the affine maps ``theta`` ``(B, 2, 3)`` (float32,
+    :meth:`MiniPlacesAugment.source_map`) at the output pixel centres: each coordinate is laid out as an outer sum
+    of one term along x and one along y (``affine_grid`` computes the same, 10x slower here)."""
+    t = (torch.arange(size, dtype=torch.float32, device=theta.device) * 2 + 1) / size - 1  # output pixel centres
+    along_x = theta[:, :, 0, None] * t  # (B, 2, size)
+    along_y = theta[:, :, 1, None] * t + theta[:, :, 2, None]
+    return torch.stack([along_y[:, k, :, None] + along_x[:, k, None, :] for k in (0, 1)], dim=-1)
+
+
+def resample_batch(
+    images: torch.Tensor, theta: torch.Tensor, bicubic: torch.Tensor, scale: torch.Tensor, size: int
+) -> torch.Tensor:
+    """The resampling step of :class:`MiniPlacesAugment` for a batch: float images ``(B, C, H, W)`` in [0, 1],
+    their maps ``theta`` ``(B, 2, 3)`` float32, which ones sample bicubic ``bicubic`` ``(B,)`` bool (on the CPU:
+    it splits the batch, one ``grid_sample`` per interpolation, without a device sync), channel factors ``scale``
+    ``(B, C, 1, 1)`` -> float32 ``(B, C, size, size)`` in [0, 1]. Out-of-image positions read zeros (the rotated
+    crop never reaches them; a batch padded to one size keeps that true). One image at a time gives the same
+    numbers as the whole batch: ``grid_sample`` treats every image alone."""
+    grids = affine_grids(theta, size)
+    out = images.new_empty((images.shape[0], images.shape[1], size, size))
+    for mode, chosen in (("bilinear", ~bicubic), ("bicubic", bicubic)):
+        if bool(chosen.all()):
+            out = torch.nn.functional.grid_sample(images, grids, mode=mode, padding_mode="zeros", align_corners=False)
+        elif bool(chosen.any()):
+            index = chosen.nonzero().squeeze(1).to(images.device)
+            out[index] = torch.nn.functional.grid_sample(
+                images[index], grids[index], mode=mode, padding_mode="zeros", align_corners=False
+            )
+    return (out * scale).clamp_(0.0, 1.0)
 
 
 _TO_FLOAT = v2.ToDtype(torch.float32, scale=True)

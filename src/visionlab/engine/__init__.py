@@ -13,7 +13,7 @@ from visionlab.engine.checkpoint import (
 from visionlab.engine.config import TrainConfig
 from visionlab.engine.divergence import TrainingDiverged
 from visionlab.engine.evaluation import evaluate
-from visionlab.engine.loaders import limit, make_loader
+from visionlab.engine.loaders import limit, make_device_loader, make_loader
 from visionlab.engine.optim import build_optimizer, param_groups
 from visionlab.engine.schedule import WarmupCosine, warmup_cosine_factor
 from visionlab.engine.task import ClassificationTask, Objective, build_monitor, build_task
@@ -39,6 +39,7 @@ __all__ = [
     "evaluate",
     "limit",
     "load_checkpoint",
+    "make_device_loader",
     "make_loader",
     "model_from_checkpoint",
     "param_groups",

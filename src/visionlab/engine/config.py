@@ -28,6 +28,7 @@ NOISE_WITH_ADV_TRAIN = (
     "combining them (Salman et al.'s SmoothAdv) is a different objective"
 )
 DEVICE_TYPES = ("cpu", "cuda", "mps")
+CACHE_PLACES = ("host", "pinned", "device")
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,11 @@ def _device(name: str, value: Any) -> None:
         raise ConfigError(f"must be auto, cpu, cuda, cuda:N or mps, got {value!r}", field=name)
 
 
+def _cache_images(name: str, value: Any) -> None:
+    if not isinstance(value, bool) and value not in CACHE_PLACES:
+        raise ConfigError(f"must be true, false or one of {', '.join(CACHE_PLACES)}, got {value!r}", field=name)
+
+
 def _mapping(name: str, value: Any) -> None:
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise ConfigError(f"must be a mapping of option names to values, got {value!r}", field=name)
@@ -178,7 +184,9 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
         "limit_val": Range(1, integer=True, optional=True),
         "workers": Range(0, integer=True),
         "check_images": _flag,
-        "cache_images": _flag,
+        "cache_images": _cache_images,
+        "gpu_augment": _flag,
+        "gpu_decode": _flag,
         "augment": _optional(_augment),
         "shuffle_labels": _flag,
         "model": _one_of(_models, "model"),
@@ -245,7 +253,15 @@ class TrainConfig:
     limit_val: int | None = None
     workers: int = 4
     check_images: bool = True
-    cache_images: bool = False  # file datasets: decode every image once and keep it in memory (same samples)
+    # file datasets: decode every image once and keep it in memory (same samples); True is "host", "pinned" and
+    # "device" keep the training images in page-locked host memory or on the device and augment there (gpu_augment)
+    cache_images: bool | str = False
+    # file datasets: the MiniPlaces augmentation on the device, batched (visionlab.data.device_augment): workers
+    # decode and draw the parameters. gpu_decode (implies gpu_augment): workers read the JPEG bytes, the device
+    # decodes. Meant for CUDA; allowed on the CPU device, where it gives the CPU path's batches (equivalence tests),
+    # no faster.
+    gpu_augment: bool = False
+    gpu_decode: bool = False
     augment: str | None = None  # in-memory datasets: batch augmentation spec ("flip,crop=2,erase=0.5"); None: theirs
     # the training labels permuted once by torch.randperm seeded with `seed` (validation keeps the true ones): the
     # model of Adebayo et al.'s data-randomization test (visionlab.data.shuffle_labels)
@@ -304,6 +320,12 @@ class TrainConfig:
     progress: bool = True  # progress bars on a terminal, a line every few seconds elsewhere
     quiet: bool = False  # no progress and no per-epoch lines on stderr, warnings only
 
+    @property
+    def augments_on_device(self) -> bool:
+        """Whether the training augmentation runs on the device: ``gpu_augment``, ``gpu_decode`` or a cache in
+        pinned or device memory (each implies it)."""
+        return self.gpu_augment or self.gpu_decode or self.cache_images in ("pinned", "device")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -330,6 +352,7 @@ class TrainConfig:
             )
         self._check_fine_tuning()
         self._check_architecture()
+        self._check_device_input()
         if self.noise_sigma is not None and self.adv_train is not None:
             raise ConfigError(NOISE_WITH_ADV_TRAIN, field="noise_sigma")
         return self
@@ -350,6 +373,31 @@ class TrainConfig:
                 raise ConfigError(
                     f"must be in [1, epochs) = [1, {self.epochs}), got {self.unfreeze_at}", field="unfreeze_at"
                 )
+
+    def _check_device_input(self) -> None:
+        """The device-side augmentation serves file datasets with the MiniPlaces recipe: not the in-memory ones
+        (already augmented a batch at a time in the main process), not with their ``augment`` spec, and JPEG
+        decoding on the device has nothing to decode when the images are cached."""
+        if not self.augments_on_device:
+            return
+        from visionlab.data import FASHION_MNIST_ALIASES, IN_MEMORY_KINDS
+
+        field = "gpu_augment" if self.gpu_augment else "gpu_decode" if self.gpu_decode else "cache_images"
+        kind = "fashion-mnist" if self.data in FASHION_MNIST_ALIASES else self.data.split(":", 1)[0]
+        if kind in IN_MEMORY_KINDS:
+            raise ConfigError(
+                f"augments file datasets (miniplaces, folder) on the device; {kind} is held in memory and already "
+                "augmented a batch at a time in the main process",
+                field=field,
+            )
+        if self.augment is not None:
+            raise ConfigError(
+                f"cannot honour augment {self.augment!r}: the device applies the MiniPlaces recipe of file datasets "
+                "(augment is for in-memory datasets)",
+                field=field,
+            )
+        if self.gpu_decode and self.cache_images:
+            raise ConfigError("not with cache_images: the cache already holds decoded images", field="gpu_decode")
 
     def _check_architecture(self) -> None:
         """The model takes the convolution type and, when ``image_size`` is set, that size: the data kinds with

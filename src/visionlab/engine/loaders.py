@@ -9,10 +9,11 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from visionlab.data.device_augment import DeviceAugmentLoader, DeviceAugmentSource
 from visionlab.data.memory import InMemoryLoader, is_in_memory
 from visionlab.runtime.distributed import DistContext, ShardedBatchSampler, training_batches
 
-__all__ = ["RankSeed", "limit", "make_loader"]
+__all__ = ["RankSeed", "limit", "make_device_loader", "make_loader"]
 
 
 def make_loader(
@@ -29,7 +30,8 @@ def make_loader(
     only one: :func:`~visionlab.runtime.distributed.training_batches`).
 
     A dataset held in memory (Fashion-MNIST, CIFAR-10) is served by an :class:`InMemoryLoader` (whole-batch
-    indexing and augmentation in this process; ``workers`` unused), anything else by a DataLoader. Its workers
+    indexing and augmentation in this process; ``workers`` unused), anything else by a DataLoader; both pin their
+    batches for a CUDA device, so the trainer's ``non_blocking`` copies overlap. Its workers
     are not persistent: each epoch's workers are seeded from ``generator``, which is what makes resume exact.
 
     Distributed training (``dist`` with several ranks): ``batch_size`` is the global batch and each rank gets its
@@ -41,7 +43,7 @@ def make_loader(
     if is_in_memory(dataset):
         return InMemoryLoader(
             dataset, batch_size, shuffle=train, drop_last=drop_last, generator=generator,
-            shard=(dist.rank, dist.world_size) if train else (0, 1),
+            shard=(dist.rank, dist.world_size) if train else (0, 1), pin_memory=device.type == "cuda",
         )  # fmt: skip
     common: dict[str, Any] = dict(num_workers=workers, pin_memory=device.type == "cuda")
     if not train:
@@ -49,6 +51,33 @@ def make_loader(
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     sampler = ShardedBatchSampler(len(dataset), batch_size, generator, drop_last=drop_last, ctx=dist)
     return DataLoader(dataset, batch_sampler=sampler, generator=generator, worker_init_fn=RankSeed(dist), **common)
+
+
+def make_device_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    payload: str,
+    workers: int,
+    device: torch.device,
+    generator: torch.Generator | None = None,
+    dist: DistContext | None = None,
+) -> DeviceAugmentLoader:
+    """Training batches of a file dataset augmented on ``device`` (:mod:`visionlab.data.device_augment`): the
+    DataLoader of :func:`make_loader` — the same sampler, generator, worker seeds and pinned memory, so the same
+    images and the same random draws as the CPU path — over a :class:`DeviceAugmentSource` of ``payload``
+    (``"image"``, ``"encoded"``, or ``"index"``: gathered from the dataset's cache in this process, ``workers``
+    ignored). Raises what :class:`DeviceAugmentSource` raises for a dataset it cannot serve."""
+    dist = dist or DistContext()
+    source = DeviceAugmentSource(dataset, payload)
+    batch_size, drop_last = training_batches(len(dataset), batch_size, dist)
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    sampler = ShardedBatchSampler(len(dataset), batch_size, generator, drop_last=drop_last, ctx=dist)
+    loader = DataLoader(
+        source, batch_sampler=sampler, generator=generator, worker_init_fn=RankSeed(dist), collate_fn=source.collate,
+        num_workers=0 if payload == "index" else workers, pin_memory=device.type == "cuda" and payload != "index",
+    )  # fmt: skip
+    return DeviceAugmentLoader(source, loader, device)
 
 
 class RankSeed:

@@ -20,13 +20,13 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from visionlab.data import DataBundle, DatasetError, shuffle_labels
+from visionlab.data import DataBundle, DatasetError, ImageListDataset, shuffle_labels
 from visionlab.data.memory import is_in_memory, parse_augment
 from visionlab.engine.callbacks import NullLog
 from visionlab.engine.checkpoint import BEST, CHECKPOINT, CheckpointError, load_checkpoint, restore_rng
 from visionlab.engine.config import TrainConfig
 from visionlab.engine.ema import WeightEMA
-from visionlab.engine.loaders import limit, make_loader
+from visionlab.engine.loaders import limit, make_device_loader, make_loader
 from visionlab.engine.optim import build_optimizer
 from visionlab.engine.schedule import WarmupCosine
 from visionlab.errors import ConfigError
@@ -153,13 +153,48 @@ class TrainerSetup:
 
     def _build_loaders(self) -> tuple[DataLoader, DataLoader]:
         cfg, b = self.cfg, self.bundle
-        train = make_loader(
-            self._labelled(limit(self._augmented(b.train), cfg.limit_train)), cfg.batch_size, train=True,
-            workers=cfg.workers, device=self.device, generator=self.generator, dist=self.dist,
-        )  # fmt: skip
+        if cfg.augments_on_device:
+            self._prepare_device_input()  # before the training set is wrapped: the wrappers share its cache
+        train_set = self._labelled(limit(self._augmented(b.train), cfg.limit_train))
+        if cfg.augments_on_device:
+            train = self._device_loader(train_set)
+        else:
+            train = make_loader(train_set, cfg.batch_size, train=True, workers=cfg.workers, device=self.device,
+                                generator=self.generator, dist=self.dist)  # fmt: skip
         val = make_loader(shard_dataset(limit(b.val, cfg.limit_val), self.dist), cfg.batch_size, train=False,
                           workers=cfg.workers, device=self.device)  # fmt: skip
         return train, val
+
+    def _device_input_field(self) -> str:
+        cfg = self.cfg
+        return "gpu_augment" if cfg.gpu_augment else "gpu_decode" if cfg.gpu_decode else "cache_images"
+
+    def _prepare_device_input(self) -> None:
+        """Refuse a training set the device cannot augment (an in-memory one, naming the field), and move its
+        cache to pinned host or device memory when ``cfg.cache_images`` says so (pinned is plain host memory on a
+        CPU device). The validation cache stays in host memory: it is read by the CPU evaluation pipeline."""
+        cfg, train = self.cfg, self.bundle.train
+        if not isinstance(train, ImageListDataset):
+            raise ConfigError(f"augments file datasets (miniplaces, folder) on the device, not {self.bundle.kind}: "
+                              "it is held in memory and augmented a batch at a time already",
+                              field=self._device_input_field())  # fmt: skip
+        if cfg.cache_images in ("pinned", "device"):
+            train.place_cache("pinned" if cfg.cache_images == "pinned" and self.device.type == "cuda" else self.device)
+
+    def _device_loader(self, train: Dataset) -> Any:
+        """The training batches augmented on the device (``cfg.augments_on_device``,
+        :func:`~visionlab.engine.loaders.make_device_loader`): gathered from the cache when there is one, else
+        decoded by the workers, or only read by them with ``gpu_decode``. Refused, naming the field: another
+        augmentation than the MiniPlaces recipe, a file that is not a JPEG with ``gpu_decode``."""
+        cfg, field = self.cfg, self._device_input_field()
+        payload = "index" if cfg.cache_images else "encoded" if cfg.gpu_decode else "image"
+        try:
+            return make_device_loader(train, cfg.batch_size, payload=payload, workers=cfg.workers, device=self.device,
+                                      generator=self.generator, dist=self.dist)  # fmt: skip
+        except ValueError as exc:
+            raise ConfigError(str(exc), field=field) from exc
+        except DatasetError as exc:
+            raise ConfigError(str(exc), field="gpu_decode") from exc
 
     def _augmented(self, train: Dataset) -> Dataset:
         """The training set with ``cfg.augment``'s batch augmentation (a shallow copy: the bundle is unchanged);

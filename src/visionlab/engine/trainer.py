@@ -109,7 +109,7 @@ class Trainer(TrainerSetup):
             data_root=cfg.data_root,
             image_size=cfg.image_size,
             check_images=cfg.check_images,
-            cache=cfg.cache_images,
+            cache=bool(cfg.cache_images),
         )
         self.model_args = self._model_args(state)
         self.model = self._build_model(state)
