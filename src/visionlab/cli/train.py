@@ -101,8 +101,8 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
                         "when the workers cannot keep the GPU busy (few cores, a fast model)")  # fmt: skip
     d.add_argument("--gpu-decode", action="store_true", default=None,
                    help="with --gpu-augment (implied): workers only read the JPEG files; the GPU decodes the batch "
-                        "(nvJPEG: pixels within a level or so of the CPU decoder's). JPEG datasets, not with "
-                        "--cache-images")  # fmt: skip
+                        "(nvJPEG: its pixels may differ slightly from the CPU decoder's; not yet measured). JPEG "
+                        "datasets, not with --cache-images")  # fmt: skip
     d.add_argument("--shuffle-labels", "--random-labels", dest="shuffle_labels", action="store_true", default=None,
                    help="train on the training labels permuted once with --seed (class counts kept; validation "
                         "keeps the true labels): the model for explain --sanity --random-labels")  # fmt: skip

@@ -16,7 +16,8 @@ batches equal the CPU path's bit for bit (the tests check it); on a GPU ``grid_s
 * ``"image"``: the worker decodes; the batch travels as ``uint8`` (4x less than float32) through pinned memory;
 * ``"encoded"``: the worker reads the JPEG's bytes and its size (:func:`~visionlab.data.decode.jpeg_size`); the
   main process decodes the batch with ``torchvision.io.decode_jpeg(list, device=...)`` (nvJPEG on CUDA, whose
-  pixels differ from libjpeg-turbo's by a level or so; on the CPU device the same decoder as the workers');
+  pixels may differ slightly from libjpeg-turbo's, not yet measured here; on the CPU device the same decoder as
+  the workers');
 * ``"index"``: the split is cached (:class:`~visionlab.data.decode.ImageCache`, host, pinned or device memory) and
   the main process gathers each batch from it; no worker processes. Draws as the CPU path with ``workers=0``.
 
