@@ -199,7 +199,7 @@ class Trainer(TrainerSetup):
         if self.ema is not None:
             self.ema.update(self.model)
         self.step += 1
-        if self.swa is not None:
+        if self.swa is not None:  # from its start step, with swa_every "steps"
             self.swa.after_step(self.model, self.step)
         return loss, logits
 
@@ -254,10 +254,6 @@ class Trainer(TrainerSetup):
         if "robust_top1" in val:
             self.best_robust_top1 = max(self.best_robust_top1, val["robust_top1"])
         return better or first
-
-    def _ema_is_best(self, val: dict[str, float]) -> bool:
-        """Whether the EMA of this epoch becomes ``model_ema`` (:meth:`_average_is_best`)."""
-        return self._average_is_best("ema", val)
 
     def _average_is_best(self, name: str, val: dict[str, float]) -> bool:
         """Whether the average ``name`` (``ema``, ``swa``) of this epoch becomes its file (``model_ema``,
