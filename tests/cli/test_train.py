@@ -265,8 +265,8 @@ KNOWN_RECIPES = "robust (--model improved --data fashion-mnist)"
         (["--epochs", "2", "--adv-train", "pgd", "--adv-eps-ramp", "3"],
          "--adv-eps-ramp: must be in [0, epochs] = [0, 2] epochs, got 3.0"),
         (["--adv-eps-ramp", "-1"], "--adv-eps-ramp: must be a number >= 0, got -1.0"),
-        (["--epochs", "2", "--swa-start", "2.5"], "--swa-start: must be in [0, epochs] = [0, 2] epochs, got 2.5: the average would "
-                                 "never start"),
+        (["--epochs", "2", "--swa-start", "2.5"],
+         "--swa-start: must be in [0, epochs] = [0, 2] epochs, got 2.5: the average would never start"),
         (["--swa-start", "-0.5"], "--swa-start: must be a number >= 0, got -0.5"),
         (["--recipe", "fast"], f"--recipe: unknown recipe 'fast'; known recipes: {KNOWN_RECIPES}"),
         (["--recipe", "robust", "--model", "vit"],

@@ -72,9 +72,10 @@ class EpsilonRamp:
     At global step ``t`` (0-based) the objective trains at ``min(1, t / ramp_steps)`` times its radius: the first
     step on clean images (radius 0), the full radius from step ``ramp_steps`` on. A function of the step alone, so
     an exact resume, which restores the step, continues the same curriculum. Starting adversarial training from a
-    small radius is an old remedy for its slow, unstable first epochs (Gowal et al. 2019 ramp the radius of IBP
-    training; Cai et al. 2018's curriculum adversarial training grows the attack's strength); the robust monitor
-    and the selection of the best epoch always attack at the full radius.
+    small radius is an old remedy for its unstable first epochs (Gowal et al. 2018, "On the Effectiveness of
+    Interval Bound Propagation", ramp ε linearly from 0; Cai et al. 2018's curriculum adversarial training grows
+    the attack's strength instead); the robust monitor and the selection of the best epoch always attack at the
+    full radius. The trainer passes the step (:class:`StepScheduled`).
 
     Args:
         objective: an adversarial objective of :mod:`visionlab.robustness.training` (scaled in place).
