@@ -72,6 +72,45 @@ def test_the_recipe_is_the_given_models() -> None:
     assert cfg.model_kwargs == dict(widths=[16, 32, 64, 128, 256], depths=[1, 1, 1, 1, 1])
 
 
+# The measured CPU recipe for Fashion-MNIST at eps 0.1 (BENCHMARKS.md, "The search's best recipe on the CPU", the
+# 10-epoch run), spelled out flag by flag as it was run (its -j 1 is refused today for data held in memory).
+ROBUST_FLAGS = [
+    "--data", "fashion-mnist", "--model", "improved", "--adv-train", "fgsm-rs", "--adv-eps", "0.1", "--epochs", "10",
+    "-b", "128", "--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9", "--wd", "5e-4", "--warmup", "1",
+    "--clip-grad", "0", "--label-smoothing", "0", "--ema", "0.999", "--select-by", "robust", "--robust-val", "1000",
+]  # fmt: skip
+
+
+def test_the_robust_recipe_is_the_measured_command_in_one_flag(three_workers: None) -> None:
+    """--recipe robust resolves to the very TrainConfig of the long command; it sets model and data itself."""
+    long, _ = train_config_from_args(parse_argv("train", *ROBUST_FLAGS))
+    short, _ = train_config_from_args(parse_argv("train", "--data", "fashion-mnist", "--model", "improved",
+                                                 "--recipe", "robust"))  # fmt: skip
+    assert short == long
+    assert train_config_from_args(parse_argv("train", "--recipe", "robust"))[0] == long
+    assert (long.model_kwargs, long.channels_last, long.tta) == (
+        dict(widths=[16, 32, 64, 128, 256], depths=[1, 1, 1, 1, 1]),
+        True,
+        True,
+    )  # fmt: skip  (the five-stage network and the switches of the model's own recipe)
+
+
+def test_flags_win_over_a_named_recipe(three_workers: None) -> None:
+    argv = ["train", "--recipe", "robust", "--epochs", "3", "--ema", "0", "--swa-start", "2", "--adv-eps-ramp", "1"]
+    cfg, _ = train_config_from_args(parse_argv(*argv))
+    assert (cfg.epochs, cfg.ema, cfg.swa_start, cfg.adv_eps_ramp) == (3, 0.0, 2.0, 1.0)
+    assert (cfg.adv_train, cfg.lr, cfg.select_by) == ("fgsm-rs", 0.1, "robust")  # the recipe's
+
+
+def test_an_exact_resume_notes_that_it_ignores_a_recipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = save_state(model_state(optimizer=True, data="fashion-mnist"), tmp_path / "ck.pth.tar")
+    cfg, _ = train_config_from_args(parse_argv("train", "--resume", str(ckpt), "--recipe", "robust"))
+    assert cfg.adv_train is None
+    assert capsys.readouterr().err == (
+        "[visionlab] note: ignoring --recipe robust: an exact resume keeps the checkpoint's configuration\n"
+    )
+
+
 def test_a_file_dataset_gets_the_default_recipe(three_workers: None) -> None:
     """A folder: dataset is no Fashion-MNIST: TrainConfig's defaults, the data spec kept whole."""
     cfg, _ = train_config_from_args(parse_argv("train", "--data", "folder:/some/where", "--image-size", "32"))
@@ -195,6 +234,9 @@ def test_train_validates_the_whole_config_before_building_the_trainer(trainer: t
     assert trainer.built == []
 
 
+KNOWN_RECIPES = "robust (--model improved --data fashion-mnist)"
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -217,6 +259,20 @@ def test_train_validates_the_whole_config_before_building_the_trainer(trainer: t
         (["--adv-mix", "0"],
          "--adv-mix: used only with --adv-train pgd, fgsm-rs or n-fgsm (TRADES weighs its two terms by --trades-beta)"),
         (["--adv-train", "pgd", "--trades-beta", "6"], "--trades-beta: used only with --adv-train trades"),
+        (["--adv-eps-ramp", "1"], "--adv-eps-ramp: used only with --adv-train (it ramps the radius of the training "
+                                  "attack)"),
+        (["--swa-every", "steps"], "--swa-every: used only with --swa-start"),
+        (["--epochs", "2", "--adv-train", "pgd", "--adv-eps-ramp", "3"],
+         "--adv-eps-ramp: must be in [0, epochs] = [0, 2] epochs, got 3.0"),
+        (["--adv-eps-ramp", "-1"], "--adv-eps-ramp: must be a number >= 0, got -1.0"),
+        (["--epochs", "2", "--swa-start", "2.5"],
+         "--swa-start: must be in [0, epochs] = [0, 2] epochs, got 2.5: the average would never start"),
+        (["--swa-start", "-0.5"], "--swa-start: must be a number >= 0, got -0.5"),
+        (["--recipe", "fast"], f"--recipe: unknown recipe 'fast'; known recipes: {KNOWN_RECIPES}"),
+        (["--recipe", "robust", "--model", "vit"],
+         f"--recipe: recipe 'robust' is not for --model vit --data fashion-mnist; known recipes: {KNOWN_RECIPES}"),
+        (["--recipe", "robust", "--data", "folder:/x"],
+         f"--recipe: recipe 'robust' is not for --model improved --data folder; known recipes: {KNOWN_RECIPES}"),
     ],
 )  # fmt: skip
 def test_train_refuses_a_flag_the_run_would_not_read(
@@ -237,6 +293,9 @@ def test_train_refuses_a_flag_the_run_would_not_read(
         ["--adv-train", "n-fgsm", "--adv-step", "0.1", "--adv-mix", "0.5"],
         ["--adv-train", "pgd", "--adv-steps", "2", "--adv-step", "0.05", "--adv-mix", "0.5"],
         ["--adv-train", "trades", "--adv-steps", "2", "--adv-step", "0.05", "--trades-beta", "3"],
+        ["--adv-train", "fgsm-rs", "--adv-eps-ramp", "1.5"],
+        ["--swa-start", "0.5", "--swa-every", "steps"],
+        ["--swa-start", "2", "--ema", "0.99", "--adv-train", "pgd"],
     ],
 )  # fmt: skip
 def test_train_takes_each_flag_where_the_run_reads_it(argv: list[str], trainer: type[_Trainer]) -> None:

@@ -73,6 +73,11 @@ BAD = [
     ("tta", None, "true or false"),
     ("ema", 1.0, "a number in [0, 1), got 1.0"),
     ("ema", -0.1, "a number in [0, 1)"),
+    ("swa_start", -1.0, "a number >= 0, got -1.0"),
+    ("swa_start", "5", "a number >= 0"),
+    ("swa_every", "batch", "must be one of epoch, steps, got 'batch'"),
+    ("adv_eps_ramp", -0.5, "a number >= 0, got -0.5"),
+    ("adv_eps_ramp", None, "a number >= 0, got None"),
     ("seed", -1, "an integer in [0, 2^64), got -1"),
     ("seed", 2**64, "an integer in [0, 2^64)"),
     ("device", "gpu", "must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
@@ -110,6 +115,7 @@ EDGES = [
     ("head_lr_mult", 100.0), ("ema", 0.0), ("ema", 0.9999), ("limit_val", 1), ("adv_eps", 1.0), ("adv_eps", 1e-9),
     ("adv_steps", 1), ("adv_step", 1.0), ("adv_step", 1e-9), ("adv_mix", 0.0), ("adv_mix", 1.0), ("trades_beta", 0.0),
     ("noise_sigma", None), ("noise_sigma", 1e-9), ("noise_sigma", 2.0),
+    ("swa_start", None), ("swa_start", 0.0), ("swa_start", 90.0), ("swa_every", "steps"), ("adv_eps_ramp", 0.0),
     ("robust_val", 1), ("augment", "none"), ("augment", None), ("compile", None), ("data_root", None), ("out", None),
 ]  # fmt: skip
 

@@ -142,7 +142,9 @@ def test_model_ema_is_kept_at_the_best_epoch_of_the_selection_metric(
 ) -> None:
     trainer = Trainer(_cfg(tiny_fmnist, tmp_path / "run", select_by=select_by, robust_val=8))
     key, other = ("ema_robust_top1", "ema_top1") if select_by == "robust" else ("ema_top1", "ema_robust_top1")
-    decisions = [trainer._ema_is_best({key: value, other: 100.0 - value}) for value in (50.0, 40.0, 50.0, 60.0)]
+    decisions = [
+        trainer._average_is_best("ema", {key: value, other: 100.0 - value}) for value in (50.0, 40.0, 50.0, 60.0)
+    ]
     assert decisions == [True, False, False, True] and trainer.best_ema == 60.0
 
 

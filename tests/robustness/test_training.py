@@ -444,3 +444,45 @@ def test_the_training_batch_range_check_runs_once(monkeypatch: pytest.MonkeyPatc
     for _ in range(3):
         objective(model, x, predicted(model, x))
     assert calls == [4]  # the first batch only: a check per step would sync with the device every step
+
+
+def test_radius_scale_scales_every_ball_and_step_and_one_restores_them_exactly() -> None:
+    """The ε curriculum's lever: at scale f each objective attacks as if built with f times its radii."""
+    cases = [
+        (PGDTraining(0.1, steps=4), 0.1, 0.0625),
+        (PGDTraining(0.1, steps=4, step=0.03), 0.1, 0.03),
+        (FGSMRSTraining(0.1), 0.1, 0.125),
+        (TRADESTraining(0.1, steps=4), 0.1, 0.0625),
+    ]
+    for objective, eps, step in cases:
+        objective.set_radius_scale(0.25)
+        assert objective.threat.eps == pytest.approx(0.25 * eps) and objective.threat.step_size == pytest.approx(
+            0.25 * step
+        )
+        objective.set_radius_scale(1.0)
+        assert (objective.threat.eps, objective.threat.step_size) == (eps, step)
+    n_fgsm = NFGSMTraining(0.1)
+    n_fgsm.set_radius_scale(0.5)
+    assert n_fgsm.noise_ball.eps == pytest.approx(0.1) and n_fgsm.threat.step_size == pytest.approx(0.05)
+    assert n_fgsm.threat.eps == pytest.approx(0.15)  # noise 2 x 0.05 plus one step of 0.05
+
+
+def test_a_scaled_objective_crafts_the_examples_of_one_built_at_the_smaller_radius() -> None:
+    model, x = _bn_model(), batch()
+    y = predicted(model, x)
+    scaled = FGSMRSTraining(0.08)
+    scaled.set_radius_scale(0.5)
+    torch.manual_seed(3)
+    got = scaled.adversarial(model, x, y)
+    torch.manual_seed(3)
+    expected = FGSMRSTraining(0.04).adversarial(model, x, y)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-7)
+    scaled.set_radius_scale(0.0)  # radius 0: the clean images themselves
+    assert torch.equal(scaled.adversarial(model, x, y), x)
+
+
+@pytest.mark.parametrize("factor", [-0.1, 1.5, float("nan")])
+def test_a_radius_scale_outside_zero_one_is_refused(factor: float) -> None:
+    with pytest.raises(ConfigError) as info:
+        PGDTraining(0.1).set_radius_scale(factor)
+    assert info.value.field == "radius_scale"

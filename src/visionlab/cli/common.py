@@ -45,7 +45,8 @@ FIELD_FLAGS: dict[str, str] = {
     "adv_train": "--adv-train",
     "adv_eps": "--adv-eps", "adv_steps": "--adv-steps", "adv_step": "--adv-step", "adv_mix": "--adv-mix",
     "trades_beta": "--trades-beta", "select_by": "--select-by", "robust_val": "--robust-val",
-    "noise_sigma": "--noise-sigma",
+    "noise_sigma": "--noise-sigma", "adv_eps_ramp": "--adv-eps-ramp", "swa_start": "--swa-start",
+    "swa_every": "--swa-every", "recipe": "--recipe",
     "pretrained": "--pretrained", "freeze_backbone": "--freeze-backbone", "unfreeze_at": "--unfreeze-at",
     "head_lr_mult": "--head-lr-mult", "compile": "--compile", "sync_bn": "--sync-bn",
     # the analysis commands' options (visionlab.cli.analysis) and the settings of the objects they build

@@ -1,8 +1,9 @@
 """``visionlab train`` and ``visionlab compare``: the training flags, resolved into a
 :class:`~visionlab.engine.TrainConfig`, and the figure comparing runs.
 
-Flags left unset fall back to the recipe for the (model, dataset) pair (:mod:`visionlab.recipes`), then to the
-original course defaults (:class:`visionlab.engine.TrainConfig`).
+Flags left unset fall back to the named recipe ``--recipe NAME`` asks for, then to the recipe for the (model,
+dataset) pair (:mod:`visionlab.recipes`), then to the original course defaults
+(:class:`visionlab.engine.TrainConfig`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ _TRAIN_FIELDS = (
     "seed", "device", "amp", "channels_last", "out", "print_freq", "adv_train", "adv_eps", "adv_steps", "adv_step",
     "adv_mix", "trades_beta", "select_by", "robust_val", "pretrained", "freeze_backbone", "unfreeze_at", "head_lr_mult",
     "compile", "sync_bn", "cache_images", "augment", "ema", "noise_sigma", "shuffle_labels", "gpu_augment",
-    "gpu_decode",
+    "gpu_decode", "adv_eps_ramp", "swa_start", "swa_every",
 )  # fmt: skip
 # Fields a full resume may change: they do not alter the arithmetic of the run.
 _RUNTIME_FIELDS = (
@@ -112,7 +113,16 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     """The architecture flags of ``train``."""
     m = p.add_argument_group("model")
     m.add_argument("--model", help="registered model name (visionlab models); default simplenet")
+    m.add_argument("--recipe", metavar="NAME",
+                   help=f"a named recipe: {', '.join(_recipe_names())} (flags given win over it; it sets --model "
+                        "and --data when they are not given)")  # fmt: skip
     m.add_argument("--use-custom-conv", action="store_true", help="build every conv with the unfold/fold conv")
+
+
+def _recipe_names() -> list[str]:
+    from visionlab.recipes import NAMED_RECIPES
+
+    return sorted(NAMED_RECIPES)
 
 
 def _add_finetune_arguments(p: argparse.ArgumentParser) -> None:
@@ -151,6 +161,13 @@ def _add_adversarial_arguments(p: argparse.ArgumentParser) -> None:
                    help="train on PGD (Madry), FGSM with random start (Wong et al.), N-FGSM (noise 2 eps, no "
                         "projection; de Jorge et al.) or TRADES examples")  # fmt: skip
     a.add_argument("--adv-eps", type=float, help="radius (default 0.1)")
+    a.add_argument(
+        "--adv-eps-ramp",
+        type=float,
+        metavar="E",
+        help="ε curriculum: the training radius (and step) grows linearly from 0 to --adv-eps over the first E "
+        "epochs, per step (default 0: none); the PGD validation always uses --adv-eps",
+    )
     a.add_argument("--adv-steps", type=int, metavar="K", help="PGD / TRADES attack steps (default 3)")
     a.add_argument("--adv-step", type=float, help="attack step (default 2.5 eps / K; 1.25 eps fgsm-rs; eps n-fgsm)")
     a.add_argument("--adv-mix", type=float, metavar="R", help="weight of the clean loss (default 0; original 0.5)")
@@ -191,6 +208,18 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--ema", type=float, metavar="DECAY",
                    help="also keep an exponential moving average of the weights (e.g. 0.999; default 0: none), "
                    "validated every epoch and saved as model_ema.pth.tar")  # fmt: skip
+    r.add_argument(
+        "--swa-start",
+        type=float,
+        metavar="E",
+        help="stochastic weight averaging: also keep the equal-weight average of the weights from epoch E (may be "
+        "fractional) to the end, validated every epoch and saved as model_swa.pth.tar",
+    )
+    r.add_argument(
+        "--swa-every",
+        choices=("epoch", "steps"),
+        help="with --swa-start: average at every epoch end (default) or after every optimizer step",
+    )
     r.add_argument("-p", "--print-freq", type=int, help="log every N steps (default 10)")
     r.add_argument(
         "--no-progress",
@@ -202,17 +231,18 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def train_config_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
-    """Resolve flags + recipe + defaults into a TrainConfig; returns ``(config, resume_path)``.
+    """Resolve flags + named recipe + recipe + defaults into a TrainConfig; returns ``(config, resume_path)``.
 
     Every flag given is checked against its field's range first, before the checkpoint or any data is read
-    (also a flag an exact resume then ignores); then each flag given against the resolved run, which must read
-    it (:func:`check_data_flags`, :func:`_check_adversarial_flags`). ``-j`` left unset is
+    (also a flag an exact resume then ignores), and ``--recipe`` must name a known recipe; then each flag given
+    against the resolved run, which must read it (:func:`check_data_flags`, :func:`_check_adversarial_flags`),
+    and the named recipe against the run's model and dataset. ``-j`` left unset is
     :func:`~visionlab.runtime.distributed.default_workers`. The caller validates the resolved config as a whole.
     """
     from visionlab.data import FILE_KINDS, parse_spec
     from visionlab.engine import TrainConfig
     from visionlab.engine.config import check_field
-    from visionlab.recipes import recipe_for
+    from visionlab.recipes import named_recipe, recipe_for
     from visionlab.runtime.distributed import default_workers
 
     given = {f: getattr(args, f) for f in _TRAIN_FIELDS if getattr(args, f, None) is not None}
@@ -230,10 +260,15 @@ def train_config_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
         given["tensorboard"] = False
     for key, value in given.items():
         check_field(key, value)
+    recipe = getattr(args, "recipe", None)
+    named = named_recipe(recipe) if recipe is not None else {}
 
     resume = getattr(args, "resume", None)
     state = load_model_checkpoint(resume) if resume else None
     if state is not None and "optimizer" in state:  # exact resume: the stored run, run-time fields overridable
+        if recipe is not None:
+            print(f"[visionlab] note: ignoring --recipe {recipe}: an exact resume keeps the checkpoint's configuration",
+                  file=sys.stderr)  # fmt: skip
         cfg = _exact_resume_config(state, given)
         check_data_flags(cfg.data, workers=given.get("workers"), data_root=given.get("data_root"))
         return cfg, resume
@@ -242,11 +277,14 @@ def train_config_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
         given.setdefault("conv", state["model_args"].get("conv", "native"))
         given.setdefault("data", state["config"]["data"])
 
-    data = given.get("data", TrainConfig.data)
+    data = given.get("data", named.get("data", TrainConfig.data))
     kind, _ = parse_spec(data) if data != "fashion-mnist" else ("fashion-mnist", "")
+    if recipe is not None:  # refused for another model or dataset than its own
+        named_recipe(recipe, model=given.get("model"), data_kind=kind)
     if state is not None and kind in FILE_KINDS:
         given.setdefault("image_size", state["model_args"]["image_size"])  # decode at the size the model takes
-    values = recipe_for(given.get("model", TrainConfig.model), kind)
+    values = recipe_for(given.get("model", named.get("model", TrainConfig.model)), kind)
+    values.update(named)
     values.update(given)
     values.setdefault("workers", default_workers())
     cfg = TrainConfig(**values)
@@ -273,8 +311,8 @@ def check_device_input(cfg: Any) -> None:
 
 
 def _adversarial_readers(cfg: Any) -> dict[str, tuple[bool, str]]:
-    """The adversarial-training fields only some runs read: ``field -> (whether cfg's run reads it, what it
-    needs)``."""
+    """The adversarial-training (and weight-averaging) fields only some runs read: ``field -> (whether cfg's run
+    reads it, what it needs)``."""
     monitored = cfg.adv_train is not None or cfg.select_by == "robust"
     return {
         "adv_eps": (monitored, "--adv-train or --select-by robust (the radius of their PGD)"),
@@ -285,6 +323,8 @@ def _adversarial_readers(cfg: Any) -> dict[str, tuple[bool, str]]:
                     "--adv-train pgd, fgsm-rs or n-fgsm (TRADES weighs its two terms by --trades-beta)"),
         "trades_beta": (cfg.adv_train == "trades", "--adv-train trades"),
         "robust_val": (monitored, "--adv-train or --select-by robust (the images their PGD validation attacks)"),
+        "adv_eps_ramp": (cfg.adv_train is not None, "--adv-train (it ramps the radius of the training attack)"),
+        "swa_every": (cfg.swa_start is not None, "--swa-start"),
     }  # fmt: skip
 
 

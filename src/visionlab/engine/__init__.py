@@ -5,6 +5,7 @@ from visionlab.engine.checkpoint import (
     BEST,
     CHECKPOINT,
     EMA,
+    SWA,
     CheckpointError,
     load_checkpoint,
     model_from_checkpoint,
@@ -16,7 +17,15 @@ from visionlab.engine.evaluation import evaluate
 from visionlab.engine.loaders import limit, make_device_loader, make_loader
 from visionlab.engine.optim import build_optimizer, param_groups
 from visionlab.engine.schedule import WarmupCosine, warmup_cosine_factor
-from visionlab.engine.task import ClassificationTask, Objective, build_monitor, build_task
+from visionlab.engine.swa import WeightAverage
+from visionlab.engine.task import (
+    ClassificationTask,
+    EpsilonRamp,
+    Objective,
+    StepScheduled,
+    build_monitor,
+    build_task,
+)
 from visionlab.engine.trainer import Trainer
 from visionlab.runtime import select_device
 
@@ -24,15 +33,19 @@ __all__ = [
     "BEST",
     "CHECKPOINT",
     "EMA",
+    "SWA",
     "Callback",
     "CheckpointError",
     "ClassificationTask",
+    "EpsilonRamp",
     "NullLog",
     "Objective",
+    "StepScheduled",
     "TrainConfig",
     "Trainer",
     "TrainingDiverged",
     "WarmupCosine",
+    "WeightAverage",
     "build_monitor",
     "build_optimizer",
     "build_task",

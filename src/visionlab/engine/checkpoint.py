@@ -28,6 +28,7 @@ __all__ = [
     "BEST",
     "CHECKPOINT",
     "EMA",
+    "SWA",
     "CheckpointError",
     "capture_rng",
     "load_checkpoint",
@@ -40,6 +41,7 @@ FORMAT = 1
 # A run directory's checkpoints: the last epoch (full, for an exact resume) and the best one (weights only).
 CHECKPOINT, BEST = "checkpoint.pth.tar", "model_best.pth.tar"
 EMA = "model_ema.pth.tar"  # the weight EMA (cfg.ema > 0) of its best epoch by the selection metric, as model_best
+SWA = "model_swa.pth.tar"  # the SWA average (cfg.swa_start set) of its best epoch by the selection metric, likewise
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:

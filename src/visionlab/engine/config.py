@@ -23,6 +23,7 @@ __all__ = ["OPTIMIZERS", "Range", "TrainConfig", "check_field"]
 OPTIMIZERS = ("sgd", "adamw")
 ADV_TRAIN = ("pgd", "fgsm-rs", "n-fgsm", "trades")
 SELECT_BY = ("clean", "robust")
+SWA_EVERY = ("epoch", "steps")
 NOISE_WITH_ADV_TRAIN = (
     "not with adv_train: Gaussian augmentation trains for randomized smoothing, adversarial training for PGD; "
     "combining them (Salman et al.'s SmoothAdv) is a different objective"
@@ -209,6 +210,7 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
         "label_smoothing": Range(0, 1, high_open=True),
         "adv_train": _optional(_one_of(lambda: ADV_TRAIN)),
         "adv_eps": Range(0, 1, low_open=True),
+        "adv_eps_ramp": Range(0),
         "adv_steps": Range(1, integer=True),
         "adv_step": Range(0, 1, low_open=True, optional=True),
         "adv_mix": Range(0, 1),
@@ -218,6 +220,8 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
         "robust_val": Range(1, integer=True),
         "tta": _flag,
         "ema": Range(0, 1, high_open=True),
+        "swa_start": Range(0, optional=True),
+        "swa_every": _one_of(lambda: SWA_EVERY),
         "seed": Range(0, 2**64 - 1, integer=True, text="an integer in [0, 2^64)"),
         "device": _device,
         "amp": _flag,
@@ -292,6 +296,9 @@ class TrainConfig:
     # adversarial training (Madry PGD-AT, Wong et al. FGSM-RS, Zhang et al. TRADES); radii in pixel units, L∞
     adv_train: str | None = None
     adv_eps: float = 0.1
+    # ε curriculum: the training radius grows linearly from 0 to adv_eps over the first adv_eps_ramp epochs, per
+    # step (0: the full radius from the first step); the robust monitor always attacks at adv_eps
+    adv_eps_ramp: float = 0.0
     adv_steps: int = 3
     adv_step: float | None = None  # None: 2.5 eps / steps (PGD, TRADES), 1.25 eps (FGSM-RS), eps (N-FGSM)
     adv_mix: float = 0.0  # weight of the clean loss (the course blended 50/50); not TRADES
@@ -306,6 +313,11 @@ class TrainConfig:
     tta: bool = False
     # weight EMA decay (0: none); the average is validated every epoch and saved as model_ema.pth.tar
     ema: float = 0.0
+    # stochastic weight averaging (Izmailov et al. 2018): the equal-weight average of the weights from epoch
+    # swa_start (may be fractional, like warmup) to the end, taken after every optimizer step or at every epoch
+    # end (swa_every); None: none. Validated every epoch beside the model and saved as model_swa.pth.tar
+    swa_start: float | None = None
+    swa_every: str = "epoch"
     # runtime
     seed: int = 0
     device: str = "auto"
@@ -351,6 +363,7 @@ class TrainConfig:
                 f"must be in [0, epochs) = [0, {self.epochs}), got {self.start_epoch}", field="start_epoch"
             )
         self._check_fine_tuning()
+        self._check_schedules()
         self._check_architecture()
         self._check_device_input()
         if self.noise_sigma is not None and self.adv_train is not None:
@@ -398,6 +411,21 @@ class TrainConfig:
             )
         if self.gpu_decode and self.cache_images:
             raise ConfigError("not with cache_images: the cache already holds decoded images", field="gpu_decode")
+
+    def _check_schedules(self) -> None:
+        """The fields counted in epochs of the run (the ε ramp, the start of weight averaging) fit in it."""
+        if self.adv_eps_ramp > self.epochs:
+            raise ConfigError(
+                f"must be in [0, epochs] = [0, {self.epochs}] epochs, got {self.adv_eps_ramp!r}", field="adv_eps_ramp"
+            )
+        if self.adv_eps_ramp > 0 and self.adv_train is None:
+            raise ConfigError("needs adv_train (it ramps the radius of the training attack)", field="adv_eps_ramp")
+        if self.swa_start is not None and self.swa_start > self.epochs:
+            raise ConfigError(
+                f"must be in [0, epochs] = [0, {self.epochs}] epochs, got {self.swa_start!r}: the average would "
+                "never start",
+                field="swa_start",
+            )
 
     def _check_architecture(self) -> None:
         """The model takes the convolution type and, when ``image_size`` is set, that size: the data kinds with

@@ -29,6 +29,7 @@ from visionlab.engine.ema import WeightEMA
 from visionlab.engine.loaders import limit, make_device_loader, make_loader
 from visionlab.engine.optim import build_optimizer
 from visionlab.engine.schedule import WarmupCosine
+from visionlab.engine.swa import WeightAverage
 from visionlab.errors import ConfigError
 from visionlab.models import PretrainedWeights, architecture_kwargs, build_model, load_weights
 from visionlab.runtime import DistContext, MetricsLog, check_compile, shard_dataset
@@ -58,6 +59,7 @@ class TrainerSetup:
     best_robust_top1: float
     last_robust_top1: float | None
     best_ema: float | None
+    best_swa: float | None
     start_epoch: int
     step: int
     log: MetricsLog | NullLog
@@ -246,6 +248,7 @@ class TrainerSetup:
             self.best_robust_top1 = state.get("best_robust_top1", 0.0)
             self.last_robust_top1 = state.get("last_robust_top1")
             self.best_ema = state.get("best_ema")
+            self.best_swa = state.get("best_swa")
             return state["epoch"] + 1, state["step"], state["best_top1"]
         step = self.cfg.start_epoch * len(self.train_loader)
         for _ in range(step):  # --start-epoch: the schedule begins where that epoch would be
@@ -262,6 +265,18 @@ class TrainerSetup:
             assert state is not None
             ema.load_state_dict(state["ema"])
         return ema
+
+    def _build_swa(self, state: dict[str, Any] | None) -> WeightAverage | None:
+        """Stochastic weight averaging (``cfg.swa_start`` set): from global step ``round(swa_start * steps per
+        epoch)``, as the warmup counts its steps; an exact resume continues the checkpoint's average and count."""
+        if self.cfg.swa_start is None:
+            return None
+        start = round(self.cfg.swa_start * len(self.train_loader))
+        swa = WeightAverage(self.model, start, self.cfg.swa_every)
+        if self.full_resume:
+            assert state is not None
+            swa.load_state_dict(state["swa"])
+        return swa
 
     def _open_run_dir(self) -> Path:
         """``cfg.out`` when given; for a full resume the checkpoint's own directory (wherever it was moved);

@@ -22,13 +22,13 @@ from torch import nn
 
 from visionlab.data import DataBundle, load_dataset
 from visionlab.engine.callbacks import Callback
-from visionlab.engine.checkpoint import BEST, CHECKPOINT, EMA, capture_rng, save_checkpoint
+from visionlab.engine.checkpoint import BEST, CHECKPOINT, EMA, SWA, capture_rng, save_checkpoint
 from visionlab.engine.config import TrainConfig
 from visionlab.engine.divergence import checked_loss, diverged
 from visionlab.engine.evaluation import evaluate
 from visionlab.engine.loaders import limit
 from visionlab.engine.setup import TrainerSetup
-from visionlab.engine.task import Objective, build_monitor, build_task
+from visionlab.engine.task import Objective, StepScheduled, build_monitor, build_task
 from visionlab.models.finetune import set_backbone_frozen
 from visionlab.progress import progress as progress_bar
 from visionlab.robustness import RobustMonitor
@@ -61,7 +61,9 @@ class Trainer(TrainerSetup):
             ``model_best.pth.tar`` (weights only) starts a new run from its weights (fine-tuning).
         bundle: an already loaded dataset (tests, benchmarks); loaded from ``cfg.data`` otherwise.
         task: the training objective ``(model, images, target) -> (loss, logits)``; default
-            :func:`~visionlab.engine.task.build_task` of ``cfg`` (cross-entropy with label smoothing).
+            :func:`~visionlab.engine.task.build_task` of ``cfg`` (cross-entropy with label smoothing; with
+            ``cfg.adv_eps_ramp`` the ε curriculum). A :class:`~visionlab.engine.task.StepScheduled` objective is
+            told the global step before every call.
         monitor: the robust accuracy measured after every epoch (``select_by`` robust, the catastrophic-overfitting
             alarm); default :func:`~visionlab.engine.task.build_monitor` of ``cfg`` (None: no cost unless
             ``cfg.adv_train`` or ``select_by`` robust asks for one).
@@ -118,13 +120,15 @@ class Trainer(TrainerSetup):
         self.generator = torch.Generator().manual_seed(cfg.seed)  # the data order: the same on every rank
         self.train_loader, self.val_loader = self._build_loaders()
         self.optimizer, self.scheduler, self.scaler = self._build_optimization()
-        self.task = task if task is not None else build_task(cfg)
+        self.task = task if task is not None else build_task(cfg, len(self.train_loader))
         self.callbacks = list(callbacks) if callbacks is not None else []
         self.monitor = monitor if monitor is not None else build_monitor(cfg, self.bundle.val, self.device, self.dist)
         self.best_robust_top1, self.last_robust_top1 = 0.0, None
         self.best_ema: float | None = None  # the EMA's best selection metric so far
+        self.best_swa: float | None = None  # the SWA average's
         self.start_epoch, self.step, self.best_top1 = self._restore(state)
         self.ema = self._build_ema(state)
+        self.swa = self._build_swa(state)
         self._backbone_frozen: bool | None = None
         self.train_model: nn.Module | None = None
         self._freeze_for_epoch(self.start_epoch)  # before DDP is built: it buckets what requires grad then
@@ -149,15 +153,15 @@ class Trainer(TrainerSetup):
 
     # ------------------------------------------------------------------------------------------ helpers
     def _state(self, epoch: int, full: bool, model: nn.Module | None = None) -> dict[str, Any]:
-        """A checkpoint of ``model`` (default the trained one; the EMA's weights for ``model_ema``); ``full`` adds
-        the optimizer, schedule, EMA and random states an exact resume needs."""
+        """A checkpoint of ``model`` (default the trained one; an average's weights for ``model_ema`` and
+        ``model_swa``); ``full`` adds the optimizer, schedule, averages and random states an exact resume needs."""
         weights = (self.model if model is None else model).state_dict()
         state = {
             "model": weights, "config": self.cfg.to_dict(), "model_args": self.model_args,
             "class_names": list(self.bundle.class_names), "data_kind": self.bundle.kind, "recipe": self.bundle.recipe,
             "epoch": epoch, "step": self.step, "best_top1": self.best_top1,
             "best_robust_top1": self.best_robust_top1, "last_robust_top1": self.last_robust_top1,
-            "best_ema": self.best_ema,
+            "best_ema": self.best_ema, "best_swa": self.best_swa,
         }  # fmt: skip
         if full:  # every rank's random state (a collective: all ranks call this)
             ranks = self.dist.all_gather(capture_rng(self.generator))
@@ -168,6 +172,8 @@ class Trainer(TrainerSetup):
             )  # fmt: skip
             if self.ema is not None:
                 state["ema"] = self.ema.state_dict()
+            if self.swa is not None:
+                state["swa"] = self.swa.state_dict()
         return state
 
     def _where(self) -> str:
@@ -178,6 +184,8 @@ class Trainer(TrainerSetup):
     # ------------------------------------------------------------------------------------------ loop
     def _train_step(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step of the objective; returns ``(loss, logits)`` (still on the device, no sync)."""
+        if isinstance(self.task, StepScheduled):  # checked each step: a caller may replace the task
+            self.task.set_step(self.step)
         with autocast(self.device, self.cfg.amp):
             loss, logits = self.task(self.train_model, images, target)
         self.optimizer.zero_grad(set_to_none=True)
@@ -191,6 +199,8 @@ class Trainer(TrainerSetup):
         if self.ema is not None:
             self.ema.update(self.model)
         self.step += 1
+        if self.swa is not None:  # from its start step, with swa_every "steps"
+            self.swa.after_step(self.model, self.step)
         return loss, logits
 
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
@@ -245,22 +255,47 @@ class Trainer(TrainerSetup):
             self.best_robust_top1 = max(self.best_robust_top1, val["robust_top1"])
         return better or first
 
-    def _ema_is_best(self, val: dict[str, float]) -> bool:
-        """Whether the EMA of this epoch becomes ``model_ema``: a new best of the EMA's own selection metric (its
-        clean top-1, or its PGD top-1 with ``select_by`` robust). Late epochs can lose robustness (FGSM training's
-        overfitting near the end of a schedule: 79.6% PGD-10 at epoch 10 of 15, 72.1% at 15, BENCHMARKS.md), so
-        the average is kept at its best epoch, as the trained weights are in ``model_best``."""
-        if self.ema is None:
+    def _average_is_best(self, name: str, val: dict[str, float]) -> bool:
+        """Whether the average ``name`` (``ema``, ``swa``) of this epoch becomes its file (``model_ema``,
+        ``model_swa``): a new best of its own selection metric (its clean top-1, or its PGD top-1 with
+        ``select_by`` robust), kept in ``best_<name>``. Late epochs can lose robustness (FGSM training's overfitting
+        near the end of a schedule: 79.6% PGD-10 at epoch 10 of 15, 72.1% at 15, BENCHMARKS.md), so an average is
+        kept at its best epoch, as the trained weights are in ``model_best``. False while it was not validated
+        (no EMA; an SWA average not started)."""
+        key = f"{name}_robust_top1" if self.cfg.select_by == "robust" else f"{name}_top1"
+        if key not in val:
             return False
-        metric = val["ema_robust_top1"] if self.cfg.select_by == "robust" else val["ema_top1"]
-        if self.best_ema is not None and metric <= self.best_ema:
+        best = getattr(self, f"best_{name}")
+        if best is not None and val[key] <= best:
             return False
-        self.best_ema = metric
+        setattr(self, f"best_{name}", val[key])
         return True
 
     def _end_epoch(self, epoch: int, train: dict[str, float], val: dict[str, float], seconds: float) -> dict:
-        """Checkpoints (last always, best on a new best of the selection metric), the epoch record, callbacks."""
-        is_best, ema_is_best = self._is_best(epoch, val), self._ema_is_best(val)
+        """Checkpoints (last always, best on a new best of the selection metric, each average at its own best),
+        the epoch record, callbacks."""
+        is_best = self._is_best(epoch, val)
+        averages_best = {name: self._average_is_best(name, val) for name in ("ema", "swa")}
+        record, scalars = self._epoch_record(epoch, train, val, seconds)
+        state = self._state(epoch, full=True)
+        if self.dist.is_main:
+            save_checkpoint(state, self.run_dir / CHECKPOINT)
+            if is_best:
+                save_checkpoint(self._state(epoch, full=False), self.run_dir / BEST)
+            for name, average, path in (("ema", self.ema, EMA), ("swa", self.swa, SWA)):
+                if averages_best[name]:
+                    assert average is not None
+                    save_checkpoint(self._state(epoch, full=False, model=average.module), self.run_dir / path)
+            self.log.write(record, epoch + 1, scalars)
+            for callback in self.callbacks:
+                callback.on_epoch_end(self, record)
+        self.dist.barrier()  # the checkpoint is on disk before any rank starts the next epoch
+        return record
+
+    def _epoch_record(
+        self, epoch: int, train: dict[str, float], val: dict[str, float], seconds: float
+    ) -> tuple[dict[str, Any], dict[str, float]]:
+        """The epoch's ``metrics.jsonl`` record and its TensorBoard scalars."""
         record = {
             "type": "epoch", "epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
             "train_loss": train["loss"], "train_top1": train["top1"], "train_top5": train["top5"],
@@ -274,22 +309,22 @@ class Trainer(TrainerSetup):
         if "robust_top1" in val:
             record["val_robust_top1"] = scalars["val/robust_top1"] = val["robust_top1"]
             record["catastrophic_overfitting"] = val["collapsed"]
-        for key in ("ema_top1", "ema_top5", "ema_loss", "ema_robust_top1"):
-            if key in val:
-                record[f"val_{key}"] = scalars[f"val/{key}"] = val[key]
-        state = self._state(epoch, full=True)
-        if self.dist.is_main:
-            save_checkpoint(state, self.run_dir / CHECKPOINT)
-            if is_best:
-                save_checkpoint(self._state(epoch, full=False), self.run_dir / BEST)
-            if ema_is_best:
-                assert self.ema is not None
-                save_checkpoint(self._state(epoch, full=False, model=self.ema.module), self.run_dir / EMA)
-            self.log.write(record, epoch + 1, scalars)
-            for callback in self.callbacks:
-                callback.on_epoch_end(self, record)
-        self.dist.barrier()  # the checkpoint is on disk before any rank starts the next epoch
-        return record
+        for name in ("ema", "swa"):
+            for key in (f"{name}_top1", f"{name}_top5", f"{name}_loss", f"{name}_robust_top1"):
+                if key in val:
+                    record[f"val_{key}"] = scalars[f"val/{key}"] = val[key]
+        if self.swa is not None:
+            record["swa_count"] = self.swa.count
+        return record, scalars
+
+    def _averages(self) -> dict[str, nn.Module]:
+        """The weight averages validated beside the model: the EMA, and the SWA average once it holds weights."""
+        averages = {}
+        if self.ema is not None:
+            averages["ema"] = self.ema.module
+        if self.swa is not None and self.swa.count:
+            averages["swa"] = self.swa.module
+        return averages
 
     def _validate(self, epoch: int) -> dict[str, Any]:
         """Clean validation metrics, plus the monitor's PGD top-1 (and whether it collapsed) when there is one."""
@@ -298,14 +333,14 @@ class Trainer(TrainerSetup):
             self.model, self.val_loader, self.device, tta=cfg.tta, amp=cfg.amp, channels_last=cfg.channels_last,
             progress=cfg.progress and self.dist.is_main, dist=self.dist,
         )  # fmt: skip
-        if self.ema is not None:
-            ema = evaluate(
-                self.ema.module, self.val_loader, self.device, tta=cfg.tta, amp=cfg.amp,
+        for name, module in self._averages().items():
+            metrics = evaluate(
+                module, self.val_loader, self.device, tta=cfg.tta, amp=cfg.amp,
                 channels_last=cfg.channels_last, progress=False, dist=self.dist,
             )  # fmt: skip
-            val.update({f"ema_{key}": ema[key] for key in ("top1", "top5", "loss")})
+            val.update({f"{name}_{key}": metrics[key] for key in ("top1", "top5", "loss")})
             if self.monitor is not None:
-                val["ema_robust_top1"] = self.monitor.measure(self.ema.module)
+                val[f"{name}_robust_top1"] = self.monitor.measure(module)
         if self.monitor is not None:
             robust = self.monitor.measure(self.model)
             val["robust_top1"] = robust
@@ -322,6 +357,18 @@ class Trainer(TrainerSetup):
             self.last_robust_top1 = robust
         return val
 
+    def _epoch_line(self, epoch: int, train: dict[str, float], val: dict[str, Any], seconds: float) -> str:
+        """The line an epoch prints: train and validation metrics, PGD top-1 and the averages' when measured."""
+        robust = f" PGD top-1 {val['robust_top1']:.2f}" if "robust_top1" in val else ""
+        for name, label in (("ema", "EMA"), ("swa", "SWA")):
+            if f"{name}_top1" in val:
+                pgd = f" PGD {val[f'{name}_robust_top1']:.2f}" if f"{name}_robust_top1" in val else ""
+                robust += f" | {label} top-1 {val[f'{name}_top1']:.2f}{pgd}"
+        return (
+            f"epoch {epoch + 1}/{self.cfg.epochs}: train loss {train['loss']:.4f} top-1 {train['top1']:.2f} | "
+            f"val loss {val['loss']:.4f} top-1 {val['top1']:.2f} top-5 {val['top5']:.2f}{robust} | {seconds:.0f}s"
+        )
+
     def fit(self) -> dict[str, Any]:
         """Train from ``start_epoch`` to ``cfg.epochs``; returns the last epoch record (with ``run_dir``)."""
         cfg = self.cfg
@@ -335,17 +382,11 @@ class Trainer(TrainerSetup):
             for epoch in range(self.start_epoch, cfg.epochs):
                 start = time.perf_counter()
                 train = self.train_one_epoch(epoch)
+                if self.swa is not None:
+                    self.swa.after_epoch(self.model, self.step)
                 val = self._validate(epoch)
                 record = self._end_epoch(epoch, train, val, time.perf_counter() - start)
-                robust = f" PGD top-1 {val['robust_top1']:.2f}" if "robust_top1" in val else ""
-                if "ema_top1" in val:
-                    ema_pgd = f" PGD {val['ema_robust_top1']:.2f}" if "ema_robust_top1" in val else ""
-                    robust += f" | EMA top-1 {val['ema_top1']:.2f}{ema_pgd}"
-                self._say(
-                    f"epoch {epoch + 1}/{cfg.epochs}: train loss {train['loss']:.4f} top-1 {train['top1']:.2f} | "
-                    f"val loss {val['loss']:.4f} top-1 {val['top1']:.2f} top-5 {val['top5']:.2f}{robust} | "
-                    f"{record['seconds']:.0f}s"
-                )
+                self._say(self._epoch_line(epoch, train, val, record["seconds"]))
         finally:
             self.log.close()
         record["run_dir"] = str(self.run_dir)

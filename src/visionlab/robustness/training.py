@@ -64,6 +64,12 @@ def _weight(value: float, name: str, *, at_most: float | None = None) -> float:
     return float(value)
 
 
+def _scaled(radius: Radius, factor: float) -> Radius:
+    """``radius`` times ``factor``; the radius itself (not a float product) at 1, so an objective outside a ramp
+    attacks with exactly the radius it was given."""
+    return radius if factor == 1.0 else scale_radius(radius, factor)
+
+
 def _mixed_loss(
     model: nn.Module, criterion: nn.Module, images: torch.Tensor, adv: torch.Tensor | None, target: torch.Tensor,
     mix: float,
@@ -100,6 +106,19 @@ class _Adversarial:
     steps: int
     generator: torch.Generator | None
     _checked: bool
+    radius_scale: float = 1.0
+
+    def set_radius_scale(self, factor: float) -> None:
+        """Train at ``factor`` times the configured radius, every step size scaled with it (the ε curriculum of
+        :class:`visionlab.engine.EpsilonRamp`); 1 restores the configured threat model. ``factor`` in [0, 1]."""
+        factor = _weight(factor, "radius_scale", at_most=1.0)
+        if factor != self.radius_scale:
+            self.radius_scale = factor
+            self._build_threat()
+
+    def _build_threat(self) -> None:
+        """Set ``threat`` (and any other ball) from the configured radii times ``radius_scale``."""
+        raise NotImplementedError
 
     def _check(self, images: torch.Tensor, target: torch.Tensor) -> None:
         if not self._checked:  # once: the range check syncs with the device
@@ -171,9 +190,12 @@ class PGDTraining(_MixedAdversarial):
 
     def __post_init__(self) -> None:
         self.steps = check_count(self.steps, "steps")
-        step = default_step(self.eps, self.steps) if self.step is None else self.step
-        self.threat = make_step(self.norm, self.eps, step)
+        self._build_threat()
         self.mix = _weight(self.mix, "mix", at_most=1.0)
+
+    def _build_threat(self) -> None:
+        step = default_step(self.eps, self.steps) if self.step is None else self.step
+        self.threat = make_step(self.norm, _scaled(self.eps, self.radius_scale), _scaled(step, self.radius_scale))
 
 
 @dataclass
@@ -202,8 +224,12 @@ class FGSMRSTraining(_MixedAdversarial):
 
     def __post_init__(self) -> None:
         self.steps, self.random_start = 1, True
-        self.threat = make_step("linf", self.eps, scale_radius(self.eps, 1.25) if self.step is None else self.step)
+        self._build_threat()
         self.mix = _weight(self.mix, "mix", at_most=1.0)
+
+    def _build_threat(self) -> None:
+        step = scale_radius(self.eps, 1.25) if self.step is None else self.step
+        self.threat = make_step("linf", _scaled(self.eps, self.radius_scale), _scaled(step, self.radius_scale))
 
 
 def _reach(*radii: float | tuple[float, ...]) -> float | tuple[float, ...]:
@@ -243,11 +269,15 @@ class NFGSMTraining(_MixedAdversarial):
     def __post_init__(self) -> None:
         self.steps = 1  # the start is the noise ball's random point (_start), whatever random_start says
         self.noise = _weight(self.noise, "noise")
-        given = make_step("linf", self.eps, self.eps if self.step is None else self.step)  # validates eps, step
+        self._build_threat()
+        self.mix = _weight(self.mix, "mix", at_most=1.0)
+
+    def _build_threat(self) -> None:
+        step = self.eps if self.step is None else self.step
+        given = make_step("linf", _scaled(self.eps, self.radius_scale), _scaled(step, self.radius_scale))  # validates
         self.noise_ball = make_step("linf", _reach(scale_radius(given.eps, self.noise)), given.step_size)
         # The ascent's ball is as large as noise plus one step can go, so its projection never binds.
         self.threat = make_step("linf", _reach(self.noise_ball.eps, given.step_size), given.step_size)
-        self.mix = _weight(self.mix, "mix", at_most=1.0)
 
     def _start(self, x: torch.Tensor) -> torch.Tensor:
         return self.noise_ball.random_init(x, self.generator)
@@ -288,10 +318,13 @@ class TRADESTraining(_Adversarial):
 
     def __post_init__(self) -> None:
         self.steps = check_count(self.steps, "steps")
-        step = default_step(self.eps, self.steps) if self.step is None else self.step
-        self.threat = make_step(self.norm, self.eps, step)
+        self._build_threat()
         self.beta = _weight(self.beta, "beta")
         self.init_std = _weight(self.init_std, "init_std")
+
+    def _build_threat(self) -> None:
+        step = default_step(self.eps, self.steps) if self.step is None else self.step
+        self.threat = make_step(self.norm, _scaled(self.eps, self.radius_scale), _scaled(step, self.radius_scale))
 
     def adversarial(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         """TRADES' adversarial examples for ``images``, detached: crafted fully in eval mode (batch norm on its
