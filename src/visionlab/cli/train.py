@@ -230,6 +230,24 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard events")
 
 
+def _given_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields the command line sets: the flags given, and the switches that set another field."""
+    given = {f: getattr(args, f) for f in _TRAIN_FIELDS if getattr(args, f, None) is not None}
+    if given.get("cache_images") == "host":  # the bare flag's meaning, stored as it always was
+        given["cache_images"] = True
+    if getattr(args, "use_custom_conv", False):
+        given["conv"] = "custom"
+    if getattr(args, "no_check_images", False):
+        given["check_images"] = False
+    if getattr(args, "no_progress", False) or getattr(args, "quiet", False):
+        given["progress"] = False
+    if getattr(args, "quiet", False):
+        given["quiet"] = True
+    if getattr(args, "no_tensorboard", False):
+        given["tensorboard"] = False
+    return given
+
+
 def train_config_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
     """Resolve flags + named recipe + recipe + defaults into a TrainConfig; returns ``(config, resume_path)``.
 
@@ -245,19 +263,7 @@ def train_config_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
     from visionlab.recipes import named_recipe, recipe_for
     from visionlab.runtime.distributed import default_workers
 
-    given = {f: getattr(args, f) for f in _TRAIN_FIELDS if getattr(args, f, None) is not None}
-    if given.get("cache_images") == "host":  # the bare flag's meaning, stored as it always was
-        given["cache_images"] = True
-    if getattr(args, "use_custom_conv", False):
-        given["conv"] = "custom"
-    if getattr(args, "no_check_images", False):
-        given["check_images"] = False
-    if getattr(args, "no_progress", False) or getattr(args, "quiet", False):
-        given["progress"] = False
-    if getattr(args, "quiet", False):
-        given["quiet"] = True
-    if getattr(args, "no_tensorboard", False):
-        given["tensorboard"] = False
+    given = _given_fields(args)
     for key, value in given.items():
         check_field(key, value)
     recipe = getattr(args, "recipe", None)
