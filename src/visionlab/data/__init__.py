@@ -1,4 +1,4 @@
-"""Datasets (Fashion-MNIST, MiniPlaces, ImageFolder, CIFAR-10), transforms and fetching."""
+"""Datasets (Fashion-MNIST, MiniPlaces, ImageFolder, CIFAR-10), transforms, fetching, and a synthetic MiniPlaces."""
 
 from visionlab.data.datasets import (
     FASHION_MNIST_CLASSES,
@@ -30,6 +30,7 @@ from visionlab.data.kinds import (
 from visionlab.data.labels import SHUFFLABLE, dataset_labels, shuffle_labels
 from visionlab.data.lists import ListEntry, parse_list_file
 from visionlab.data.memory import BatchAugment, InMemoryLoader, TensorImageDataset, in_memory_source
+from visionlab.data.synth import synth_batch, synth_miniplaces
 from visionlab.data.transforms import eval_transform, train_transform
 
 __all__ = [
@@ -64,6 +65,8 @@ __all__ = [
     "read_idx",
     "read_image",
     "shuffle_labels",
+    "synth_batch",
+    "synth_miniplaces",
     "train_transform",
     "verify_fashion_mnist",
     "verify_images",
