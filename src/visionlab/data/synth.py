@@ -364,7 +364,8 @@ def synth_miniplaces(
         root: an empty or new folder, or one an earlier call with the same settings wrote (perhaps killed midway):
             its missing images are written, the rest kept. Anything else is refused (:class:`ConfigError`,
             ``field="root"``): user data is never written over.
-        train, val: images of each split (the real set: 100,000 and 10,000); ``train >= classes``.
+        train: training images (the real set's 100,000); at least ``classes``.
+        val: validation images (the real set's 10,000).
         classes: 1 to 100 (the reader's labels are MiniPlaces' 0-99).
         seed: every class and image is drawn from ``(seed, class)`` / ``(seed, split, index)``.
         quality: JPEG quality 1-100 (default 90: 4.4 KB a file on average, the real set's size).
