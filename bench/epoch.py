@@ -136,7 +136,10 @@ def run_command(argv: list[str], sampler: UtilisationSampler | None) -> dict:
         if EPOCH_LINE.search(line):
             ended = now
     status = process.wait()
-    result = {"command_s": time.monotonic() - start, "status": "ok" if status == 0 else f"failed ({status}): {last}"}
+    result = {
+        "command_s": round(time.monotonic() - start, 3),
+        "status": "ok" if status == 0 else f"failed ({status}): {last}",
+    }
     if sampler is not None:
         util = sampler.mean(began, ended)
         result["gpu_util_percent"] = round(util, 1) if util is not None else f"n/a ({sampler.error or 'no sample'})"
