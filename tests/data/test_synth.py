@@ -75,6 +75,15 @@ def test_a_seed_gives_the_same_bytes_for_one_worker_or_two(tiny: Path, tmp_path:
     assert digests(root) == digests(tiny)
 
 
+def test_chunks_that_cut_across_the_batches_of_64_give_the_same_files(tmp_path: Path, monkeypatch) -> None:
+    """70 train images in chunks of 24: the chunk [48, 72) ends in the second batch of 64."""
+    settings = dict(train=70, val=5, classes=5)
+    whole, _ = synth_miniplaces(tmp_path / "whole", **settings)
+    monkeypatch.setattr(synth_module, "CHUNK", 24)
+    cut, written = synth_miniplaces(tmp_path / "cut", **settings)
+    assert written == 75 and digests(cut) == digests(whole)
+
+
 def test_another_seed_gives_other_images(tiny: Path, tmp_path: Path) -> None:
     root, _ = synth_miniplaces(tmp_path / "s1", **TINY, seed=1)
     ours, theirs = digests(tiny), digests(root)
@@ -104,8 +113,8 @@ def test_synth_batch_does_not_depend_on_which_images_are_asked_for() -> None:
 
 def test_a_killed_run_leaves_no_list_and_a_second_run_completes_it(tiny: Path, tmp_path: Path, monkeypatch) -> None:
     """The encoder fails at the 20th image: the folder holds its manifest and 19 images but no list, so no reader
-    takes it for a dataset; the same command again writes the other 17 and the lists, the same bytes as a
-    run that was never stopped."""
+    takes it for a dataset; the same command again writes the other 17 and the lists, removes the temporary file
+    of a write that was cut short, and leaves the same bytes as a run that was never stopped."""
     encode, calls = synth_module.encode_jpeg, []
 
     def failing(image: torch.Tensor, quality: int) -> torch.Tensor:
@@ -121,8 +130,11 @@ def test_a_killed_run_leaves_no_list_and_a_second_run_completes_it(tiny: Path, t
     assert not any((root / name).exists() for name in ("train.txt", "val.txt", "categories.txt"))
     assert len(list(root.rglob("*.jpg"))) == 19 and not list(root.rglob("*.tmp"))
     monkeypatch.setattr(synth_module, "encode_jpeg", encode)
+    leftover = root / "images/val/.00000002.jpg.4242.tmp"  # what a run killed inside a write leaves
+    leftover.parent.mkdir(parents=True, exist_ok=True)
+    leftover.write_bytes(b"half a JP")
     assert synth_miniplaces(root, **TINY) == (root, 17)
-    assert digests(root) == digests(tiny)
+    assert digests(root) == digests(tiny)  # the leftover gone too
     assert synth_miniplaces(root, **TINY) == (root, 0)
 
 

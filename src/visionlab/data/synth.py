@@ -38,10 +38,11 @@ with the same settings completes it, skipping the images already there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -231,15 +232,15 @@ def _render_range(scenes: np.ndarray, split: int, indices: range, classes: int, 
     return _render(scenes, labels, [_image_draws(seed, split, i) for i in indices], classes)
 
 
-class _one_thread:
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
     """torch on one intra-op thread inside the block (elementwise kernels then always split the same way)."""
-
-    def __enter__(self) -> None:
-        self.threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_num_threads(self.threads)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _check_settings(train: int, val: int, classes: int, seed: int, quality: int, workers: int) -> None:
@@ -275,17 +276,16 @@ def _write_chunk(root: str, split: str, start: int, stop: int, classes: int, see
     scenes = np.stack([_class_scene(seed, c) for c in range(classes)])
     images_dir, written = Path(root) / "images", 0
     with _one_thread():
-        for batch_start in range(start, stop, BATCH):
-            wanted = [i for i in range(batch_start, min(batch_start + BATCH, stop))]
+        for first in range(start - start % BATCH, stop, BATCH):  # the batches of 64 that [start, stop) meets
+            wanted = range(max(first, start), min(first + BATCH, stop))
             paths = [images_dir / _relative_path(split, i, classes) for i in wanted]
             if all(p.is_file() for p in paths):
                 continue
-            full = range(batch_start - batch_start % BATCH, batch_start - batch_start % BATCH + BATCH)
-            images = _render_range(scenes, SPLITS.index(split), full, classes, seed)
+            images = _render_range(scenes, SPLITS.index(split), range(first, first + BATCH), classes, seed)
             for i, path in zip(wanted, paths, strict=True):
                 if path.is_file():
                     continue
-                data = encode_jpeg(images[i - full.start], quality=quality)
+                data = encode_jpeg(images[i - first], quality=quality)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 _write_atomic(path, data.numpy().tobytes())
                 written += 1
@@ -392,5 +392,7 @@ def synth_miniplaces(
             futures = [pool.submit(_write_chunk, *task) for task in tasks]
             for future in progress(futures, desc="synth miniplaces", enabled=show_progress):
                 written += future.result()
+    for leftover in (root / "images").rglob(".*.tmp"):  # of a killed run's writes (this run renamed all of its own)
+        leftover.unlink()
     _write_lists(root, train, val, classes)
     return root, written
