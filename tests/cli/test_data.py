@@ -55,3 +55,72 @@ def test_models_lists_each_name_padded_to_twelve(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr("visionlab.models.list_models", lambda: {"tiny": "a small net", "averyverylongname": "b"})
     assert main(["models"]) == 0
     assert capsys.readouterr().out == "tiny         a small net\naveryverylongname b\n"
+
+
+def test_data_synth_passes_its_options_on_and_says_where_the_set_is(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """Defaults: the real set's 100,000 / 10,000 images of 100 classes, seed 0, quality 90, one process."""
+    calls: list[tuple[Any, dict[str, Any]]] = []
+
+    def synth(root: Any, **kw: Any) -> tuple[str, int]:
+        calls.append((root, kw))
+        return root, 7
+
+    monkeypatch.setattr("visionlab.data.synth_miniplaces", synth)
+    assert main(["data", "synth", "miniplaces", "--root", "/d"]) == 0
+    argv = ["data", "synth", "miniplaces", "--root", "/e", "--train", "24", "--val", "12", "--classes", "4",
+            "--seed", "3", "--quality", "75", "-j", "2", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert calls == [
+        ("/d", dict(train=100_000, val=10_000, classes=100, seed=0, quality=90, workers=1, show_progress=True)),
+        ("/e", dict(train=24, val=12, classes=4, seed=3, quality=75, workers=2, show_progress=False)),
+    ]
+    assert capsys.readouterr().out == (
+        "/d: 100000 train / 10000 val images (7 written now); train on it with --data miniplaces:/d\n"
+        "/e: 24 train / 12 val images (7 written now); train on it with --data miniplaces:/e\n"
+    )
+
+
+def test_data_synth_writes_a_set_the_reader_takes(tmp_path, capsys) -> None:
+    root = tmp_path / "mp"
+    argv = ["data", "synth", "miniplaces", "--root", str(root), "--train", "8", "--val", "4", "--classes", "4",
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert capsys.readouterr().out == f"{root}: 8 train / 4 val images (12 written now); train on it with " \
+        f"--data miniplaces:{root}\n"  # fmt: skip
+    assert main(argv) == 0  # again: complete already, nothing written
+    assert "(0 written now)" in capsys.readouterr().out
+    from visionlab.data import load_dataset
+
+    assert len(load_dataset(f"miniplaces:{root}").train) == 8
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--train", "0"], "--train: must be an integer >= 1, got 0"),
+        (["--val", "0"], "--val: must be an integer >= 1, got 0"),
+        (["--quality", "0"], "--quality: must be an integer >= 1, got 0"),
+        (["--quality", "101"], "--quality: must be an integer in [1, 100], got 101"),
+        (["--classes", "101"], "--classes: must be at most 100 (MiniPlaces' labels), got 101"),
+        (["--train", "50", "--classes", "60"], "--train: must be >= classes (60): every class needs a training "
+                                               "image, got 50"),
+        (["--seed", "-1"], "--seed: must be an integer >= 0, got -1"),
+        (["-j", "0"], "-j/--workers: must be an integer >= 1, got 0"),
+    ],
+)  # fmt: skip
+def test_data_synth_refuses_bad_settings_with_one_line_naming_the_flag(tmp_path, flags: list[str], message: str,
+                                                                       capsys) -> None:  # fmt: skip
+    root = tmp_path / "mp"
+    assert main(["data", "synth", "miniplaces", "--root", str(root), *flags]) == 2
+    assert capsys.readouterr().err == f"visionlab: error: {message}\n"
+    assert not root.exists()
+
+
+def test_data_synth_refuses_a_folder_of_someone_elses_files(tmp_path, capsys) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["data", "synth", "miniplaces", "--root", str(tmp_path), "--train", "8", "--classes", "4"]) == 2
+    assert capsys.readouterr().err == (
+        f"visionlab: error: --root: {tmp_path} is not empty and holds no synthetic MiniPlaces (synth.json); refusing "
+        "to write into it (give an empty or new folder)\n"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]

@@ -110,7 +110,8 @@ def test_epoch_records_callbacks_and_the_fit_result(tmp_path: Path) -> None:
     assert all(r["images_per_s"] > 0 and 0 <= r["top1"] <= 100 for r in steps)
     assert [(r["epoch"], r["step"]) for r in epochs] == [(0, 6), (1, 12)]
     assert set(epochs[0]) == {"type", "epoch", "lr", "train_loss", "train_top1", "train_top5", "val_loss", "val_top1",
-                              "val_top5", "seconds", "step"}  # fmt: skip
+                              "val_top5", "seconds", "step", "train_seconds", "data_wait_seconds"}  # fmt: skip
+    assert all(0 <= r["data_wait_seconds"] <= r["train_seconds"] <= r["seconds"] for r in epochs)
     assert epochs[1]["lr"] == pytest.approx(0.0)  # the end of the cosine
     assert [(t, r) for t, r in collect.seen] == [(trainer, epochs[0]), (trainer, epochs[1])]
     per_epoch = {(name, step): value for name, value, step in scalars}

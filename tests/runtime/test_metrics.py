@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from visionlab.runtime.distributed import DistContext
-from visionlab.runtime.metrics import RunningStats, topk_correct
+from visionlab.runtime.metrics import RunningStats, WaitTimer, topk_correct
 
 # Seven classes; row i's target (TARGET[i]) sits at rank RANK[i] of its logits (1 = the largest).
 LOGITS = torch.tensor(
@@ -198,3 +198,43 @@ def test_running_stats_of_a_world_of_one_are_unchanged() -> None:
     stats = RunningStats(torch.device("cpu"))
     stats.update(torch.tensor(2.0), torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))
     assert stats.all_reduce(DistContext()).summary() == {"loss": 2.0, "top1": 50.0, "top5": 100.0, "n": 2}
+
+
+class _Loader:
+    """Starting it takes 5 s (worker start-up), each batch 2 s, the end of the data 0.5 s, on ``clock``."""
+
+    def __init__(self, clock: list[float], batches: int) -> None:
+        self.clock, self.batches = clock, batches
+
+    def __iter__(self):
+        self.clock[0] += 5.0
+        return self._batches()
+
+    def _batches(self):
+        for k in range(self.batches):
+            self.clock[0] += 2.0
+            yield k
+        self.clock[0] += 0.5
+
+
+def test_wait_timer_adds_up_the_seconds_spent_getting_items_and_the_whole_loop() -> None:
+    """3 batches, 1 s of work on each: waited 5 + 3 x 2 + 0.5 = 11.5 s, elapsed 11.5 + 3 = 14.5 s; the items pass
+    through unchanged."""
+    clock = [100.0]
+    timer = WaitTimer(_Loader(clock, 3), clock=lambda: clock[0])
+    seen = []
+    for item in timer:
+        seen.append(item)
+        clock[0] += 1.0
+    assert seen == [0, 1, 2]
+    assert (timer.waited, timer.elapsed) == (11.5, 14.5)
+
+
+def test_wait_timer_of_a_loop_that_stops_early_keeps_the_wait_so_far() -> None:
+    clock = [0.0]
+    timer = WaitTimer(_Loader(clock, 3), clock=lambda: clock[0])
+    for item in timer:
+        clock[0] += 1.0
+        if item == 1:
+            break
+    assert (timer.waited, timer.elapsed) == (9.0, 0.0)  # 5 + 2 + 2; no end reached, so no elapsed time

@@ -1,4 +1,4 @@
-"""Datasets (Fashion-MNIST, MiniPlaces, ImageFolder, CIFAR-10), transforms and fetching."""
+"""Datasets (Fashion-MNIST, MiniPlaces, ImageFolder, CIFAR-10), transforms, fetching, and a synthetic MiniPlaces."""
 
 from visionlab.data.datasets import (
     FASHION_MNIST_CLASSES,
@@ -38,6 +38,7 @@ from visionlab.data.noise import (
     SHOT_NOISE_RATES,
     noise_augment,
 )
+from visionlab.data.synth import synth_batch, synth_miniplaces
 from visionlab.data.transforms import eval_transform, train_transform
 
 __all__ = [
@@ -82,6 +83,8 @@ __all__ = [
     "read_idx",
     "read_image",
     "shuffle_labels",
+    "synth_batch",
+    "synth_miniplaces",
     "train_transform",
     "verify_fashion_mnist",
     "verify_images",

@@ -36,6 +36,7 @@ from visionlab.runtime import (
     AMP_CPU_WARNING,
     DistContext,
     RunningStats,
+    WaitTimer,
     autocast,
     cpu_has_native_bf16,
     init_distributed,
@@ -213,7 +214,8 @@ class Trainer(TrainerSetup):
         )
         seen, tick = 0, time.perf_counter()
         since = self.step + 1  # the first step the next logged step's check covers
-        for i, (images, target) in enumerate(bar):
+        timer = WaitTimer(bar)  # the seconds the loop waits for its batches: the data-wait share of the epoch
+        for i, (images, target) in enumerate(timer):
             # .to(memory_format=), not .contiguous(memory_format=): the latter leaves a one-channel batch with its
             # NCHW strides (both layouts address its memory alike), and the first convolution and pool then ran
             # NCHW (SimpleNet's first pool 18 ms vs 2 ms a batch here); .to() spells the NHWC strides out.
@@ -238,6 +240,7 @@ class Trainer(TrainerSetup):
                 )  # fmt: skip
         bar.close()
         summary = stats.all_reduce(self.dist).summary()
+        summary.update(train_seconds=timer.elapsed, data_wait_seconds=timer.waited)  # this process's own
         if not math.isfinite(summary["loss"]):  # a bad loss after the epoch's last logged step
             raise diverged(self.run_dir, epoch, summary["loss"], f"step {self.step}")
         return summary
@@ -306,6 +309,7 @@ class Trainer(TrainerSetup):
             "val/top1": val["top1"], "val/top5": val["top5"], "val/loss": val["loss"],
             "train/top1": train["top1"], "train/top5": train["top5"], "train/epoch_loss": train["loss"],
         }  # fmt: skip
+        record.update({key: train[key] for key in ("train_seconds", "data_wait_seconds") if key in train})
         if "robust_top1" in val:
             record["val_robust_top1"] = scalars["val/robust_top1"] = val["robust_top1"]
             record["catastrophic_overfitting"] = val["collapsed"]

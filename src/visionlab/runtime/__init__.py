@@ -8,8 +8,8 @@
   the CPU and of ``torch.compile``'s backend.
 * :mod:`~visionlab.runtime.distributed`: where this process stands in a ``torchrun`` job (:class:`DistContext`)
   and the sharding of data over its ranks.
-* :mod:`~visionlab.runtime.metrics`: top-k counts, running statistics summed exactly over ranks, and the run
-  directory's metrics log.
+* :mod:`~visionlab.runtime.metrics`: top-k counts, running statistics summed exactly over ranks, the time a loop
+  waits for its data, and the run directory's metrics log.
 """
 
 from visionlab.runtime.device import AMP_CPU_WARNING, autocast, check_compile, cpu_has_native_bf16, select_device
@@ -23,7 +23,7 @@ from visionlab.runtime.distributed import (
     training_batches,
     unwrap,
 )
-from visionlab.runtime.metrics import MetricsLog, RunningStats, read_metrics, topk_correct
+from visionlab.runtime.metrics import MetricsLog, RunningStats, WaitTimer, read_metrics, topk_correct
 from visionlab.runtime.modes import channels_last_copy, eval_mode
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "MetricsLog",
     "RunningStats",
     "ShardedBatchSampler",
+    "WaitTimer",
     "autocast",
     "channels_last_copy",
     "check_compile",

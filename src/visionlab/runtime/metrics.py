@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 
 from visionlab.errors import UserError
 from visionlab.runtime.distributed import DistContext
 
-__all__ = ["MetricsLog", "RunningStats", "read_metrics", "topk_correct"]
+__all__ = ["MetricsLog", "RunningStats", "WaitTimer", "read_metrics", "topk_correct"]
+
+T = TypeVar("T")
 
 
 @torch.no_grad()
@@ -65,6 +69,33 @@ class RunningStats:
 # a default; the trainer writes all of them. A hand-edited or foreign file missing one fails here, naming its
 # line, instead of as a bare KeyError or TypeError inside a plot.
 _REQUIRED_NUMBERS = {"epoch": ("epoch", "lr", "train_loss", "val_loss"), "step": ("epoch", "step", "lr")}
+
+
+class WaitTimer(Generic[T]):
+    """Iterate ``iterable`` (a loader), adding up in ``waited`` the seconds spent getting each item — starting the
+    iteration (DataLoader workers) included — and in ``elapsed`` the seconds from the start to the end of the
+    iteration. ``waited`` is the time the loop stood idle for data, ``elapsed - waited`` the time it spent on its
+    own work (on CUDA: launching it, or waiting for the device when its queue is full).
+
+    ``clock`` (seconds) is a parameter so tests drive time by hand."""
+
+    def __init__(self, iterable: Iterable[T], clock: Callable[[], float] = time.perf_counter) -> None:
+        self.iterable, self.clock = iterable, clock
+        self.waited = self.elapsed = 0.0
+
+    def __iter__(self) -> Iterator[T]:
+        start = before = self.clock()
+        iterator = iter(self.iterable)
+        while True:
+            try:
+                item = next(iterator)
+            except StopIteration:
+                break
+            finally:
+                self.waited += self.clock() - before
+            yield item
+            before = self.clock()
+        self.elapsed = self.clock() - start
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
