@@ -27,6 +27,7 @@ from visionlab.engine.config import TrainConfig
 from visionlab.engine.divergence import checked_loss, diverged
 from visionlab.engine.evaluation import evaluate
 from visionlab.engine.loaders import limit
+from visionlab.engine.records import epoch_record
 from visionlab.engine.setup import TrainerSetup
 from visionlab.engine.task import Objective, StepScheduled, build_monitor, build_task
 from visionlab.models.finetune import set_backbone_frozen
@@ -279,7 +280,15 @@ class Trainer(TrainerSetup):
         the epoch record, callbacks."""
         is_best = self._is_best(epoch, val)
         averages_best = {name: self._average_is_best(name, val) for name in ("ema", "swa")}
-        record, scalars = self._epoch_record(epoch, train, val, seconds)
+        record, scalars = epoch_record(
+            epoch,
+            train,
+            val,
+            seconds,
+            lr=self.optimizer.param_groups[0]["lr"],
+            step=self.step,
+            swa_count=None if self.swa is None else self.swa.count,
+        )
         state = self._state(epoch, full=True)
         if self.dist.is_main:
             save_checkpoint(state, self.run_dir / CHECKPOINT)
@@ -294,32 +303,6 @@ class Trainer(TrainerSetup):
                 callback.on_epoch_end(self, record)
         self.dist.barrier()  # the checkpoint is on disk before any rank starts the next epoch
         return record
-
-    def _epoch_record(
-        self, epoch: int, train: dict[str, float], val: dict[str, float], seconds: float
-    ) -> tuple[dict[str, Any], dict[str, float]]:
-        """The epoch's ``metrics.jsonl`` record and its TensorBoard scalars."""
-        record = {
-            "type": "epoch", "epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
-            "train_loss": train["loss"], "train_top1": train["top1"], "train_top5": train["top5"],
-            "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
-            "seconds": seconds, "step": self.step,
-        }  # fmt: skip
-        scalars = {
-            "val/top1": val["top1"], "val/top5": val["top5"], "val/loss": val["loss"],
-            "train/top1": train["top1"], "train/top5": train["top5"], "train/epoch_loss": train["loss"],
-        }  # fmt: skip
-        record.update({key: train[key] for key in ("train_seconds", "data_wait_seconds") if key in train})
-        if "robust_top1" in val:
-            record["val_robust_top1"] = scalars["val/robust_top1"] = val["robust_top1"]
-            record["catastrophic_overfitting"] = val["collapsed"]
-        for name in ("ema", "swa"):
-            for key in (f"{name}_top1", f"{name}_top5", f"{name}_loss", f"{name}_robust_top1"):
-                if key in val:
-                    record[f"val_{key}"] = scalars[f"val/{key}"] = val[key]
-        if self.swa is not None:
-            record["swa_count"] = self.swa.count
-        return record, scalars
 
     def _averages(self) -> dict[str, nn.Module]:
         """The weight averages validated beside the model: the EMA, and the SWA average once it holds weights."""
