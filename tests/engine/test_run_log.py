@@ -147,7 +147,7 @@ def test_an_epoch_line_adds_pgd_and_ema_accuracies(
         warning = [
             "[visionlab] WARNING: catastrophic overfitting at epoch 1: PGD-10 top-1 on 4 validation images fell from "
             "50.00% to 25.00% (the model learned to defeat its training attack only). model_best keeps the best "
-            "epoch by the selection metric; multi-step PGD training (adv_train=pgd) does not do this"
+            "epoch by the selection metric; more attack steps (adv_train=pgd, adv_steps) or n-fgsm make it rarer"
         ]
     capsys.readouterr()
     result = trainer.fit()

@@ -251,7 +251,7 @@ def test_validation_asks_evaluate_and_the_monitor_for_both_models(
     warning = (
         "[visionlab] WARNING: catastrophic overfitting at epoch 2: PGD-10 top-1 on 7 validation images fell from "
         "50.00% to 12.50% (the model learned to defeat its training attack only). model_best keeps the best epoch by "
-        "the selection metric; multi-step PGD training (adv_train=pgd) does not do this\n"
+        "the selection metric; more attack steps (adv_train=pgd, adv_steps) or n-fgsm make it rarer\n"
     )
     assert capsys.readouterr().err == (warning if collapsed else "")  # printed even when quiet
 

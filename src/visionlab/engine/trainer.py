@@ -337,8 +337,8 @@ class Trainer(TrainerSetup):
                     f"WARNING: catastrophic overfitting at epoch {epoch + 1}: PGD-{self.monitor.steps} top-1 on "
                     f"{min(self.monitor.n, len(self.monitor.val))} validation images fell from "
                     f"{self.last_robust_top1:.2f}% to {robust:.2f}% (the model learned to defeat its training attack "
-                    "only). model_best keeps the best epoch by the selection metric; multi-step PGD training "
-                    "(adv_train=pgd) does not do this",
+                    "only). model_best keeps the best epoch by the selection metric; more attack steps (adv_train=pgd, "
+                    "adv_steps) or n-fgsm make it rarer",
                     warning=True,
                 )
             self.last_robust_top1 = robust
