@@ -17,8 +17,8 @@ when there are two or more: the first holds the start-up of workers and kernels)
 batches: :class:`visionlab.runtime.WaitTimer`); so train images/s, epoch images/s (training images per second of
 the whole epoch), the data-wait share, and the compute rate (training images per second of the loop's time not
 spent waiting). The whole command's wall time too. On CUDA, the GPU's utilisation (``torch.cuda.utilization``,
-NVML: ``pip install nvidia-ml-py`` where it is missing; "n/a" and the reason otherwise) sampled every 0.1 s in a
-background thread, averaged from the trainer's "training ..." line to its last epoch line.
+NVML: ``pip install -e '.[gpu-bench]'``, nvidia-ml-py, where it is missing; "n/a" and the reason otherwise)
+sampled every 0.1 s in a background thread, averaged from the trainer's "training ..." line to its last epoch line.
 
 Then the CPU side of the argument: each CPU input pipeline's images/s per worker on the synthetic set (one pass
 of ``--cpu-images`` training images through the training augmentation in this process, decoded from the files
@@ -61,8 +61,8 @@ MODELS = {
     "vit": "--model vit",
     "simplenet-pgd3": "--model simplenet --adv-train pgd --adv-steps 3",
 }
-# name -> (flags, needs CUDA). The GPU-side flags are another part of issue 28: a checkout without them reports
-# those runs as failed (argparse's line), nothing else.
+# name -> (flags, needs CUDA). With --cache-images pinned|device the batches are gathered from the cache in the
+# main process (no workers) and augmented on the GPU; --gpu-decode also decodes the JPEGs there (nvJPEG).
 OPTIONS: dict[str, tuple[str, bool]] = {
     "j0": ("-j 0", False),
     "j4": ("-j 4", False),
@@ -71,7 +71,10 @@ OPTIONS: dict[str, tuple[str, bool]] = {
     "cache-j0": ("--cache-images -j 0", False),
     "cache-j8": ("--cache-images -j 8", False),
     "gpu-augment": ("--gpu-augment -j 8", True),
+    "gpu-decode": ("--gpu-decode -j 8", True),
     "gpu-augment-cache": ("--gpu-augment --cache-images -j 4", True),
+    "cache-pinned": ("--cache-images pinned", True),
+    "cache-device": ("--cache-images device", True),
 }
 CPU_PIPELINES = {"files": False, "cache": True}  # name -> cache=
 EPOCH_LINE = re.compile(r"\] epoch (\d+)/(\d+): ")
