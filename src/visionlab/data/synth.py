@@ -30,9 +30,9 @@ CNN has to learn the layouts, over epochs.
 **The files.** Images are rendered a batch of 64 at a time with torch (float32, one thread: the same bytes for
 any ``workers``, on one machine and torch build) and encoded with ``torchvision.io.encode_jpeg``. At the default
 quality (:data:`SYNTH_QUALITY`, 90) the files average 4.4 KB (measured on the first 1,000 train images of seed 0,
-100 classes: 5th-95th percentile 4.1-4.8 KB), inside the 3-6 KB of the real MiniPlaces training JPEGs; quality 75
-gives 2.4 KB. Each file is written to a temporary name and renamed, and the list files are written last (each
-renamed into place): a killed run never leaves a list naming a missing or half-written image, and running it again
+100 classes: 5th-95th percentile 4.1-4.8 KB): "a few KB" each, as the real MiniPlaces JPEGs are (their sizes
+not measured here: the set is unreachable from this machine); quality 75 gives 2.4 KB. Each file is written to a
+temporary name and renamed, and the list files are written last (each renamed into place): a killed run never leaves a list naming a missing or half-written image, and running it again
 with the same settings completes it, skipping the images already there.
 """
 
@@ -59,7 +59,7 @@ from visionlab.errors import ConfigError
 __all__ = ["SYNTH_IMAGE_SIZE", "SYNTH_QUALITY", "synth_batch", "synth_miniplaces"]
 
 SYNTH_IMAGE_SIZE = 128
-SYNTH_QUALITY = 90  # JPEG quality giving files of 4.4 KB on average (the real set's training JPEGs: 3-6 KB)
+SYNTH_QUALITY = 90  # JPEG quality giving files of 4.4 KB on average (the real set's: a few KB each)
 SPLITS = ("train", "val")
 BATCH = 64  # images rendered together; batches are fixed index ranges, so a file never depends on the workers
 CHUNK = 16 * BATCH  # images one worker task writes
