@@ -32,8 +32,9 @@ any ``workers``, on one machine and torch build) and encoded with ``torchvision.
 quality (:data:`SYNTH_QUALITY`, 90) the files average 4.4 KB (measured on the first 1,000 train images of seed 0,
 100 classes: 5th-95th percentile 4.1-4.8 KB): "a few KB" each, as the real MiniPlaces JPEGs are (their sizes
 not measured here: the set is unreachable from this machine); quality 75 gives 2.4 KB. Each file is written to a
-temporary name and renamed, and the list files are written last (each renamed into place): a killed run never leaves a list naming a missing or half-written image, and running it again
-with the same settings completes it, skipping the images already there.
+temporary name and renamed, and the list files are written last (each renamed into place): a killed run never
+leaves a list naming a missing or half-written image, and running it again with the same settings completes it,
+skipping the images already there.
 """
 
 from __future__ import annotations
