@@ -52,7 +52,8 @@ def _add_synth_command(data_sub: argparse._SubParsersAction) -> None:
         "MiniPlaces has them: 128x128 RGB JPEGs (4.4 KB on average at the default quality 90; the real set's "
         "are a few KB each), each class a seeded procedural scene seen under a random view, colour change, "
         "distractors and noise. Train on it with visionlab train --data miniplaces:ROOT. The files are the same "
-        "for any -j; the lists are written last, and running the command again with the same settings completes a killed run. "
+        "for any -j; the lists are written last, and running the command again with the same settings completes "
+        "a killed run. "
         "A non-empty ROOT that is not such a set is refused.",
     )
     s.add_argument("dataset", choices=("miniplaces",))
