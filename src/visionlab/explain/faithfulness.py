@@ -142,7 +142,7 @@ def deletion_curve(
     *,
     steps: int = 50,
     baseline: float | Tensor = 0.0,
-    batch_size: int = 256,
+    batch_size: int = 128,
 ) -> PerturbationCurve:
     """Petsiuk et al.'s deletion curve: pixels replaced by ``baseline`` in the order of ``maps``.
 
@@ -155,7 +155,9 @@ def deletion_curve(
             unchanged images.
         steps: how many equal fractions the pixels are deleted in (>= 1; default 50, 2 % each).
         baseline: the deleted pixels' value: a number (default 0, black) or a tensor shaped like ``images``.
-        batch_size: perturbed copies per forward pass (default 256).
+        batch_size: perturbed copies per forward pass (default 128: the demo SimpleNet's 64 channels at 28x28
+            are 25 MB of activations a pass at 128; at 256 the pass ran 20% slower, 116 against 92 ms for 64 images
+            in 28 steps on 2 AVX-512 cores, its activations no longer fitting the cache).
     """
     base = _baseline(images, baseline)
     return _curve("deletion", model, images, maps, target, (images, base), steps, batch_size)
@@ -169,7 +171,7 @@ def insertion_curve(
     *,
     steps: int = 50,
     substrate: Tensor | None = None,
-    batch_size: int = 256,
+    batch_size: int = 128,
 ) -> PerturbationCurve:
     """Petsiuk et al.'s insertion curve: pixels of ``images`` put onto ``substrate`` in the order of ``maps``.
 
@@ -194,7 +196,7 @@ def compare_orderings(
     num: int | None = None,
     generator: torch.Generator | None = None,
     steps: int = 50,
-    batch_size: int = 256,
+    batch_size: int = 128,
     progress: bool = False,
 ) -> FaithfulnessResult:
     """Deletion and insertion curves of each method in ``explainers`` and of the ``"random"`` and ``"edge"``
