@@ -221,3 +221,13 @@ class Monitor:
     def collapsed(self, last: float | None, now: float) -> bool:
         self.calls.append(("collapsed", last, now))
         return self.verdict
+
+
+class WeightRecorder(Trainer):
+    """A trainer keeping a copy of the trained weights after every optimizer step in ``history`` (the weight-average
+    tests compare their averages with these)."""
+
+    def _train_step(self, images: Any, target: Any) -> Any:
+        out = super()._train_step(images, target)
+        self.history.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        return out

@@ -15,6 +15,7 @@ from visionlab.engine.ema import WeightEMA
 from visionlab.errors import ConfigError
 
 from ..conftest import Stop, StopAt
+from .builders import WeightRecorder
 
 
 def _net() -> nn.Module:
@@ -100,17 +101,8 @@ def _cfg(data: str, out: Path, **kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-class Recorder(Trainer):
-    """Keeps a copy of the trained weights after every optimizer step."""
-
-    def _train_step(self, images, target):
-        out = super()._train_step(images, target)
-        self.history.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
-        return out
-
-
 def test_model_ema_holds_the_hand_computed_average_of_its_best_epoch(tiny_fmnist: str, tmp_path: Path) -> None:
-    trainer = Recorder(_cfg(tiny_fmnist, tmp_path / "run", epochs=3))
+    trainer = WeightRecorder(_cfg(tiny_fmnist, tmp_path / "run", epochs=3))
     trainer.history = []
     average = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     trainer.fit()

@@ -14,6 +14,8 @@ from torch import nn
 from visionlab.engine import CHECKPOINT, EMA, SWA, TrainConfig, Trainer, WeightAverage, load_checkpoint
 from visionlab.errors import ConfigError
 
+from .builders import WeightRecorder
+
 
 def _net() -> nn.Module:
     torch.manual_seed(0)
@@ -108,15 +110,6 @@ def _cfg(data: str, out: Path, **kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-class Recorder(Trainer):
-    """Keeps a copy of the trained weights after every optimizer step."""
-
-    def _train_step(self, images, target):
-        out = super()._train_step(images, target)
-        self.history.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
-        return out
-
-
 def _epochs(run: Path) -> list[dict]:
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     return [r for r in records if r["type"] == "epoch"]
@@ -126,7 +119,7 @@ def test_the_trainers_average_is_the_hand_computed_mean_and_model_swa_its_best_e
     tiny_fmnist: str, tmp_path: Path
 ) -> None:
     """96 images / 16 = 6 steps an epoch; --swa-start 1.5 averages the weights after steps 9..18."""
-    trainer = Recorder(_cfg(tiny_fmnist, tmp_path / "run"))
+    trainer = WeightRecorder(_cfg(tiny_fmnist, tmp_path / "run"))
     trainer.history = []
     trainer.fit()
     assert len(trainer.history) == 18 and trainer.swa is not None and trainer.swa.start_step == 9
@@ -148,7 +141,7 @@ def test_the_trainers_average_is_the_hand_computed_mean_and_model_swa_its_best_e
 
 
 def test_per_epoch_averaging_in_the_trainer_takes_the_epoch_ends(tiny_fmnist: str, tmp_path: Path) -> None:
-    trainer = Recorder(_cfg(tiny_fmnist, tmp_path / "run", swa_start=1.0, swa_every="epoch"))
+    trainer = WeightRecorder(_cfg(tiny_fmnist, tmp_path / "run", swa_start=1.0, swa_every="epoch"))
     trainer.history = []
     trainer.fit()
     final = load_checkpoint(tmp_path / "run" / CHECKPOINT)["swa"]
