@@ -72,12 +72,13 @@ def test_the_recipe_is_the_given_models() -> None:
     assert cfg.model_kwargs == dict(widths=[16, 32, 64, 128, 256], depths=[1, 1, 1, 1, 1])
 
 
-# The measured CPU recipe for Fashion-MNIST at eps 0.1 (BENCHMARKS.md, "The search's best recipe on the CPU", the
-# 10-epoch run), spelled out flag by flag as it was run (its -j 1 is refused today for data held in memory).
+# The measured CPU recipe for Fashion-MNIST at eps 0.1 (BENCHMARKS.md, issue 27, "The robust recipe, restated"),
+# spelled out flag by flag.
 ROBUST_FLAGS = [
-    "--data", "fashion-mnist", "--model", "improved", "--adv-train", "fgsm-rs", "--adv-eps", "0.1", "--epochs", "10",
-    "-b", "128", "--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9", "--wd", "5e-4", "--warmup", "1",
-    "--clip-grad", "0", "--label-smoothing", "0", "--ema", "0.999", "--select-by", "robust", "--robust-val", "1000",
+    "--data", "fashion-mnist", "--model", "improved", "--adv-train", "pgd", "--adv-steps", "3", "--adv-eps", "0.1",
+    "--epochs", "10", "-b", "128", "--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9", "--wd", "5e-4",
+    "--warmup", "1", "--clip-grad", "0", "--label-smoothing", "0", "--ema", "0.999", "--select-by", "robust",
+    "--robust-val", "1000",
 ]  # fmt: skip
 
 
@@ -99,7 +100,7 @@ def test_flags_win_over_a_named_recipe(three_workers: None) -> None:
     argv = ["train", "--recipe", "robust", "--epochs", "3", "--ema", "0", "--swa-start", "2", "--adv-eps-ramp", "1"]
     cfg, _ = train_config_from_args(parse_argv(*argv))
     assert (cfg.epochs, cfg.ema, cfg.swa_start, cfg.adv_eps_ramp) == (3, 0.0, 2.0, 1.0)
-    assert (cfg.adv_train, cfg.lr, cfg.select_by) == ("fgsm-rs", 0.1, "robust")  # the recipe's
+    assert (cfg.adv_train, cfg.lr, cfg.select_by) == ("pgd", 0.1, "robust")  # the recipe's
 
 
 def test_an_exact_resume_notes_that_it_ignores_a_recipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
