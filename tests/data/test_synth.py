@@ -111,6 +111,15 @@ def test_synth_batch_does_not_depend_on_which_images_are_asked_for() -> None:
     assert not torch.equal(many[0], many[1])
 
 
+def test_every_image_of_both_splits_is_its_own() -> None:
+    """No two of 130 train and 130 val images (three render batches of each) are the same pixels: each image is
+    seeded by its split and its index, not by its place in a render batch."""
+    train, _ = synth_batch("train", range(130), classes=2)  # 2: images 64 apart share their class
+    val, _ = synth_batch("val", range(130), classes=2)
+    images = torch.cat([train, val]).flatten(1)
+    assert len({hashlib.sha256(image.numpy().tobytes()).hexdigest() for image in images}) == 260
+
+
 def test_a_killed_run_leaves_no_list_and_a_second_run_completes_it(tiny: Path, tmp_path: Path, monkeypatch) -> None:
     """The encoder fails at the 20th image: the folder holds its manifest and 19 images but no list, so no reader
     takes it for a dataset; the same command again writes the other 17 and the lists, removes the temporary file
