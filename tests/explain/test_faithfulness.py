@@ -83,6 +83,19 @@ def test_curves_start_at_the_image_or_substrate_and_end_at_the_other() -> None:
     assert deletion.fractions.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0] and deletion.kind == "deletion"
 
 
+def test_a_number_baseline_gives_the_curve_of_the_same_baseline_as_an_image() -> None:
+    """A number baseline sends the fully deleted image through the model once for all images; an image-shaped
+    baseline sends each image's own copy: the curves must be the same."""
+    model = mixed_state_net(size=8).eval()
+    g = torch.Generator().manual_seed(5)
+    images, maps = torch.rand(6, 1, 8, 8, generator=g), torch.rand(6, 8, 8, generator=g)
+    target = torch.tensor([0, 1, 2, 0, 1, 2])
+    shared = deletion_curve(model, images, maps, target, steps=8, baseline=0.3, batch_size=5)
+    own = deletion_curve(model, images, maps, target, steps=8, baseline=torch.full_like(images, 0.3), batch_size=5)
+    torch.testing.assert_close(shared.probabilities, own.probabilities, rtol=0, atol=1e-6)
+    assert shared.probabilities[:, -1].unique().numel() == len(target.unique())  # one value per class
+
+
 def test_pixel_flipping_curves_agree_with_quantus() -> None:
     """Quantus' PixelFlipping flips ``features_in_step`` pixels per step to the image's minimum ("black"; 0 here,
     as each image holds a 0) and records the softmax probability after each step: our curve without its start."""

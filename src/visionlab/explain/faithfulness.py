@@ -160,7 +160,8 @@ def deletion_curve(
             in 28 steps on 2 AVX-512 cores, its activations no longer fitting the cache).
     """
     base = _baseline(images, baseline)
-    return _curve("deletion", model, images, maps, target, (images, base), steps, batch_size)
+    shared = not isinstance(baseline, Tensor)  # a number: every image ends as the same flat image
+    return _curve("deletion", model, images, maps, target, (images, base), steps, batch_size, shared_end=shared)
 
 
 def insertion_curve(
@@ -243,9 +244,13 @@ def _curve(
     start_end: tuple[Tensor, Tensor],
     steps: int,
     batch_size: int,
+    *,
+    shared_end: bool = False,
 ) -> PerturbationCurve:
     """The probabilities along the path from ``start`` (where a pixel not yet reached comes from) to ``end``
-    (where a reached one comes from); see the module docstring."""
+    (where a reached one comes from); see the module docstring. ``shared_end``: ``end`` is the same image for
+    every image (a deletion to a constant), so the last step is one forward pass, not ``N`` (1/(steps + 1) of
+    the work: 3.4% at 28 steps)."""
     _check_images(images)
     check_integer(steps, "steps", minimum=1)
     check_integer(batch_size, "batch_size", minimum=1)
@@ -261,10 +266,14 @@ def _curve(
     counts = torch.arange(steps + 1, device=images.device) * (h * w) // steps  # pixels changed after each step
     unchanged, changed = start_end
     probabilities = torch.empty(n * (steps + 1), dtype=torch.float64, device=images.device)
+    rows = torch.arange(n * (steps + 1), device=images.device)
     fast = channels_last_copy(model)
     with eval_mode(fast), torch.no_grad():
-        for first in range(0, n * (steps + 1), batch_size):
-            flat = torch.arange(first, min(first + batch_size, n * (steps + 1)), device=images.device)
+        if shared_end:
+            rows = rows[rows % (steps + 1) != steps]
+            end = changed[:1].contiguous(memory_format=torch.channels_last)
+            probabilities.view(n, steps + 1)[:, steps] = F.softmax(fast(end).double(), dim=1)[0, target]
+        for flat in rows.split(batch_size):
             image, step = flat // (steps + 1), flat % (steps + 1)
             mask = (rank[image] < counts[step].unsqueeze(1)).view(-1, 1, h, w)
             x = torch.where(mask, changed[image], unchanged[image]).contiguous(memory_format=torch.channels_last)
