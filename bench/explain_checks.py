@@ -7,13 +7,14 @@
   pixels per step, on the same precomputed maps.
 
 Each round times one call of each, in the opposite order every other round, and the table gives the median
-images/s; the last line is JSON
-with the ratios (visionlab / Quantus, > 1 = visionlab faster) and the largest disagreement of the two.
+images/s; the last line is JSON with the ratios (visionlab / Quantus, > 1 = visionlab faster) and the largest
+disagreement of the two.
 
-"maps alone" times only the explainer calls a cascade of L layers cannot do without (L + 2: the trained model's
-maps, their repeat for the stability rule, one per step) on the channels-last model the check uses;
-``sanity_ratio_ceiling`` (maps alone / MPRT) is the largest sanity ratio any implementation of the check could
-reach with that explainer, however little else it did.
+Both sanity checks are given the same precomputed maps of the trained model (Quantus' ``a_batch``, visionlab's
+``reference``) and both call the explainer L + 1 times for L layers: once more on the trained model (Quantus'
+"original" similarity, visionlab's stability rule) and once per step. "maps alone" times only those L + 1 calls,
+on the channels-last model the check uses; ``sanity_ratio_ceiling`` (maps alone / MPRT) is the largest sanity
+ratio any implementation of the check could reach with that explainer, however little else it did.
 
     .venv/bin/python bench/explain_checks.py [--model simplenet] [--num 64] [--steps 28] [--rounds 3]
 
@@ -71,7 +72,8 @@ def main() -> None:
     per_step = 784 // args.steps
 
     def ours_sanity() -> object:
-        return cascading_randomization(model, images, {"gradient": gradient}, target, batch_size=args.batch_size)
+        return cascading_randomization(model, images, {"gradient": gradient}, target, batch_size=args.batch_size,
+                                       reference={"gradient": maps})  # fmt: skip
 
     def quantus_sanity() -> object:
         metric = quantus.MPRT(disable_warnings=True, abs=True, normalise=True)
@@ -88,7 +90,7 @@ def main() -> None:
                       batch_size=args.batch_size)  # fmt: skip
 
     fast = channels_last_copy(model)
-    calls = len(parameterized_layers(model)) + 2  # the trained model's maps, their repeat, one per step
+    calls = len(parameterized_layers(model)) + 1  # the trained model's maps again (stability), one per step
 
     def maps_alone() -> object:
         # The explainer calls the sanity check cannot do without, and nothing else: its speed limit.

@@ -141,6 +141,36 @@ def test_every_check_leaves_the_model_and_images_as_they_were_and_keeps_one_imag
     json.dumps(result.to_dict()), json.dumps(data.to_dict())
 
 
+def test_given_trained_maps_save_one_call_each_and_give_the_same_result_or_show_up_when_wrong() -> None:
+    """Maps the caller already has (Quantus' ``a_batch``) replace the first call on the trained model: the same
+    similarities with one call less; maps that are not the method's fail the stability rule."""
+    model = mixed_state_net(size=8)
+    images = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(8))
+    target = model.eval()(images).argmax(1)
+    calls = []
+
+    def counted(m: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        calls.append(len(x))
+        return gradient(m, x, t)
+
+    plain = cascading_randomization(model, images, {"g": counted}, target)
+    calls_plain, calls[:] = len(calls), []
+    given = cascading_randomization(
+        model, images, {"g": counted}, target, reference={"g": gradient(model, images, target)}
+    )
+    assert (calls_plain, len(calls)) == (len(plain.steps) + 2, len(plain.steps) + 1)
+    for field in ("spearman", "ssim", "repeat_spearman", "example_maps"):
+        torch.testing.assert_close(getattr(given.methods["g"], field), getattr(plain.methods["g"], field))
+    wrong = cascading_randomization(
+        model,
+        images,
+        {"g": gradient},
+        target,
+        reference={"g": torch.rand(5, 8, 8, generator=torch.Generator().manual_seed(9))},
+    )
+    assert plain.methods["g"].stable and not wrong.methods["g"].stable
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
@@ -155,6 +185,10 @@ def test_every_check_leaves_the_model_and_images_as_they_were_and_keeps_one_imag
         (dict(target=torch.zeros(3, dtype=torch.long)), "target"),
         (dict(images=torch.rand(4, 8, 8)), "images"),
         (dict(model=nn.ReLU()), "model"),
+        (dict(reference={"nope": torch.zeros(4, 8, 8)}), "reference"),
+        (dict(reference={"edge": torch.zeros(4, 1, 8, 8)}), "reference"),
+        (dict(reference={"edge": torch.full((4, 8, 8), float("nan"))}), "reference"),
+        (dict(reference=[torch.zeros(4, 8, 8)]), "reference"),
     ],
 )
 def test_bad_arguments_raise_a_config_error_naming_the_argument(kwargs: dict, field: str) -> None:

@@ -284,6 +284,7 @@ def cascading_randomization(
     example: int = 0,
     granularity: str = "layer",
     progress: bool = False,
+    reference: Mapping[str, Tensor] | None = None,
 ) -> SanityResult:
     """Adebayo et al.'s cascading parameter randomization of every method in ``explainers`` on ``images``.
 
@@ -303,12 +304,17 @@ def cascading_randomization(
         example: the index of the image whose maps are kept for the figure (default 0).
         granularity: ``"layer"`` (default) or ``"block"``: what one step randomizes (:func:`layer_groups`).
         progress: show the steps done on stderr (:func:`visionlab.progress.progress`).
+        reference: ``{name: (N, H, W) maps}`` of the trained model that the caller already has, for some or all
+            methods (Quantus' ``a_batch``): they are the maps every step is compared with, and a method given one
+            is called once less. The stability rule then compares one fresh call with the given maps, which so
+            also checks that they are the method's maps of this model on these images and targets.
 
     Returns:
         A :class:`SanityResult` of kind ``"cascading"`` whose steps are the randomized layers (or blocks), top
         first.
     """
     _check_common(images, explainers, threshold, batch_size, example)
+    given = _check_reference(reference, explainers, images)
     groups = layer_groups(model, layers=layers, granularity=granularity)
     names = [name for _, members in groups for name in members]
     if generator is None:
@@ -316,7 +322,10 @@ def cascading_randomization(
     seed = generator.initial_seed()
     trained = _working_copy(model)
     target = _target(trained, images, target, batch_size)
-    reference = {name: _maps(fn, trained, images, target, batch_size) for name, fn in explainers.items()}
+    first = {
+        name: given[name] if name in given else _maps(fn, trained, images, target, batch_size)
+        for name, fn in explainers.items()
+    }
     repeat = {name: _maps(fn, trained, images, target, batch_size) for name, fn in explainers.items()}
     randomized: dict[str, list[Tensor]] = {name: [] for name in explainers}
     cascaded = cascade(trained, layers=names, generator=generator, granularity=granularity)
@@ -326,7 +335,7 @@ def cascading_randomization(
             randomized[name].append(_maps(fn, random_model, images, target, batch_size))
     steps = tuple(step for step, _ in reversed(groups))
     methods = {
-        name: _method(name, steps, reference[name], repeat[name], randomized[name], threshold, example)
+        name: _method(name, steps, first[name], repeat[name], randomized[name], threshold, example)
         for name in explainers
     }
     image = images[example].detach().clone()
@@ -494,6 +503,30 @@ def _check_common(
     check_integer(example, "example", minimum=0)
     if example >= len(images):
         raise ConfigError(f"must index one of the {len(images)} images, got {example}", field="example")
+
+
+def _check_reference(
+    reference: Mapping[str, Tensor] | None, explainers: Mapping[str, Explainer], images: Tensor
+) -> dict[str, Tensor]:
+    """The given trained-model maps, checked: each names a method and is ``(N, H, W)``, finite, on the images'
+    device."""
+    if reference is None:
+        return {}
+    if not isinstance(reference, Mapping):
+        raise ConfigError(f"must be a mapping {{method: maps}}, got {type(reference).__name__}", field="reference")
+    unknown = sorted(set(reference) - set(explainers))
+    if unknown:
+        raise ConfigError(f"maps for unknown method(s) {unknown}; methods: {list(explainers)}", field="reference")
+    n, _, h, w = images.shape
+    checked = {}
+    for name, maps in reference.items():
+        if not isinstance(maps, Tensor) or maps.shape != (n, h, w) or not maps.is_floating_point():
+            got = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
+            raise ConfigError(f"{name!r}: must be floating-point maps ({n}, {h}, {w}), got {got}", field="reference")
+        if not torch.isfinite(maps).all():
+            raise ConfigError(f"{name!r}: the maps hold a NaN or infinite value", field="reference")
+        checked[name] = maps.detach().to(images.device)
+    return checked
 
 
 def _spread(values: Tensor) -> list[float]:
