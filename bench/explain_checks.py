@@ -16,7 +16,7 @@ Both sanity checks are given the same precomputed maps of the trained model (Qua
 on the channels-last model the check uses; ``sanity_ratio_ceiling`` (maps alone / MPRT) is the largest sanity
 ratio any implementation of the check could reach with that explainer, however little else it did.
 
-    .venv/bin/python bench/explain_checks.py [--model simplenet] [--num 64] [--steps 28] [--rounds 3]
+    .venv/bin/python bench/explain_checks.py [--model simplenet] [--num 500] [--steps 28] [--rounds 3]
 
 NumPy's OpenBLAS is held to one thread (``OPENBLAS_NUM_THREADS=1``, set before NumPy loads): its threads spin
 after each call and, on a machine with as few cores as PyTorch has intra-op threads, take them from PyTorch's, which
@@ -54,7 +54,7 @@ def quantus_gradient(model: torch.nn.Module, inputs: np.ndarray, targets: np.nda
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="simplenet")
-    parser.add_argument("--num", type=int, default=64, help="images")
+    parser.add_argument("--num", type=int, default=500, help="images (default 500, as the acceptance tables)")
     parser.add_argument("--steps", type=int, default=28, help="deletion steps (must divide 784)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
