@@ -304,10 +304,9 @@ def cascading_randomization(
         example: the index of the image whose maps are kept for the figure (default 0).
         granularity: ``"layer"`` (default) or ``"block"``: what one step randomizes (:func:`layer_groups`).
         progress: show the steps done on stderr (:func:`visionlab.progress.progress`).
-        reference: ``{name: (N, H, W) maps}`` of the trained model that the caller already has, for some or all
-            methods (Quantus' ``a_batch``): they are the maps every step is compared with, and a method given one
-            is called once less. The stability rule then compares one fresh call with the given maps, which so
-            also checks that they are the method's maps of this model on these images and targets.
+        reference: ``{name: (N, H, W) maps}`` of the trained model the caller has (Quantus' ``a_batch``) for
+            some methods: each step is compared with them, one call less; the stability rule's fresh call then
+            also checks that they are the method's maps of this model.
 
     Returns:
         A :class:`SanityResult` of kind ``"cascading"`` whose steps are the randomized layers (or blocks), top
@@ -317,16 +316,10 @@ def cascading_randomization(
     given = _check_reference(reference, explainers, images)
     groups = layer_groups(model, layers=layers, granularity=granularity)
     names = [name for _, members in groups for name in members]
-    if generator is None:
-        generator = torch.Generator().manual_seed(0)
-    seed = generator.initial_seed()
+    generator = torch.Generator().manual_seed(0) if generator is None else generator
     trained = _working_copy(model)
     target = _target(trained, images, target, batch_size)
-    first = {
-        name: given[name] if name in given else _maps(fn, trained, images, target, batch_size)
-        for name, fn in explainers.items()
-    }
-    repeat = {name: _maps(fn, trained, images, target, batch_size) for name, fn in explainers.items()}
+    first, repeat = _trained_maps(explainers, trained, images, target, batch_size, given)
     randomized: dict[str, list[Tensor]] = {name: [] for name in explainers}
     cascaded = cascade(trained, layers=names, generator=generator, granularity=granularity)
     for _ in progress_bar(range(len(groups)), desc="sanity check: cascade steps", enabled=progress):
@@ -334,12 +327,24 @@ def cascading_randomization(
         for name, fn in explainers.items():
             randomized[name].append(_maps(fn, random_model, images, target, batch_size))
     steps = tuple(step for step, _ in reversed(groups))
-    methods = {
-        name: _method(name, steps, first[name], repeat[name], randomized[name], threshold, example)
-        for name in explainers
-    }
+    methods = {name: _method(name, steps, first[name], repeat[name], randomized[name], threshold, example)
+               for name in explainers}  # fmt: skip
     image = images[example].detach().clone()
-    return SanityResult("cascading", methods, len(images), example, image, seed, granularity)
+    return SanityResult("cascading", methods, len(images), example, image, generator.initial_seed(), granularity)
+
+
+def _trained_maps(
+    explainers: Mapping[str, Explainer],
+    model: nn.Module,
+    images: Tensor,
+    target: Tensor,
+    batch_size: int | None,
+    given: Mapping[str, Tensor],
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Each method's maps of the trained model (those ``given``, or a call) and a second, fresh call's maps."""
+    first = {name: given[name] if name in given else _maps(fn, model, images, target, batch_size)
+             for name, fn in explainers.items()}  # fmt: skip
+    return first, {name: _maps(fn, model, images, target, batch_size) for name, fn in explainers.items()}
 
 
 def data_randomization(
