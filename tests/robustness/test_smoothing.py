@@ -20,6 +20,7 @@ from visionlab.robustness import (
     GaussianNoiseTraining,
     SmoothedClassifier,
     clopper_pearson_lower,
+    default_batch,
     noise_block,
     plot_certified_accuracy,
 )
@@ -168,11 +169,11 @@ def test_results_depend_on_the_seed_only_not_on_the_batch_or_the_split_into_call
     nn.init.normal_(model[1].weight, std=3.0)
     labels = torch.tensor([0, 1, 2, 3, 0])
 
-    def certify(batch: int, seed: int = 7, sigma: float = 0.5) -> Certification:
+    def certify(batch: int | None, seed: int = 7, sigma: float = 0.5) -> Certification:
         return SmoothedClassifier(model, 4, sigma, batch=batch, seed=seed).certify(images, labels, 30, 300, 0.01)
 
     reference = certify(1000)
-    for other in (certify(1000), certify(1), certify(7), certify(300)):
+    for other in (certify(1000), certify(1), certify(7), certify(300), certify(None)):
         for key in ("prediction", "p_lower", "radius"):
             assert torch.equal(getattr(other, key), getattr(reference, key)), key
     smoothed = SmoothedClassifier(model, 4, 0.5, batch=64, seed=7)
@@ -183,6 +184,19 @@ def test_results_depend_on_the_seed_only_not_on_the_batch_or_the_split_into_call
     counts = smoothed.counts(images, 300)
     assert counts.sum(1).tolist() == [300] * 5
     assert torch.equal(counts, SmoothedClassifier(model, 4, 0.5, batch=3, seed=7).counts(images, 300))
+
+
+def test_the_default_pass_is_128_rows_on_the_cpu_and_1000_on_a_gpu() -> None:
+    sizes: list[int] = []
+
+    class Record(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            sizes.append(len(x))
+            return torch.zeros(x.shape[0], 2)
+
+    SmoothedClassifier(Record(), 2, sigma=0.3).counts(torch.zeros(3, 1, 2, 2), 100)
+    assert sizes == [128, 128, 44]  # 300 noisy copies, across the three images
+    assert (default_batch("cpu"), default_batch(torch.device("cuda", 1)), default_batch("meta")) == (128, 1000, 1000)
 
 
 def test_noise_is_gaussian_in_pixel_units_unclipped_and_each_image_gets_its_own_stream() -> None:

@@ -56,6 +56,7 @@ from visionlab.robustness.smoothing import (
     GaussianNoiseTraining,
     SmoothedClassifier,
     clopper_pearson_lower,
+    default_batch,
     noise_block,
     plot_certified_accuracy,
 )
@@ -106,6 +107,7 @@ __all__ = [
     "corruption_accuracy",
     "corruption_errors",
     "corruption_rows",
+    "default_batch",
     "default_step",
     "image_seed",
     "imagecorruptions_module",

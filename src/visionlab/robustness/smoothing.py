@@ -19,10 +19,11 @@ units, as Cohen et al.'s σ is on inputs in [0, 1]; the radius is an L2 distance
 inputs are not clipped to [0, 1] (neither are Cohen et al.'s).
 
 Sampling is batched across images: the noisy copies of several images go through the network in one forward
-pass of at most ``batch`` rows. The noise of image ``i`` in one phase (selection, estimation or prediction) is its
-own stream, drawn from a generator seeded by ``(seed, phase, i)`` in blocks whose size depends only on the image
-shape (:func:`noise_block`), never on ``batch``: results are the same for any ``batch`` and any split of the
-images into calls (pass ``first_index``), bit for bit on one device.
+pass of at most ``batch`` rows (default :func:`default_batch`: 128 on the CPU, 1000 on a GPU). The noise of image
+``i`` in one phase (selection, estimation or prediction) is its own stream, drawn from a generator seeded by
+``(seed, phase, i)`` in blocks whose size depends only on the image shape (:func:`noise_block`), never on
+``batch``: results are the same for any ``batch`` and any split of the images into calls (pass ``first_index``),
+bit for bit on one device.
 
 Statistics: :func:`clopper_pearson_lower` and the binomial test come from :mod:`scipy.stats`.
 """
@@ -49,6 +50,7 @@ __all__ = [
     "GaussianNoiseTraining",
     "SmoothedClassifier",
     "clopper_pearson_lower",
+    "default_batch",
     "noise_block",
     "plot_certified_accuracy",
 ]
@@ -57,6 +59,22 @@ ABSTAIN = -1  # the prediction of an image the smoothed classifier abstains on
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)  # L2 radii of the certified-accuracy table (pixel units)
 _BLOCK_VALUES = 1 << 20  # noise values drawn per generator call (about 4 MB of float32)
 _PHASES = {"select": 0, "estimate": 1, "predict": 2}
+
+
+CPU_BATCH = 128
+"""Noisy copies per forward pass on the CPU by default (:func:`default_batch`)."""
+DEVICE_BATCH = 1000
+"""Noisy copies per forward pass on a GPU by default (Cohen et al.'s ``--batch``)."""
+
+
+def default_batch(device: torch.device | str) -> int:
+    """The default rows per forward pass on ``device``: :data:`CPU_BATCH` on the CPU, :data:`DEVICE_BATCH` elsewhere.
+
+    On the CPU a smaller pass keeps the activations in cache: on 2 AVX-512 cores SimpleNet (1x28x28, channels-last)
+    ran 18.5k noisy copies/s at 128 rows against 11.2k at 1000, and CERTIFY (n = 10,000) 2.0-2.3 images/s against
+    1.1. A GPU wants large passes to fill its cores. The results do not depend on it (the module docstring).
+    """
+    return CPU_BATCH if torch.device(device).type == "cpu" else DEVICE_BATCH
 
 
 def noise_block(image_shape: Sequence[int]) -> int:
@@ -168,7 +186,8 @@ class SmoothedClassifier:
             submodule's mode given back afterwards.
         num_classes: the number of classes of its output.
         sigma: the noise standard deviation, > 0, in pixel units (Cohen et al. use 0.12 to 1.0 on [0, 1] inputs).
-        batch: noisy copies per forward pass (default 1000), split across images as needed.
+        batch: noisy copies per forward pass, split across images as needed (default: :func:`default_batch` of
+            the images' device, 128 on the CPU, 1000 on a GPU).
         seed: seeds every noise stream (default 0); results do not depend on ``batch``.
 
     Example::
@@ -178,11 +197,13 @@ class SmoothedClassifier:
         cert.certified_accuracy([0.0, 0.5, 1.0])  # % certified correct within each L2 radius
     """
 
-    def __init__(self, model: nn.Module, num_classes: int, sigma: float, *, batch: int = 1000, seed: int = 0) -> None:
+    def __init__(
+        self, model: nn.Module, num_classes: int, sigma: float, *, batch: int | None = None, seed: int = 0
+    ) -> None:
         self.model = model
         self.num_classes = check_integer(num_classes, "num_classes", minimum=2)
         self.sigma = float(check_number(sigma, "sigma", inclusive=False, unit="pixel units"))
-        self.batch = check_integer(batch, "batch", minimum=1)
+        self.batch = check_integer(batch, "batch", minimum=1, optional=True)
         self.seed = check_integer(seed, "seed", minimum=0)
 
     def __repr__(self) -> str:
@@ -210,9 +231,9 @@ class SmoothedClassifier:
         ... each image's noise drawn in blocks of :func:`noise_block` samples from its own generator. The buffer
         is reused: each yielded pair is valid until the next is asked for."""
         shape, device = tuple(images.shape[1:]), images.device
-        block = noise_block(shape)
-        buffer = torch.empty((self.batch, *shape), dtype=images.dtype, device=device)
-        rows = torch.empty(self.batch, dtype=torch.long, device=device)
+        block, batch = noise_block(shape), self.batch or default_batch(device)
+        buffer = torch.empty((batch, *shape), dtype=images.dtype, device=device)
+        rows = torch.empty(batch, dtype=torch.long, device=device)
         fill = 0
         for i in range(images.shape[0]):
             generator = torch.Generator(device=device).manual_seed(_stream_seed(self.seed, phase, first_index + i))
@@ -221,11 +242,11 @@ class SmoothedClassifier:
                                     dtype=images.dtype)  # fmt: skip
                 taken = 0
                 while taken < noise.shape[0]:
-                    m = min(noise.shape[0] - taken, self.batch - fill)
+                    m = min(noise.shape[0] - taken, batch - fill)
                     torch.add(images[i], noise[taken : taken + m], alpha=self.sigma, out=buffer[fill : fill + m])
                     rows[fill : fill + m] = i
                     fill, taken = fill + m, taken + m
-                    if fill == self.batch:
+                    if fill == batch:
                         yield rows, buffer
                         fill = 0
         if fill:
