@@ -30,7 +30,8 @@ rate).
     python bench/epoch.py --epochs 2 --models vit simplenet-pgd3 --options j8 gpu-augment
     python bench/epoch.py --quick             # 300/100 images, SimpleNet, j0 and cache-j0: checks that it runs
 
-Prints the tables, then one JSON line ``{"device": …, "runs": [{"model", "option", "flags", "status",
+Prints a line ``run: {…}`` (JSON) as each run ends, so a bench stopped by a time limit keeps the runs it finished;
+then the tables, then one JSON line ``{"device": …, "runs": [{"model", "option", "flags", "status",
 "command_s", "epoch_s", "train_images_per_s", "epoch_images_per_s", "data_wait_share", "compute_images_per_s",
 "gpu_util_percent"}, …], "cpu_images_per_s_per_worker": {…}, "workers_needed": {…}}``.
 """
@@ -51,9 +52,9 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
-from visionlab.data import load_dataset, synth_miniplaces
+from visionlab.data import ImageListDataset, load_dataset, synth_miniplaces
 
 MODELS = {
     "simplenet": "--model simplenet",
@@ -187,17 +188,19 @@ def one_run(args: argparse.Namespace, root: Path, model: str, option: str, cuda:
             sampler.stop.set()
     if row["status"] == "ok":
         row.update(epoch_figures(run_dir, args.train))
+    print("run: " + json.dumps(row), flush=True)  # at once: a bench stopped by a time limit keeps the runs done
     return row
 
 
 def cpu_rates(root: Path, images: int) -> dict[str, float]:
     """Training images/s of one worker (this process) for each CPU pipeline: decode + augmentation from the files,
-    augmentation alone from the cache (the caching itself not timed)."""
+    augmentation alone from the cache (the caching itself not timed; only the ``images`` measured are cached, not
+    the whole set)."""
     torch.set_num_threads(1)  # a DataLoader worker runs on one thread
+    train = load_dataset(f"miniplaces:{root}", check_images=False).train
     rates = {}
     for name, cache in CPU_PIPELINES.items():
-        train = load_dataset(f"miniplaces:{root}", check_images=False, cache=cache).train
-        subset = Subset(train, range(min(images, len(train))))
+        subset = ImageListDataset(train.entries[: min(images, len(train))], train.transform, cache=cache)
         loader = DataLoader(subset, batch_size=256, shuffle=True, generator=torch.Generator().manual_seed(0))
         start, n = time.perf_counter(), 0
         for batch, _ in loader:

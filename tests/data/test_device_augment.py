@@ -149,6 +149,46 @@ def test_device_decode_gives_the_worker_decoders_pixels(miniplaces: Path) -> Non
         assert torch.equal(image, read_image(train.entries[j].path))
 
 
+@pytest.fixture
+def deterministic_algorithms():
+    """``torch.use_deterministic_algorithms(True, warn_only=True)`` (what the trainer sets by default) for one
+    test, the previous setting and fill flag restored after."""
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    yield
+    torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+    torch.utils.deterministic.fill_uninitialized_memory = fill
+
+
+@pytest.mark.usefixtures("deterministic_algorithms")
+def test_device_decode_runs_without_the_deterministic_fill_of_new_tensors(miniplaces: Path, monkeypatch) -> None:
+    """nvJPEG writes its outputs on a stream of its own, while the deterministic fill of a new tensor (255 for
+    uint8) runs on the current stream, unordered with it: the decode must run with the fill off (seen here by the
+    decoder), and the setting is back afterwards, also when the decoder fails."""
+    import visionlab.data.device_augment as device_augment
+
+    seen: list[bool] = []
+    real = device_augment.decode_jpeg
+
+    def spy(*args, **kwargs):
+        seen.append(torch.utils.deterministic.fill_uninitialized_memory)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(device_augment, "decode_jpeg", spy)
+    train = load_dataset(str(miniplaces), image_size=16).train
+    source = DeviceAugmentSource(train, "encoded")
+    loader = make_device_loader(train, 2, payload="encoded", workers=0, device=CPU)
+    payload, _, _, indices = source.collate([source[k] for k in range(2)])
+    assert torch.empty(2, dtype=torch.uint8).tolist() == [255, 255]  # the fill is on outside the decode
+    decoded = loader.decode(payload, indices)
+    assert seen == [False] and torch.utils.deterministic.fill_uninitialized_memory
+    assert torch.equal(decoded[0], read_image(train.entries[int(indices[0])].path))
+    with pytest.raises(DatasetError, match="cannot decode image"):
+        loader.decode([torch.tensor([0xFF, 0xD8, 0xFF, 0xD9], dtype=torch.uint8)], indices[:1])
+    assert seen[1:] == [False, False] and torch.utils.deterministic.fill_uninitialized_memory
+
+
 def test_a_limited_and_relabelled_training_set_keeps_its_items_and_labels(miniplaces: Path) -> None:
     from visionlab.data import shuffle_labels
     from visionlab.engine import limit

@@ -182,6 +182,23 @@ def test_an_exact_resume_restores_the_optimizer_schedule_and_average(tmp_path: P
     assert resumed.best_ema == state["best_ema"] and isinstance(state["best_ema"], float)
 
 
+def test_a_run_without_loss_scaling_resumes_into_one_with_it(tmp_path: Path) -> None:
+    """A checkpoint of a CPU run (its GradScaler disabled: an empty state) resumed where loss scaling is on (``--amp``
+    on CUDA, enabled here on the CPU): the scaler starts at its initial scale instead of refusing the empty state."""
+
+    class ScaledTrainer(Trainer):
+        def _build_optimization(self):
+            optimizer, scheduler, _ = super()._build_optimization()
+            return optimizer, scheduler, torch.amp.GradScaler("cpu", enabled=True)
+
+    bundle, run = memory_bundle(TRAIN_LABELS, VAL), tmp_path / "run"
+    Trainer(memory_config(run, epochs=2), bundle=bundle, callbacks=[]).fit()
+    assert load_checkpoint(run / CHECKPOINT)["scaler"] == {}
+    resumed = ScaledTrainer(memory_config(run, epochs=2), bundle=bundle, callbacks=[], resume=run / CHECKPOINT)
+    resumed.log.close()
+    assert resumed.full_resume and resumed.scaler.is_enabled() and resumed.scaler.get_scale() == 2.0**16
+
+
 # The --start-epoch fast-forward steps the scheduler before any optimizer step, on purpose.
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`")
 def test_resume_and_fine_tune_say_what_they_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

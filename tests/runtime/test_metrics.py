@@ -230,6 +230,23 @@ def test_wait_timer_adds_up_the_seconds_spent_getting_items_and_the_whole_loop()
     assert (timer.waited, timer.elapsed) == (11.5, 14.5)
 
 
+def test_wait_timer_syncs_once_at_the_end_before_reading_the_loop_time() -> None:
+    """The device's queued work (here 4 s, done inside ``sync``) counts in ``elapsed``, not in ``waited``: 3
+    batches as above, 14.5 s, plus 4 s; ``sync`` runs once, after the last item."""
+    clock, calls = [0.0], []
+
+    def sync() -> None:
+        calls.append(clock[0])
+        clock[0] += 4.0
+
+    timer = WaitTimer(_Loader(clock, 3), clock=lambda: clock[0], sync=sync)
+    for _ in timer:
+        assert not calls
+        clock[0] += 1.0
+    assert calls == [14.5]
+    assert (timer.waited, timer.elapsed) == (11.5, 18.5)
+
+
 def test_wait_timer_of_a_loop_that_stops_early_keeps_the_wait_so_far() -> None:
     clock = [0.0]
     timer = WaitTimer(_Loader(clock, 3), clock=lambda: clock[0])

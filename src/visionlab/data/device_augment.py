@@ -32,6 +32,7 @@ colour factors.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -228,14 +229,34 @@ class DeviceAugmentLoader:
         return staging.to(self.device, non_blocking=True)
 
     def decode(self, data: list[torch.Tensor], indices: torch.Tensor) -> list[torch.Tensor]:
-        """The batch's JPEGs decoded on the device in one call; on a failure, each alone to name the file."""
-        try:
-            return decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
-        except RuntimeError:
-            for one, j in zip(data, indices.tolist(), strict=True):
-                try:
-                    decode_jpeg(one, mode=ImageReadMode.RGB, device=self.device)
-                except RuntimeError as exc:
-                    entry = self.source.base.entries[j]
-                    raise DatasetError(f"{entry.source}: cannot decode image {entry.path} ({exc})") from exc
-            raise
+        """The batch's JPEGs decoded on the device in one call; on a failure, each alone to name the file. Runs
+        with PyTorch's fill of new tensors off (:func:`_unfilled_new_tensors`)."""
+        with _unfilled_new_tensors():
+            try:
+                return decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
+            except RuntimeError:
+                for one, j in zip(data, indices.tolist(), strict=True):
+                    try:
+                        decode_jpeg(one, mode=ImageReadMode.RGB, device=self.device)
+                    except RuntimeError as exc:
+                        entry = self.source.base.entries[j]
+                        raise DatasetError(f"{entry.source}: cannot decode image {entry.path} ({exc})") from exc
+                raise
+
+
+@contextmanager
+def _unfilled_new_tensors() -> Iterator[None]:
+    """``torch.utils.deterministic.fill_uninitialized_memory`` off inside, restored after.
+
+    Why: under ``torch.use_deterministic_algorithms(True)`` (the trainer's default ``deterministic``) every new
+    tensor is first filled (NaN, or 255 for ``uint8``) by a kernel on the *current* CUDA stream. torchvision's
+    nvJPEG decoder allocates its output tensors that way, then writes the pixels on a stream of its own and only
+    afterwards makes the current stream wait for it: nothing orders the fill before the decode, so a fill queued
+    behind the training step's kernels can land after the pixels and leave the image all 255. The decoder writes
+    every byte of its outputs, so the fill has nothing to protect here."""
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    try:
+        yield
+    finally:
+        torch.utils.deterministic.fill_uninitialized_memory = fill

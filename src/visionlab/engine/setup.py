@@ -239,7 +239,8 @@ class TrainerSetup:
             assert state is not None
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-            self.scaler.load_state_dict(state["scaler"])
+            if state["scaler"]:  # empty: saved without loss scaling (CPU, no amp); this run's scaler starts afresh
+                self.scaler.load_state_dict(state["scaler"])
             ranks = state.get("rng_ranks")
             same_world = ranks is not None and len(ranks) == self.dist.world_size
             restore_rng(ranks[self.dist.rank] if same_world else state["rng"], self.generator)

@@ -215,7 +215,10 @@ class Trainer(TrainerSetup):
         )
         seen, tick = 0, time.perf_counter()
         since = self.step + 1  # the first step the next logged step's check covers
-        timer = WaitTimer(bar)  # the seconds the loop waits for its batches: the data-wait share of the epoch
+        # the seconds the loop waits for its batches: the data-wait share of the epoch; on CUDA the loop's time
+        # ends when the device has done its queued steps
+        sync = (lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else None
+        timer = WaitTimer(bar, sync=sync)
         for i, (images, target) in enumerate(timer):
             # .to(memory_format=), not .contiguous(memory_format=): the latter leaves a one-channel batch with its
             # NCHW strides (both layouts address its memory alike), and the first convolution and pool then ran

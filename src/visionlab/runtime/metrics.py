@@ -77,10 +77,19 @@ class WaitTimer(Generic[T]):
     iteration. ``waited`` is the time the loop stood idle for data, ``elapsed - waited`` the time it spent on its
     own work (on CUDA: launching it, or waiting for the device when its queue is full).
 
+    ``sync`` (default none) is called once after the last item, before the clock is read for ``elapsed``: on CUDA
+    ``torch.cuda.synchronize``, so ``elapsed`` also holds the work the loop queued on the device and the device had
+    not yet done (up to the steps between two host syncs), instead of ending when the last step was launched.
+
     ``clock`` (seconds) is a parameter so tests drive time by hand."""
 
-    def __init__(self, iterable: Iterable[T], clock: Callable[[], float] = time.perf_counter) -> None:
-        self.iterable, self.clock = iterable, clock
+    def __init__(
+        self,
+        iterable: Iterable[T],
+        clock: Callable[[], float] = time.perf_counter,
+        sync: Callable[[], None] | None = None,
+    ) -> None:
+        self.iterable, self.clock, self.sync = iterable, clock, sync
         self.waited = self.elapsed = 0.0
 
     def __iter__(self) -> Iterator[T]:
@@ -95,6 +104,8 @@ class WaitTimer(Generic[T]):
                 self.waited += self.clock() - before
             yield item
             before = self.clock()
+        if self.sync is not None:
+            self.sync()
         self.elapsed = self.clock() - start
 
 
