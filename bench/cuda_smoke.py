@@ -13,8 +13,9 @@ Checks, on a synthetic MiniPlaces of ``--train`` images (:mod:`visionlab.data.sy
 * ``augment``: :func:`augment_batch` on the device against the CPU for the same parameters.
 * ``loader-…``: each device-side payload (``image``, ``encoded``, ``index`` from a host, pinned or device cache)
   against the CPU path's batches for the same generator.
-* ``pgd-fp16``: the share of zero input-gradient entries of the training attack's loss under fp16 autocast
-  against float32 (underflow without loss scaling makes PGD's sign step 0 there).
+* ``pgd-fp16``: the share of zero input-gradient entries of the training attack's loss under fp16 and bf16
+  autocast against float32 (underflow without loss scaling makes PGD's sign step 0 there; why ``--amp`` is bf16
+  on GPUs that have it, :func:`visionlab.runtime.amp_dtype`).
 * ``train-…``: one epoch of ``Trainer`` with amp and channels-last for each input option.
 
     python bench/cuda_smoke.py                  # CUDA

@@ -12,7 +12,7 @@ from visionlab.engine import (
     select_device,
 )
 from visionlab.errors import ConfigError
-from visionlab.runtime import autocast, cpu_has_native_bf16
+from visionlab.runtime import amp_dtype, autocast, cpu_has_native_bf16, needs_loss_scaling
 from visionlab.runtime import device as device_module
 
 CPU = torch.device("cpu")
@@ -43,14 +43,21 @@ def test_select_device_says_which_devices_exist(monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.mark.filterwarnings("ignore:CUDA is not available:UserWarning")  # the CUDA context is only built, not entered
-def test_autocast_is_bfloat16_on_the_cpu_and_off_unless_asked() -> None:
+@pytest.mark.parametrize(("bf16_gpu", "gpu_dtype"), [(True, torch.bfloat16), (False, torch.float16)])
+def test_autocast_is_bfloat16_unless_the_gpu_lacks_it_and_only_float16_scales_the_loss(
+    monkeypatch: pytest.MonkeyPatch, bf16_gpu: bool, gpu_dtype: torch.dtype
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16_gpu)
     a, b = torch.ones(2, 2), torch.ones(2, 2)
     with autocast(CPU, True):
         assert torch.mm(a, b).dtype == torch.bfloat16
     with autocast(CPU, False):
         assert torch.mm(a, b).dtype == torch.float32
-    cuda = autocast(torch.device("cuda"), True)
-    assert (cuda.device, cuda.fast_dtype) == ("cuda", torch.float16)
+    cuda = torch.device("cuda")
+    context = autocast(cuda, True)
+    assert (context.device, context.fast_dtype) == ("cuda", gpu_dtype) and amp_dtype(cuda) == gpu_dtype
+    assert needs_loss_scaling(cuda, True) is (not bf16_gpu)
+    assert not needs_loss_scaling(cuda, False) and not needs_loss_scaling(CPU, True)
 
 
 @pytest.mark.parametrize(

@@ -192,7 +192,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--out", metavar="DIR", help="run directory (default runs/<model>-<dataset>-<time>)")
     r.add_argument("--seed", type=int, help="default 0")
     r.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N")
-    r.add_argument("--amp", action="store_true", default=None, help="mixed precision (fp16 on CUDA, bf16 on CPU)")
+    r.add_argument("--amp", action="store_true", default=None,
+                   help="mixed precision: bf16 (fp16 with loss scaling on GPUs without bf16)")  # fmt: skip
     r.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory format")
     r.add_argument(
         "--compile",

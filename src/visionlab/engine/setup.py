@@ -32,7 +32,7 @@ from visionlab.engine.schedule import WarmupCosine
 from visionlab.engine.swa import WeightAverage
 from visionlab.errors import ConfigError
 from visionlab.models import PretrainedWeights, architecture_kwargs, build_model, load_weights
-from visionlab.runtime import DistContext, MetricsLog, check_compile, shard_dataset
+from visionlab.runtime import DistContext, MetricsLog, check_compile, needs_loss_scaling, shard_dataset
 
 __all__ = ["TrainerSetup"]
 
@@ -229,7 +229,7 @@ class TrainerSetup:
         cfg, steps_per_epoch = self.cfg, len(self.train_loader)
         optimizer = build_optimizer(self.model, cfg)
         scheduler = WarmupCosine(optimizer, round(cfg.warmup * steps_per_epoch), cfg.epochs * steps_per_epoch)
-        scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp and self.device.type == "cuda")
+        scaler = torch.amp.GradScaler(self.device.type, enabled=needs_loss_scaling(self.device, cfg.amp))
         return optimizer, scheduler, scaler
 
     def _restore(self, state: dict[str, Any] | None) -> tuple[int, int, float]:

@@ -12,7 +12,15 @@
   waits for its data, and the run directory's metrics log.
 """
 
-from visionlab.runtime.device import AMP_CPU_WARNING, autocast, check_compile, cpu_has_native_bf16, select_device
+from visionlab.runtime.device import (
+    AMP_CPU_WARNING,
+    amp_dtype,
+    autocast,
+    check_compile,
+    cpu_has_native_bf16,
+    needs_loss_scaling,
+    select_device,
+)
 from visionlab.runtime.distributed import (
     DistContext,
     ShardedBatchSampler,
@@ -33,6 +41,7 @@ __all__ = [
     "RunningStats",
     "ShardedBatchSampler",
     "WaitTimer",
+    "amp_dtype",
     "autocast",
     "channels_last_copy",
     "check_compile",
@@ -41,6 +50,7 @@ __all__ = [
     "default_workers",
     "eval_mode",
     "init_distributed",
+    "needs_loss_scaling",
     "read_metrics",
     "select_device",
     "shard_dataset",
