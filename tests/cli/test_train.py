@@ -41,9 +41,10 @@ def test_switches_become_their_fields() -> None:
         False,
     )
     cfg, _ = train_config_from_args(parse_argv("train"))
-    assert (cfg.progress, cfg.quiet, cfg.cache_images, cfg.amp, cfg.tta, cfg.freeze_backbone) == (
-        True, False, False, False, False, False,
+    assert (cfg.progress, cfg.quiet, cfg.cache_images, cfg.amp, cfg.tta, cfg.freeze_backbone, cfg.deterministic) == (
+        True, False, False, False, False, False, True,
     )  # fmt: skip
+    assert not train_config_from_args(parse_argv("train", "--no-deterministic"))[0].deterministic
 
 
 def test_a_namespace_without_the_switches_is_the_defaults(three_workers: None) -> None:

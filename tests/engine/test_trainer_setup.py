@@ -101,12 +101,12 @@ def test_construction_loads_the_configured_data_and_seeds_the_weights_and_the_da
     assert kept == [] and kept is not mine  # a copy, and empty is not the default
 
 
-def test_deterministic_algorithms_are_switched_on_only_when_asked(tmp_path: Path) -> None:
+def test_deterministic_algorithms_only_when_asked_and_the_autotuner_only_when_not(tmp_path: Path) -> None:
     before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     benchmark, bundle = torch.backends.cudnn.benchmark, memory_bundle(TRAIN_LABELS, VAL)
     try:
         torch.use_deterministic_algorithms(False)
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = False
         Trainer(memory_config(tmp_path / "a", deterministic=False), bundle=bundle, callbacks=[]).log.close()
         assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
         Trainer(memory_config(tmp_path / "b", deterministic=True), bundle=bundle, callbacks=[]).log.close()

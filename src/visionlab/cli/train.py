@@ -39,7 +39,7 @@ _TRAIN_FIELDS = (
     "seed", "device", "amp", "channels_last", "out", "print_freq", "adv_train", "adv_eps", "adv_steps", "adv_step",
     "adv_mix", "trades_beta", "select_by", "robust_val", "pretrained", "freeze_backbone", "unfreeze_at", "head_lr_mult",
     "compile", "sync_bn", "cache_images", "augment", "ema", "noise_sigma", "shuffle_labels", "gpu_augment",
-    "gpu_decode", "adv_eps_ramp", "swa_start", "swa_every",
+    "gpu_decode", "adv_eps_ramp", "swa_start", "swa_every", "deterministic",
 )  # fmt: skip
 # Fields a full resume may change: they do not alter the arithmetic of the run.
 _RUNTIME_FIELDS = (
@@ -195,6 +195,9 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--amp", action="store_true", default=None,
                    help="mixed precision: bf16 (fp16 with loss scaling on GPUs without bf16)")  # fmt: skip
     r.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory format")
+    r.add_argument("--no-deterministic", dest="deterministic", action="store_false", default=None,
+                   help="allow nondeterministic kernels and cuDNN's autotuner (faster on a GPU; an exact resume and "
+                        "a rerun then match only to rounding)")  # fmt: skip
     r.add_argument(
         "--compile",
         nargs="?",

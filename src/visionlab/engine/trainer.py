@@ -106,7 +106,7 @@ class Trainer(TrainerSetup):
         self.pretrained = self._load_pretrained(state)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.benchmark = not cfg.deterministic  # off: speed asked, cuDNN may autotune (GPU only)
         torch.manual_seed(cfg.seed)
         self.bundle = bundle or load_dataset(
             cfg.data,
