@@ -39,7 +39,7 @@ FIELD_FLAGS: dict[str, str] = {
     "optimizer": "--optimizer", "lr": "--lr", "momentum": "--momentum", "weight_decay": "--wd/--weight-decay",
     "warmup": "--warmup", "clip_grad": "--clip-grad", "label_smoothing": "--label-smoothing", "tta": "--tta",
     "ema": "--ema", "seed": "--seed", "device": "--device", "amp": "--amp", "channels_last": "--channels-last",
-    "out": "--out",
+    "deterministic": "--no-deterministic", "out": "--out",
     "print_freq": "-p/--print-freq", "tensorboard": "--no-tensorboard", "progress": "--no-progress",
     "quiet": "-q/--quiet", "resume": "--resume", "topk": "--topk", "split": "--split", "labels": "--labels",
     "adv_train": "--adv-train",
