@@ -194,7 +194,7 @@ def test_field_flag_table_names_real_flags() -> None:
         assert set(flag.split("/")) <= options, (field, flag)
     settable = set(train._TRAIN_FIELDS) | {"conv", "check_images", "progress", "quiet", "tensorboard"}
     assert settable <= set(FIELD_FLAGS)
-    assert settable == {f.name for f in fields(TrainConfig)} - {"model_kwargs", "wd_exclude_norm_bias", "deterministic"}
+    assert settable == {f.name for f in fields(TrainConfig)} - {"model_kwargs", "wd_exclude_norm_bias"}
 
 
 def test_format_user_error() -> None:
