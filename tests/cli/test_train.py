@@ -77,7 +77,7 @@ def test_the_recipe_is_the_given_models() -> None:
 # spelled out flag by flag.
 ROBUST_FLAGS = [
     "--data", "fashion-mnist", "--model", "improved", "--adv-train", "pgd", "--adv-steps", "3", "--adv-eps", "0.1",
-    "--epochs", "10", "-b", "128", "--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9", "--wd", "5e-4",
+    "--epochs", "14", "-b", "128", "--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9", "--wd", "5e-4",
     "--warmup", "1", "--clip-grad", "0", "--label-smoothing", "0", "--ema", "0.999", "--select-by", "robust",
     "--robust-val", "1000",
 ]  # fmt: skip
