@@ -44,7 +44,8 @@ def amp_dtype(device: torch.device) -> torch.dtype:
     weights' gradients, which a loss scaler can rescue: an attack's input gradient has no scaler. Under float16
     autocast 42% of the input gradient's values of the mean cross-entropy came out exactly 0 (512 Fashion-MNIST
     test images, the demo SimpleNet, CPU autocast), a PGD step then moving those pixels not at all; 0% under
-    bfloat16 and float32, with every nonzero sign the same. On the CPU float16 has no kernels worth using."""
+    bfloat16 and float32 (the nonzero values' signs agreed with float32's for 98% under float16, 97% under
+    bfloat16: both round). On the CPU float16 has no kernels worth using."""
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.float16
     return torch.bfloat16
